@@ -1,0 +1,1 @@
+"""Sans-I/O protocol layer: codecs and state machines, no asyncio, no sockets, no storage."""
