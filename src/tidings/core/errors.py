@@ -1,0 +1,71 @@
+"""Domain errors, with stable ids that the edges translate into wire codes.
+
+TidingsError
+ +-- Invalid        the request is malformed or breaks a rule on its values
+ +-- NotFound       the thing asked for does not exist
+ +-- Forbidden      the caller may not do this
+ +-- Conflict       the request clashes with the current state
+ +-- LimitExceeded  a configured bound (queue, rate, size) was reached
+ +-- Unavailable    the server cannot do it right now (storage failure, shutting down)
+
+The core never speaks LIME reason codes or HTTP statuses: ``gateway/errors.py`` and
+``api/errors.py`` map each ``ErrorId`` to those, and a test checks that every id is mapped.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorId(StrEnum):
+    INVALID_ARGUMENT = "invalid-argument"
+    INVALID_ADDRESS = "invalid-address"
+    ACCOUNT_NOT_FOUND = "account-not-found"
+    DESTINATION_NOT_FOUND = "destination-not-found"
+    DESTINATION_OFFLINE = "destination-offline"
+    RESOURCE_NOT_FOUND = "resource-not-found"
+    ACCOUNT_EXISTS = "account-exists"
+    BAD_CREDENTIALS = "bad-credentials"
+    GUESTS_DISABLED = "guests-disabled"
+    NOT_DELEGATED = "not-delegated"
+    NOT_SHARED = "not-shared"
+    FORBIDDEN = "forbidden"
+    QUEUE_FULL = "queue-full"
+    RATE_LIMITED = "rate-limited"
+    STORAGE_UNAVAILABLE = "storage-unavailable"
+    SHUTTING_DOWN = "shutting-down"
+
+
+class TidingsError(Exception):
+    error_id: ErrorId
+
+    def __init__(self, error_id: ErrorId, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.error_id = error_id
+        self.message = message
+        self.details = details or {}
+
+
+class Invalid(TidingsError):
+    pass
+
+
+class NotFound(TidingsError):
+    pass
+
+
+class Forbidden(TidingsError):
+    pass
+
+
+class Conflict(TidingsError):
+    pass
+
+
+class LimitExceeded(TidingsError):
+    pass
+
+
+class Unavailable(TidingsError):
+    pass

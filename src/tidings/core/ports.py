@@ -1,0 +1,75 @@
+"""The interfaces the core needs from storage, so that SQLite and PostgreSQL can stand behind it.
+
+Hot-path calls (``append``, ``acknowledge``, ``discard``) take a completion callback rather than
+returning an awaitable: the router submits thousands of them a second and a task per message
+would cost more than the message. Everything else is a coroutine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .model import Account, AppendResult, OverflowPolicy, QueuedEnvelope, QueueEntry, SessionRecord
+
+Done = Callable[[Any], None]
+"""Called on the event loop with the result, or with the exception when the write failed."""
+
+
+class MessageStore(Protocol):
+    def append(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        """Store entries atomically, once per ``dedupe`` key (sender, message id)."""
+
+    def acknowledge(
+        self,
+        identity: str,
+        instance: str,
+        sender: str,
+        message_id: str,
+        done: Callable[[int | BaseException], None],
+    ) -> None:
+        """Remove an acknowledged message from a session's queue; reports rows removed."""
+
+    def discard(self, seqs: Sequence[int]) -> None:
+        """Remove delivered entries that need no acknowledgement."""
+
+    async def backlog(self, identity: str, instance: str, limit: int) -> list[QueuedEnvelope]: ...
+    async def claim_unclaimed(self, identity: str, instance: str) -> int: ...
+    async def load_sessions(self) -> list[SessionRecord]: ...
+    async def save_session(self, record: SessionRecord) -> None: ...
+    async def forget_message_ids(self, older_than: float) -> int: ...
+
+
+class AccountStore(Protocol):
+    async def create_account(self, name: str, password_hash: str | None) -> None: ...
+    async def get_account(self, name: str) -> Account | None: ...
+    async def list_accounts(self) -> list[Account]: ...
+    async def delete_account(self, name: str) -> bool: ...
+    async def update_account(
+        self, name: str, *, password_hash: str | None = None, profile: dict[str, Any] | None = None
+    ) -> None: ...
+    async def add_key(self, name: str, key_hash: bytes, label: str) -> None: ...
+    async def account_for_key(self, key_hash: bytes) -> str | None: ...
+
+
+class RosterStore(Protocol):
+    async def contacts(self, owner: str) -> list[dict[str, Any]]: ...
+    async def put_contact(self, owner: str, contact: dict[str, Any]) -> None: ...
+    async def delete_contact(self, owner: str, identity: str) -> bool: ...
+    async def delegations(self, owner: str) -> list[dict[str, Any]]: ...
+    async def put_delegation(self, owner: str, delegation: dict[str, Any]) -> None: ...
+    async def delete_delegation(self, owner: str, target: str) -> bool: ...
+
+
+__all__ = [
+    "AccountStore",
+    "Done",
+    "MessageStore",
+    "OverflowPolicy",
+    "RosterStore",
+]

@@ -1,0 +1,356 @@
+"""The embedded SQLite store: WAL mode, one group-commit writer thread, reads on the loop.
+
+Reads are short indexed lookups done on the event loop's own read connection; they see every
+committed batch. Writes go through the ``GroupCommitWriter`` so that many messages share one
+fsync. Driver errors become ``Unavailable`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ErrorId, Unavailable
+from ..core.model import (
+    Account,
+    AppendResult,
+    OverflowPolicy,
+    QueuedEnvelope,
+    QueueEntry,
+    RoutingRule,
+    SessionRecord,
+)
+from ._writer import GroupCommitWriter
+
+__all__ = ["SqliteStore"]
+
+DATABASE_FILE = "tidings.db"
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("tidings.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
+
+
+def migrate(path: Path) -> None:
+    """Bring the database schema up to date (idempotent)."""
+    connection = _connect(path)
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in _migrations():
+            if number > version:
+                connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+    finally:
+        connection.close()
+
+
+class SqliteStore:
+    def __init__(self, data_dir: Path, *, commit_window: float = 0.001) -> None:
+        self.path = Path(data_dir) / DATABASE_FILE
+        self._commit_window = commit_window
+        self._reader: sqlite3.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        migrate(self.path)
+        self._reader = _connect(self.path)
+        self._writer = GroupCommitWriter(
+            lambda: _connect(self.path), loop, window=self._commit_window
+        )
+        self._writer.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then close (safe to call twice)."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
+        return self._writer
+
+    def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
+        try:
+            return self._reader.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, f"storage read failed: {exc}") from exc
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return await self.writer.run(operation)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, f"storage write failed: {exc}") from exc
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        now = time.time()
+
+        def operation(connection: sqlite3.Connection) -> AppendResult:
+            if dedupe is not None:
+                cursor = connection.execute(
+                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)",
+                    (dedupe[0], dedupe[1], now),
+                )
+                if cursor.rowcount == 0:
+                    return AppendResult(duplicate=True)
+            seqs = []
+            for entry in entries:
+                cursor = connection.execute(
+                    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+                    " enqueued_at) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        entry.identity,
+                        entry.instance,
+                        entry.sender,
+                        entry.message_id,
+                        entry.needs_ack,
+                        entry.payload,
+                        now,
+                    ),
+                )
+                seqs.append(cursor.lastrowid or 0)
+            return AppendResult(duplicate=False, seqs=seqs)
+
+        self.writer.submit(operation, done)
+
+    def acknowledge(
+        self,
+        identity: str,
+        instance: str,
+        sender: str,
+        message_id: str,
+        done: Callable[[int | BaseException], None],
+    ) -> None:
+        def operation(connection: sqlite3.Connection) -> int:
+            return connection.execute(
+                "DELETE FROM queue WHERE identity=? AND instance=? AND sender=? AND msg_id=?",
+                (identity, instance, sender, message_id),
+            ).rowcount
+
+        self.writer.submit(operation, done)
+
+    def discard(self, seqs: Sequence[int]) -> None:
+        rows = [(seq,) for seq in seqs]
+
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.executemany("DELETE FROM queue WHERE seq=?", rows)
+
+        self.writer.submit(operation)
+
+    async def backlog(self, identity: str, instance: str, limit: int) -> list[QueuedEnvelope]:
+        rows = self._read(
+            "SELECT seq, sender, msg_id, needs_ack, payload, enqueued_at FROM queue"
+            " WHERE identity=? AND instance=? ORDER BY seq LIMIT ?",
+            (identity, instance, limit),
+        )
+        return [QueuedEnvelope(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+
+    async def claim_unclaimed(self, identity: str, instance: str) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            return connection.execute(
+                "UPDATE queue SET instance=? WHERE identity=? AND instance=''",
+                (instance, identity),
+            ).rowcount
+
+        return int(await self._write(operation))
+
+    async def load_sessions(self) -> list[SessionRecord]:
+        depths = {
+            (identity, instance): depth
+            for identity, instance, depth in self._read(
+                "SELECT identity, instance, count(*) FROM queue GROUP BY identity, instance"
+            )
+        }
+        records = []
+        for identity, instance, rule, limit, policy, last_seen in self._read(
+            "SELECT identity, instance, routing_rule, queue_limit, policy, last_seen FROM sessions"
+        ):
+            records.append(
+                SessionRecord(
+                    identity,
+                    instance,
+                    RoutingRule(rule),
+                    limit,
+                    OverflowPolicy(policy) if policy else None,
+                    last_seen,
+                    depths.pop((identity, instance), 0),
+                )
+            )
+        for (identity, instance), depth in depths.items():
+            records.append(
+                SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
+            )
+        return records
+
+    async def save_session(self, record: SessionRecord) -> None:
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO sessions (identity, instance, routing_rule, queue_limit, policy,"
+                " last_seen) VALUES (?,?,?,?,?,?) ON CONFLICT (identity, instance) DO UPDATE SET"
+                " routing_rule=excluded.routing_rule, queue_limit=excluded.queue_limit,"
+                " policy=excluded.policy, last_seen=excluded.last_seen",
+                (
+                    record.identity,
+                    record.instance,
+                    record.routing_rule.value,
+                    record.queue_limit,
+                    record.policy.value if record.policy else None,
+                    record.last_seen,
+                ),
+            )
+
+        await self._write(operation)
+
+    async def forget_message_ids(self, older_than: float) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            return connection.execute(
+                "DELETE FROM message_ids WHERE accepted_at < ?", (older_than,)
+            ).rowcount
+
+        return int(await self._write(operation))
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    async def create_account(self, name: str, password_hash: str | None) -> None:
+        now = time.time()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO accounts (name, password_hash, created_at) VALUES (?,?,?)",
+                (name, password_hash, now),
+            )
+        )
+
+    async def get_account(self, name: str) -> Account | None:
+        rows = self._read(
+            "SELECT name, password_hash, profile, created_at FROM accounts WHERE name=?", (name,)
+        )
+        return _account(rows[0]) if rows else None
+
+    async def list_accounts(self) -> list[Account]:
+        rows = self._read(
+            "SELECT name, password_hash, profile, created_at FROM accounts ORDER BY name"
+        )
+        return [_account(row) for row in rows]
+
+    async def delete_account(self, name: str) -> bool:
+        def operation(connection: sqlite3.Connection) -> bool:
+            connection.execute("DELETE FROM contacts WHERE owner=?", (name,))
+            connection.execute("DELETE FROM delegations WHERE owner=?", (name,))
+            return connection.execute("DELETE FROM accounts WHERE name=?", (name,)).rowcount > 0
+
+        return bool(await self._write(operation))
+
+    async def update_account(
+        self, name: str, *, password_hash: str | None = None, profile: dict[str, Any] | None = None
+    ) -> None:
+        def operation(connection: sqlite3.Connection) -> None:
+            if password_hash is not None:
+                connection.execute(
+                    "UPDATE accounts SET password_hash=? WHERE name=?", (password_hash, name)
+                )
+            if profile is not None:
+                connection.execute(
+                    "UPDATE accounts SET profile=? WHERE name=?", (json.dumps(profile), name)
+                )
+
+        await self._write(operation)
+
+    async def add_key(self, name: str, key_hash: bytes, label: str) -> None:
+        now = time.time()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO api_keys (key_hash, account, label, created_at) VALUES (?,?,?,?)",
+                (key_hash, name, label, now),
+            )
+        )
+
+    async def account_for_key(self, key_hash: bytes) -> str | None:
+        rows = self._read("SELECT account FROM api_keys WHERE key_hash=?", (key_hash,))
+        return str(rows[0][0]) if rows else None
+
+    # -- roster -----------------------------------------------------------------------------
+
+    async def contacts(self, owner: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT doc FROM contacts WHERE owner=? ORDER BY identity", (owner,))
+        return [json.loads(row[0]) for row in rows]
+
+    async def put_contact(self, owner: str, contact: dict[str, Any]) -> None:
+        doc = json.dumps(contact)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO contacts (owner, identity, doc) VALUES (?,?,?)"
+                " ON CONFLICT (owner, identity) DO UPDATE SET doc=excluded.doc",
+                (owner, contact["identity"], doc),
+            )
+        )
+
+    async def delete_contact(self, owner: str, identity: str) -> bool:
+        result = await self._write(
+            lambda c: c.execute(
+                "DELETE FROM contacts WHERE owner=? AND identity=?", (owner, identity)
+            ).rowcount
+        )
+        return bool(result)
+
+    async def delegations(self, owner: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT doc FROM delegations WHERE owner=? ORDER BY target", (owner,))
+        return [json.loads(row[0]) for row in rows]
+
+    async def put_delegation(self, owner: str, delegation: dict[str, Any]) -> None:
+        doc = json.dumps(delegation)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO delegations (owner, target, doc) VALUES (?,?,?)"
+                " ON CONFLICT (owner, target) DO UPDATE SET doc=excluded.doc",
+                (owner, delegation["target"], doc),
+            )
+        )
+
+    async def delete_delegation(self, owner: str, target: str) -> bool:
+        result = await self._write(
+            lambda c: c.execute(
+                "DELETE FROM delegations WHERE owner=? AND target=?", (owner, target)
+            ).rowcount
+        )
+        return bool(result)
+
+
+def _account(row: Any) -> Account:
+    return Account(row[0], row[1], json.loads(row[2]), row[3])
