@@ -35,6 +35,7 @@ class ErrorId(StrEnum):
     RATE_LIMITED = "rate-limited"
     STORAGE_UNAVAILABLE = "storage-unavailable"
     SHUTTING_DOWN = "shutting-down"
+    SESSION_TAKEN_OVER = "session-taken-over"
 
 
 class TidingsError(Exception):

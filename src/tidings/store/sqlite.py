@@ -58,7 +58,9 @@ def migrate(path: Path) -> None:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         for number, script in _migrations():
             if number > version:
-                connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+                connection.executescript(
+                    f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+                )
     finally:
         connection.close()
 
@@ -125,7 +127,8 @@ class SqliteStore:
         def operation(connection: sqlite3.Connection) -> AppendResult:
             if dedupe is not None:
                 cursor = connection.execute(
-                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)",
+                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at)"
+                    " VALUES (?,?,?)",
                     (dedupe[0], dedupe[1], now),
                 )
                 if cursor.rowcount == 0:
@@ -174,11 +177,13 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
-    async def backlog(self, identity: str, instance: str, limit: int) -> list[QueuedEnvelope]:
+    async def backlog(
+        self, identity: str, instance: str, after_seq: int, limit: int
+    ) -> list[QueuedEnvelope]:
         rows = self._read(
             "SELECT seq, sender, msg_id, needs_ack, payload, enqueued_at FROM queue"
-            " WHERE identity=? AND instance=? ORDER BY seq LIMIT ?",
-            (identity, instance, limit),
+            " WHERE identity=? AND instance=? AND seq>? ORDER BY seq LIMIT ?",
+            (identity, instance, after_seq, limit),
         )
         return [QueuedEnvelope(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
 
@@ -263,6 +268,9 @@ class SqliteStore:
         )
         return _account(rows[0]) if rows else None
 
+    def has_account(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM accounts WHERE name=?", (name,)))
+
     async def list_accounts(self) -> list[Account]:
         rows = self._read(
             "SELECT name, password_hash, profile, created_at FROM accounts ORDER BY name"
@@ -323,9 +331,11 @@ class SqliteStore:
 
     async def delete_contact(self, owner: str, identity: str) -> bool:
         result = await self._write(
-            lambda c: c.execute(
-                "DELETE FROM contacts WHERE owner=? AND identity=?", (owner, identity)
-            ).rowcount
+            lambda c: (
+                c.execute(
+                    "DELETE FROM contacts WHERE owner=? AND identity=?", (owner, identity)
+                ).rowcount
+            )
         )
         return bool(result)
 
@@ -345,9 +355,11 @@ class SqliteStore:
 
     async def delete_delegation(self, owner: str, target: str) -> bool:
         result = await self._write(
-            lambda c: c.execute(
-                "DELETE FROM delegations WHERE owner=? AND target=?", (owner, target)
-            ).rowcount
+            lambda c: (
+                c.execute(
+                    "DELETE FROM delegations WHERE owner=? AND target=?", (owner, target)
+                ).rowcount
+            )
         )
         return bool(result)
 

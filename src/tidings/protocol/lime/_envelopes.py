@@ -101,11 +101,11 @@ class Command(_Base, frozen=True, kw_only=True):
 
 class Session(_Base, frozen=True, kw_only=True):
     state: SessionState
-    encryptionOptions: list[str] | UnsetType = UNSET  # noqa: N815 (wire name)
-    compressionOptions: list[str] | UnsetType = UNSET  # noqa: N815
+    encryptionOptions: list[str] | UnsetType = UNSET
+    compressionOptions: list[str] | UnsetType = UNSET
     encryption: str | UnsetType = UNSET
     compression: str | UnsetType = UNSET
-    schemeOptions: list[str] | UnsetType = UNSET  # noqa: N815
+    schemeOptions: list[str] | UnsetType = UNSET
     scheme: str | UnsetType = UNSET
     authentication: dict[str, Any] | UnsetType = UNSET
     reason: Reason | UnsetType = UNSET

@@ -72,7 +72,9 @@ class SessionEnded:
     reason: Reason | None
 
 
-Event = Message | Notification | Command | AuthenticationRequested | SessionEstablished | SessionEnded
+Event = (
+    Message | Notification | Command | AuthenticationRequested | SessionEstablished | SessionEnded
+)
 
 
 def _reason(code: ReasonCode, description: str) -> Reason:
@@ -339,7 +341,9 @@ class ServerSession(_Machine):
     def _reject(self, exc: EnvelopeError) -> None:
         if self.state is SessionState.ESTABLISHED and exc.envelope_id is not None:
             if exc.kind is Message:
-                self._outbox.append(encode_envelope(self.failed_notification(exc.envelope_id, exc.reason)))
+                self._outbox.append(
+                    encode_envelope(self.failed_notification(exc.envelope_id, exc.reason))
+                )
                 return
             if exc.kind is Command:
                 self._outbox.append(

@@ -1,0 +1,39 @@
+"""The HTTP API: health and metrics for now (FastAPI, served by uvicorn on the server's loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from fastapi import FastAPI, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .. import __version__
+
+
+class _Collector(Collector):
+    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (kind, value) in self._read().items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(f"tidings_{name}", name.replace("_", " "), value=value)
+
+
+def create_app(read_metrics: Callable[[], dict[str, tuple[str, float]]]) -> FastAPI:
+    """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time."""
+    app = FastAPI(title="Tidings", version=__version__)
+    registry = CollectorRegistry()
+    registry.register(_Collector(read_metrics))
+
+    @app.get("/healthz", summary="Liveness: 200 while the server is serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,145 @@
+"""The ``tidings`` command: serve, administer accounts, send and listen."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from ..config import ConfigError, Settings
+from ..core.accounts import AccountService
+from ..core.errors import TidingsError
+from ..store.sqlite import SqliteStore
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+account_app = typer.Typer(no_args_is_help=True, help="Manage accounts in a data folder.")
+app.add_typer(account_app, name="account")
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Folder holding the SQLite database.")
+]
+DEFAULT_DATA_DIR = Settings().data_dir
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Domain served (default localhost).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    ws_port: Annotated[int | None, typer.Option(help="WebSocket port (LIME, Feedme).")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP API port.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder.")] = None,
+    allow_guests: Annotated[
+        bool | None, typer.Option("--allow-guests/--no-guests", help="Accept guest sessions.")
+    ] = None,
+    queue_limit: Annotated[int | None, typer.Option(help="Envelopes per session queue.")] = None,
+    max_envelope_size: Annotated[int | None, typer.Option(help="Largest envelope, bytes.")] = None,
+) -> None:
+    """Run the server until Ctrl-C (sessions get a reason, pending writes are committed)."""
+    from ..wiring import serve as run_server
+
+    try:
+        settings = Settings.load(
+            config,
+            domain=domain,
+            host=host,
+            ws_port=ws_port,
+            http_port=http_port,
+            data_dir=data_dir,
+            allow_guests=allow_guests,
+            queue_limit=queue_limit,
+            max_envelope_size=max_envelope_size,
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+
+    def ready(server: Any) -> None:
+        print(
+            f"tidings ready ws://{settings.host}:{server.ws_port}/ "
+            f"http://{settings.host}:{server.http_port}/ domain={settings.domain} "
+            f"data={settings.data_dir}",
+            flush=True,
+        )
+
+    try:
+        uvloop.run(run_server(settings, ready))
+    except OSError as exc:
+        _fail(f"cannot start: {exc}", 1)
+
+
+def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = SqliteStore(data_dir)
+        store.open(asyncio.get_running_loop())
+        try:
+            service = AccountService(Settings().domain, store)
+            return await work(service)
+        finally:
+            store.close()
+
+    try:
+        return asyncio.run(run())
+    except TidingsError as error:
+        _fail(error.message, 1)
+        raise AssertionError from None
+
+
+@account_app.command("add")
+def account_add(
+    name: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, help="Password.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create an account."""
+    _with_accounts(data_dir, lambda s: s.add(name, password))
+    print(f"account {name} added")
+
+
+@account_app.command("list")
+def account_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """List accounts."""
+    names = _with_accounts(data_dir, lambda s: s.names())
+    table = Table("account")
+    for name in names:
+        table.add_row(name)
+    if sys.stdout.isatty():
+        Console().print(table)
+    else:
+        for name in names:
+            print(name)
+
+
+@account_app.command("remove")
+def account_remove(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Delete an account (its contacts and delegations go with it)."""
+    _with_accounts(data_dir, lambda s: s.remove(name))
+    print(f"account {name} removed")
+
+
+@account_app.command("key")
+def account_key(
+    name: str,
+    label: Annotated[str, typer.Option(help="What the key is for.")] = "",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create an API key for the LIME 'key' scheme; it is shown once."""
+    print(_with_accounts(data_dir, lambda s: s.create_key(name, label)))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,109 @@
+"""Server settings: one typed object, from defaults, a TOML file, then command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown, of the wrong type or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    domain: str = "localhost"
+    host: str = "127.0.0.1"
+    ws_port: int = 8765
+    http_port: int = 8766
+    data_dir: Path = Path("tidings-data")
+    allow_guests: bool = False
+    max_envelope_size: int = 64 * 1024
+    """Largest envelope (bytes of one text frame) a client may send."""
+    queue_limit: int = 10_000
+    """Default number of envelopes a session's queue holds before new ones are refused."""
+    commit_window_ms: float = 1.0
+    """How long the writer waits for company when a commit batch is small."""
+    rate_limit: float = 5_000.0
+    """Envelopes per second one session may send, sustained."""
+    rate_burst: int = 10_000
+    establish_timeout_s: float = 30.0
+    """Time a connection has to establish its session."""
+    message_id_retention_s: float = 7 * 24 * 3600.0
+    """How long (sender, id) pairs are remembered to drop sender-side duplicates."""
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.domain) and "@" not in self.domain and "/" not in self.domain,
+            "domain",
+            "must be a non-empty name without '@' or '/'",
+        )
+        for name in ("ws_port", "http_port"):
+            _check(0 <= getattr(self, name) <= 65535, name, "must be 0-65535")
+        _check(
+            1024 <= self.max_envelope_size <= 8 * 1024 * 1024,
+            "max_envelope_size",
+            "must be 1024 .. 8388608 bytes",
+        )
+        _check(1 <= self.queue_limit <= 10_000_000, "queue_limit", "must be 1 .. 10000000")
+        _check(0 <= self.commit_window_ms <= 100, "commit_window_ms", "must be 0 .. 100")
+        _check(self.rate_limit > 0 and self.rate_burst >= 1, "rate_limit", "must be positive")
+        _check(self.establish_timeout_s > 0, "establish_timeout_s", "must be positive")
+        _check(self.message_id_retention_s > 0, "message_id_retention_s", "must be positive")
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the TOML file, then ``overrides`` (``None`` values are ignored)."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            try:
+                values.update(tomllib.loads(Path(config_file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read {config_file}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        converted: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r}")
+            default = getattr(cls(), name)
+            converted[name] = _convert(name, value, default)
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, Path):
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"setting {name!r} must be a path")
+        return Path(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting {name!r} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"setting {name!r} must be an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setting {name!r} must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"setting {name!r} must be a string")
+    return value
+
+
+def _check(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"setting {name!r} {rule}")

@@ -1,0 +1,167 @@
+"""Presence: each live session's status and routing rule, and pushes to subscribed contacts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .errors import ErrorId, Forbidden, Invalid
+from .model import RoutingRule
+from .ports import MessageStore
+from .roster import RosterService
+from .router import Router
+from .sessions import LiveSession, SessionRegistry
+
+STATUSES: Final = ("available", "busy", "away", "invisible", "unavailable")
+"""Best first: an identity shows the best status among its sessions."""
+RULES: Final[dict[str, RoutingRule]] = {
+    "instance": RoutingRule.INSTANCE,
+    "identity": RoutingRule.IDENTITY,
+    "identityByPriority": RoutingRule.IDENTITY,
+    "promiscuous": RoutingRule.PROMISCUOUS,
+    "domain": RoutingRule.IDENTITY,
+    "rootDomain": RoutingRule.IDENTITY,
+}
+FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
+    "status": str,
+    "message": str,
+    "routingRule": str,
+    "priority": int,
+    "filterByDistance": bool,
+    "roundRobin": bool,
+    "echo": bool,
+    "promiscuous": bool,
+    "lastSeen": str,
+}
+
+
+def check_presence(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise Invalid(ErrorId.INVALID_ARGUMENT, "A presence must be a JSON object")
+    for key, value in document.items():
+        expected = FIELDS.get(key)
+        if expected is None:
+            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Unknown presence field {key!r}")
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise Invalid(
+                ErrorId.INVALID_ARGUMENT, f"The presence field {key!r} has the wrong type"
+            )
+    if "status" in document and document["status"] not in STATUSES:
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'status' must be one of {', '.join(STATUSES)}")
+    if "routingRule" in document and document["routingRule"] not in RULES:
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'routingRule' must be one of {', '.join(RULES)}")
+    return dict(document)
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class PresenceService:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        roster: RosterService,
+        store: MessageStore,
+        router: Router,
+    ) -> None:
+        self._registry = registry
+        self._roster = roster
+        self._store = store
+        self._router = router
+        self._subscribers: dict[str, set[LiveSession]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def own(self, live: LiveSession) -> dict[str, Any]:
+        return dict(live.presence)
+
+    def of_identity(self, identity: str) -> dict[str, Any]:
+        """The identity's presence: its best live session, with the list of instances."""
+        live = self._registry.live_of(identity)
+        if not live:
+            seen = [r.last_seen for r in self._registry.records_of(identity).values()]
+            presence: dict[str, Any] = {"status": "unavailable"}
+            if seen and max(seen) > 0:
+                presence["lastSeen"] = _iso(max(seen))
+            return presence
+        shown = [s for s in live.values() if s.presence.get("status") != "invisible"]
+        best = min(
+            shown or list(live.values()),
+            key=lambda s: STATUSES.index(s.presence.get("status", "available")),
+        )
+        presence = {k: v for k, v in best.presence.items() if k != "routingRule"}
+        if best.presence.get("status") == "invisible":
+            presence["status"] = "unavailable"
+        presence["instances"] = sorted(live)
+        return presence
+
+    async def read(self, viewer: LiveSession, identity: str) -> dict[str, Any]:
+        if identity == viewer.identity:
+            return self.own(viewer) if viewer.identity == identity else {}
+        await self._check_shared(identity, viewer.identity)
+        return self.of_identity(identity)
+
+    async def update(self, live: LiveSession, document: Any, *, merge: bool) -> None:
+        presence = check_presence(document)
+        was_available = live.available
+        live.presence = {**live.presence, **presence} if merge else presence
+        live.presence.setdefault("status", "available")
+        rule = RULES[live.presence.get("routingRule", live.record.routing_rule.value)]
+        if live.presence.get("promiscuous") is True:
+            rule = RoutingRule.PROMISCUOUS
+        live.presence["routingRule"] = live.presence.get("routingRule", rule.value)
+        if rule is not live.record.routing_rule:
+            live.record.routing_rule = rule
+            await self._store.save_session(live.record)
+        if live.available and not was_available:
+            await self._router.replay(live)
+        self.changed(live.identity)
+
+    async def subscribe(self, live: LiveSession, identity: str) -> None:
+        await self._check_shared(identity, live.identity)
+        self._subscribers.setdefault(identity, set()).add(live)
+        live.subscriptions.add(identity)
+        live.outlet.observe(identity, self.of_identity(identity))
+
+    def unsubscribe(self, live: LiveSession, identity: str) -> None:
+        subscribers = self._subscribers.get(identity)
+        if subscribers is not None:
+            subscribers.discard(live)
+            if not subscribers:
+                del self._subscribers[identity]
+        live.subscriptions.discard(identity)
+
+    def forget(self, live: LiveSession) -> None:
+        """The session is gone: drop its subscriptions and tell its own subscribers."""
+        for identity in list(live.subscriptions):
+            self.unsubscribe(live, identity)
+        self.changed(live.identity)
+
+    def changed(self, identity: str) -> None:
+        """Push the identity's presence to its subscribers (each still checked for sharing)."""
+        subscribers = self._subscribers.get(identity)
+        if not subscribers:
+            return
+        presence = self.of_identity(identity)
+        task = asyncio.get_running_loop().create_task(
+            self._push(identity, presence, list(subscribers))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push(
+        self, identity: str, presence: dict[str, Any], subscribers: list[LiveSession]
+    ) -> None:
+        for subscriber in subscribers:
+            if await self._roster.shares_presence_with(identity, subscriber.identity):
+                subscriber.outlet.observe(identity, presence)
+
+    async def _check_shared(self, owner: str, viewer: str) -> None:
+        if not await self._roster.shares_presence_with(owner, viewer):
+            raise Forbidden(
+                ErrorId.NOT_SHARED,
+                f"{owner} does not share its presence with {viewer} (not in its contacts, "
+                "or sharePresence is false)",
+            )

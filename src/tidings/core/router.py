@@ -1,0 +1,276 @@
+"""The router: where messages go, what is stored, and what the sender is told when.
+
+The delivery contract (DESIGN.md section 3) lives here:
+- a message with an id is stored once per (sender, id), in every destination session's queue,
+  in one group-committed write, and only then ``accepted`` and written to the live sessions;
+- it stays queued until the destination acknowledges it (``received``); a reconnecting session
+  gets its backlog in order before anything new;
+- a full queue refuses the message as a whole with an explicit failure, never silently.
+
+Envelope bytes come ready-made from the gateway (the sender already stamped); the router never
+parses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import Conflict, ErrorId, LimitExceeded, NotFound, Unavailable
+from .model import UNCLAIMED, AppendResult, OverflowPolicy, QueueEntry, SessionRecord
+from .ports import MessageStore
+from .sessions import DeliveryEvent, LiveSession, SessionRegistry
+
+BACKLOG_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    default_limit: int = 10_000
+    default_policy: OverflowPolicy = OverflowPolicy.REJECT_NEW
+
+
+class Router:
+    def __init__(
+        self,
+        domain: str,
+        store: MessageStore,
+        registry: SessionRegistry,
+        identity_exists: Callable[[str], bool],
+        limits: QueueLimits = QueueLimits(),
+    ) -> None:
+        self.domain = domain
+        self._store = store
+        self._registry = registry
+        self._identity_exists = identity_exists
+        self.limits = limits
+        self.delivered = 0
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def send_message(
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str | None,
+        identity: str,
+        instance: str | None,
+        payload: bytes,
+    ) -> None:
+        """Route a message; raises ``TidingsError`` when it cannot be taken at all."""
+        targets = self._resolve(identity, instance)
+        for record in targets:
+            if record.depth >= self._limit_of(record):
+                raise LimitExceeded(
+                    ErrorId.QUEUE_FULL,
+                    f"The queue of {record.identity}/{record.instance or '*'} is full "
+                    f"({record.depth} envelopes)",
+                )
+        if message_id is None:
+            self._send_unacknowledged(sender_address, targets, payload)
+            return
+        entries = [
+            QueueEntry(r.identity, r.instance, sender_address, message_id, True, payload)
+            for r in targets
+        ]
+        for record in targets:
+            record.depth += 1
+
+        def appended(result: AppendResult | BaseException) -> None:
+            self._appended(sender, message_id, targets, payload, result)
+
+        self._store.append(entries, (sender_address, message_id), appended)
+
+    def _appended(
+        self,
+        sender: LiveSession,
+        message_id: str,
+        targets: list[SessionRecord],
+        payload: bytes,
+        result: AppendResult | BaseException,
+    ) -> None:
+        if isinstance(result, BaseException) or result.duplicate:
+            for record in targets:
+                record.depth -= 1
+            if isinstance(result, BaseException):
+                sender.outlet.notify(
+                    message_id,
+                    DeliveryEvent.FAILED,
+                    Unavailable(
+                        ErrorId.STORAGE_UNAVAILABLE, f"The message was not stored: {result}"
+                    ),
+                )
+            elif sender.wants(DeliveryEvent.ACCEPTED):
+                sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+            return
+        if sender.wants(DeliveryEvent.ACCEPTED):
+            sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+        dispatched = False
+        registry = self._registry
+        for record, seq in zip(targets, result.seqs, strict=True):
+            live = registry.live(record.identity, record.instance)
+            if live is not None and not live.replaying and live.cursor < seq and live.available:
+                live.outlet.deliver(payload)
+                live.cursor = seq
+                dispatched = True
+        if dispatched:
+            self.delivered += 1
+            if sender.wants(DeliveryEvent.DISPATCHED):
+                sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
+
+    def _send_unacknowledged(
+        self, sender_address: str, targets: list[SessionRecord], payload: bytes
+    ) -> None:
+        """Fire-and-forget: write to live sessions now, keep a copy for the others."""
+        offline = []
+        registry = self._registry
+        for record in targets:
+            live = registry.live(record.identity, record.instance)
+            if live is not None and not live.replaying and live.available:
+                live.outlet.deliver(payload)
+            else:
+                offline.append(record)
+        self.delivered += 1
+        if offline:
+            self._keep(offline, sender_address, payload)
+
+    def _keep(self, targets: list[SessionRecord], sender_address: str, payload: bytes) -> None:
+        entries = [
+            QueueEntry(r.identity, r.instance, sender_address, None, False, payload)
+            for r in targets
+        ]
+        for record in targets:
+            record.depth += 1
+
+        def kept(result: AppendResult | BaseException) -> None:
+            if isinstance(result, BaseException):
+                for record in targets:
+                    record.depth -= 1
+                return
+            for record, seq in zip(targets, result.seqs, strict=True):
+                self._deliver_if_live(record, seq, payload)
+
+        self._store.append(entries, None, kept)
+
+    def _deliver_if_live(self, record: SessionRecord, seq: int, payload: bytes) -> None:
+        live = self._registry.live(record.identity, record.instance)
+        if live is not None and not live.replaying and live.cursor < seq and live.available:
+            live.outlet.deliver(payload)
+            live.cursor = seq
+            record.depth -= 1
+            self._store.discard([seq])
+
+    def acknowledge(self, destination: LiveSession, sender_address: str, message_id: str) -> None:
+        """The destination received a message: drop it from that session's queue."""
+        record = destination.record
+
+        def removed(count: int | BaseException) -> None:
+            if isinstance(count, int):
+                record.depth -= count
+
+        self._store.acknowledge(
+            destination.identity, destination.instance, sender_address, message_id, removed
+        )
+
+    # -- notifications and commands between clients ------------------------------------------
+
+    def forward_notification(self, identity: str, instance: str | None, payload: bytes) -> None:
+        """Forward a client's notification; kept for the originator if it is offline."""
+        if identity.rpartition("@")[2] != self.domain or not self._registry.knows(identity):
+            return
+        offline = []
+        for record in self._registry.targets(identity, instance):
+            if record.instance == UNCLAIMED:
+                continue
+            live = self._registry.live(record.identity, record.instance)
+            if live is not None and not live.replaying:
+                live.outlet.deliver(payload)
+            else:
+                offline.append(record)
+        if offline:
+            self._keep(offline, "", payload)
+
+    def forward_command(self, identity: str, instance: str | None, payload: bytes) -> None:
+        """Forward a command to live sessions only: a request needs someone to answer now."""
+        self._resolve(identity, instance)
+        delivered = False
+        for record in self._registry.targets(identity, instance):
+            live = self._registry.live(record.identity, record.instance)
+            if live is not None and live.available:
+                live.outlet.deliver(payload)
+                delivered = True
+        if not delivered:
+            raise NotFound(
+                ErrorId.DESTINATION_OFFLINE,
+                f"No session of {identity if instance is None else identity + '/' + instance}"
+                " is connected to take the command",
+            )
+
+    # -- sessions coming and going ------------------------------------------------------------
+
+    async def attach(self, live: LiveSession) -> None:
+        """Register a connected session and write its backlog, in order."""
+        displaced = self._registry.attach(live)
+        if displaced is not None:
+            displaced.outlet.end(
+                Conflict(
+                    ErrorId.SESSION_TAKEN_OVER, "The session was taken over by a new connection"
+                )
+            )
+        unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
+        if unclaimed is not None and unclaimed.depth:
+            moved = await self._store.claim_unclaimed(live.identity, live.instance)
+            unclaimed.depth -= moved
+            live.record.depth += moved
+        await self.replay(live)
+
+    async def replay(self, live: LiveSession) -> None:
+        """Write every queued envelope past the session's cursor, then go live."""
+        live.replaying = True
+        while live.available and self._registry.live(live.identity, live.instance) is live:
+            page = await self._store.backlog(
+                live.identity, live.instance, live.cursor, BACKLOG_PAGE
+            )
+            discard = []
+            for entry in page:
+                live.outlet.deliver(entry.payload)
+                live.cursor = entry.seq
+                if not entry.needs_ack:
+                    discard.append(entry.seq)
+                elif entry.message_id is not None:
+                    self._tell_sender_dispatched(entry.sender, entry.message_id)
+            if discard:
+                live.record.depth -= len(discard)
+                self._store.discard(discard)
+            if len(page) < BACKLOG_PAGE:
+                break
+        live.replaying = False
+
+    def _tell_sender_dispatched(self, sender_address: str, message_id: str) -> None:
+        identity, _, instance = sender_address.partition("/")
+        sender = self._registry.live(identity, instance)
+        if sender is not None and sender.wants(DeliveryEvent.DISPATCHED):
+            sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
+
+    def detach(self, live: LiveSession) -> bool:
+        return self._registry.detach(live)
+
+    async def save(self, live: LiveSession) -> None:
+        """Persist the session's record (rule, limits, last seen) so it outlives the process."""
+        await self._store.save_session(live.record)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _resolve(self, identity: str, instance: str | None) -> list[SessionRecord]:
+        domain = identity.rpartition("@")[2]
+        if domain != self.domain:
+            raise NotFound(
+                ErrorId.DESTINATION_NOT_FOUND,
+                f"The domain {domain!r} is not served here (this server is {self.domain!r})",
+            )
+        if not self._identity_exists(identity) and not self._registry.knows(identity):
+            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
+        return self._registry.targets(identity, instance)
+
+    def _limit_of(self, record: SessionRecord) -> int:
+        return record.queue_limit if record.queue_limit is not None else self.limits.default_limit

@@ -1,0 +1,171 @@
+"""Sessions known to the server: durable records for every named session, live ones for those
+connected now.
+
+A session is an identity plus an instance name (a LIME node). Its record and queue outlive its
+connections; ``LiveSession`` is the part that exists only while a connection is attached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .errors import TidingsError
+from .model import UNCLAIMED, RoutingRule, SessionRecord
+
+
+class DeliveryEvent(StrEnum):
+    """What the server tells a sender about a message it sent (LIME notification events)."""
+
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    FAILED = "failed"
+
+
+class Outlet(Protocol):
+    """How the core reaches one connected client; the gateway implements it."""
+
+    def deliver(self, payload: bytes) -> None:
+        """Write an envelope (already encoded for this protocol) to the client."""
+
+    def notify(
+        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
+    ) -> None:
+        """Tell the client what became of a message it sent."""
+
+    def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        """Push a presence change of a contact the client subscribed to."""
+
+    def end(self, error: TidingsError) -> None:
+        """End the client's session (taken over, shutting down)."""
+
+
+DEFAULT_RECEIPT: frozenset[DeliveryEvent] = frozenset({DeliveryEvent.FAILED})
+
+
+class LiveSession:
+    """A session with a connection attached."""
+
+    __slots__ = (
+        "cursor",
+        "guest",
+        "identity",
+        "instance",
+        "node",
+        "outlet",
+        "presence",
+        "receipt",
+        "record",
+        "replaying",
+        "subscriptions",
+    )
+
+    def __init__(
+        self, identity: str, instance: str, outlet: Outlet, record: SessionRecord, *, guest: bool
+    ) -> None:
+        self.identity = identity
+        self.instance = instance
+        self.node = f"{identity}/{instance}"
+        self.outlet = outlet
+        self.record = record
+        self.guest = guest
+        self.presence: dict[str, Any] = {"status": "available", "routingRule": record.routing_rule}
+        self.receipt: frozenset[DeliveryEvent] = DEFAULT_RECEIPT
+        self.cursor = 0
+        """Highest queue sequence number written to this connection."""
+        self.replaying = True
+        """True until the backlog has been written; live deliveries wait for it."""
+        self.subscriptions: set[str] = set()
+
+    @property
+    def available(self) -> bool:
+        return self.presence.get("status", "available") not in ("unavailable",)
+
+    def wants(self, event: DeliveryEvent) -> bool:
+        return event in self.receipt
+
+
+class SessionRegistry:
+    """Every known session record, and the live sessions among them."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, SessionRecord]] = {}
+        self._live: dict[str, dict[str, LiveSession]] = {}
+
+    def load(self, records: list[SessionRecord]) -> None:
+        for record in records:
+            self._records.setdefault(record.identity, {})[record.instance] = record
+
+    def record(self, identity: str, instance: str) -> SessionRecord:
+        """The session's record, created (in memory) on first use."""
+        sessions = self._records.setdefault(identity, {})
+        record = sessions.get(instance)
+        if record is None:
+            record = SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0)
+            sessions[instance] = record
+        return record
+
+    def records_of(self, identity: str) -> dict[str, SessionRecord]:
+        return self._records.get(identity, {})
+
+    def knows(self, identity: str) -> bool:
+        return bool(self._records.get(identity))
+
+    def all_records(self) -> Iterator[SessionRecord]:
+        for sessions in self._records.values():
+            yield from sessions.values()
+
+    def live(self, identity: str, instance: str) -> LiveSession | None:
+        sessions = self._live.get(identity)
+        return sessions.get(instance) if sessions else None
+
+    def live_of(self, identity: str) -> dict[str, LiveSession]:
+        return self._live.get(identity, {})
+
+    def all_live(self) -> list[LiveSession]:
+        return [live for sessions in self._live.values() for live in sessions.values()]
+
+    def attach(self, live: LiveSession) -> LiveSession | None:
+        """Register a live session; returns the one it displaced, if any."""
+        sessions = self._live.setdefault(live.identity, {})
+        previous = sessions.get(live.instance)
+        sessions[live.instance] = live
+        live.record.last_seen = time.time()
+        return previous
+
+    def detach(self, live: LiveSession) -> bool:
+        sessions = self._live.get(live.identity)
+        if not sessions or sessions.get(live.instance) is not live:
+            return False
+        del sessions[live.instance]
+        if not sessions:
+            del self._live[live.identity]
+        live.record.last_seen = time.time()
+        return True
+
+    def targets(self, identity: str, instance: str | None) -> list[SessionRecord]:
+        """The sessions that receive an envelope addressed to ``identity[/instance]``.
+
+        A node address reaches that session and the identity's promiscuous sessions. An
+        identity address reaches every session whose rule is ``identity`` or ``promiscuous``,
+        or, when there is none yet, the identity's unclaimed inbox.
+        """
+        sessions = self._records.get(identity, {})
+        if instance is not None:
+            found = [self.record(identity, instance)]
+            found.extend(
+                r
+                for r in sessions.values()
+                if r.routing_rule is RoutingRule.PROMISCUOUS
+                and r.instance != instance
+                and r.instance != UNCLAIMED
+            )
+            return found
+        found = [
+            r
+            for r in sessions.values()
+            if r.instance != UNCLAIMED and r.routing_rule is not RoutingRule.INSTANCE
+        ]
+        return found or [self.record(identity, UNCLAIMED)]

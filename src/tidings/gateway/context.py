@@ -1,0 +1,51 @@
+"""What a gateway connection needs from the rest of the server, gathered by ``wiring``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.accounts import AccountService
+from ..core.presence import PresenceService
+from ..core.roster import RosterService
+from ..core.router import Router
+from ..core.sessions import SessionRegistry
+from ..protocol.lime import Node
+
+
+@dataclass(slots=True)
+class Stats:
+    """Plain counters: cheap to bump on the hot path, read by /metrics at scrape time."""
+
+    connections: int = 0
+    envelopes_in: int = 0
+    envelopes_out: int = 0
+    sessions_established: int = 0
+    sessions_failed: int = 0
+    envelopes_rejected: int = 0
+
+
+@dataclass(slots=True)
+class LimeContext:
+    domain: str
+    server_node: Node
+    scheme_options: list[str]
+    max_envelope_size: int
+    establish_timeout: float
+    rate_limit: float
+    rate_burst: int
+    router: Router
+    registry: SessionRegistry
+    accounts: AccountService
+    roster: RosterService
+    presence: PresenceService
+    stats: Stats = field(default_factory=Stats)
+    connections: set[Any] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task

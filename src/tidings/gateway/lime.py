@@ -1,0 +1,419 @@
+"""One LIME client connection: binds a ``ServerSession`` to a picows transport and the core.
+
+Envelopes from one connection are handled in arrival order. Most are handled synchronously;
+when one needs to wait (authentication, a stored resource, a delegation check), later envelopes
+queue behind it so that, say, a ``set /receipt`` is in force for the message that follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+import msgspec
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.limits import TokenBucket
+from ..core.sessions import DeliveryEvent, LiveSession
+from ..protocol.lime import (
+    UNSET,
+    AuthenticationRequested,
+    Command,
+    CommandMethod,
+    CommandStatus,
+    InvalidNode,
+    Message,
+    Node,
+    Notification,
+    NotificationEvent,
+    Reason,
+    ReasonCode,
+    ServerSession,
+    SessionEnded,
+    encode_envelope,
+    parse_node,
+)
+from .context import LimeContext
+from .errors import lime_reason
+from .lime_commands import execute_command, ping_response, receipt_command
+
+DEFAULT_INSTANCE = "default"
+ACKNOWLEDGING_EVENTS = frozenset(
+    {NotificationEvent.RECEIVED, NotificationEvent.CONSUMED, NotificationEvent.FAILED}
+)
+_replace = msgspec.structs.replace
+
+
+class LimeConnection(WSListener):
+    def __init__(self, context: LimeContext) -> None:
+        super().__init__()
+        self.ctx = context
+        self.session = ServerSession(
+            context.server_node,
+            context.scheme_options,
+            max_envelope_size=context.max_envelope_size,
+        )
+        self.transport: WSTransport | None = None
+        self.live: LiveSession | None = None
+        self._server = context.server_node.text
+        self._bucket = TokenBucket(context.rate_limit, context.rate_burst)
+        self._waiting: deque[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- picows callbacks ---------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.ctx.connections.add(self)
+        self.ctx.stats.connections += 1
+        self._timer = asyncio.get_running_loop().call_later(
+            self.ctx.establish_timeout, self._establish_timed_out
+        )
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        live, self.live = self.live, None
+        if live is not None and self.ctx.router.detach(live):
+            self.ctx.presence.forget(live)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT:
+            self.ctx.stats.envelopes_in += 1
+            event = self.session.receive_text(frame.get_payload_as_bytes())
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        elif kind is WSMsgType.BINARY:
+            event = self.session.receive_binary()
+        else:
+            return
+        self._flush()
+        if event is None:
+            return
+        if self._waiting is not None:
+            self._waiting.append(event)
+        else:
+            self._process(event)
+
+    # -- the Outlet port ----------------------------------------------------------------------
+
+    def deliver(self, payload: bytes) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.send(WSMsgType.TEXT, payload)
+            self.ctx.stats.envelopes_out += 1
+
+    def notify(
+        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
+    ) -> None:
+        notification = Notification(
+            id=message_id,
+            from_=self._server,
+            to=self.live.node if self.live is not None else UNSET,
+            event=NotificationEvent(event.value),
+            reason=lime_reason(error) if error is not None else UNSET,
+        )
+        self.deliver(encode_envelope(notification))
+
+    def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        command = Command(
+            from_=identity,
+            to=self.live.node if self.live is not None else UNSET,
+            method=CommandMethod.OBSERVE,
+            uri=f"lime://{identity}/presence",
+            type="application/vnd.lime.presence+json",
+            resource=msgspec.Raw(msgspec.json.encode(presence)),
+        )
+        self.deliver(encode_envelope(command))
+
+    def end(self, error: TidingsError) -> None:
+        self.session.fail(lime_reason(error))
+        self._flush()
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _process(self, event: Any) -> None:
+        work = self._handle(event)
+        if work is not None:
+            self._waiting = deque()
+            self.ctx.spawn(self._finish_then_drain(work))
+
+    async def _finish_then_drain(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+            while self._waiting and not self._closed:
+                more = self._handle(self._waiting.popleft())
+                if more is not None:
+                    await more
+        finally:
+            self._waiting = None
+
+    def _handle(self, event: Any) -> Awaitable[None] | None:
+        kind = type(event)
+        if kind is Message:
+            return self._on_message(event)
+        if kind is Notification:
+            self._on_notification(event)
+            return None
+        if kind is Command:
+            return self._on_command(event)
+        if kind is AuthenticationRequested:
+            return self._authenticate(event)
+        if kind is SessionEnded:
+            self._ended(event)
+        return None
+
+    def _flush(self) -> None:
+        session = self.session
+        for data in session.data_to_send():
+            self.deliver(data)
+        if session.is_closed and not self._closed and self.transport is not None:
+            self._closed = True
+            if session.failure is not None:
+                self.ctx.stats.sessions_failed += 1
+            self.transport.send_close(WSCloseCode.OK)
+            self.transport.disconnect()
+
+    def _ended(self, event: SessionEnded) -> None:
+        self._flush()
+
+    def _establish_timed_out(self) -> None:
+        if self.live is None and not self.session.is_closed:
+            self.session.fail(
+                Reason(
+                    code=ReasonCode.SESSION_NEGOTIATION_TIMEOUT,
+                    description=f"The session was not established within "
+                    f"{self.ctx.establish_timeout:g} s",
+                )
+            )
+            self._flush()
+
+    # -- session establishment ------------------------------------------------------------------
+
+    async def _authenticate(self, request: AuthenticationRequested) -> None:
+        ctx = self.ctx
+        node = request.node
+        instance = node.instance
+        if instance is None or instance == "undefined":
+            instance = DEFAULT_INSTANCE
+        try:
+            secret = _secret(request.scheme, request.authentication)
+            principal = await ctx.accounts.authenticate(node.identity, request.scheme, secret)
+        except TidingsError as error:
+            self.session.fail(
+                Reason(code=ReasonCode.SESSION_AUTHENTICATION_FAILED, description=error.message)
+            )
+            self._flush()
+            return
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        record = ctx.registry.record(principal.identity, instance)
+        live = LiveSession(principal.identity, instance, self, record, guest=principal.guest)
+        self.live = live
+        self.session.establish(Node(node.name, node.domain, instance))
+        self._flush()
+        ctx.stats.sessions_established += 1
+        await ctx.router.attach(live)
+        await ctx.router.save(live)
+        ctx.presence.changed(live.identity)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> Awaitable[None] | None:
+        live = self.live
+        assert live is not None
+        message_id = message.id if message.id is not UNSET else None
+        if not self._bucket.take():
+            self._refuse_message(
+                message_id,
+                TidingsError(ErrorId.RATE_LIMITED, "Too many envelopes: slow down"),
+            )
+            return None
+        if message.to is UNSET:
+            self._refuse_message(
+                message_id,
+                Invalid(ErrorId.INVALID_ADDRESS, "A message needs 'to': the server takes none"),
+            )
+            return None
+        try:
+            to = parse_node(message.to, self.ctx.domain)
+        except InvalidNode as exc:
+            self._refuse_message(message_id, Invalid(ErrorId.INVALID_ADDRESS, str(exc)))
+            return None
+        if (message.from_ is not UNSET and message.from_ != live.node) or message.pp is not UNSET:
+            return self._send_on_behalf(live, message, to, message_id)
+        payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
+        try:
+            self.ctx.router.send_message(
+                live, live.node, message_id, to.identity, to.instance, payload
+            )
+        except TidingsError as error:
+            self._refuse_message(message_id, error)
+            return None
+        return None
+
+    async def _send_on_behalf(
+        self, live: LiveSession, message: Message, to: Node, message_id: str | None
+    ) -> None:
+        try:
+            owner = await self._owner(live, message.from_, "message")
+            sender = owner.text if owner.identity != live.identity else live.node
+            pp = live.node if owner.identity != live.identity else UNSET
+            payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
+            self.ctx.router.send_message(
+                live, sender, message_id, to.identity, to.instance, payload
+            )
+        except TidingsError as error:
+            self._refuse_message(message_id, error)
+
+    async def _owner(self, live: LiveSession, claimed: Any, envelope_type: str) -> Node:
+        """Whose behalf an envelope is sent on: the session itself, or a delegating identity."""
+        if claimed is UNSET:
+            return parse_node(live.node)
+        try:
+            owner = parse_node(claimed, self.ctx.domain)
+        except InvalidNode as exc:
+            raise Invalid(ErrorId.INVALID_ADDRESS, f"Invalid 'from': {exc}") from None
+        if owner.identity == live.identity:
+            return owner
+        if not await self.ctx.roster.is_delegate(owner.identity, live.identity, envelope_type):
+            raise Forbidden(
+                ErrorId.NOT_DELEGATED,
+                f"{live.identity} has no delegation from {owner.identity} to send "
+                f"{envelope_type}s on its behalf",
+            )
+        return owner
+
+    def _refuse_message(self, message_id: str | None, error: TidingsError) -> None:
+        self.ctx.stats.envelopes_rejected += 1
+        if message_id is not None:
+            self.notify(message_id, DeliveryEvent.FAILED, error)
+        else:
+            self.session.fail(lime_reason(error))
+            self._flush()
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def _on_notification(self, notification: Notification) -> None:
+        live = self.live
+        assert live is not None and notification.id is not UNSET
+        if not self._bucket.take():
+            self.session.fail(
+                Reason(
+                    code=ReasonCode.AUTHORIZATION_QUOTA_THRESHOLD_EXCEEDED,
+                    description="Too many envelopes: slow down",
+                )
+            )
+            self._flush()
+            return
+        if notification.to is UNSET:
+            return  # addressed to the server itself: nothing to act on
+        try:
+            to = parse_node(notification.to, self.ctx.domain)
+        except InvalidNode:
+            return  # a notification cannot be answered; an unparseable one addresses nobody
+        if to.text == self._server:
+            return
+        if notification.event in ACKNOWLEDGING_EVENTS:
+            self.ctx.router.acknowledge(live, to.text, notification.id)
+        payload = encode_envelope(_replace(notification, from_=live.node, to=to.text))
+        self.ctx.router.forward_notification(to.identity, to.instance, payload)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _on_command(self, command: Command) -> Awaitable[None] | None:
+        live = self.live
+        assert live is not None
+        command_id = command.id if command.id is not UNSET else None
+        if not self._bucket.take():
+            if command_id is not None and command.status is UNSET:
+                self._respond(
+                    self.session.failure_response(
+                        command_id,
+                        command.method,
+                        lime_reason(TidingsError(ErrorId.RATE_LIMITED, "Too many envelopes")),
+                    )
+                )
+            return None
+        to: Node | None = None
+        if command.to is not UNSET:
+            try:
+                to = parse_node(command.to, self.ctx.domain)
+            except InvalidNode as exc:
+                self._fail_command(command, Invalid(ErrorId.INVALID_ADDRESS, str(exc)))
+                return None
+        if to is not None and to.text != self._server and to.identity != self._server_identity:
+            payload = encode_envelope(_replace(command, from_=live.node, to=to.text))
+            try:
+                self.ctx.router.forward_command(to.identity, to.instance, payload)
+            except TidingsError as error:
+                self._fail_command(command, error)
+            return None
+        if command.status is not UNSET:
+            return None  # a response to one of our requests (a ping): nothing to answer
+        if command.uri == "/ping" and command.method is CommandMethod.GET:
+            self._respond(ping_response(command, self._server, live.node))
+            return None
+        if command.uri == "/receipt":
+            self._respond(receipt_command(command, live, self._server))
+            return None
+        return self._run_command(live, command)
+
+    @property
+    def _server_identity(self) -> str:
+        return self.ctx.server_node.identity
+
+    async def _run_command(self, live: LiveSession, command: Command) -> None:
+        try:
+            owner = await self._owner(live, command.from_, "command")
+        except TidingsError as error:
+            self._fail_command(command, error)
+            return
+        response = await execute_command(self.ctx, live, owner.identity, command, self._server)
+        if response is not None:
+            self._respond(response)
+
+    def _fail_command(self, command: Command, error: TidingsError) -> None:
+        if command.id is not UNSET and command.status is UNSET:
+            self._respond(
+                self.session.failure_response(command.id, command.method, lime_reason(error))
+            )
+
+    def _respond(self, response: Command) -> None:
+        self.deliver(encode_envelope(response))
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def shut_down(self) -> None:
+        self.end(TidingsError(ErrorId.SHUTTING_DOWN, "The server is being shut down"))
+
+
+def _secret(scheme: str, authentication: dict[str, Any]) -> str | None:
+    """Decode the base64 secret of the ``plain`` and ``key`` schemes."""
+    field = {"plain": "password", "key": "key"}.get(scheme)
+    if field is None:
+        return None
+    value = authentication.get(field)
+    if not isinstance(value, str):
+        raise Invalid(ErrorId.BAD_CREDENTIALS, f"The {scheme} scheme needs '{field}'")
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Invalid(
+            ErrorId.BAD_CREDENTIALS, f"'{field}' must be standard base64 of UTF-8 text"
+        ) from None
+
+
+__all__ = ["CommandStatus", "LimeConnection"]

@@ -1,0 +1,330 @@
+"""Commands addressed to the server: LIME resources mapped onto core services.
+
+Each resource answers the methods it supports; anything else gets the LIME code the spec
+names: 62 unknown resource, 63 method not supported, 64 invalid argument, 67 not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+from urllib.parse import unquote
+
+import msgspec
+
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.sessions import DeliveryEvent, LiveSession
+from ..protocol.lime import (
+    UNSET,
+    Command,
+    CommandMethod,
+    CommandStatus,
+    InvalidNode,
+    Reason,
+    ReasonCode,
+    parse_node,
+)
+from .context import LimeContext
+from .errors import lime_reason
+
+PING: Final = "application/vnd.lime.ping+json"
+PRESENCE: Final = "application/vnd.lime.presence+json"
+RECEIPT: Final = "application/vnd.lime.receipt+json"
+ACCOUNT: Final = "application/vnd.lime.account+json"
+CONTACT: Final = "application/vnd.lime.contact+json"
+DELEGATION: Final = "application/vnd.lime.delegation+json"
+COLLECTION: Final = "application/vnd.lime.collection+json"
+
+_EMPTY: Final = msgspec.Raw(b"{}")
+_RECEIPT_EVENTS: Final = frozenset(
+    {"failed", "accepted", "validated", "authorized", "dispatched", "received", "consumed"}
+)
+
+
+class _Unsupported(Exception):
+    def __init__(self, code: ReasonCode, description: str) -> None:
+        super().__init__(description)
+        self.reason = Reason(code=code, description=description)
+
+
+def _success(
+    command: Command, server: str, node: str, type_: str | None = None, resource: Any = None
+) -> Command:
+    raw: Any = UNSET
+    if resource is not None:
+        raw = (
+            resource
+            if isinstance(resource, msgspec.Raw)
+            else msgspec.Raw(msgspec.json.encode(resource))
+        )
+    return Command(
+        id=command.id,
+        from_=server,
+        to=node,
+        method=command.method,
+        status=CommandStatus.SUCCESS,
+        type=type_ if type_ is not None else UNSET,
+        resource=raw,
+    )
+
+
+def _failure(command: Command, server: str, node: str, reason: Reason) -> Command:
+    return Command(
+        id=command.id,
+        from_=server,
+        to=node,
+        method=command.method,
+        status=CommandStatus.FAILURE,
+        reason=reason,
+    )
+
+
+def ping_response(command: Command, server: str, node: str) -> Command:
+    return _success(command, server, node, PING, _EMPTY)
+
+
+def receipt_command(command: Command, live: LiveSession, server: str) -> Command:
+    """``/receipt``: which server events the session wants about the messages it sends."""
+    method = command.method
+    if method is CommandMethod.GET:
+        current = sorted(event.value for event in live.receipt)
+        return _success(command, server, live.node, RECEIPT, {"events": current})
+    if method not in (CommandMethod.SET, CommandMethod.MERGE):
+        return _failure(command, server, live.node, _method_reason(method, "/receipt"))
+    try:
+        document = _document(command)
+        events = document.get("events") if isinstance(document, dict) else None
+        if not isinstance(events, list) or not all(e in _RECEIPT_EVENTS for e in events):
+            raise Invalid(
+                ErrorId.INVALID_ARGUMENT,
+                f'A receipt is {{"events": [...]}} with events from {sorted(_RECEIPT_EVENTS)}',
+            )
+    except TidingsError as error:
+        return _failure(command, server, live.node, lime_reason(error))
+    wanted: list[str] = events
+    chosen = {DeliveryEvent(e) for e in wanted if e in DeliveryEvent._value2member_map_}
+    if method is CommandMethod.MERGE:
+        chosen |= set(live.receipt)
+    live.receipt = frozenset(chosen | {DeliveryEvent.FAILED})
+    return _success(command, server, live.node)
+
+
+def _method_reason(method: CommandMethod, path: str) -> Reason:
+    return Reason(
+        code=ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        description=f"The method {method.value!r} is not supported on {path}",
+    )
+
+
+def _document(command: Command) -> Any:
+    if command.resource is UNSET:
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{command.method.value}' needs a resource")
+    return msgspec.json.decode(command.resource)
+
+
+def _split_uri(uri: str, session_identity: str, domain: str) -> tuple[str, list[str]]:
+    """Owner identity and path segments of ``/path`` or ``lime://owner/path`` (query ignored)."""
+    owner = session_identity
+    if uri.startswith("lime://"):
+        authority, slash, rest = uri[len("lime://") :].partition("/")
+        try:
+            owner = parse_node(authority, domain).identity
+        except InvalidNode as exc:
+            raise _Unsupported(
+                ReasonCode.VALIDATION_INVALID_METHOD, f"Invalid URI: {exc}"
+            ) from None
+        path = slash + rest
+    elif uri.startswith("/"):
+        path = uri
+    else:
+        raise _Unsupported(
+            ReasonCode.VALIDATION_INVALID_METHOD,
+            f"Invalid URI {uri!r}: expected '/resource' or 'lime://identity/resource'",
+        )
+    path = path.partition("?")[0].rstrip("/")
+    return owner, [unquote(part) for part in path.split("/")[1:]]
+
+
+Handler = Callable[[LimeContext, LiveSession, str, list[str], Command], Awaitable[Any]]
+
+
+async def execute_command(
+    ctx: LimeContext, live: LiveSession, acting: str, command: Command, server: str
+) -> Command | None:
+    """Run a request addressed to the server; ``acting`` is the identity it acts for."""
+    if command.method is CommandMethod.OBSERVE:
+        return None  # observe is one-way and never answered
+    assert isinstance(command.uri, str)
+    try:
+        owner, segments = _split_uri(command.uri, acting, ctx.domain)
+        handler = _RESOURCES.get(segments[0] if segments else "")
+        if handler is None:
+            raise _Unsupported(
+                ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED,
+                f"The resource {command.uri!r} is not supported",
+            )
+        result = await handler(ctx, live, owner, segments[1:], command)
+    except _Unsupported as exc:
+        return _failure(command, server, live.node, exc.reason)
+    except msgspec.DecodeError as exc:
+        return _failure(
+            command,
+            server,
+            live.node,
+            Reason(
+                code=ReasonCode.COMMAND_INVALID_ARGUMENT, description=f"Invalid resource: {exc}"
+            ),
+        )
+    except TidingsError as error:
+        return _failure(command, server, live.node, lime_reason(error))
+    if result is None:
+        return _success(command, server, live.node)
+    type_, resource = result
+    return _success(command, server, live.node, type_, resource)
+
+
+def _own(live: LiveSession, owner: str, what: str) -> None:
+    if owner != live.identity:
+        raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may change its {what}")
+
+
+def _collection(item_type: str, items: list[Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {"itemType": item_type, "items": items}
+    if items:
+        document["total"] = len(items)
+    return document
+
+
+async def _presence(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    if rest:
+        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Presence has no sub-resources")
+    method = command.method
+    if method is CommandMethod.GET:
+        return PRESENCE, await ctx.presence.read(live, owner)
+    if method in (CommandMethod.SET, CommandMethod.MERGE):
+        _own(live, owner, "presence")
+        await ctx.presence.update(live, _document(command), merge=method is CommandMethod.MERGE)
+        return None
+    if method is CommandMethod.SUBSCRIBE:
+        await ctx.presence.subscribe(live, owner)
+        return None
+    if method is CommandMethod.UNSUBSCRIBE:
+        ctx.presence.unsubscribe(live, owner)
+        return None
+    raise _Unsupported(
+        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        _method_reason(method, "/presence").description or "",
+    )
+
+
+async def _account(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    if rest:
+        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Account has no sub-resources")
+    _own(live, owner, "account")
+    name = owner.partition("@")[0]
+    method = command.method
+    if method is CommandMethod.GET:
+        return ACCOUNT, await ctx.accounts.profile(name)
+    if method in (CommandMethod.SET, CommandMethod.MERGE):
+        document = _document(command)
+        if not isinstance(document, dict):
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "An account document must be a JSON object")
+        await ctx.accounts.update_profile(name, document, merge=method is CommandMethod.MERGE)
+        return None
+    raise _Unsupported(
+        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        f"The method {method.value!r} is not supported on /account",
+    )
+
+
+async def _contacts(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    _own(live, owner, "contacts")
+    method = command.method
+    roster = ctx.roster
+    if not rest:
+        if method is CommandMethod.GET:
+            return COLLECTION, _collection(CONTACT, await roster.contacts(owner))
+        if method in (CommandMethod.SET, CommandMethod.MERGE):
+            await roster.put_contact(owner, _document(command), merge=method is CommandMethod.MERGE)
+            return None
+    elif len(rest) == 1:
+        if method is CommandMethod.GET:
+            return CONTACT, await roster.contact(owner, rest[0])
+        if method in (CommandMethod.SET, CommandMethod.MERGE):
+            await roster.put_contact(
+                owner,
+                _document(command),
+                merge=method is CommandMethod.MERGE,
+                identity=rest[0],
+            )
+            return None
+        if method is CommandMethod.DELETE:
+            await roster.delete_contact(owner, rest[0])
+            return None
+    else:
+        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
+    raise _Unsupported(
+        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        f"The method {method.value!r} is not supported on {command.uri}",
+    )
+
+
+async def _delegations(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    _own(live, owner, "delegations")
+    method = command.method
+    roster = ctx.roster
+    if not rest:
+        if method is CommandMethod.GET:
+            return COLLECTION, _collection(DELEGATION, await roster.delegations(owner))
+        if method in (CommandMethod.SET, CommandMethod.MERGE):
+            await roster.put_delegation(owner, _document(command))
+            return None
+    elif len(rest) == 1:
+        if method is CommandMethod.GET:
+            target = parse_identity(rest[0], ctx.domain)
+            for delegation in await roster.delegations(owner):
+                if delegation["target"] == target:
+                    return DELEGATION, delegation
+            raise TidingsError(ErrorId.RESOURCE_NOT_FOUND, f"No delegation to {target}")
+        if method is CommandMethod.DELETE:
+            await roster.delete_delegation(owner, rest[0])
+            return None
+    else:
+        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
+    raise _Unsupported(
+        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        f"The method {method.value!r} is not supported on {command.uri}",
+    )
+
+
+async def _ping(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    if command.method is not CommandMethod.GET or rest:
+        raise _Unsupported(ReasonCode.COMMAND_METHOD_NOT_SUPPORTED, "Only 'get /ping' exists")
+    return PING, _EMPTY
+
+
+def parse_identity(text: str, domain: str) -> str:
+    """A user-supplied identity (``name[@domain]``), normalized; raises ``Invalid``."""
+    try:
+        return parse_node(text, domain).identity
+    except InvalidNode as exc:
+        raise Invalid(ErrorId.INVALID_ADDRESS, f"Invalid identity: {exc}") from None
+
+
+_RESOURCES: Final[dict[str, Handler]] = {
+    "presence": _presence,
+    "account": _account,
+    "contacts": _contacts,
+    "delegations": _delegations,
+    "ping": _ping,
+}

@@ -1,0 +1,45 @@
+"""The WebSocket listener: one port, the protocol chosen by the subprotocol the client offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from picows import (
+    WSListener,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+
+ListenerFactory = Callable[[WSUpgradeRequest], WSListener]
+
+
+def offered_subprotocols(request: WSUpgradeRequest) -> list[str]:
+    offered: list[str] = []
+    for value in request.headers.getall("Sec-WebSocket-Protocol", []):
+        offered.extend(part.strip() for part in value.split(",") if part.strip())
+    return offered
+
+
+def make_router(protocols: dict[str, ListenerFactory]) -> Callable[[WSUpgradeRequest], Any]:
+    """A picows listener factory that answers with the first offered protocol we speak."""
+    names = ", ".join(protocols)
+
+    def route(request: WSUpgradeRequest) -> Any:
+        for name in offered_subprotocols(request):
+            factory = protocols.get(name)
+            if factory is not None:
+                response = WSUpgradeResponse.create_101_response(
+                    extra_headers={"Sec-WebSocket-Protocol": name}
+                )
+                return WSUpgradeResponseWithListener(response, factory(request))
+        body = (
+            f"Tidings speaks WebSocket subprotocols {names}: offer one in "
+            "Sec-WebSocket-Protocol.\n"
+        ).encode()
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_error_response(400, body), None
+        )
+
+    return route

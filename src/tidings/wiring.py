@@ -1,0 +1,173 @@
+"""Composition root: builds the store, the core services and the listeners from ``Settings``.
+
+The dependency graph of the server can be read off ``TidingsServer.start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import Any
+
+import uvicorn
+from picows import ws_create_server
+
+from .api.app import create_app
+from .config import Settings
+from .core.accounts import AccountService
+from .core.presence import PresenceService
+from .core.roster import RosterService
+from .core.router import QueueLimits, Router
+from .core.sessions import SessionRegistry
+from .gateway.context import LimeContext
+from .gateway.lime import LimeConnection
+from .gateway.lime_commands import parse_identity
+from .gateway.listener import make_router
+from .protocol.lime import Node
+from .store.sqlite import SqliteStore
+
+log = logging.getLogger("tidings")
+
+SERVER_NAME = "postmaster"
+SERVER_INSTANCE = "server"
+PRUNE_EVERY_S = 3600.0
+
+
+class TidingsServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqliteStore(settings.data_dir, commit_window=settings.commit_window_ms / 1000)
+        self.ws_port = settings.ws_port
+        self.http_port = settings.http_port
+        self._ws_server: asyncio.base_events.Server | None = None
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
+        self.lime: LimeContext | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self.store.open(loop)
+        registry = SessionRegistry()
+        registry.load(await self.store.load_sessions())
+        accounts = AccountService(settings.domain, self.store, allow_guests=settings.allow_guests)
+        await accounts.load()
+        roster = RosterService(self.store, lambda text: parse_identity(text, settings.domain))
+        router = Router(
+            settings.domain,
+            self.store,
+            registry,
+            accounts.exists,
+            QueueLimits(default_limit=settings.queue_limit),
+        )
+        presence = PresenceService(registry, roster, self.store, router)
+        schemes = ["plain", "key"] + (["guest"] if settings.allow_guests else [])
+        self.lime = LimeContext(
+            domain=settings.domain,
+            server_node=Node(SERVER_NAME, settings.domain, SERVER_INSTANCE),
+            scheme_options=schemes,
+            max_envelope_size=settings.max_envelope_size,
+            establish_timeout=settings.establish_timeout_s,
+            rate_limit=settings.rate_limit,
+            rate_burst=settings.rate_burst,
+            router=router,
+            registry=registry,
+            accounts=accounts,
+            roster=roster,
+            presence=presence,
+        )
+        lime = self.lime
+        self._ws_server = await ws_create_server(
+            make_router({"lime": lambda request: LimeConnection(lime)}),
+            settings.host,
+            settings.ws_port,
+            max_frame_size=settings.max_envelope_size + 1024,
+            websocket_handshake_timeout=10,
+        )
+        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
+        await self._start_http()
+        self._prune_task = loop.create_task(self._prune_message_ids())
+
+    async def _start_http(self) -> None:
+        app = create_app(self._metrics)
+        sock = socket.create_server((self.settings.host, self.settings.http_port))
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, loop="none", lifespan="off", log_level="warning", access_log=False
+        )
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
+        while not self._http.started and not self._http_task.done():
+            await asyncio.sleep(0.01)
+        if self._http_task.done():
+            self._http_task.result()
+
+    def _metrics(self) -> dict[str, tuple[str, float]]:
+        assert self.lime is not None
+        stats = self.lime.stats
+        writer = self.store.writer
+        return {
+            "connections_total": ("counter", stats.connections),
+            "connections_open": ("gauge", len(self.lime.connections)),
+            "sessions_established_total": ("counter", stats.sessions_established),
+            "sessions_failed_total": ("counter", stats.sessions_failed),
+            "envelopes_received_total": ("counter", stats.envelopes_in),
+            "envelopes_sent_total": ("counter", stats.envelopes_out),
+            "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
+            "messages_routed_total": ("counter", self.lime.router.delivered),
+            "store_commits_total": ("counter", writer.batches),
+            "store_operations_total": ("counter", writer.operations),
+            "uptime_seconds": ("gauge", time.time() - self.started_at),
+        }
+
+    async def _prune_message_ids(self) -> None:
+        while True:
+            cutoff = time.time() - self.settings.message_id_retention_s
+            with contextlib.suppress(Exception):
+                await self.store.forget_message_ids(cutoff)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def stop(self) -> None:
+        """Fail every session with a reason, stop listening, commit what is pending."""
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+        if self._ws_server is not None:
+            self._ws_server.close()
+        if self.lime is not None:
+            for connection in list(self.lime.connections):
+                connection.shut_down()
+            for connection in list(self.lime.connections):
+                if connection.transport is not None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(connection.transport.wait_disconnected(), 2)
+            for task in list(self.lime.tasks):
+                task.cancel()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                with contextlib.suppress(Exception):
+                    await self._http_task
+        self.store.close()
+
+
+async def serve(settings: Settings, ready: Any = None) -> None:
+    """Run until SIGINT/SIGTERM; ``ready`` is called with the server once it listens."""
+    import signal
+
+    server = TidingsServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready(server)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
