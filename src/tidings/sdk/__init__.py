@@ -1,1 +1,49 @@
+"""Tidings Python SDK: an asyncio LIME client.
 
+Example::
+
+    async with Client("ws://localhost:8080", "alice@localhost", instance="laptop",
+                      password="secret") as client:
+        await client.send_message("bob@localhost", "hello")        # waits for "accepted"
+        async for message in client.messages():                      # each message once
+            print(message.sender, message.content)
+"""
+
+from ._backoff import Backoff
+from ._client import Client, Envelopes, Messages, WaitFor
+from ._dedupe import MessageKey, SeenMessages
+from ._exceptions import (
+    AuthenticationFailed,
+    ClientClosed,
+    CommandFailed,
+    ConnectError,
+    ConnectionLost,
+    LimeError,
+    MessageFailed,
+    RequestTimeout,
+    SessionFailed,
+    TidingsClientError,
+)
+from ._types import CommandResult, ReceivedMessage
+
+__all__ = [
+    "AuthenticationFailed",
+    "Backoff",
+    "Client",
+    "ClientClosed",
+    "CommandFailed",
+    "CommandResult",
+    "ConnectError",
+    "ConnectionLost",
+    "Envelopes",
+    "LimeError",
+    "MessageFailed",
+    "MessageKey",
+    "Messages",
+    "ReceivedMessage",
+    "RequestTimeout",
+    "SeenMessages",
+    "SessionFailed",
+    "TidingsClientError",
+    "WaitFor",
+]

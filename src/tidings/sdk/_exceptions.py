@@ -1,0 +1,115 @@
+"""Exceptions raised by the Tidings SDK.
+
+Every exception the SDK raises on purpose derives from ``TidingsClientError``::
+
+    TidingsClientError
+     +-- ConnectError            the connection or the session establishment failed
+     +-- ConnectionLost          the connection dropped while a command waited for its response
+     +-- ClientClosed            the client is closed, or was closed while the call waited
+     +-- RequestTimeout          no answer in time (also a ``TimeoutError``)
+     +-- LimeError               the server answered with a LIME reason (``code``, ``description``)
+          +-- SessionFailed      the server ended the session with ``failed``
+          |    +-- AuthenticationFailed   ... because it refused the credentials (code 13)
+          +-- MessageFailed      a ``failed`` notification for a message this client sent
+          +-- CommandFailed      a ``failure`` response to a command this client sent
+
+``LimeError.code`` is a ``ReasonCode`` member when the number is a known LIME or Tidings code,
+and a plain ``int`` otherwise (the spec lets servers define their own codes).
+"""
+
+from __future__ import annotations
+
+from tidings.protocol.lime import Reason, ReasonCode, UnsetType
+
+__all__ = [
+    "AuthenticationFailed",
+    "ClientClosed",
+    "CommandFailed",
+    "ConnectError",
+    "ConnectionLost",
+    "LimeError",
+    "MessageFailed",
+    "RequestTimeout",
+    "SessionFailed",
+    "TidingsClientError",
+]
+
+
+class TidingsClientError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class ConnectError(TidingsClientError):
+    """The WebSocket connection or the LIME session establishment failed."""
+
+
+class ConnectionLost(TidingsClientError):
+    """The connection dropped while a command was waiting for its response.
+
+    Commands are not re-sent after a reconnection (they need not be idempotent); retry if the
+    command is safe to repeat. Messages, unlike commands, are re-sent automatically.
+    """
+
+
+class ClientClosed(TidingsClientError):
+    """The client is closed, or was closed while the call was waiting."""
+
+
+class RequestTimeout(TidingsClientError, TimeoutError):
+    """The awaited answer (notification or command response) did not arrive in time."""
+
+
+def reason_parts(reason: Reason | UnsetType | None) -> tuple[int, str]:
+    """The code and description of a wire ``reason`` (GENERAL_ERROR when it is missing)."""
+    if not isinstance(reason, Reason):
+        return ReasonCode.GENERAL_ERROR, "The server gave no reason"
+    return reason.code, reason.description if isinstance(reason.description, str) else ""
+
+
+def _code(code: int) -> ReasonCode | int:
+    try:
+        return ReasonCode(code)
+    except ValueError:
+        return code
+
+
+class LimeError(TidingsClientError):
+    """The server answered with a LIME reason."""
+
+    code: ReasonCode | int
+    description: str
+
+    def __init__(self, code: int, description: str = "") -> None:
+        self.code = _code(code)
+        self.description = description
+        name = self.code.name if isinstance(self.code, ReasonCode) else "unknown code"
+        text = f"{int(self.code)} ({name})"
+        super().__init__(f"{text}: {description}" if description else text)
+
+
+class SessionFailed(LimeError):
+    """The server ended the session with ``failed`` (during establishment or later)."""
+
+
+class AuthenticationFailed(SessionFailed):
+    """The server refused the credentials (``SESSION_AUTHENTICATION_FAILED``, 13)."""
+
+
+class MessageFailed(LimeError):
+    """The server (or the destination) reported ``failed`` for a message this client sent."""
+
+    message_id: str
+
+    def __init__(self, code: int, description: str = "", message_id: str = "") -> None:
+        super().__init__(code, description)
+        self.message_id = message_id
+
+
+class CommandFailed(LimeError):
+    """A command this client sent got a ``failure`` response."""
+
+    command_id: str
+
+    def __init__(self, code: int, description: str = "", command_id: str = "") -> None:
+        super().__init__(code, description)
+        self.command_id = command_id

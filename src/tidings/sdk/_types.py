@@ -1,0 +1,96 @@
+"""What the SDK hands to the application, and how contents go to and from the wire."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tidings.protocol.lime import UNSET, Command, Message, Raw
+
+from ._dedupe import MessageKey
+
+__all__ = ["CommandResult", "ReceivedMessage", "decode_document", "encode_document", "is_json_type"]
+
+
+def is_json_type(media_type: str) -> bool:
+    """``application/json`` and ``*/*+json`` documents travel as JSON values, others as strings."""
+    base = media_type.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+def encode_document(document: Any, media_type: str) -> Raw:
+    """The wire form of a message content or command resource of type ``media_type``.
+
+    JSON types take any JSON-serialisable value. Other types take a ``str`` (sent as a JSON
+    string) or ``bytes`` (sent base64-encoded, as LIME sends binary contents).
+    """
+    if not is_json_type(media_type):
+        if isinstance(document, bytes | bytearray | memoryview):
+            document = base64.b64encode(bytes(document)).decode("ascii")
+        elif not isinstance(document, str):
+            raise TypeError(
+                f"a {media_type!r} document must be str or bytes, not {type(document).__name__}; "
+                "use a JSON media type (application/json, ...+json) for structured documents"
+            )
+    return Raw(msgspec.json.encode(document))
+
+
+def decode_document(raw: Raw) -> Any:
+    """The JSON value of a raw document: a ``str`` for non-JSON types (base64 for binary ones)."""
+    return msgspec.json.decode(bytes(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message delivered to this client.
+
+    ``sender`` is the node the server stamped in ``from``; ``content`` is decoded (a ``str`` for
+    ``text/plain`` and other non-JSON types, the JSON value for JSON types). ``envelope`` is the
+    message exactly as it came off the wire.
+    """
+
+    id: str | None
+    sender: str
+    to: str | None
+    type: str
+    content: Any
+    metadata: dict[str, Any] | None
+    envelope: Message
+
+    @classmethod
+    def from_envelope(cls, message: Message) -> ReceivedMessage:
+        return cls(
+            id=message.id if message.id is not UNSET else None,
+            sender=message.from_ if message.from_ is not UNSET else "",
+            to=message.to if message.to is not UNSET else None,
+            type=message.type,
+            content=decode_document(message.content),
+            metadata=message.metadata if message.metadata is not UNSET else None,
+            envelope=message,
+        )
+
+    @property
+    def key(self) -> MessageKey | None:
+        """``(sender, id)``, the deduplication key; ``None`` for a message without id."""
+        return None if self.id is None else (self.sender, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A successful command response: the resource (decoded, ``None`` if absent) and its type."""
+
+    type: str | None
+    resource: Any
+    envelope: Command
+
+    @classmethod
+    def from_envelope(cls, command: Command) -> CommandResult:
+        resource = command.resource
+        return cls(
+            type=command.type if command.type is not UNSET else None,
+            resource=decode_document(resource) if resource is not UNSET else None,
+            envelope=command,
+        )
