@@ -79,7 +79,10 @@ def json_equal(left: Any, right: Any) -> bool:
         elif _is_number(a) or _is_number(b):
             if not (_is_number(a) and _is_number(b)):
                 return False
-            if not (a == b if type(a) is type(b) else _as_double(a) == _as_double(b)):
+            if type(a) is int and type(b) is int and abs(a) <= _MAX_SAFE >= abs(b):
+                if a != b:
+                    return False
+            elif _as_double(a) != _as_double(b):
                 return False
         elif isinstance(a, dict):
             if not isinstance(b, dict) or a.keys() != b.keys():
