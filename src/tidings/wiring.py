@@ -86,7 +86,7 @@ class TidingsServer:
             make_router({"lime": lambda request: LimeConnection(lime)}),
             settings.host,
             settings.ws_port,
-            max_frame_size=settings.max_envelope_size + 1024,
+            max_frame_size=4 * settings.max_envelope_size,
             websocket_handshake_timeout=10,
         )
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]

@@ -160,13 +160,25 @@ class Router:
             record.depth -= 1
             self._store.discard([seq])
 
-    def acknowledge(self, destination: LiveSession, sender_address: str, message_id: str) -> None:
-        """The destination received a message: drop it from that session's queue."""
+    def acknowledge(
+        self,
+        destination: LiveSession,
+        sender_address: str,
+        message_id: str,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """The destination received a message: drop it from that session's queue.
+
+        ``then`` runs once the removal is committed, so that a ``received`` forwarded to the
+        sender means the message will not come back.
+        """
         record = destination.record
 
         def removed(count: int | BaseException) -> None:
             if isinstance(count, int):
                 record.depth -= count
+            if then is not None:
+                then()
 
         self._store.acknowledge(
             destination.identity, destination.instance, sender_address, message_id, removed

@@ -65,6 +65,7 @@ class LimeConnection(WSListener):
         self._waiting: deque[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._fragments: bytearray | None = None
 
     # -- picows callbacks ---------------------------------------------------------------------
 
@@ -87,9 +88,15 @@ class LimeConnection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind is WSMsgType.TEXT:
+        if kind is WSMsgType.TEXT and frame.fin and self._fragments is None:
             self.ctx.stats.envelopes_in += 1
             event = self.session.receive_text(frame.get_payload_as_bytes())
+        elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+            data = self._reassemble(kind, frame)
+            if data is None:
+                return
+            self.ctx.stats.envelopes_in += 1
+            event = self.session.receive_text(data)
         elif kind is WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
@@ -105,6 +112,18 @@ class LimeConnection(WSListener):
             self._waiting.append(event)
         else:
             self._process(event)
+
+    def _reassemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | None:
+        """Collect a fragmented text message; oversized ones go on as-is to be refused."""
+        if kind is WSMsgType.TEXT:
+            self._fragments = bytearray()
+        elif self._fragments is None:
+            return None  # a continuation of a binary message, refused already
+        self._fragments += frame.get_payload_as_memoryview()
+        if not frame.fin and len(self._fragments) <= self.ctx.max_envelope_size:
+            return None
+        data, self._fragments = bytes(self._fragments), None
+        return data
 
     # -- the Outlet port ----------------------------------------------------------------------
 
@@ -326,10 +345,16 @@ class LimeConnection(WSListener):
             return  # a notification cannot be answered; an unparseable one addresses nobody
         if to.text == self._server:
             return
-        if notification.event in ACKNOWLEDGING_EVENTS:
-            self.ctx.router.acknowledge(live, to.text, notification.id)
         payload = encode_envelope(_replace(notification, from_=live.node, to=to.text))
-        self.ctx.router.forward_notification(to.identity, to.instance, payload)
+        router = self.ctx.router
+
+        def forward() -> None:
+            router.forward_notification(to.identity, to.instance, payload)
+
+        if notification.event in ACKNOWLEDGING_EVENTS:
+            router.acknowledge(live, to.text, notification.id, forward)
+        else:
+            forward()
 
     # -- commands -------------------------------------------------------------------------------
 

@@ -35,8 +35,7 @@ def make_router(protocols: dict[str, ListenerFactory]) -> Callable[[WSUpgradeReq
                 )
                 return WSUpgradeResponseWithListener(response, factory(request))
         body = (
-            f"Tidings speaks WebSocket subprotocols {names}: offer one in "
-            "Sec-WebSocket-Protocol.\n"
+            f"Tidings speaks WebSocket subprotocols {names}: offer one in Sec-WebSocket-Protocol.\n"
         ).encode()
         return WSUpgradeResponseWithListener(
             WSUpgradeResponse.create_error_response(400, body), None

@@ -81,10 +81,8 @@ def _decode_carefully(data: bytes) -> Envelope:
         raise EnvelopeError(_invalid(f"The frame is not valid JSON: {exc}")) from None
     if not isinstance(obj, dict):
         raise EnvelopeError(_invalid("An envelope must be a JSON object"))
-    for key, cls in _CLASSIFY_ORDER:
-        if key in obj:
-            break
-    else:
+    cls = next((kind for key, kind in _CLASSIFY_ORDER if key in obj), None)
+    if cls is None:
         raise EnvelopeError(
             _invalid("Unknown envelope: it has none of 'content', 'event', 'method', 'state'")
         )

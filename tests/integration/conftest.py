@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server_process import ServerProcess
+
+PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data_dir: Path = tmp_path_factory.mktemp("tidings-data")
+    process = ServerProcess(data_dir, args=["--allow-guests"])
+    for name, password in PASSWORDS.items():
+        result = process.tidings("account", "add", name, "--password", password)
+        assert result.returncode == 0, result.stderr
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def guest() -> str:
+    """A fresh guest name, so tests sharing a server do not share queues."""
+    return f"guest-{uuid.uuid4().hex[:12]}"
