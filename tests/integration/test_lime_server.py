@@ -6,7 +6,6 @@ import uuid
 
 import httpx
 import pytest
-
 from tests.integration.conftest import PASSWORDS
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess

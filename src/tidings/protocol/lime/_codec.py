@@ -87,6 +87,8 @@ def _decode_carefully(data: bytes) -> Envelope:
             _invalid("Unknown envelope: it has none of 'content', 'event', 'method', 'state'")
         )
     envelope_id = obj.get("id")
+    if cls is Command and "status" in obj:
+        envelope_id = None  # a response is never answered, so a bad one cannot be refused
     try:
         envelope: Envelope = _DECODERS[cls].decode(data)
     except msgspec.ValidationError as exc:

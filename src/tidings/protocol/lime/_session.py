@@ -175,7 +175,8 @@ class ServerSession(_Machine):
         if self.state is SessionState.ESTABLISHED:
             if type(envelope) is Session:
                 return self._receive_session_while_established(envelope)
-            return self._check_established(envelope)
+            checked = self._check_established(envelope)
+            return checked if checked is not None else self._ended()
         if type(envelope) is not Session:
             self._fail_self(
                 _reason(
