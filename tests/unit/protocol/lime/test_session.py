@@ -274,10 +274,6 @@ class TestEstablished:
                 {"id": "m", "to": 3, "type": "text/plain", "content": "x"},
                 ReasonCode.VALIDATION_ERROR,
             ),
-            (
-                {"id": "x" * 300, "to": "b@localhost", "type": "text/plain", "content": "x"},
-                ReasonCode.VALIDATION_ERROR,
-            ),
         ],
     )
     def test_invalid_messages_with_an_id_get_a_failed_notification(self, envelope, code):
