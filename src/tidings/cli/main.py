@@ -24,9 +24,7 @@ app.add_typer(account_app, name="account")
 err = Console(stderr=True)
 T = TypeVar("T")
 
-DataDir = Annotated[
-    Path, typer.Option("--data-dir", help="Folder holding the SQLite database.")
-]
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Folder holding the SQLite database.")]
 DEFAULT_DATA_DIR = Settings().data_dir
 
 
@@ -139,6 +137,86 @@ def account_key(
 ) -> None:
     """Create an API key for the LIME 'key' scheme; it is shown once."""
     print(_with_accounts(data_dir, lambda s: s.create_key(name, label)))
+
+
+DEFAULT_URL = f"ws://127.0.0.1:{Settings().ws_port}/"
+Url = Annotated[str, typer.Option("--url", help="The server's WebSocket URL.")]
+As = Annotated[str, typer.Option("--as", help="Account name or identity (name@domain).")]
+Password = Annotated[
+    str | None, typer.Option(help="Password (plain scheme); or give --key.", show_default=False)
+]
+Key = Annotated[str | None, typer.Option(help="API key (key scheme).", show_default=False)]
+Instance = Annotated[str, typer.Option(help="Session (instance) name.")]
+
+
+def _client(url: str, who: str, password: str | None, key: str | None, instance: str) -> Any:
+    from ..sdk import Client
+
+    if (password is None) == (key is None):
+        _fail("give exactly one of --password or --key")
+    identity = who if "@" in who else f"{who}@{Settings().domain}"
+    return Client(url, identity, instance=instance, password=password, key=key, reconnect=False)
+
+
+@app.command()
+def send(
+    text: Annotated[str, typer.Argument(help="The message content.")],
+    to: Annotated[str, typer.Option(help="Destination: name@domain[/instance].")],
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+    content_type: Annotated[str, typer.Option("--type", help="Content type.")] = "text/plain",
+) -> None:
+    """Send one message and wait until the server has stored it (accepted)."""
+    from ..sdk import TidingsClientError
+
+    async def run() -> str:
+        async with _client(url, who, password, key, instance) as client:
+            content: Any = text
+            if content_type == "application/json" or content_type.endswith("+json"):
+                import json
+
+                content = json.loads(text)
+            message_id: str = await client.send_message(to, content, content_type)
+            return message_id
+
+    try:
+        print(asyncio.run(run()))
+    except (TidingsClientError, OSError, ValueError) as exc:
+        _fail(str(exc), 1)
+
+
+@app.command()
+def listen(
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+    count: Annotated[int, typer.Option(help="Exit after this many messages (0: never).")] = 0,
+) -> None:
+    """Print each received message as one JSON envelope per line (and acknowledge it)."""
+    from ..protocol.lime import encode_envelope
+    from ..sdk import TidingsClientError
+
+    async def run() -> None:
+        async with _client(url, who, password, key, instance) as client:
+            taken = 0
+            async for message in client.messages():
+                sys.stdout.write(encode_envelope(message.envelope).decode() + "\n")
+                sys.stdout.flush()
+                taken += 1
+                if count and taken >= count:
+                    return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except (TidingsClientError, OSError) as exc:
+        _fail(str(exc), 1)
 
 
 def main() -> None:

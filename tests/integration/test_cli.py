@@ -1,0 +1,134 @@
+"""The command line against a real server: accounts, send, listen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tests.server_process import TIDINGS, ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_send_then_listen_prints_the_envelope(server: ServerProcess):
+    sent = subprocess.run(
+        [
+            *TIDINGS,
+            "send",
+            "--as",
+            "alice",
+            "--password",
+            "alice-pw",
+            "--url",
+            server.ws_url,
+            "--to",
+            "bob@localhost/cli-test",
+            "hello from the cli",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    message_id = sent.stdout.strip()
+    listened = subprocess.run(
+        [
+            *TIDINGS,
+            "listen",
+            "--as",
+            "bob",
+            "--password",
+            "bob-pw",
+            "--url",
+            server.ws_url,
+            "--instance",
+            "cli-test",
+            "--count",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listened.returncode == 0, listened.stderr
+    envelope = json.loads(listened.stdout.splitlines()[0])
+    assert envelope["id"] == message_id
+    assert envelope["content"] == "hello from the cli"
+    assert envelope["from"] == "alice@localhost/cli"
+
+
+def test_send_to_unknown_account_fails_with_the_reason(server: ServerProcess):
+    sent = subprocess.run(
+        [
+            *TIDINGS,
+            "send",
+            "--as",
+            "alice",
+            "--password",
+            "alice-pw",
+            "--url",
+            server.ws_url,
+            "--to",
+            "nobody@localhost",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 1
+    assert "42" in sent.stderr
+
+
+def test_account_commands(server: ServerProcess):
+    assert server.tidings("account", "add", "frank", "--password", "pw").returncode == 0
+    listed = server.tidings("account", "list")
+    assert "frank" in listed.stdout.split()
+    again = server.tidings("account", "add", "frank", "--password", "pw")
+    assert again.returncode == 1 and "exists" in again.stderr
+    removed = server.tidings("account", "remove", "frank")
+    assert removed.returncode == 0
+    assert "frank" not in server.tidings("account", "list").stdout.split()
+    missing = server.tidings("account", "remove", "frank")
+    assert missing.returncode == 1
+
+
+def test_bad_config_is_named(tmp_path):
+    config = tmp_path / "tidings.toml"
+    config.write_text("queue_limit = -5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tidings", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "queue_limit" in result.stderr
+    config.write_text("colour = 'blue'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tidings", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "colour" in result.stderr
+
+
+def test_graceful_shutdown_tells_sessions_and_exits_zero(tmp_path):
+    import asyncio
+
+    from tests.lime_wire import WireClient
+
+    process = ServerProcess(tmp_path, args=["--allow-guests"]).start()
+
+    async def scenario() -> dict:
+        client = await WireClient.connect(process.ws_url)
+        await client.establish("someone@localhost/x", scheme="guest")
+        process.process.send_signal(2)
+        return await client.expect(lambda e: "state" in e)
+
+    failed = asyncio.run(scenario())
+    assert failed["state"] == "failed" and failed["reason"]["code"] == 11
+    assert process.process.wait(timeout=20) == 0
