@@ -222,6 +222,7 @@ class Client:
         self._inbox_keys: set[MessageKey] = set()
         self._unacked: dict[MessageKey, ReceivedMessage] = {}
         self._seen: SeenMessages | None = None
+        self._established_once = False
         self.reconnections = 0
         """How many times the client has re-established its session after losing it."""
 
@@ -580,7 +581,6 @@ class Client:
                 except (ConnectError, CommandFailed) as exc:
                     logger.info("%s: reconnection failed: %s", self.node, exc)
                 else:
-                    self.reconnections += 1
                     break
             else:
                 await self._fail(ConnectError(f"gave up reconnecting to {self.url}"))
@@ -640,6 +640,9 @@ class Client:
         elif isinstance(event, Command):
             self._on_command(link, event)
         elif isinstance(event, SessionEstablished):
+            if self._established_once:
+                self.reconnections += 1
+            self._established_once = True
             if not link.established.done():
                 link.established.set_result(event)
         elif isinstance(event, SessionEnded):
