@@ -4,6 +4,7 @@ and the application (through the SDK) sees each accepted message exactly once.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,6 @@ async def test_kill_9_while_messages_flow_loses_and_duplicates_nothing(tmp_path:
         receiving.cancel()
     finally:
         for client in (sender, receiver):
-            try:
+            with contextlib.suppress(Exception):
                 await client.close(timeout=2)
-            except Exception:
-                pass
         server.stop()
