@@ -1,0 +1,528 @@
+"""LIME conformance: the unmodified npm clients against a real ``tidings serve`` process.
+
+Each test runs ``node tests/conformance/lime/scenario.js <scenario> '<json>'``; the script drives
+``lime-js@3.0.1`` + ``lime-transport-websocket@2.0.3`` (pinned in ``lime/package-lock.json``)
+exactly as an application would and prints one JSON line with what the client saw. The tests
+assert on that. "Reference" below is /work/shared/reference/lime.md (copied facts are cited by
+section in each docstring).
+
+One server serves the whole module; accounts are made with the CLI before it starts. Tests do not
+depend on each other: each one uses its own accounts, or its own instance names, wherever
+server state (rosters, queues, delegations) could leak from one test to another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.conformance
+
+LIME_DIR = Path(__file__).parent / "lime"
+DOMAIN = "localhost"
+SERVER_NODE = f"postmaster@{DOMAIN}/server"
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+SCENARIO_TIMEOUT_S = 40
+
+# name -> password. Several tests need an account nobody else touched (an empty roster, no
+# delegation yet, a recipient that never connected), hence the number of them.
+ACCOUNTS = {
+    "alice": "alice-pw",  # general sender
+    "bob": "bob-pw",  # general recipient
+    "carol": "carol-pw",  # offline delivery: never connected before that test
+    "dave": "dave-pw",  # presence: the watcher
+    "erin": "erin-pw",  # presence: the owner (its roster starts empty)
+    "frank": "frank-pw",  # contacts: a roster that starts empty
+    "gina": "gina-pw",  # delegation owner (no delegation before that test)
+    "hank": "hank-pw",  # redelivery: a recipient that never connected before that test
+    "ivan": "ivan-pw",  # key authentication
+}
+KEY_ACCOUNT = "ivan"
+
+
+def _tidings() -> list[str]:
+    script = Path(sys.executable).parent / "tidings"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("tidings")
+    if found is None:
+        pytest.skip("the tidings CLI is not installed")
+    return [found]
+
+
+@dataclass
+class Server:
+    ws: str
+    data_dir: Path
+    key: str
+    output: list[str] = field(default_factory=list)
+
+    def spec(self, name: str, **extra: Any) -> dict[str, Any]:
+        """A client description for scenario.js: plain authentication by default."""
+        return {"name": name, "password": ACCOUNTS[name], **extra}
+
+
+@pytest.fixture(scope="module")
+def lime_js() -> Path:
+    """The Node package, installed from the lockfile (``npm ci``) when node_modules is missing."""
+    if NODE is None or NPM is None:
+        pytest.skip("Node.js and npm are needed for the lime-js conformance suite")
+    installed = all(
+        (LIME_DIR / "node_modules" / package / "package.json").is_file()
+        for package in ("lime-js", "lime-transport-websocket")
+    )
+    if not installed:
+        done = subprocess.run(
+            [NPM, "ci", "--no-audit", "--no-fund"],
+            cwd=LIME_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm ci failed in {LIME_DIR}:\n{done.stdout}\n{done.stderr}")
+    for package, version in (("lime-js", "3.0.1"), ("lime-transport-websocket", "2.0.3")):
+        manifest = json.loads((LIME_DIR / "node_modules" / package / "package.json").read_text())
+        assert manifest["version"] == version, f"{package} {manifest['version']} != {version}"
+    return LIME_DIR
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``tidings serve`` on free loopback ports (port 0, read back from the ready line)."""
+    data_dir = tmp_path_factory.mktemp("tidings-lime-js")
+    tidings = _tidings()
+
+    def cli(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*tidings, *args, "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(*processes: subprocess.Popen[str]) -> list[str]:
+        outputs = []
+        for process in processes:
+            out, err = process.communicate(timeout=60)
+            assert process.returncode == 0, f"{process.args}: {out}{err}"
+            outputs.append(out)
+        return outputs
+
+    # The first call creates the database; the rest run side by side (each CLI call spends
+    # most of its time hashing a password).
+    (first, *others) = ACCOUNTS.items()
+    finish(cli("account", "add", first[0], "--password", first[1]))
+    finish(*(cli("account", "add", name, "--password", pw) for name, pw in others))
+    (made,) = finish(cli("account", "key", KEY_ACCOUNT))
+    key = [line.strip() for line in made.splitlines() if line.strip()][-1]
+    process = subprocess.Popen(
+        [
+            *tidings,
+            "serve",
+            "--domain",
+            DOMAIN,
+            "--host",
+            "127.0.0.1",
+            "--ws-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--allow-guests",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output: list[str] = []
+    ready = threading.Event()
+    found: dict[str, str] = {}
+
+    def drain() -> None:
+        # Reads the server's output for the whole run, so that the pipe never fills up.
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if not ready.is_set() and line.startswith("tidings ready "):
+                found["ws"] = line.split()[2]
+                ready.set()
+        ready.set()  # end of output: the process is gone
+
+    reader = threading.Thread(target=drain, name="tidings-output", daemon=True)
+    reader.start()
+    if not ready.wait(30) or "ws" not in found:
+        process.kill()
+        process.wait(10)
+        pytest.fail("tidings serve did not print its ready line:\n" + "".join(output))
+    try:
+        yield Server(ws=found["ws"], data_dir=data_dir, key=key, output=output)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        reader.join(5)
+
+
+def run(lime_js: Path, server: Server, scenario: str, **args: Any) -> dict[str, Any]:
+    """Run one scenario in a fresh Node process and return its JSON result."""
+    assert NODE is not None
+    payload = {"ws": server.ws, "domain": DOMAIN, "timeoutMs": 5000, **args}
+    done = subprocess.run(
+        [NODE, "scenario.js", scenario, json.dumps(payload)],
+        cwd=lime_js,
+        capture_output=True,
+        text=True,
+        timeout=SCENARIO_TIMEOUT_S,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    context = (
+        f"scenario {scenario} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n"
+        f"{done.stderr}\nserver output (tail):\n{''.join(server.output[-30:])}"
+    )
+    assert lines, context
+    result: dict[str, Any] = json.loads(lines[-1])
+    assert result.get("ok") is True, f"{result.get('error')}\n{context}"
+    return result
+
+
+# -- session establishment ----------------------------------------------------------------------
+
+
+def test_establish_plain(lime_js: Path, server: Server) -> None:
+    """Reference §3.2, §3.3 A/B, §3.4 (plain: base64 password, lime-js adds `scheme` inside
+    `authentication`), §12 MUST 3, 5, 6: new → authenticating → established with `to`."""
+    result = run(lime_js, server, "establish", client=server.spec("alice", instance="home"))
+    established = result["established"]
+    assert established["state"] == "established"
+    assert established["to"] == "alice@localhost/home"
+    assert established["from"] == SERVER_NODE
+    assert isinstance(established["id"], str) and established["id"]
+    assert result["localNode"] == "alice@localhost/home"
+    assert result["remoteNode"] == SERVER_NODE
+
+
+def test_establish_key(lime_js: Path, server: Server) -> None:
+    """Reference §3.4 (key: `{"key": base64(key)}`, passed through unchanged by lime-js),
+    §10 (`Lime.KeyAuthentication`), §12 MUST 5."""
+    client = {"name": KEY_ACCOUNT, "key": server.key, "instance": "bot"}
+    result = run(lime_js, server, "establish", client=client)
+    assert result["established"]["state"] == "established"
+    assert result["established"]["to"] == f"{KEY_ACCOUNT}@localhost/bot"
+
+
+def test_establish_guest(lime_js: Path, server: Server) -> None:
+    """Reference §3.3 B (guest trace, `authentication: {"scheme":"guest"}`), §3.4 (guest: any
+    name, a fresh GUID by client convention)."""
+    result = run(lime_js, server, "establish", client={"guest": True, "instance": "web"})
+    to = result["established"]["to"]
+    assert to.startswith("guest-") and to.endswith("@localhost/web")
+    assert result["localNode"] == to
+
+
+def test_establish_wrong_password_fails_13(lime_js: Path, server: Server) -> None:
+    """Reference §3.2 step 3 (failed {13}), §3.5 (`establishSession()` rejects with the failed
+    session envelope itself, not an Error), §12 MUST 6."""
+    client = {"name": "alice", "password": "not-the-password", "instance": "bad"}
+    result = run(lime_js, server, "establishFails", client=client)
+    assert result["rejected"] is True
+    assert result["isError"] is False, result
+    session = result["session"]
+    assert session["state"] == "failed"
+    assert session["reason"]["code"] == 13
+    assert session["from"] == SERVER_NODE
+
+
+def test_instance_undefined_becomes_default(lime_js: Path, server: Server) -> None:
+    """Reference §2.3 (lime-js puts `name@domain/undefined` on the wire when the app passes no
+    instance), §3.2 registration (a missing instance becomes `default`), §12 MUST 5, 6."""
+    result = run(lime_js, server, "establish", client=server.spec("alice", instance=None))
+    assert result["established"]["to"] == "alice@localhost/default"
+    assert result["localNode"].endswith("/default")
+
+
+def test_finishing_session(lime_js: Path, server: Server) -> None:
+    """Reference §1.3, §3.2 (`finishing` → `finished` + close), §3.5 (`sendFinishingSession()`
+    resolves with the finished envelope), §12 MUST 7."""
+    result = run(lime_js, server, "establish", client=server.spec("alice", instance="leaving"))
+    finished = result["finished"]
+    assert finished["state"] == "finished"
+    assert finished["id"] == result["established"]["id"]
+    assert finished["to"] == "alice@localhost/leaving"
+    assert result["stateAfterFinish"] == "finished"
+
+
+# -- messages and notifications ----------------------------------------------------------------
+
+
+def test_message_between_two_lime_js_clients(lime_js: Path, server: Server) -> None:
+    """Reference §4 (`from` MUST be stamped with the sender's full node; lime-js sends none),
+    §5 (`received` from the destination forwarded with `from` = its node), §8.2 (default
+    receipt: no accepted/dispatched), §10.1, §12 MUST 8."""
+    result = run(
+        lime_js,
+        server,
+        "sendReceive",
+        sender=server.spec("alice"),
+        recipient=server.spec("bob"),
+        to="bob@localhost",
+        content="hello, bob",
+    )
+    delivered = result["delivered"]
+    assert delivered["from"] == result["senderNode"] == "alice@localhost/sender"
+    assert delivered["type"] == "text/plain"
+    assert delivered["content"] == "hello, bob"
+    assert delivered["id"] == result["id"]
+    received = result["receivedNotification"]
+    assert received["from"] == result["recipientNode"] == "bob@localhost/recipient"
+    # Without /receipt only `failed` is sent by the server; `received` comes from bob.
+    events = [n["event"] for n in result["senderNotifications"]]
+    assert events == ["received"], result["senderNotifications"]
+
+
+def test_receipt_accepted_dispatched_received(lime_js: Path, server: Server) -> None:
+    """Reference §8.2 (/receipt {events:[accepted,dispatched]}), §5 (events, server ones from the
+    server, destination ones with `from` = destination node), §10.1 wire trace."""
+    result = run(
+        lime_js,
+        server,
+        "sendReceive",
+        sender=server.spec("alice"),
+        recipient=server.spec("bob"),
+        to="bob@localhost",
+        receipt=["accepted", "dispatched"],
+        consume=True,
+    )
+    assert result["receiptResponse"]["status"] == "success"
+    notifications = result["senderNotifications"]
+    events = [n["event"] for n in notifications]
+    assert events[:2] == ["accepted", "dispatched"], notifications
+    assert set(events[2:]) == {"received", "consumed"}, notifications
+    for notification in notifications[:2]:
+        assert notification.get("from", SERVER_NODE) == SERVER_NODE
+        assert notification.get("to", "alice@localhost/sender") == "alice@localhost/sender"
+    for notification in notifications[2:]:
+        assert notification["from"] == "bob@localhost/recipient"
+        assert notification["to"] == "alice@localhost/sender"
+
+
+def test_json_content_and_unicode_relayed_untouched(lime_js: Path, server: Server) -> None:
+    """Reference §4 (`content` is a JSON value for JSON types), §8.8/§8.9 (relay unknown types
+    untouched), §1.2 (UTF-8 text frames)."""
+    content = {"state": "composing", "note": "héllo ✓ 🎉", "n": 3, "nested": {"a": [1, None]}}
+    result = run(
+        lime_js,
+        server,
+        "sendReceive",
+        sender=server.spec("alice"),
+        recipient=server.spec("bob"),
+        to="bob@localhost",
+        type="application/vnd.lime.chatstate+json",
+        content=content,
+    )
+    assert result["delivered"]["type"] == "application/vnd.lime.chatstate+json"
+    assert result["delivered"]["content"] == content
+
+
+def test_message_to_full_node(lime_js: Path, server: Server) -> None:
+    """Reference §2.3, §4 (`to` may name the instance), §9.1 (routing by node)."""
+    result = run(
+        lime_js,
+        server,
+        "sendReceive",
+        sender=server.spec("alice"),
+        recipient=server.spec("bob"),
+        to="bob@localhost/recipient",
+    )
+    assert result["delivered"]["from"] == "alice@localhost/sender"
+    assert result["receivedNotification"]["from"] == "bob@localhost/recipient"
+
+
+def test_message_to_unknown_account_fails_42(lime_js: Path, server: Server) -> None:
+    """Reference §5 (failed notification shape), §7 (42 ROUTING_DESTINATION_NOT_FOUND), §9.1,
+    §12 MUST 10."""
+    result = run(
+        lime_js, server, "unknownDestination", sender=server.spec("alice"), to="nobody@localhost"
+    )
+    failed = result["failed"]
+    assert failed["event"] == "failed"
+    assert failed["id"] == result["id"]
+    assert failed["reason"]["code"] == 42
+    assert failed.get("to", result["senderNode"]) == result["senderNode"]
+
+
+def test_offline_delivery(lime_js: Path, server: Server) -> None:
+    """Reference §4, §8.2, §9.3 (accepted when taken in; dispatched when handed to the
+    destination): the recipient connects after the send and gets the message on connect."""
+    result = run(
+        lime_js,
+        server,
+        "offlineDelivery",
+        sender=server.spec("alice"),
+        recipient=server.spec("carol"),
+        to="carol@localhost",
+    )
+    assert result["accepted"]["event"] == "accepted"
+    delivered = result["delivered"]
+    assert delivered["from"] == "alice@localhost/sender"
+    assert delivered["content"] == "while you were out"
+    assert result["dispatched"]["event"] == "dispatched"
+    assert result["receivedNotification"]["from"] == "carol@localhost/recipient"
+
+
+def test_unacknowledged_message_is_redelivered(lime_js: Path, server: Server) -> None:
+    """Reference §8.2 / §5 (`received` is the destination's acknowledgement; lime-js sends it only
+    with autoNotifyReceipt), §10 (`autoNotifyReceipt`): without `received` the message comes back
+    on the next session of the node; after it, never again."""
+    result = run(
+        lime_js,
+        server,
+        "redelivery",
+        sender=server.spec("alice"),
+        recipient=server.spec("hank"),
+        to="hank@localhost",
+    )
+    assert result["first"]["id"] == result["second"]["id"] == result["id"]
+    assert result["receivedNotification"]["from"] == "hank@localhost/inbox"
+    assert result["thirdSessionMessageIds"] == [result["marker"]]
+
+
+def test_fire_and_forget_message(lime_js: Path, server: Server) -> None:
+    """Reference §2.2 / §4 (no `id`: fire-and-forget, no notifications)."""
+    result = run(
+        lime_js,
+        server,
+        "fireAndForget",
+        sender=server.spec("alice"),
+        recipient=server.spec("bob"),
+        to="bob@localhost",
+    )
+    delivered = result["delivered"]
+    assert "id" not in delivered
+    assert delivered["from"] == result["senderNode"]
+    assert result["accepted"]["event"] == "accepted"
+    assert result["notificationsWithoutId"] == []
+
+
+def test_delegation(lime_js: Path, server: Server) -> None:
+    """Reference §2.4 (`pp`: the delegate node sending on behalf of `from`), §7 (32
+    AUTHORIZATION_UNAUTHORIZED_SENDER), §8.6 (`set /delegations {target}`)."""
+    result = run(
+        lime_js,
+        server,
+        "delegation",
+        owner=server.spec("gina"),
+        delegate=server.spec("bob"),
+        recipient=server.spec("alice"),
+    )
+    assert result["denied"]["reason"]["code"] == 32
+    assert result["granted"]["status"] == "success"
+    delivered = result["delivered"]
+    assert delivered["from"] == "gina@localhost"
+    assert delivered["pp"] == result["delegateNode"] == "bob@localhost/delegate"
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def test_ping(lime_js: Path, server: Server) -> None:
+    """Reference §6.1, §8.3, §12 MUST 9: `get /ping` → success, ping type, `{}`, no `uri`."""
+    response = run(lime_js, server, "ping", client=server.spec("alice"))["response"]
+    assert response["status"] == "success"
+    assert response["method"] == "get"
+    assert response["type"] == "application/vnd.lime.ping+json"
+    assert response["resource"] == {}
+    assert "uri" not in response
+
+
+def test_presence_set_get(lime_js: Path, server: Server) -> None:
+    """Reference §8.1 (presence document), §6 (set → success; get → type + resource)."""
+    presence = {"status": "available", "routingRule": "identity", "message": "at my desk"}
+    result = run(lime_js, server, "presence", client=server.spec("alice"), presence=presence)
+    assert result["set"]["status"] == "success"
+    assert "uri" not in result["set"]
+    get = result["get"]
+    assert get["status"] == "success"
+    assert get["type"] == "application/vnd.lime.presence+json"
+    for key, value in presence.items():
+        assert get["resource"][key] == value
+
+
+def test_contacts(lime_js: Path, server: Server) -> None:
+    """Reference §8.5 (get /contacts → collection with `items: []` when empty; set then get
+    /contacts/{identity}), §8.8 (collection: itemType, items, total as an int), §7 (67)."""
+    contact = {"identity": "erin@localhost", "name": "Erin", "sharePresence": False}
+    result = run(
+        lime_js,
+        server,
+        "contacts",
+        client=server.spec("frank"),
+        contact=contact,
+        missing="zed@localhost",
+    )
+    empty = result["empty"]
+    assert empty["status"] == "success"
+    assert empty["type"] == "application/vnd.lime.collection+json"
+    assert empty["resource"]["items"] == []
+    assert empty["resource"]["itemType"] == "application/vnd.lime.contact+json"
+    assert result["set"]["status"] == "success"
+    one = result["one"]
+    assert one["status"] == "success"
+    assert one["type"] == "application/vnd.lime.contact+json"
+    for key, value in contact.items():
+        assert one["resource"][key] == value
+    listing = result["list"]["resource"]
+    assert [item["identity"] for item in listing["items"]] == ["erin@localhost"]
+    assert listing.get("total", 1) == 1 and not isinstance(listing.get("total", 1), str)
+    assert result["missing"]["status"] == "failure"
+    assert result["missing"]["reason"]["code"] == 67
+
+
+def test_unknown_resource_62(lime_js: Path, server: Server) -> None:
+    """Reference §7 (62 COMMAND_RESOURCE_NOT_SUPPORTED), §6 (failure carries `reason`, echoes
+    `id` and `method`, no `uri`), §12 MUST 9."""
+    response = run(lime_js, server, "unknownResource", client=server.spec("alice"))["response"]
+    assert response["status"] == "failure"
+    assert response["reason"]["code"] == 62
+    assert response["method"] == "get"
+    assert "uri" not in response
+
+
+def test_presence_subscribe_observe(lime_js: Path, server: Server) -> None:
+    """Reference §8.1 (observe pushes with an absolute `lime://identity/presence` URI), §8.5
+    (`sharePresence` gates who may see it), §6 (`observe` is one-way: no `status`)."""
+    result = run(
+        lime_js,
+        server,
+        "presenceSubscribe",
+        owner=server.spec("erin"),
+        watcher=server.spec("dave"),
+    )
+    assert result["refused"]["status"] == "failure"
+    assert result["share"]["status"] == "success"
+    assert result["subscribed"]["status"] == "success"
+    for push in (result["initial"], result["pushed"]):
+        assert push["method"] == "observe"
+        assert push["uri"] == "lime://erin@localhost/presence"
+        assert push["type"] == "application/vnd.lime.presence+json"
+        assert "status" not in push
+        assert push.get("to", "dave@localhost/watcher") == "dave@localhost/watcher"
+    assert result["initial"]["resource"]["status"] == "available"
+    assert result["pushed"]["resource"]["status"] == "busy"
