@@ -342,12 +342,51 @@ const scenarios = {
     return { empty, set, one, list, missing };
   },
 
-  // Sections 6, 7 (62), 12 MUST 9: a resource the server does not have.
-  async unknownResource() {
-    const client = await connect(args.client, 'unknown');
-    const response = await client.command({ method: 'get', uri: args.uri || '/no-such-resource' });
+  // Sections 6, 7 (62, 63, 64), 12 MUST 9: requests to the server, one response each.
+  async commands() {
+    const client = await connect(args.client, 'commands');
+    const responses = [];
+    for (const command of args.commands) responses.push(await client.command(command));
     await client.finish();
-    return { response };
+    return { responses, localNode: client.channel.localNode };
+  },
+
+  // Sections 6.1, 9.1, 12 MUST 9: a client must never get an answer to a *response* it sends
+  // (lime-js sends one for every server ping); only requests are answered.
+  async responsesNotAnswered() {
+    const client = await connect(args.client, 'responder');
+    const ids = [Lime.Guid(), Lime.Guid()];
+    const ping = { method: 'get', status: 'success', type: 'application/vnd.lime.ping+json', resource: {} };
+    client.channel.sendCommand(Object.assign({ id: ids[0], to: args.serverNode }, ping));
+    client.channel.sendCommand(Object.assign({ id: ids[1] }, ping));
+    // Answered in order: anything about ids[0]/ids[1] would come before this response.
+    const after = await client.command({ method: 'get', uri: '/ping' });
+    const result = {
+      after,
+      unexpected: client.all('command').filter((c) => ids.includes(c.id)),
+      unexpectedNotifications: client.all('notification').filter((n) => ids.includes(n.id)),
+    };
+    await client.finish();
+    return result;
+  },
+
+  // Sections 6.1, 9.1: a command to another client is forwarded; lime-js answers a ping by
+  // itself (autoReplyPings) and the response is forwarded back.
+  async clientPing() {
+    const caller = await connect(args.caller, 'caller');
+    const callee = await connect(args.callee, 'callee');
+    const byNode = await caller.command({ method: 'get', uri: '/ping', to: callee.channel.localNode });
+    const byIdentity = await caller.command({ method: 'get', uri: '/ping', to: args.calleeIdentity });
+    const result = {
+      byNode,
+      byIdentity,
+      callerNode: caller.channel.localNode,
+      calleeNode: callee.channel.localNode,
+      calleeSaw: callee.all('command'),
+    };
+    await callee.finish();
+    await caller.finish();
+    return result;
   },
 
   // Sections 6, 8.1, 8.5: subscribe to a contact's presence, get observe pushes.
