@@ -156,6 +156,11 @@ class AccountService:
         except (VerificationError, InvalidHashError):
             raise Forbidden(ErrorId.BAD_CREDENTIALS, "The session authentication failed") from None
 
+    def identity_for_key(self, key: str) -> str | None:
+        """The identity an API key belongs to (Feedme connection tokens), or None."""
+        owner = self._store.key_owner(_key_hash(key))
+        return f"{owner}@{self.domain}" if owner is not None else None
+
     # -- the account resource ---------------------------------------------------------------
 
     async def profile(self, name: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class ErrorId(StrEnum):
     STORAGE_UNAVAILABLE = "storage-unavailable"
     SHUTTING_DOWN = "shutting-down"
     SESSION_TAKEN_OVER = "session-taken-over"
+    INVALID_DELTA = "invalid-delta"
 
 
 class TidingsError(Exception):

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,11 @@ __all__ = ["SqliteStore"]
 DATABASE_FILE = "tidings.db"
 
 
-def _migrations() -> list[tuple[int, str]]:
+def _migrations() -> list[tuple[str, str]]:
     folder = resources.files("tidings.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
+    return sorted(
+        (entry.name, entry.read_text()) for entry in folder.iterdir() if entry.name.endswith(".sql")
+    )
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -52,14 +50,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(path: Path) -> None:
-    """Bring the database schema up to date (idempotent)."""
+    """Apply every migration not applied yet, each in its own transaction (idempotent)."""
     connection = _connect(path)
     try:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in _migrations():
-            if number > version:
+        connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)")
+        applied = {row[0] for row in connection.execute("SELECT name FROM schema_migrations")}
+        for name, script in _migrations():
+            if name not in applied:
                 connection.executescript(
-                    f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+                    f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
                 )
     finally:
         connection.close()
@@ -310,8 +309,32 @@ class SqliteStore:
         )
 
     async def account_for_key(self, key_hash: bytes) -> str | None:
+        return self.key_owner(key_hash)
+
+    def key_owner(self, key_hash: bytes) -> str | None:
         rows = self._read("SELECT account FROM api_keys WHERE key_hash=?", (key_hash,))
         return str(rows[0][0]) if rows else None
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    async def feed_document(self, name: str, args: Mapping[str, str]) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT document FROM feeds WHERE name=? AND args=?", (name, _args_key(args))
+        )
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    async def save_feed_document(
+        self, name: str, args: Mapping[str, str], document: dict[str, Any]
+    ) -> None:
+        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        key = _args_key(args)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO feeds (name, args, document) VALUES (?,?,?)"
+                " ON CONFLICT (name, args) DO UPDATE SET document=excluded.document",
+                (name, key, text),
+            )
+        )
 
     # -- roster -----------------------------------------------------------------------------
 
@@ -362,6 +385,10 @@ class SqliteStore:
             )
         )
         return bool(result)
+
+
+def _args_key(args: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(args.items())), ensure_ascii=False, separators=(",", ":"))
 
 
 def _account(row: Any) -> Account:

@@ -1,0 +1,16 @@
+"""Public API for writing Tidings apps (Feedme actions and feeds); see ``core/apps.py``."""
+
+from .core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest, Responder
+from .core.feeds import ServerState
+from .protocol.feedme import Delta, DeltaOperation
+
+__all__ = [
+    "ActionRequest",
+    "App",
+    "Delta",
+    "DeltaOperation",
+    "FeedCloseRequest",
+    "FeedOpenRequest",
+    "Responder",
+    "ServerState",
+]

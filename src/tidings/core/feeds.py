@@ -1,0 +1,221 @@
+"""Feeds: app-defined actions and feeds, the authoritative published documents, and fan-out.
+
+A ``FeedHub`` knows every connected Feedme client (through the small ``FeedClient`` port the
+gateway implements) and which feeds each has open. A revelation is serialized once per feed
+and the same bytes go to every client whose feed is open. Apps talk to the hub through
+``tidings.app.App``; published feeds (HTTP) keep their document here, validated and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ..protocol.feedme import (
+    ActionRevelation,
+    Delta,
+    DeltaError,
+    DeltaOperation,
+    FeedKey,
+    PreparedRevelation,
+    apply_deltas,
+    check_deltas,
+    feed_md5,
+    prepare_revelation,
+)
+from .errors import Conflict, ErrorId, Invalid, NotFound
+
+log = logging.getLogger("tidings.feeds")
+
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class ServerState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPING = "stopping"
+
+
+class FeedClient(Protocol):
+    """One connected Feedme client, as the hub sees it."""
+
+    client_id: str
+    identity: str | None
+
+    def reveal(self, revelation: PreparedRevelation) -> bool:
+        """Queue the revelation if the feed is open for this client; True if it was."""
+
+    def terminate(self, feed: FeedKey, error_code: str, error_data: dict[str, Any]) -> None: ...
+
+    def terminate_all(self, error_code: str, error_data: dict[str, Any]) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+class FeedStore(Protocol):
+    async def feed_document(self, name: str, args: Mapping[str, str]) -> dict[str, Any] | None: ...
+    async def save_feed_document(
+        self, name: str, args: Mapping[str, str], document: dict[str, Any]
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    feed: FeedKey
+    delivered: int
+    feed_md5: str | None
+
+
+@dataclass(slots=True)
+class FeedHub:
+    store: FeedStore
+    clients: dict[str, FeedClient] = field(default_factory=dict)
+    _open: dict[FeedKey, set[str]] = field(default_factory=dict)
+    _locks: dict[FeedKey, asyncio.Lock] = field(default_factory=dict)
+    deliveries: int = 0
+
+    # -- clients and their feeds ----------------------------------------------------------
+
+    def connected(self, client: FeedClient) -> None:
+        self.clients[client.client_id] = client
+
+    def disconnected(self, client_id: str) -> None:
+        self.clients.pop(client_id, None)
+        for subscribers in self._open.values():
+            subscribers.discard(client_id)
+
+    def feed_opened(self, client_id: str, feed: FeedKey) -> None:
+        self._open.setdefault(feed, set()).add(client_id)
+
+    def feed_closed(self, client_id: str, feed: FeedKey) -> None:
+        subscribers = self._open.get(feed)
+        if subscribers is not None:
+            subscribers.discard(client_id)
+            if not subscribers:
+                del self._open[feed]
+
+    def subscribers(self, feed: FeedKey) -> int:
+        return len(self._open.get(feed, ()))
+
+    # -- revelations ------------------------------------------------------------------------
+
+    def reveal(
+        self,
+        feed: FeedKey,
+        action_name: str,
+        action_data: dict[str, Any],
+        deltas: list[Delta],
+        md5: str | None = None,
+    ) -> int:
+        """Serialize once, send to every client with the feed open; returns deliveries."""
+        subscribers = self._open.get(feed)
+        if not subscribers:
+            return 0
+        prepared = prepare_revelation(
+            ActionRevelation.of(feed, action_name, action_data, deltas, md5)
+        )
+        delivered = 0
+        clients = self.clients
+        for client_id in list(subscribers):
+            client = clients.get(client_id)
+            if client is not None and client.reveal(prepared):
+                delivered += 1
+        self.deliveries += delivered
+        return delivered
+
+    def terminate(
+        self,
+        *,
+        feed: FeedKey | None = None,
+        client_id: str | None = None,
+        error_code: str,
+        error_data: dict[str, Any] | None = None,
+    ) -> None:
+        """The seed's three usages: one client's feed, a feed for all, all feeds of a client."""
+        data = error_data or {}
+        if feed is not None and client_id is not None:
+            client = self.clients.get(client_id)
+            if client is not None:
+                client.terminate(feed, error_code, data)
+            self.feed_closed(client_id, feed)
+        elif feed is not None:
+            for cid in list(self._open.get(feed, ())):
+                client = self.clients.get(cid)
+                if client is not None:
+                    client.terminate(feed, error_code, data)
+                self.feed_closed(cid, feed)
+        elif client_id is not None:
+            client = self.clients.get(client_id)
+            if client is not None:
+                client.terminate_all(error_code, data)
+            for subscribers in self._open.values():
+                subscribers.discard(client_id)
+        else:
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "terminate needs a feed, a client or both")
+
+    def disconnect(self, client_id: str) -> None:
+        client = self.clients.get(client_id)
+        if client is not None:
+            client.disconnect()
+
+    # -- published feeds (HTTP) ---------------------------------------------------------------
+
+    async def document(self, feed: FeedKey) -> dict[str, Any] | None:
+        return await self.store.feed_document(feed.name, feed.args_dict())
+
+    async def publish(
+        self,
+        feed: FeedKey,
+        action_name: str,
+        action_data: dict[str, Any],
+        *,
+        deltas: list[Delta] | None = None,
+        feed_data: dict[str, Any] | None = None,
+    ) -> Revealed:
+        """Apply deltas (or replace the document), store it, then reveal it with its MD5."""
+        if (deltas is None) == (feed_data is None):
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "give either deltas or feed_data")
+        lock = self._locks.setdefault(feed, asyncio.Lock())
+        async with lock:
+            current = await self.store.feed_document(feed.name, feed.args_dict())
+            if deltas is not None:
+                if current is None:
+                    current = {}
+                problem: DeltaError | None = check_deltas(current, deltas)
+                if problem is not None:
+                    raise Conflict(
+                        ErrorId.INVALID_DELTA,
+                        f"The deltas do not apply to the current feed data: {problem}",
+                    )
+                document = apply_deltas(current, deltas)
+            else:
+                assert feed_data is not None
+                document = feed_data
+                deltas = [Delta(operation=DeltaOperation.SET, path=(), value=document)]
+            md5 = feed_md5(document)
+            await self.store.save_feed_document(feed.name, feed.args_dict(), document)
+            delivered = self.reveal(feed, action_name, action_data, deltas, md5)
+        return Revealed(feed, delivered, md5)
+
+
+Handler = Callable[..., Awaitable[None] | None]
+
+
+async def call_handler(handler: Handler, *args: Any) -> None:
+    """Run a sync or async app handler."""
+    result = handler(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+def require_handler(table: Mapping[str, Handler], name: str) -> Handler:
+    handler = table.get(name)
+    if handler is None:
+        raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"No handler named {name!r}")
+    return handler
