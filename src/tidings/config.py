@@ -34,6 +34,12 @@ class Settings:
     """Time a connection has to establish its session."""
     message_id_retention_s: float = 7 * 24 * 3600.0
     """How long (sender, id) pairs are remembered to drop sender-side duplicates."""
+    app: str = ""
+    """A Tidings app to load, ``package.module:attribute`` (Feedme actions and feeds)."""
+    api_token: str = ""
+    """Bearer token for the HTTP API's write routes; they are refused while it is empty."""
+    feed_termination_window_s: float = 30.0
+    """How long a terminated feed accepts the client's late FeedOpen/FeedClose."""
 
     def __post_init__(self) -> None:
         _check(

@@ -7,25 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import socket
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from picows import ws_create_server
 
 from .api.app import create_app
-from .config import Settings
+from .config import ConfigError, Settings
 from .core.accounts import AccountService
+from .core.apps import App
+from .core.feeds import FeedHub, ServerState
 from .core.presence import PresenceService
 from .core.roster import RosterService
 from .core.router import QueueLimits, Router
 from .core.sessions import SessionRegistry
 from .gateway.context import LimeContext
+from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
-from .gateway.listener import make_router
+from .gateway.listener import Refused, make_router
 from .protocol.lime import Node
 from .store.sqlite import SqliteStore
 
@@ -47,6 +52,8 @@ class TidingsServer:
         self._http_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self.lime: LimeContext | None = None
+        self.app = App()
+        self.feedme: FeedmeContext
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -82,8 +89,24 @@ class TidingsServer:
             presence=presence,
         )
         lime = self.lime
+        self.app = load_app(settings.app)
+        hub = FeedHub(self.store)
+        self.feedme = FeedmeContext(
+            app=self.app,
+            hub=hub,
+            max_message_size=settings.max_envelope_size,
+            termination_window=settings.feed_termination_window_s,
+        )
+        self.app.hub = hub
+        self.app.set_state(ServerState.STARTING)
+        await self.app.emit("starting")
+        feedme = self.feedme
+
+        def feedme_listener(request: Any) -> FeedmeConnection:
+            return FeedmeConnection(feedme, self._token_identity(request, accounts))
+
         self._ws_server = await ws_create_server(
-            make_router({"lime": lambda request: LimeConnection(lime)}),
+            make_router({"lime": lambda request: LimeConnection(lime), "feedme": feedme_listener}),
             settings.host,
             settings.ws_port,
             max_frame_size=4 * settings.max_envelope_size,
@@ -92,9 +115,23 @@ class TidingsServer:
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]
         await self._start_http()
         self._prune_task = loop.create_task(self._prune_message_ids())
+        self.app.set_state(ServerState.STARTED)
+        await self.app.emit("start")
+
+    @staticmethod
+    def _token_identity(request: Any, accounts: AccountService) -> str | None:
+        """The identity of a Feedme connection's ``?token=`` (an API key), if it has one."""
+        query = request.path.decode("latin-1").partition("?")[2]
+        tokens = parse_qs(query).get("token")
+        if not tokens:
+            return None
+        identity = accounts.identity_for_key(tokens[0])
+        if identity is None:
+            raise Refused(401, "The token is not a valid API key")
+        return identity
 
     async def _start_http(self) -> None:
-        app = create_app(self._metrics)
+        app = create_app(self._metrics, self.feedme.hub, self.settings.api_token)
         sock = socket.create_server((self.settings.host, self.settings.http_port))
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -136,6 +173,11 @@ class TidingsServer:
         """Fail every session with a reason, stop listening, commit what is pending."""
         if self._prune_task is not None:
             self._prune_task.cancel()
+        if self.app.state is ServerState.STARTED:
+            self.app.set_state(ServerState.STOPPING)
+            for connection in list(self.feedme.connections):
+                connection.disconnect()
+            await self.app.emit("stopping")
         if self._ws_server is not None:
             self._ws_server.close()
         if self.lime is not None:
@@ -153,6 +195,24 @@ class TidingsServer:
                 with contextlib.suppress(Exception):
                     await self._http_task
         self.store.close()
+        if self.app.state is ServerState.STOPPING:
+            self.app.set_state(ServerState.STOPPED)
+            await self.app.emit("stop")
+
+
+def load_app(spec: str) -> App:
+    """Import ``package.module:attribute``; an empty spec gives an app with no handlers."""
+    if not spec:
+        return App()
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        app = getattr(module, attribute or "app")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"setting 'app': cannot load {spec!r}: {exc}") from exc
+    if not isinstance(app, App):
+        raise ConfigError(f"setting 'app': {spec!r} is not a tidings.app.App")
+    return app
 
 
 async def serve(settings: Settings, ready: Any = None) -> None:

@@ -10,6 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..core.feeds import FeedHub
+from . import feeds, problems
 
 
 class _Collector(Collector):
@@ -22,9 +24,15 @@ class _Collector(Collector):
             yield family(f"tidings_{name}", name.replace("_", " "), value=value)
 
 
-def create_app(read_metrics: Callable[[], dict[str, tuple[str, float]]]) -> FastAPI:
+def create_app(
+    read_metrics: Callable[[], dict[str, tuple[str, float]]],
+    hub: FeedHub,
+    api_token: str = "",
+) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time."""
     app = FastAPI(title="Tidings", version=__version__)
+    problems.install(app)
+    app.include_router(feeds.router(hub, api_token))
     registry = CollectorRegistry()
     registry.register(_Collector(read_metrics))
 

@@ -46,6 +46,12 @@ def serve(
     ] = None,
     queue_limit: Annotated[int | None, typer.Option(help="Envelopes per session queue.")] = None,
     max_envelope_size: Annotated[int | None, typer.Option(help="Largest envelope, bytes.")] = None,
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="App to load: package.module:attribute.")
+    ] = None,
+    api_token: Annotated[
+        str | None, typer.Option(help="Bearer token for the HTTP write routes.")
+    ] = None,
 ) -> None:
     """Run the server until Ctrl-C (sessions get a reason, pending writes are committed)."""
     from ..wiring import serve as run_server
@@ -61,6 +67,8 @@ def serve(
             allow_guests=allow_guests,
             queue_limit=queue_limit,
             max_envelope_size=max_envelope_size,
+            app=app_spec,
+            api_token=api_token,
         )
     except ConfigError as exc:
         _fail(str(exc))
@@ -76,6 +84,8 @@ def serve(
 
     try:
         uvloop.run(run_server(settings, ready))
+    except ConfigError as exc:
+        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot start: {exc}", 1)
 

@@ -15,6 +15,15 @@ from picows import (
 ListenerFactory = Callable[[WSUpgradeRequest], WSListener]
 
 
+class Refused(Exception):
+    """Raised by a listener factory to refuse the upgrade with an HTTP status and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 def offered_subprotocols(request: WSUpgradeRequest) -> list[str]:
     offered: list[str] = []
     for value in request.headers.getall("Sec-WebSocket-Protocol", []):
@@ -30,10 +39,19 @@ def make_router(protocols: dict[str, ListenerFactory]) -> Callable[[WSUpgradeReq
         for name in offered_subprotocols(request):
             factory = protocols.get(name)
             if factory is not None:
+                try:
+                    listener = factory(request)
+                except Refused as refusal:
+                    return WSUpgradeResponseWithListener(
+                        WSUpgradeResponse.create_error_response(
+                            refusal.status, (refusal.reason + "\n").encode()
+                        ),
+                        None,
+                    )
                 response = WSUpgradeResponse.create_101_response(
                     extra_headers={"Sec-WebSocket-Protocol": name}
                 )
-                return WSUpgradeResponseWithListener(response, factory(request))
+                return WSUpgradeResponseWithListener(response, listener)
         body = (
             f"Tidings speaks WebSocket subprotocols {names}: offer one in Sec-WebSocket-Protocol.\n"
         ).encode()

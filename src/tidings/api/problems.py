@@ -1,0 +1,59 @@
+"""Problem JSON (RFC 9457) for every HTTP error, with the domain error id."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..core.errors import ErrorId, TidingsError
+
+HTTP_STATUS: Final[dict[ErrorId, int]] = {
+    ErrorId.INVALID_ARGUMENT: 422,
+    ErrorId.INVALID_ADDRESS: 422,
+    ErrorId.ACCOUNT_NOT_FOUND: 404,
+    ErrorId.DESTINATION_NOT_FOUND: 404,
+    ErrorId.DESTINATION_OFFLINE: 404,
+    ErrorId.RESOURCE_NOT_FOUND: 404,
+    ErrorId.ACCOUNT_EXISTS: 409,
+    ErrorId.BAD_CREDENTIALS: 401,
+    ErrorId.GUESTS_DISABLED: 403,
+    ErrorId.NOT_DELEGATED: 403,
+    ErrorId.NOT_SHARED: 403,
+    ErrorId.FORBIDDEN: 403,
+    ErrorId.QUEUE_FULL: 429,
+    ErrorId.RATE_LIMITED: 429,
+    ErrorId.STORAGE_UNAVAILABLE: 503,
+    ErrorId.SHUTTING_DOWN: 503,
+    ErrorId.SESSION_TAKEN_OVER: 409,
+    ErrorId.INVALID_DELTA: 409,
+}
+
+
+def problem(status: int, error_id: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "type": f"urn:tidings:error:{error_id}",
+            "title": error_id,
+            "status": status,
+            "detail": detail,
+            "error_id": error_id,
+        },
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TidingsError)
+    async def tidings_error(request: Request, error: TidingsError) -> JSONResponse:
+        return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return problem(422, ErrorId.INVALID_ARGUMENT.value, details)

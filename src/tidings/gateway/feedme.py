@@ -1,0 +1,294 @@
+"""One Feedme client connection: a ``FeedmeConversation`` bound to picows, the app and the hub.
+
+The conversation enforces the protocol (violations are answered there); this adapter turns its
+events into app handler calls and hub bookkeeping, and owns the one timer the conversation asks
+for (handshake deadline, termination windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from ..core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest
+from ..core.feeds import INTERNAL_ERROR, FeedHub, call_handler
+from ..protocol.feedme import (
+    Action,
+    ActionResponse,
+    FeedClose,
+    FeedCloseResponse,
+    FeedKey,
+    FeedmeConversation,
+    FeedOpen,
+    FeedOpenResponse,
+    Handshake,
+    LocalProtocolError,
+    PeerClosed,
+    PeerViolated,
+    PreparedRevelation,
+)
+from ..protocol.feedme import InvalidState as FeedmeInvalidState
+
+log = logging.getLogger("tidings.feedme")
+UNAUTHORIZED = "UNAUTHORIZED"
+_client_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class FeedmeContext:
+    app: App
+    hub: FeedHub
+    max_message_size: int
+    handshake_timeout: float = 30.0
+    termination_window: float = 30.0
+    connections: set[FeedmeConnection] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class _Responder:
+    """What a handler calls once: ``success(data)`` or ``failure(code, data)``."""
+
+    __slots__ = ("_done", "_fail", "_ok")
+
+    def __init__(self, ok: Any, fail: Any) -> None:
+        self._ok = ok
+        self._fail = fail
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def success(self, data: dict[str, Any]) -> None:
+        if not self._done:
+            self._done = True
+            self._ok(data)
+
+    def failure(self, error_code: str, error_data: dict[str, Any] | None = None) -> None:
+        if not self._done:
+            self._done = True
+            self._fail(error_code, error_data or {})
+
+
+class FeedmeConnection(WSListener):
+    def __init__(self, context: FeedmeContext, identity: str | None) -> None:
+        super().__init__()
+        self.ctx = context
+        self.identity = identity
+        self.client_id = f"c{next(_client_ids)}"
+        self.conversation = FeedmeConversation(
+            max_message_size=context.max_message_size,
+            handshake_timeout=context.handshake_timeout,
+            termination_window=context.termination_window,
+        )
+        self.transport: WSTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- picows callbacks ---------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.ctx.connections.add(self)
+        self.ctx.hub.connected(self)
+        self.ctx.spawn(self.ctx.app.emit("connect", self.client_id))
+        self._arm_timer()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.conversation.receive_close()
+        self.conversation.events_received()
+        self.ctx.hub.disconnected(self.client_id)
+        self.ctx.spawn(self.ctx.app.emit("disconnect", self.client_id))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT and frame.fin:
+            self.conversation.receive_text(frame.get_payload_as_bytes())
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        elif kind is WSMsgType.BINARY or not frame.fin or kind is WSMsgType.CONTINUATION:
+            self.ctx.spawn(
+                self.ctx.app.emit("transportError", self.client_id, "binary or fragmented frame")
+            )
+            transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"Feedme frames are text")
+            transport.disconnect()
+            return
+        else:
+            return
+        self._after_input()
+
+    # -- the FeedClient port --------------------------------------------------------------------
+
+    def reveal(self, revelation: PreparedRevelation) -> bool:
+        if self._closed or not self.conversation.send_prepared(revelation):
+            return False
+        self._flush()
+        return True
+
+    def terminate(self, feed: FeedKey, error_code: str, error_data: dict[str, Any]) -> None:
+        if not self._closed:
+            self.conversation.terminate_feed(feed, error_code, error_data)
+            self._flush()
+            self._arm_timer()
+
+    def terminate_all(self, error_code: str, error_data: dict[str, Any]) -> None:
+        if not self._closed:
+            self.conversation.terminate_all_feeds(error_code, error_data)
+            self._flush()
+            self._arm_timer()
+
+    def disconnect(self) -> None:
+        if self.transport is not None and not self._closed:
+            self._closed = True
+            self.transport.send_close(WSCloseCode.OK)
+            self.transport.disconnect()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _after_input(self) -> None:
+        for event in self.conversation.events_received():
+            self._dispatch(event)
+        self._flush()
+        self._arm_timer()
+
+    def _dispatch(self, event: Any) -> None:
+        app = self.ctx.app
+        if isinstance(event, Handshake):
+            self.conversation.send(self.conversation.accept_handshake())
+            self.ctx.spawn(app.emit("handshake", self.client_id))
+        elif isinstance(event, Action):
+            self.ctx.spawn(self._run_action(event))
+        elif isinstance(event, FeedOpen):
+            self.ctx.spawn(self._run_feed_open(event))
+        elif isinstance(event, FeedClose):
+            self.ctx.hub.feed_closed(self.client_id, event.feed)
+            self.conversation.send(FeedCloseResponse.of(event.feed))
+            request = FeedCloseRequest(
+                self.client_id, self.identity, event.feed_name, event.feed_args
+            )
+            self.ctx.spawn(app.emit("feedClose", request))
+        elif isinstance(event, PeerViolated):
+            self.ctx.spawn(app.emit("badClientMessage", self.client_id, str(event.error)))
+        elif isinstance(event, PeerClosed):
+            self.ctx.hub.disconnected(self.client_id)
+
+    async def _run_action(self, action: Action) -> None:
+        callback_id = action.callback_id
+        request = ActionRequest(
+            self.client_id, self.identity, action.action_name, dict(action.action_args)
+        )
+        await self.ctx.app.emit("action", request)
+
+        def ok(data: dict[str, Any]) -> None:
+            self._send(ActionResponse.ok(callback_id, data))
+
+        def fail(code: str, data: dict[str, Any]) -> None:
+            self._send(ActionResponse.error(callback_id, code, data))
+
+        responder = _Responder(ok, fail)
+        handler = self.ctx.app.actions.get(action.action_name)
+        if handler is None:
+            responder.failure(INTERNAL_ERROR, {"message": "No such action"})
+            return
+        try:
+            await call_handler(handler, request, responder)
+        except Exception as exc:
+            log.exception("action %r failed", action.action_name)
+            responder.failure(INTERNAL_ERROR, {"message": f"{type(exc).__name__}: {exc}"})
+            return
+        if not responder.done:
+            responder.failure(INTERNAL_ERROR, {"message": "The action handler did not respond"})
+
+    async def _run_feed_open(self, message: FeedOpen) -> None:
+        feed = message.feed
+        serial = self.conversation.feed_serial(feed)
+        request = FeedOpenRequest(self.client_id, self.identity, feed.name, feed.args_dict())
+        await self.ctx.app.emit("feedOpen", request)
+
+        def still_opening() -> bool:
+            return not self._closed and self.conversation.feed_serial(feed) == serial
+
+        def ok(data: dict[str, Any]) -> None:
+            if still_opening() and self._send(FeedOpenResponse.ok(feed, data)):
+                self.ctx.hub.feed_opened(self.client_id, feed)
+
+        def fail(code: str, data: dict[str, Any]) -> None:
+            if still_opening():
+                self._send(FeedOpenResponse.error(feed, code, data))
+
+        responder = _Responder(ok, fail)
+        spec = self.ctx.app.feeds.get(feed.name)
+        if spec is None:
+            document = await self.ctx.hub.document(feed)
+            if document is None:
+                responder.failure(INTERNAL_ERROR, {"message": "No such feed"})
+            else:
+                responder.success(document)
+            return
+        if not spec.public and self.identity is None:
+            responder.failure(UNAUTHORIZED, {"message": "This feed needs an identity (token)"})
+            return
+        try:
+            await call_handler(spec.handler, request, responder)
+        except Exception as exc:
+            log.exception("feed %r failed to open", feed.name)
+            responder.failure(INTERNAL_ERROR, {"message": f"{type(exc).__name__}: {exc}"})
+            return
+        if not responder.done:
+            responder.failure(INTERNAL_ERROR, {"message": "The feed handler did not respond"})
+
+    # -- output and timers ----------------------------------------------------------------------
+
+    def _send(self, message: Any) -> bool:
+        if self._closed:
+            return False
+        try:
+            self.conversation.send(message)
+        except (LocalProtocolError, FeedmeInvalidState):
+            return False  # the feed was terminated or closed meanwhile: nothing to answer
+        self._flush()
+        self._arm_timer()
+        return True
+
+    def _flush(self) -> None:
+        if self.transport is None or self._closed:
+            return
+        for payload in self.conversation.data_to_send():
+            self.transport.send(WSMsgType.TEXT, payload)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.conversation.next_deadline()
+        if deadline is None or self._closed:
+            return
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.conversation.expire(time.monotonic())
+        events = self.conversation.events_received()
+        self._flush()
+        if any(type(event).__name__ == "HandshakeTimedOut" for event in events):
+            self.disconnect()
+            return
+        self._arm_timer()
