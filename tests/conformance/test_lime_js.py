@@ -237,14 +237,6 @@ def test_establish_guest(lime_js: Path, server: Server) -> None:
     assert result["localNode"] == to
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: a session `from` without a domain (`name/instance`, what the lime-go "
-        "ws-chat lime-js client sends) is refused with failed 11 \"Invalid 'from': ... has no "
-        "domain\" instead of taking the server's domain (reference §2.3, §12 MUST 5)"
-    ),
-)
 def test_establish_identity_without_domain(lime_js: Path, server: Server) -> None:
     """Reference §2.3 (an identity without a domain gives e.g. `guest/chat`; the server must
     cope), §9.2 (the go ws-chat lime-js client establishes as a bare nickname), §12 MUST 5."""

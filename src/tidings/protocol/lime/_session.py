@@ -266,7 +266,7 @@ class ServerSession(_Machine):
             self._fail_self(_reason(ReasonCode.SESSION_ERROR, "'from' is required to authenticate"))
             return None
         try:
-            node = parse_node(envelope.from_)
+            node = parse_node(envelope.from_, self.server_node.domain)
         except InvalidNode as exc:
             self._fail_self(_reason(ReasonCode.SESSION_ERROR, f"Invalid 'from': {exc}"))
             return None

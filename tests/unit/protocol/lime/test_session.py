@@ -148,7 +148,7 @@ class TestEstablishment:
             ),
             ({"id": "sid", "state": "authenticating", "scheme": "guest"}, ReasonCode.SESSION_ERROR),
             (
-                {"id": "sid", "state": "authenticating", "from": "no-domain", "scheme": "guest"},
+                {"id": "sid", "state": "authenticating", "from": "a@b@c", "scheme": "guest"},
                 ReasonCode.SESSION_ERROR,
             ),
             (
@@ -381,3 +381,14 @@ class TestClientAgainstServer:
         assert ended.state is SessionState.FINISHED
         [client_ended] = self.pump(srv, client)
         assert client_ended == SessionEnded(SessionState.FINISHED, None)
+
+
+def test_from_without_domain_takes_the_servers_domain():
+    """reference/lime.md section 2.3: lime-go's ws-chat client sends `nick/chat`."""
+    session = server()
+    authenticating(session)
+    event = feed(
+        session, {"id": "sid", "state": "authenticating", "from": "nick/chat", "scheme": "guest"}
+    )
+    assert isinstance(event, AuthenticationRequested)
+    assert event.node == Node("nick", "localhost", "chat")
