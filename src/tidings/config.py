@@ -34,6 +34,15 @@ class Settings:
     """Time a connection has to establish its session."""
     message_id_retention_s: float = 7 * 24 * 3600.0
     """How long (sender, id) pairs are remembered to drop sender-side duplicates."""
+    queue_policy: str = "reject-new"
+    """Overflow policy of sessions that set none: ``reject-new`` (121) or ``drop-oldest`` (122)."""
+    session_idle_s: float = 30 * 24 * 3600.0
+    """Offline sessions idle this long are garbage-collected (senders of queued messages get
+    124); 0 disables idle collection."""
+    sessions_per_identity: int = 0
+    """Most offline sessions kept per identity (least recently seen go first); 0: no bound."""
+    session_gc_interval_s: float = 3600.0
+    """How often session garbage collection runs."""
     app: str = ""
     """A Tidings app to load, ``package.module:attribute`` (Feedme actions and feeds)."""
     api_token: str = ""
@@ -59,6 +68,14 @@ class Settings:
         _check(self.rate_limit > 0 and self.rate_burst >= 1, "rate_limit", "must be positive")
         _check(self.establish_timeout_s > 0, "establish_timeout_s", "must be positive")
         _check(self.message_id_retention_s > 0, "message_id_retention_s", "must be positive")
+        _check(
+            self.queue_policy in ("reject-new", "drop-oldest"),
+            "queue_policy",
+            "must be 'reject-new' or 'drop-oldest'",
+        )
+        _check(self.session_idle_s >= 0, "session_idle_s", "must be >= 0")
+        _check(self.sessions_per_identity >= 0, "sessions_per_identity", "must be >= 0")
+        _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:

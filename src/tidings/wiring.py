@@ -22,6 +22,8 @@ from .config import ConfigError, Settings
 from .core.accounts import AccountService
 from .core.apps import App
 from .core.feeds import FeedHub, ServerState
+from .core.model import OverflowPolicy
+from .core.persistence import SessionGcLimits, SessionService
 from .core.presence import PresenceService
 from .core.roster import RosterService
 from .core.router import QueueLimits, Router
@@ -30,6 +32,7 @@ from .gateway.context import LimeContext
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
+from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node
 from .store.sqlite import SqliteStore
@@ -65,12 +68,19 @@ class TidingsServer:
         accounts = AccountService(settings.domain, self.store, allow_guests=settings.allow_guests)
         await accounts.load()
         roster = RosterService(self.store, lambda text: parse_identity(text, settings.domain))
+        server_node = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE).text
+        notices = LimeNotices(server_node)
         router = Router(
             settings.domain,
             self.store,
             registry,
             accounts.exists,
-            QueueLimits(default_limit=settings.queue_limit),
+            QueueLimits(
+                default_limit=settings.queue_limit,
+                default_policy=OverflowPolicy(settings.queue_policy),
+            ),
+            notices=notices,
+            server_node=server_node,
         )
         presence = PresenceService(registry, roster, self.store, router)
         schemes = ["plain", "key"] + (["guest"] if settings.allow_guests else [])
@@ -89,6 +99,15 @@ class TidingsServer:
             presence=presence,
         )
         lime = self.lime
+        lime.sessions = SessionService(
+            router, registry, self.store, notices, server_node, max_limit=10_000_000
+        )
+        lime.spawn(
+            lime.sessions.collect_forever(
+                SessionGcLimits(settings.session_idle_s, settings.sessions_per_identity),
+                settings.session_gc_interval_s,
+            )
+        )
         self.app = load_app(settings.app)
         hub = FeedHub(self.store)
         self.feedme = FeedmeContext(
@@ -131,7 +150,10 @@ class TidingsServer:
         return identity
 
     async def _start_http(self) -> None:
-        app = create_app(self._metrics, self.feedme.hub, self.settings.api_token)
+        assert self.lime is not None
+        app = create_app(
+            self._metrics, self.feedme.hub, self.settings.api_token, self.lime.sessions
+        )
         sock = socket.create_server((self.settings.host, self.settings.http_port))
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(

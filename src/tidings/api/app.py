@@ -11,7 +11,9 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.feeds import FeedHub
+from ..core.persistence import SessionService
 from . import feeds, problems
+from . import sessions as session_routes
 
 
 class _Collector(Collector):
@@ -28,11 +30,14 @@ def create_app(
     read_metrics: Callable[[], dict[str, tuple[str, float]]],
     hub: FeedHub,
     api_token: str = "",
+    sessions: SessionService | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time."""
     app = FastAPI(title="Tidings", version=__version__)
     problems.install(app)
     app.include_router(feeds.router(hub, api_token))
+    if sessions is not None:
+        app.include_router(session_routes.router(sessions, api_token))
     registry = CollectorRegistry()
     registry.register(_Collector(read_metrics))
 

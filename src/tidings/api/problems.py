@@ -29,6 +29,11 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.SHUTTING_DOWN: 503,
     ErrorId.SESSION_TAKEN_OVER: 409,
     ErrorId.INVALID_DELTA: 409,
+    ErrorId.QUEUE_DROPPED: 409,
+    ErrorId.SESSION_EXPIRED: 410,
+    ErrorId.SESSION_NOT_FOUND: 404,
+    ErrorId.SESSION_CONNECTED: 409,
+    ErrorId.STALE_NONCE: 409,
 }
 
 

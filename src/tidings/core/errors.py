@@ -36,6 +36,11 @@ class ErrorId(StrEnum):
     STORAGE_UNAVAILABLE = "storage-unavailable"
     SHUTTING_DOWN = "shutting-down"
     SESSION_TAKEN_OVER = "session-taken-over"
+    QUEUE_DROPPED = "queue-dropped"
+    SESSION_EXPIRED = "session-expired"
+    SESSION_NOT_FOUND = "session-not-found"
+    SESSION_CONNECTED = "session-connected"
+    STALE_NONCE = "stale-nonce"
     INVALID_DELTA = "invalid-delta"
 
 

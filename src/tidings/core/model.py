@@ -71,3 +71,77 @@ class AppendResult:
 
     duplicate: bool
     seqs: list[int] = field(default_factory=list)
+
+
+# -- named sessions: bounded queues, gaps, persistence (issue 4) -------------------------------
+
+
+class QueueKind:
+    """What a queue row is: an envelope someone sent, or a notice the server made."""
+
+    ENVELOPE = 0
+    GAP = 1
+    """The head-of-queue marker telling a session that drop-oldest removed envelopes."""
+    NOTICE = 2
+    """A ``failed`` notification kept for an offline sender (delivered once, not acknowledged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBound:
+    """Trim a drop-oldest session's queue to ``limit`` envelopes inside the same write."""
+
+    identity: str
+    instance: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersistStep:
+    """A request made inside a persistent session: checked and committed with its effect."""
+
+    identity: str
+    instance: str
+    nonce: str
+    memento: str | None
+    """The new memento; ``None`` keeps the committed one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A queue row the server wrote (gap marker, kept failure) to deliver if its session is live."""
+
+    identity: str
+    instance: str
+    seq: int
+    payload: bytes
+    needs_ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TrimResult:
+    """What bounding or deleting queues did, beside the append itself."""
+
+    refused: bool = False
+    """The persistent-session nonce was stale: nothing was written."""
+    duplicate: bool = False
+    seqs: list[int] = field(default_factory=list)
+    removed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Rows removed per session (dropped envelopes, replaced gap markers)."""
+    notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistenceState:
+    nonce: str | None
+    memento: str | None
+    crashed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshotEntry:
+    seq: int
+    kind: int
+    sender: str
+    message_id: str | None
+    payload: bytes
+    enqueued_at: float

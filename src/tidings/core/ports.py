@@ -8,9 +8,22 @@ would cost more than the message. Everything else is a coroutine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from .model import Account, AppendResult, OverflowPolicy, QueuedEnvelope, QueueEntry, SessionRecord
+from .model import (
+    Account,
+    AppendResult,
+    OverflowPolicy,
+    PersistenceState,
+    PersistStep,
+    QueueBound,
+    QueuedEnvelope,
+    QueueEntry,
+    QueueSnapshotEntry,
+    SessionRecord,
+    TrimResult,
+)
+from .queues import NoticeFactory
 
 Done = Callable[[Any], None]
 """Called on the event loop with the result, or with the exception when the write failed."""
@@ -47,6 +60,32 @@ class MessageStore(Protocol):
     async def forget_message_ids(self, older_than: float) -> int: ...
 
 
+@runtime_checkable
+class SessionQueueStore(Protocol):
+    """Bounded queues and persistent sessions (issue 4), beside ``MessageStore``."""
+
+    def append_bounded(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        bounds: Sequence[QueueBound],
+        persist: PersistStep | None,
+        notices: NoticeFactory,
+        server_node: str,
+        done: Callable[[TrimResult | BaseException], None],
+    ) -> None: ...
+    async def delete_session(
+        self, identity: str, instance: str, notices: NoticeFactory, server_node: str
+    ) -> TrimResult: ...
+    async def queue_snapshot(
+        self, identity: str, instance: str, limit: int
+    ) -> list[QueueSnapshotEntry]: ...
+    async def begin_persistence(self, identity: str, instance: str) -> PersistenceState: ...
+    async def end_persistence(self, identity: str, instance: str, nonce: str) -> bool: ...
+    async def persistence_of(self, identity: str) -> dict[str, PersistenceState]: ...
+    async def save_session(self, record: SessionRecord) -> None: ...
+
+
 class AccountStore(Protocol):
     async def create_account(self, name: str, password_hash: str | None) -> None: ...
     async def get_account(self, name: str) -> Account | None: ...
@@ -79,4 +118,5 @@ __all__ = [
     "MessageStore",
     "OverflowPolicy",
     "RosterStore",
+    "SessionQueueStore",
 ]

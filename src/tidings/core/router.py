@@ -16,9 +16,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import Conflict, ErrorId, LimitExceeded, NotFound, Unavailable
-from .model import UNCLAIMED, AppendResult, OverflowPolicy, QueueEntry, SessionRecord
-from .ports import MessageStore
+from .errors import Conflict, ErrorId, LimitExceeded, NotFound, TidingsError, Unavailable
+from .model import (
+    UNCLAIMED,
+    AppendResult,
+    Notice,
+    OverflowPolicy,
+    PersistStep,
+    QueueBound,
+    QueueEntry,
+    SessionRecord,
+    TrimResult,
+)
+from .ports import MessageStore, SessionQueueStore
+from .queues import NoticeFactory
 from .sessions import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
@@ -38,9 +49,14 @@ class Router:
         registry: SessionRegistry,
         identity_exists: Callable[[str], bool],
         limits: QueueLimits = QueueLimits(),
+        notices: NoticeFactory | None = None,
+        server_node: str = "",
     ) -> None:
         self.domain = domain
         self._store = store
+        self.notices = notices
+        """Encodes gap markers and kept failures; without one, drop-oldest acts as reject-new."""
+        self.server_node = server_node
         self._registry = registry
         self._identity_exists = identity_exists
         self.limits = limits
@@ -56,18 +72,26 @@ class Router:
         identity: str,
         instance: str | None,
         payload: bytes,
+        persist: PersistStep | None = None,
     ) -> None:
-        """Route a message; raises ``TidingsError`` when it cannot be taken at all."""
+        """Route a message; raises ``TidingsError`` when it cannot be taken at all.
+
+        ``persist`` makes it a persistent-session request: the nonce is checked and the memento
+        committed in the same transaction as the message (stale nonce: ``failed``).
+        """
         targets = self._resolve(identity, instance)
-        for record in targets:
-            if record.depth >= self._limit_of(record):
-                raise LimitExceeded(
-                    ErrorId.QUEUE_FULL,
-                    f"The queue of {record.identity}/{record.instance or '*'} is full "
-                    f"({record.depth} envelopes)",
-                )
+        bounds = self.bounds_for(targets)
         if message_id is None:
-            self._send_unacknowledged(sender_address, targets, payload)
+            if persist is not None:
+                raise TidingsError(
+                    ErrorId.INVALID_ARGUMENT, "A persistent-session message needs an id"
+                )
+            self._send_unacknowledged(sender_address, targets, payload, bounds)
+            return
+        if bounds or persist is not None:
+            self._send_bounded(
+                sender, sender_address, message_id, targets, payload, bounds, persist
+            )
             return
         entries = [
             QueueEntry(r.identity, r.instance, sender_address, message_id, True, payload)
@@ -119,7 +143,11 @@ class Router:
                 sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
     def _send_unacknowledged(
-        self, sender_address: str, targets: list[SessionRecord], payload: bytes
+        self,
+        sender_address: str,
+        targets: list[SessionRecord],
+        payload: bytes,
+        bounds: list[QueueBound] | None = None,
     ) -> None:
         """Fire-and-forget: write to live sessions now, keep a copy for the others."""
         offline = []
@@ -132,15 +160,36 @@ class Router:
                 offline.append(record)
         self.delivered += 1
         if offline:
-            self._keep(offline, sender_address, payload)
+            self._keep(offline, sender_address, payload, bounds)
 
-    def _keep(self, targets: list[SessionRecord], sender_address: str, payload: bytes) -> None:
+    def _keep(
+        self,
+        targets: list[SessionRecord],
+        sender_address: str,
+        payload: bytes,
+        bounds: list[QueueBound] | None = None,
+    ) -> None:
         entries = [
             QueueEntry(r.identity, r.instance, sender_address, None, False, payload)
             for r in targets
         ]
         for record in targets:
             record.depth += 1
+        if bounds and self.notices is not None and isinstance(self._store, SessionQueueStore):
+
+            def kept_bounded(result: TrimResult | BaseException) -> None:
+                if isinstance(result, BaseException):
+                    for record in targets:
+                        record.depth -= 1
+                    return
+                self.apply_trim(result)
+                for record, seq in zip(targets, result.seqs, strict=True):
+                    self._deliver_if_live(record, seq, payload)
+
+            self._store.append_bounded(
+                entries, None, bounds, None, self.notices, self.server_node, kept_bounded
+            )
+            return
 
         def kept(result: AppendResult | BaseException) -> None:
             if isinstance(result, BaseException):
@@ -270,6 +319,120 @@ class Router:
     async def save(self, live: LiveSession) -> None:
         """Persist the session's record (rule, limits, last seen) so it outlives the process."""
         await self._store.save_session(live.record)
+
+    # -- bounded queues and persistent sessions (issue 4) -------------------------------------
+
+    def bounds_for(self, targets: list[SessionRecord]) -> list[QueueBound]:
+        """Raise for a full reject-new queue; list the full drop-oldest ones to trim."""
+        bounds = []
+        for record in targets:
+            limit = self._limit_of(record)
+            if record.depth < limit:
+                continue
+            if self.policy_of(record) is OverflowPolicy.DROP_OLDEST and self.notices is not None:
+                bounds.append(QueueBound(record.identity, record.instance, limit))
+                continue
+            raise LimitExceeded(
+                ErrorId.QUEUE_FULL,
+                f"The queue of {record.identity}/{record.instance or '*'} is full "
+                f"({record.depth} envelopes)",
+            )
+        return bounds
+
+    def policy_of(self, record: SessionRecord) -> OverflowPolicy:
+        return record.policy if record.policy is not None else self.limits.default_policy
+
+    def limit_of(self, record: SessionRecord) -> int:
+        return self._limit_of(record)
+
+    def _send_bounded(
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str,
+        targets: list[SessionRecord],
+        payload: bytes,
+        bounds: list[QueueBound],
+        persist: PersistStep | None,
+    ) -> None:
+        store = self._store
+        assert isinstance(store, SessionQueueStore) and self.notices is not None
+        entries = [
+            QueueEntry(r.identity, r.instance, sender_address, message_id, True, payload)
+            for r in targets
+        ]
+        for record in targets:
+            record.depth += 1
+
+        def appended(result: TrimResult | BaseException) -> None:
+            if isinstance(result, TrimResult) and result.refused:
+                for record in targets:
+                    record.depth -= 1
+                sender.outlet.notify(
+                    message_id,
+                    DeliveryEvent.FAILED,
+                    Conflict(
+                        ErrorId.STALE_NONCE,
+                        "The nonce is not the current one of this persistent session "
+                        "(another instance began it, or it ended): begin again",
+                    ),
+                )
+                return
+            if isinstance(result, TrimResult):
+                self.apply_trim(result)
+                plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
+            else:
+                plain = result
+            self._appended(sender, message_id, targets, payload, plain)
+
+        store.append_bounded(
+            entries,
+            (sender_address, message_id),
+            bounds,
+            persist,
+            self.notices,
+            self.server_node,
+            appended,
+        )
+
+    def check_identity(self, identity: str) -> None:
+        """Raise unless ``identity`` is served here and has an account or a session."""
+        domain = identity.rpartition("@")[2]
+        if domain != self.domain:
+            raise NotFound(
+                ErrorId.DESTINATION_NOT_FOUND,
+                f"The domain {domain!r} is not served here (this server is {self.domain!r})",
+            )
+        if not self._identity_exists(identity) and not self._registry.knows(identity):
+            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
+
+    def deliver_stored(self, record: SessionRecord, seq: int, payload: bytes) -> None:
+        """Write a just-stored envelope that needs an acknowledgement to its live session."""
+        live = self._registry.live(record.identity, record.instance)
+        if live is not None and not live.replaying and live.cursor < seq and live.available:
+            live.outlet.deliver(payload)
+            live.cursor = seq
+            self.delivered += 1
+
+    def apply_trim(self, result: TrimResult) -> None:
+        """Account for rows a bounded write removed, and deliver the notices it made."""
+        registry = self._registry
+        for (identity, instance), count in result.removed.items():
+            registry.record(identity, instance).depth -= count
+        for notice in result.notices:
+            self._deliver_notice(notice)
+
+    def _deliver_notice(self, notice: Notice) -> None:
+        record = self._registry.record(notice.identity, notice.instance)
+        record.depth += 1
+        live = self._registry.live(notice.identity, notice.instance)
+        if live is None or live.replaying or not live.available:
+            return
+        live.outlet.deliver(notice.payload)
+        live.cursor = max(live.cursor, notice.seq)
+        if not notice.needs_ack:
+            record.depth -= 1
+            self._store.discard([notice.seq])
 
     # -- helpers -----------------------------------------------------------------------------
 

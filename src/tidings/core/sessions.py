@@ -117,6 +117,14 @@ class SessionRegistry:
         for sessions in self._records.values():
             yield from sessions.values()
 
+    def forget(self, identity: str, instance: str) -> None:
+        """Drop a deleted session's record (it must not be live)."""
+        sessions = self._records.get(identity)
+        if sessions is not None:
+            sessions.pop(instance, None)
+            if not sessions:
+                del self._records[identity]
+
     def live(self, identity: str, instance: str) -> LiveSession | None:
         sessions = self._live.get(identity)
         return sessions.get(instance) if sessions else None

@@ -41,6 +41,7 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .lime_commands import execute_command, ping_response, receipt_command
+from .lime_sessions import NONCE_KEY, persist_step, without_persistence
 
 DEFAULT_INSTANCE = "default"
 ACKNOWLEDGING_EVENTS = frozenset(
@@ -273,10 +274,13 @@ class LimeConnection(WSListener):
             return None
         if (message.from_ is not UNSET and message.from_ != live.node) or message.pp is not UNSET:
             return self._send_on_behalf(live, message, to, message_id)
-        payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
         try:
+            persist = persist_step(live, message.metadata)
+            if persist is not None:
+                message = _replace(message, metadata=without_persistence(message.metadata))
+            payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
             self.ctx.router.send_message(
-                live, live.node, message_id, to.identity, to.instance, payload
+                live, live.node, message_id, to.identity, to.instance, payload, persist
             )
         except TidingsError as error:
             self._refuse_message(message_id, error)
@@ -344,6 +348,9 @@ class LimeConnection(WSListener):
         except InvalidNode:
             return  # a notification cannot be answered; an unparseable one addresses nobody
         if to.text == self._server:
+            if notification.event in ACKNOWLEDGING_EVENTS:
+                # a server message (gap marker, server-side notify) taken by the session
+                self.ctx.router.acknowledge(live, self._server, notification.id)
             return
         payload = encode_envelope(_replace(notification, from_=live.node, to=to.text))
         router = self.ctx.router
@@ -393,6 +400,22 @@ class LimeConnection(WSListener):
             return None
         if command.uri == "/receipt":
             self._respond(receipt_command(command, live, self._server))
+            return None
+        if (
+            isinstance(command.metadata, dict)
+            and NONCE_KEY in command.metadata
+            and not (
+                command.method is CommandMethod.DELETE and str(command.uri).endswith("/persistence")
+            )
+        ):
+            self._fail_command(
+                command,
+                Invalid(
+                    ErrorId.INVALID_ARGUMENT,
+                    "Persistent-session requests are messages: commands to the server take no "
+                    f"'{NONCE_KEY}'",
+                ),
+            )
             return None
         return self._run_command(live, command)
 

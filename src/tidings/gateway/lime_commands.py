@@ -26,6 +26,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .lime_sessions import sessions_resource
 
 PING: Final = "application/vnd.lime.ping+json"
 PRESENCE: Final = "application/vnd.lime.presence+json"
@@ -327,4 +328,5 @@ _RESOURCES: Final[dict[str, Handler]] = {
     "contacts": _contacts,
     "delegations": _delegations,
     "ping": _ping,
+    "sessions": sessions_resource,
 }

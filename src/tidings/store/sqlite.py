@@ -8,9 +8,12 @@ fsync. Driver errors become ``Unavailable`` at this boundary.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -20,12 +23,20 @@ from ..core.errors import ErrorId, Unavailable
 from ..core.model import (
     Account,
     AppendResult,
+    Notice,
     OverflowPolicy,
+    PersistenceState,
+    PersistStep,
+    QueueBound,
     QueuedEnvelope,
     QueueEntry,
+    QueueKind,
+    QueueSnapshotEntry,
     RoutingRule,
     SessionRecord,
+    TrimResult,
 )
+from ..core.queues import MAX_LOST_LISTED, NoticeFactory, dropped_error, expired_error
 from ._writer import GroupCommitWriter
 
 __all__ = ["SqliteStore"]
@@ -386,6 +397,175 @@ class SqliteStore:
         )
         return bool(result)
 
+    # -- named sessions: bounded queues, gaps, persistence (issue 4) ------------------------
+
+    def append_bounded(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        bounds: Sequence[QueueBound],
+        persist: PersistStep | None,
+        notices: NoticeFactory,
+        server_node: str,
+        done: Callable[[TrimResult | BaseException], None],
+    ) -> None:
+        """``append`` plus, in the same transaction: the persistent-session nonce check and
+        memento update, and the trimming of drop-oldest queues (gap markers, kept failures)."""
+        now = time.time()
+
+        def operation(connection: sqlite3.Connection) -> TrimResult:
+            if persist is not None:
+                row = connection.execute(
+                    "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
+                    (persist.identity, persist.instance),
+                ).fetchone()
+                if row is None or row[0] is None or row[0] != persist.nonce:
+                    return TrimResult(refused=True)
+            if dedupe is not None:
+                cursor = connection.execute(
+                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at)"
+                    " VALUES (?,?,?)",
+                    (dedupe[0], dedupe[1], now),
+                )
+                if cursor.rowcount == 0:
+                    return TrimResult(duplicate=True)
+            seqs = []
+            for entry in entries:
+                cursor = connection.execute(
+                    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+                    " enqueued_at) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        entry.identity,
+                        entry.instance,
+                        entry.sender,
+                        entry.message_id,
+                        entry.needs_ack,
+                        entry.payload,
+                        now,
+                    ),
+                )
+                seqs.append(cursor.lastrowid or 0)
+            if persist is not None and persist.memento is not None:
+                connection.execute(
+                    "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND"
+                    " instance=?",
+                    (persist.memento, now, persist.identity, persist.instance),
+                )
+            removed: dict[tuple[str, str], int] = {}
+            made: list[Notice] = []
+            for bound in bounds:
+                _trim(connection, bound, notices, server_node, now, removed, made)
+            return TrimResult(seqs=seqs, removed=removed, notices=made)
+
+        self.writer.submit(operation, done)
+
+    async def delete_session(
+        self, identity: str, instance: str, notices: NoticeFactory, server_node: str
+    ) -> TrimResult:
+        """Remove a session, its queue and persistence state; senders of still-queued messages
+        get a kept ``failed`` (session expired) in the same transaction."""
+        now = time.time()
+
+        def operation(connection: sqlite3.Connection) -> TrimResult:
+            rows = connection.execute(
+                "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND"
+                " instance=? AND kind=? ORDER BY seq",
+                (identity, instance, QueueKind.ENVELOPE),
+            ).fetchall()
+            count = connection.execute(
+                "DELETE FROM queue WHERE identity=? AND instance=?", (identity, instance)
+            ).rowcount
+            for table in ("sessions", "persistence", "gaps"):
+                connection.execute(
+                    f"DELETE FROM {table} WHERE identity=? AND instance=?", (identity, instance)
+                )
+            made: list[Notice] = []
+            node = f"{identity}/{instance}"
+            error = expired_error(node)
+            for _seq, sender, msg_id, needs_ack in rows:
+                if needs_ack and msg_id and sender and sender not in (server_node, node):
+                    made.append(
+                        _keep_notice(
+                            connection,
+                            sender,
+                            notices.failed(sender, msg_id, error),
+                            server_node,
+                            now,
+                        )
+                    )
+            return TrimResult(removed={(identity, instance): count}, notices=made)
+
+        result: TrimResult = await self._write(operation)
+        return result
+
+    async def queue_snapshot(
+        self, identity: str, instance: str, limit: int
+    ) -> list[QueueSnapshotEntry]:
+        rows = self._read(
+            "SELECT seq, kind, sender, msg_id, payload, enqueued_at FROM queue"
+            " WHERE identity=? AND instance=? AND kind!=? ORDER BY seq LIMIT ?",
+            (identity, instance, QueueKind.NOTICE, limit),
+        )
+        return [QueueSnapshotEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def begin_persistence(self, identity: str, instance: str) -> PersistenceState:
+        """Start a persistent-session instance: a new nonce; ``crashed`` when the previous
+        instance never ended, with its last committed memento."""
+        nonce = base64.b64encode(os.urandom(15)).decode("ascii")
+        now = time.time()
+
+        def operation(connection: sqlite3.Connection) -> PersistenceState:
+            row = connection.execute(
+                "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
+                (identity, instance),
+            ).fetchone()
+            crashed = row is not None and row[0] is not None
+            memento = row[1] if row is not None else None
+            connection.execute(
+                "INSERT INTO persistence (identity, instance, nonce, memento, updated_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (identity, instance) DO UPDATE SET"
+                " nonce=excluded.nonce, updated_at=excluded.updated_at",
+                (identity, instance, nonce, memento, now),
+            )
+            return PersistenceState(nonce, memento, crashed)
+
+        state: PersistenceState = await self._write(operation)
+        return state
+
+    async def end_persistence(self, identity: str, instance: str, nonce: str) -> bool:
+        """End with the current nonce (clears nonce and memento); true also when already ended."""
+
+        def operation(connection: sqlite3.Connection) -> bool:
+            row = connection.execute(
+                "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
+                (identity, instance),
+            ).fetchone()
+            if row is None or (row[0] is None and row[1] is None):
+                return True
+            if row[0] != nonce:
+                return False
+            connection.execute(
+                "UPDATE persistence SET nonce=NULL, memento=NULL, updated_at=? WHERE"
+                " identity=? AND instance=?",
+                (time.time(), identity, instance),
+            )
+            return True
+
+        return bool(await self._write(operation))
+
+    async def persistence_of(self, identity: str) -> dict[str, PersistenceState]:
+        rows = self._read(
+            "SELECT instance, nonce, memento FROM persistence WHERE identity=?", (identity,)
+        )
+        return {r[0]: PersistenceState(r[1], r[2]) for r in rows}
+
+    async def idle_sessions(self, seen_before: float) -> list[tuple[str, str]]:
+        rows = self._read(
+            "SELECT identity, instance FROM sessions WHERE last_seen < ? AND instance != ''",
+            (seen_before,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
 
 def _args_key(args: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(args.items())), ensure_ascii=False, separators=(",", ":"))
@@ -393,3 +573,85 @@ def _args_key(args: Mapping[str, str]) -> str:
 
 def _account(row: Any) -> Account:
     return Account(row[0], row[1], json.loads(row[2]), row[3])
+
+
+def _keep_notice(
+    connection: sqlite3.Connection, node: str, payload: bytes, server_node: str, now: float
+) -> Notice:
+    """Queue a server notice (delivered once, never acknowledged) for the session ``node``."""
+    identity, _, instance = node.partition("/")
+    cursor = connection.execute(
+        "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
+        " kind) VALUES (?,?,?,NULL,0,?,?,?)",
+        (identity, instance, server_node, payload, now, QueueKind.NOTICE),
+    )
+    return Notice(identity, instance, cursor.lastrowid or 0, payload, False)
+
+
+def _trim(
+    connection: sqlite3.Connection,
+    bound: QueueBound,
+    notices: NoticeFactory,
+    server_node: str,
+    now: float,
+    removed: dict[tuple[str, str], int],
+    made: list[Notice],
+) -> None:
+    """Drop the oldest envelopes beyond ``bound.limit``; tell senders; move the gap marker."""
+    key = (bound.identity, bound.instance)
+    count = connection.execute(
+        "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
+        (*key, QueueKind.ENVELOPE),
+    ).fetchone()[0]
+    excess = count - bound.limit
+    if excess <= 0:
+        return
+    rows = connection.execute(
+        "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
+        " AND kind=? ORDER BY seq LIMIT ?",
+        (*key, QueueKind.ENVELOPE, excess),
+    ).fetchall()
+    connection.executemany("DELETE FROM queue WHERE seq=?", [(r[0],) for r in rows])
+    node = f"{bound.identity}/{bound.instance}"
+    error = dropped_error(node)
+    lost: list[dict[str, str]] = []
+    for _seq, sender, msg_id, needs_ack in rows:
+        if msg_id:
+            lost.append({"from": sender, "id": msg_id})
+        if needs_ack and msg_id and sender and sender not in (server_node, node):
+            made.append(
+                _keep_notice(
+                    connection, sender, notices.failed(sender, msg_id, error), server_node, now
+                )
+            )
+    old = connection.execute(
+        "SELECT seq FROM queue WHERE identity=? AND instance=? AND kind=?",
+        (*key, QueueKind.GAP),
+    ).fetchall()
+    dropped = len(rows)
+    gap_seq = rows[-1][0]
+    if old:
+        previous = connection.execute(
+            "SELECT dropped, lost FROM gaps WHERE identity=? AND instance=?", key
+        ).fetchone()
+        if previous is not None:
+            dropped += previous[0]
+            lost = json.loads(previous[1]) + lost
+        connection.executemany("DELETE FROM queue WHERE seq=?", [(r[0],) for r in old])
+        gap_seq = max(gap_seq, *(r[0] for r in old))
+    lost = lost[-MAX_LOST_LISTED:]
+    removed[key] = removed.get(key, 0) + len(rows) + len(old)
+    gap_id = f"gap-{uuid.uuid4()}"
+    payload = notices.gap(node, gap_id, dropped, lost)
+    connection.execute(
+        "INSERT INTO queue (seq, identity, instance, sender, msg_id, needs_ack, payload,"
+        " enqueued_at, kind) VALUES (?,?,?,?,?,1,?,?,?)",
+        (gap_seq, *key, server_node, gap_id, payload, now, QueueKind.GAP),
+    )
+    connection.execute(
+        "INSERT INTO gaps (identity, instance, dropped, lost) VALUES (?,?,?,?)"
+        " ON CONFLICT (identity, instance) DO UPDATE SET dropped=excluded.dropped,"
+        " lost=excluded.lost",
+        (*key, dropped, json.dumps(lost)),
+    )
+    made.append(Notice(bound.identity, bound.instance, gap_seq, payload, True))

@@ -60,6 +60,8 @@ class ReasonCode(IntEnum):
     """The message expired before the destination received it."""
     SESSION_EXPIRED = 124
     """The destination session was garbage-collected while the message was still queued."""
+    SESSION_NONCE_STALE = 125
+    """A persistent-session request carried a nonce that is not the session's current one."""
 
 
 VALIDATION_INVALID_URI = ReasonCode.VALIDATION_INVALID_METHOD

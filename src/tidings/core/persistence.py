@@ -1,0 +1,327 @@
+"""Named sessions of an identity: listing, limits, deletion, garbage collection, server-side
+notify, and the persistent-session protocol (begin / nonce / memento / end).
+
+Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
+
+- ``begin(name)`` gives a fresh nonce and the last committed memento. ``crashed`` is true when
+  the previous instance began and never ended: the client resumes after its memento.
+- Every request of the instance carries the nonce and its new memento; the server checks the
+  nonce and commits the request's effect and the memento in **one** transaction
+  (``SessionQueueStore.append_bounded``). A request whose nonce is not the current one (an
+  older instance, a concurrent client, a session that ended) changes nothing and fails with
+  ``STALE_NONCE``.
+- A request repeated verbatim (same message id) is stored once: the (sender, id) dedupe of the
+  delivery contract closes the retry gap of the original (reference section 3.7).
+- ``end(name, nonce)`` with the current nonce clears nonce and memento; ending a session that
+  has neither is a no-op success (idempotent); any other nonce fails with ``STALE_NONCE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
+from .model import UNCLAIMED, OverflowPolicy, PersistenceState, QueueBound, QueueEntry, TrimResult
+from .ports import SessionQueueStore
+from .queues import MAX_SNAPSHOT, NoticeFactory, check_limit, check_pattern, matches
+from .router import Router
+from .sessions import SessionRegistry
+
+MAX_SESSION_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGcLimits:
+    idle_s: float = 30 * 24 * 3600.0
+    """Sessions not connected for this long are deleted (0 disables idle collection)."""
+    max_per_identity: int = 0
+    """Keep at most this many offline sessions per identity, oldest-seen deleted first
+    (0: no bound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOutcome:
+    message_id: str
+    sessions: list[str]
+    refused: list[dict[str, Any]]
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > MAX_SESSION_NAME or "/" in name or "@" in name:
+        raise Invalid(
+            ErrorId.INVALID_ARGUMENT,
+            f"A session name is 1..{MAX_SESSION_NAME} characters without '/' or '@'",
+        )
+    return name
+
+
+class SessionService:
+    def __init__(
+        self,
+        router: Router,
+        registry: SessionRegistry,
+        store: SessionQueueStore,
+        notices: NoticeFactory,
+        server_node: str,
+        max_limit: int = 10_000_000,
+    ) -> None:
+        self._router = router
+        self._registry = registry
+        self._store = store
+        self._notices = notices
+        self._server_node = server_node
+        self._max_limit = max_limit
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def sessions_of(self, identity: str) -> list[dict[str, Any]]:
+        """The identity's sessions with depth, limit, policy and last-seen time."""
+        persistence = await self._store.persistence_of(identity)
+        return [
+            self._describe(identity, name, persistence.get(name))
+            for name in sorted(self._registry.records_of(identity))
+            if name != UNCLAIMED
+        ]
+
+    async def info(self, identity: str, name: str, snapshot: int = 100) -> dict[str, Any]:
+        """One session, with a snapshot of the first ``snapshot`` queued envelopes."""
+        check_name(name)
+        if name not in self._registry.records_of(identity):
+            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+        persistence = (await self._store.persistence_of(identity)).get(name)
+        document = self._describe(identity, name, persistence)
+        entries = await self._store.queue_snapshot(
+            identity, name, max(0, min(snapshot, MAX_SNAPSHOT))
+        )
+        document["queue"] = [
+            {
+                "seq": e.seq,
+                "kind": ("envelope", "gap", "notice")[e.kind],
+                "from": e.sender,
+                "id": e.message_id,
+                "enqueuedAt": e.enqueued_at,
+                "envelope": e.payload,
+            }
+            for e in entries
+        ]
+        return document
+
+    def _describe(
+        self, identity: str, name: str, persistence: PersistenceState | None
+    ) -> dict[str, Any]:
+        record = self._registry.record(identity, name)
+        live = self._registry.live(identity, name)
+        return {
+            "name": name,
+            "node": f"{identity}/{name}",
+            "online": live is not None,
+            "depth": record.depth,
+            "limit": self._router.limit_of(record),
+            "policy": self._router.policy_of(record).value,
+            "ownLimit": record.queue_limit is not None or record.policy is not None,
+            "lastSeen": time.time() if live is not None else record.last_seen,
+            "persistent": persistence is not None and persistence.nonce is not None,
+        }
+
+    # -- changing -------------------------------------------------------------------------
+
+    async def configure(self, identity: str, name: str, document: Any) -> dict[str, Any]:
+        """``{"limit": N | null, "policy": "drop-oldest" | "reject-new" | null}``; lowering
+        the limit of a drop-oldest queue trims it at once (senders and session are told)."""
+        check_name(name)
+        if not isinstance(document, dict) or not set(document) <= {"limit", "policy"}:
+            raise Invalid(
+                ErrorId.INVALID_ARGUMENT, 'A session document is {"limit": N, "policy": ...}'
+            )
+        record = self._registry.record(identity, name)
+        if "limit" in document:
+            record.queue_limit = check_limit(document["limit"], self._max_limit)
+        if "policy" in document:
+            policy = document["policy"]
+            if policy is None:
+                record.policy = None
+            elif policy in OverflowPolicy._value2member_map_:
+                record.policy = OverflowPolicy(policy)
+            else:
+                raise Invalid(
+                    ErrorId.INVALID_ARGUMENT,
+                    "'policy' must be 'drop-oldest', 'reject-new' or null",
+                )
+        if record.last_seen == 0.0:
+            record.last_seen = time.time()
+        await self._store.save_session(record)
+        limit = self._router.limit_of(record)
+        if self._router.policy_of(record) is OverflowPolicy.DROP_OLDEST and record.depth > limit:
+            await self._write([], None, [QueueBound(identity, name, limit)])
+        return self._describe(identity, name, None)
+
+    async def delete(self, identity: str, name: str) -> int:
+        """Delete an offline session; senders of its queued messages get ``SESSION_EXPIRED``.
+
+        Returns how many queue rows were removed."""
+        check_name(name)
+        if self._registry.live(identity, name) is not None:
+            raise Conflict(
+                ErrorId.SESSION_CONNECTED, f"The session {name!r} is connected: end it first"
+            )
+        if name not in self._registry.records_of(identity):
+            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+        result = await self._store.delete_session(identity, name, self._notices, self._server_node)
+        if self._registry.live(identity, name) is None:
+            self._registry.forget(identity, name)
+        for notice in result.notices:
+            self._router.apply_trim(TrimResult(notices=[notice]))
+        return sum(result.removed.values())
+
+    async def collect(self, limits: SessionGcLimits, now: float | None = None) -> list[str]:
+        """Garbage-collect offline sessions (idle too long, or beyond the per-identity bound).
+
+        Never silent: every sender of a still-queued message gets ``SESSION_EXPIRED``."""
+        now = time.time() if now is None else now
+        victims: list[tuple[str, str]] = []
+        by_identity: dict[str, list[tuple[float, str]]] = {}
+        for record in list(self._registry.all_records()):
+            if record.instance == UNCLAIMED:
+                continue
+            if self._registry.live(record.identity, record.instance) is not None:
+                continue
+            if record.last_seen == 0.0:
+                record.last_seen = now  # never connected: its idle clock starts now
+            if limits.idle_s > 0 and record.last_seen < now - limits.idle_s:
+                victims.append((record.identity, record.instance))
+            else:
+                by_identity.setdefault(record.identity, []).append(
+                    (record.last_seen, record.instance)
+                )
+        if limits.max_per_identity > 0:
+            for identity, sessions in by_identity.items():
+                sessions.sort()
+                for _, name in sessions[: max(0, len(sessions) - limits.max_per_identity)]:
+                    victims.append((identity, name))
+        collected = []
+        for identity, name in victims:
+            try:
+                await self.delete(identity, name)
+            except TidingsError:
+                continue  # reconnected meanwhile
+            collected.append(f"{identity}/{name}")
+        return collected
+
+    async def collect_forever(self, limits: SessionGcLimits, interval: float) -> None:
+        """Run ``collect`` every ``interval`` seconds until cancelled (a storage error waits for
+        the next round)."""
+        if limits.idle_s <= 0 and limits.max_per_identity <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.collect(limits)
+            except TidingsError:
+                continue
+
+    # -- server-side notify ---------------------------------------------------------------
+
+    async def notify(
+        self,
+        identity: str,
+        *,
+        message_id: str,
+        type_: str,
+        content: Any,
+        session: str | None = None,
+        pattern: str | None = None,
+    ) -> NotifyOutcome:
+        """Queue a server message for one session (created if new), for every session of the
+        identity, or for the existing sessions whose name matches ``pattern`` (a glob).
+
+        Stored once per message id (a retry with the same id is not queued twice). Full
+        reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
+        if session is not None and pattern is not None:
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
+        self._router.check_identity(identity)
+        if session is not None:
+            names = [check_name(session)]
+        else:
+            existing = [n for n in self._registry.records_of(identity) if n != UNCLAIMED]
+            if pattern is not None:
+                check_pattern(pattern)
+                existing = [n for n in existing if matches(pattern, n)]
+            names = sorted(existing)
+        entries = []
+        bounds: list[QueueBound] = []
+        refused: list[dict[str, Any]] = []
+        taken = []
+        for name in names:
+            record = self._registry.record(identity, name)
+            try:
+                bounds.extend(self._router.bounds_for([record]))
+            except TidingsError as error:
+                refused.append(
+                    {"session": name, "error_id": error.error_id.value, "detail": error.message}
+                )
+                continue
+            node = f"{identity}/{name}"
+            payload = self._notices.message(node, message_id, type_, content)
+            entries.append(QueueEntry(identity, name, self._server_node, message_id, True, payload))
+            taken.append(record)
+        if not entries:
+            return NotifyOutcome(message_id, [], refused)
+        for record in taken:
+            record.depth += 1
+        try:
+            result = await self._write(entries, (self._server_node, message_id), bounds)
+        except BaseException:
+            for record in taken:
+                record.depth -= 1
+            raise
+        if result.duplicate:
+            for record in taken:
+                record.depth -= 1
+            return NotifyOutcome(message_id, [], refused)
+        for record, seq, entry in zip(taken, result.seqs, entries, strict=True):
+            self._router.deliver_stored(record, seq, entry.payload)
+        return NotifyOutcome(message_id, [r.instance for r in taken], refused)
+
+    async def _write(
+        self,
+        entries: list[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        bounds: list[QueueBound],
+    ) -> TrimResult:
+
+        future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
+
+        def done(result: TrimResult | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self._store.append_bounded(
+            entries, dedupe, bounds, None, self._notices, self._server_node, done
+        )
+        result = await future
+        self._router.apply_trim(result)
+        return result
+
+    # -- persistent sessions --------------------------------------------------------------
+
+    async def begin(self, identity: str, name: str) -> PersistenceState:
+        check_name(name)
+        self._registry.record(identity, name)
+        return await self._store.begin_persistence(identity, name)
+
+    async def end(self, identity: str, name: str, nonce: Any) -> None:
+        check_name(name)
+        if not isinstance(nonce, str) or not nonce:
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "Ending a persistent session needs its nonce")
+        if not await self._store.end_persistence(identity, name, nonce):
+            raise Conflict(
+                ErrorId.STALE_NONCE,
+                "The nonce is not the current one of this persistent session",
+            )

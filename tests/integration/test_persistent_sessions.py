@@ -1,0 +1,541 @@
+"""Named persistent sessions (issue 4) end to end: a real ``tidings serve``, raw LIME JSON.
+
+Bounded queues with drop-oldest (122 + gap marker) and reject-new (121), ``/sessions``
+resources, server-side notify over HTTP, session deletion and garbage collection (124), and the
+persistent-session protocol (begin / nonce / memento / end, stale nonce 125) with the acceptance
+scenarios of reference section 3.9 that apply to a LIME server.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.lime_wire import WireClient
+from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "sessions-test-token"
+SERVER = "postmaster@localhost/server"
+GAP = "application/vnd.tidings.gap+json"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data_dir: Path = tmp_path_factory.mktemp("sessions-data")
+    process = ServerProcess(data_dir, args=["--allow-guests", "--api-token", TOKEN]).start()
+    yield process
+    process.stop()
+
+
+def name() -> str:
+    return f"g{uuid.uuid4().hex[:10]}"
+
+
+async def login(server: ServerProcess, node: str) -> WireClient:
+    client = await WireClient.connect(server.ws_url)
+    session = await client.establish(node, scheme="guest")
+    assert session["state"] == "established", session
+    return client
+
+
+async def command(client: WireClient, method: str, uri: str, **fields: Any) -> dict[str, Any]:
+    return await client.command(id=str(uuid.uuid4()), method=method, uri=uri, **fields)
+
+
+def message(to: str, content: str, message_id: str, **metadata: str) -> dict[str, Any]:
+    envelope: dict[str, Any] = {
+        "id": message_id,
+        "to": to,
+        "type": "text/plain",
+        "content": content,
+    }
+    if metadata:
+        envelope["metadata"] = metadata
+    return envelope
+
+
+async def accepted(client: WireClient, message_id: str) -> None:
+    event = await client.expect(
+        lambda e: e.get("id") == message_id and e.get("event") in ("accepted", "failed")
+    )
+    assert event["event"] == "accepted", event
+
+
+async def failed(client: WireClient, message_id: str) -> dict[str, Any]:
+    event = await client.expect(
+        lambda e: e.get("id") == message_id and e.get("event") in ("accepted", "failed")
+    )
+    assert event["event"] == "failed", event
+    return event
+
+
+async def set_limit(client: WireClient, session: str, limit: int | None, policy: str) -> None:
+    response = await command(
+        client,
+        "set",
+        f"/sessions/{session}",
+        type="application/json",
+        resource={"limit": limit, "policy": policy},
+    )
+    assert response["status"] == "success", response
+
+
+async def drop(client: WireClient) -> None:
+    client.drop()
+    await client.closed()
+
+
+class TestBoundedQueues:
+    async def test_drop_oldest_keeps_the_newest_tells_senders_122_and_marks_a_gap(self, server):
+        bob = name()
+        owner = await login(server, f"{bob}@localhost/phone")
+        await set_limit(owner, "phone", 3, "drop-oldest")
+        await owner.finish()
+        alice = await login(server, f"{name()}@localhost/a")
+        await alice.set_receipt("accepted")
+        for n in range(1, 6):
+            alice.send(message(f"{bob}@localhost/phone", f"h{n}", f"h{n}"))
+            await accepted(alice, f"h{n}")
+        # h1 and h2 were dropped: their sender (live) is told with 122
+        for dropped in ("h1", "h2"):
+            event = await failed(alice, dropped)
+            assert event["reason"]["code"] == 122 and event["from"] == SERVER
+        phone = await login(server, f"{bob}@localhost/phone")
+        gap = await phone.expect(lambda e: "content" in e)
+        assert gap["type"] == GAP and gap["from"] == SERVER
+        assert gap["content"]["dropped"] == 2
+        assert [x["id"] for x in gap["content"]["lost"]] == ["h1", "h2"]
+        rest = [await phone.expect(lambda e: "content" in e) for _ in range(3)]
+        assert [m["content"] for m in rest] == ["h3", "h4", "h5"]
+        # acknowledging the marker removes it for good
+        phone.send({"id": gap["id"], "to": SERVER, "event": "received"})
+        for m in rest:
+            phone.send({"id": m["id"], "to": m["from"], "event": "received"})
+        for m in rest:  # forwarded once committed; the marker's ack was committed before them
+            await alice.expect(
+                lambda e, i=m["id"]: e.get("id") == i and e.get("event") == "received"
+            )
+        info = await command(phone, "get", "/sessions/phone")
+        assert info["resource"]["depth"] == 0, info
+        assert info["resource"]["queue"] == []
+
+    async def test_gap_marker_accumulates_until_acknowledged(self, server):
+        bob = name()
+        owner = await login(server, f"{bob}@localhost/tab")
+        await set_limit(owner, "tab", 2, "drop-oldest")
+        await owner.finish()
+        alice = await login(server, f"{name()}@localhost/a")
+        await alice.set_receipt("accepted")
+        for n in range(6):
+            alice.send(message(f"{bob}@localhost/tab", f"m{n}", f"m{n}"))
+            await accepted(alice, f"m{n}")
+        tab = await login(server, f"{bob}@localhost/tab")
+        gap = await tab.expect(lambda e: "content" in e)
+        assert gap["type"] == GAP and gap["content"]["dropped"] == 4
+        assert [x["id"] for x in gap["content"]["lost"]] == ["m0", "m1", "m2", "m3"]
+        assert [(await tab.expect(lambda e: "content" in e))["content"] for _ in range(2)] == [
+            "m4",
+            "m5",
+        ]
+
+    async def test_offline_sender_gets_its_122_when_it_reconnects(self, server):
+        bob, carol = name(), name()
+        owner = await login(server, f"{bob}@localhost/q")
+        await set_limit(owner, "q", 1, "drop-oldest")
+        await owner.finish()
+        sender = await login(server, f"{carol}@localhost/s")
+        await sender.set_receipt("accepted")
+        sender.send(message(f"{bob}@localhost/q", "first", "first"))
+        await accepted(sender, "first")
+        await sender.finish()
+        other = await login(server, f"{name()}@localhost/o")
+        await other.set_receipt("accepted")
+        other.send(message(f"{bob}@localhost/q", "second", "second"))
+        await accepted(other, "second")
+        back = await login(server, f"{carol}@localhost/s")
+        event = await back.expect(lambda e: e.get("id") == "first")
+        assert event["event"] == "failed" and event["reason"]["code"] == 122
+
+    async def test_reject_new_refuses_with_121_and_keeps_the_queue(self, server):
+        bob = name()
+        owner = await login(server, f"{bob}@localhost/r")
+        await set_limit(owner, "r", 2, "reject-new")
+        await owner.finish()
+        alice = await login(server, f"{name()}@localhost/a")
+        await alice.set_receipt("accepted")
+        for n in range(2):
+            alice.send(message(f"{bob}@localhost/r", f"k{n}", f"k{n}"))
+            await accepted(alice, f"k{n}")
+        alice.send(message(f"{bob}@localhost/r", "k2", "k2"))
+        assert (await failed(alice, "k2"))["reason"]["code"] == 121
+        r = await login(server, f"{bob}@localhost/r")
+        got = [(await r.expect(lambda e: "content" in e))["content"] for _ in range(2)]
+        assert got == ["k0", "k1"]
+
+    async def test_lowering_a_drop_oldest_limit_trims_at_once(self, server):
+        # 3.9 scenario 8: limitQueue on a longer queue drops the oldest immediately
+        bob = name()
+        owner = await login(server, f"{bob}@localhost/x")
+        await owner.finish()
+        alice = await login(server, f"{name()}@localhost/a")
+        await alice.set_receipt("accepted")
+        for n in range(1, 6):
+            alice.send(message(f"{bob}@localhost/x", f"h{n}", f"h{n}"))
+            await accepted(alice, f"h{n}")
+        manager = await login(server, f"{bob}@localhost/manager")
+        await set_limit(manager, "x", 3, "drop-oldest")
+        snapshot = await command(manager, "get", "/sessions/x")
+        queue = snapshot["resource"]["queue"]
+        assert [e["kind"] for e in queue] == ["gap", "envelope", "envelope", "envelope"]
+        assert [e["envelope"]["content"] for e in queue[1:]] == ["h3", "h4", "h5"]
+        assert snapshot["resource"]["limit"] == 3
+        assert snapshot["resource"]["policy"] == "drop-oldest"
+
+
+class TestSessionResources:
+    async def test_list_get_set_and_delete(self, server):
+        bob = name()
+        phone = await login(server, f"{bob}@localhost/phone")
+        await phone.finish()
+        laptop = await login(server, f"{bob}@localhost/laptop")
+        listed = await command(laptop, "get", "/sessions")
+        assert listed["type"] == "application/vnd.lime.collection+json"
+        items = {i["name"]: i for i in listed["resource"]["items"]}
+        assert set(items) == {"phone", "laptop"}
+        assert items["laptop"]["online"] and not items["phone"]["online"]
+        assert items["phone"]["lastSeen"] > 0 and items["phone"]["depth"] == 0
+        assert items["phone"]["limit"] == 10_000 and items["phone"]["policy"] == "reject-new"
+        one = await command(laptop, "get", "/sessions/phone")
+        assert one["type"] == "application/vnd.tidings.session+json"
+        assert one["resource"]["node"] == f"{bob}@localhost/phone"
+        deleted = await command(laptop, "delete", "/sessions/phone")
+        assert deleted["status"] == "success"
+        gone = await command(laptop, "get", "/sessions/phone")
+        assert gone["status"] == "failure" and gone["reason"]["code"] == 67
+        connected = await command(laptop, "delete", "/sessions/laptop")
+        assert connected["reason"]["code"] == 66
+
+    async def test_invalid_documents_get_64_and_other_identities_35(self, server):
+        bob = name()
+        client = await login(server, f"{bob}@localhost/a")
+        for resource in ({"limit": 0}, {"policy": "keep-all"}, {"limit": "ten"}, {"x": 1}):
+            response = await command(
+                client, "set", "/sessions/a", type="application/json", resource=resource
+            )
+            assert response["status"] == "failure" and response["reason"]["code"] == 64
+        other = await command(client, "get", f"lime://{name()}@localhost/sessions")
+        assert other["reason"]["code"] == 35
+
+    async def test_deleting_a_session_tells_senders_124(self, server):
+        bob, carol = name(), name()
+        owner = await login(server, f"{bob}@localhost/old")
+        await owner.finish()
+        sender = await login(server, f"{carol}@localhost/s")
+        await sender.set_receipt("accepted")
+        sender.send(message(f"{bob}@localhost/old", "never read", "nr"))
+        await accepted(sender, "nr")
+        manager = await login(server, f"{bob}@localhost/manager")
+        assert (await command(manager, "delete", "/sessions/old"))["status"] == "success"
+        event = await failed(sender, "nr")
+        assert event["reason"]["code"] == 124
+
+
+class TestPersistence:
+    async def test_begin_remember_crash_detection_and_end(self, server):
+        # 3.9 scenario 13
+        bob, shop = name(), name()
+        shopper = await login(server, f"{shop}@localhost/till")
+        client = await login(server, f"{bob}@localhost/buyer")
+        await client.set_receipt("accepted")
+        first = await command(client, "set", "/sessions/buyer/persistence")
+        assert first["type"] == "application/vnd.tidings.persistence+json"
+        r1 = first["resource"]
+        assert len(base64.b64decode(r1["nonce"])) == 15 and len(r1["nonce"]) == 20
+        assert r1["memento"] is None and r1["crashed"] is False
+        client.send(
+            message(
+                f"{shop}@localhost/till",
+                "buy 0",
+                "b0",
+                **{"tidings.nonce": r1["nonce"], "tidings.memento": "hello"},
+            )
+        )
+        await accepted(client, "b0")
+        delivered = await shopper.expect_id("b0")
+        assert "metadata" not in delivered, "the nonce stays at the server"
+        again = (await command(client, "set", "/sessions/buyer/persistence"))["resource"]
+        assert again["crashed"] is True and again["memento"] == "hello"
+        assert again["nonce"] != r1["nonce"]
+        client.send(
+            message(
+                f"{shop}@localhost/till",
+                "buy 1",
+                "b1",
+                **{"tidings.nonce": again["nonce"], "tidings.memento": "goodbye"},
+            )
+        )
+        await accepted(client, "b1")
+        end = {
+            "type": "application/vnd.tidings.persistence+json",
+            "resource": {"nonce": again["nonce"]},
+        }
+        assert (await command(client, "delete", "/sessions/buyer/persistence", **end))[
+            "status"
+        ] == "success"
+        assert (await command(client, "delete", "/sessions/buyer/persistence", **end))[
+            "status"
+        ] == "success", "end is idempotent"
+        fresh = (await command(client, "set", "/sessions/buyer/persistence"))["resource"]
+        assert fresh["crashed"] is False and fresh["memento"] is None
+
+    async def test_stale_nonce_is_refused_with_125_and_changes_nothing(self, server):
+        # 3.9 scenarios 14 and 17 (old nonce after a new begin; the last memento wins)
+        bob, shop = name(), name()
+        shopper = await login(server, f"{shop}@localhost/till")
+        client = await login(server, f"{bob}@localhost/p")
+        await client.set_receipt("accepted")
+        n3 = (await command(client, "set", "/sessions/p/persistence"))["resource"]["nonce"]
+        client.send(
+            message(
+                f"{shop}@localhost/till",
+                "x",
+                "bad",
+                **{"tidings.nonce": "bad", "tidings.memento": "x"},
+            )
+        )
+        assert (await failed(client, "bad"))["reason"]["code"] == 125
+        for memento in ("one", "two"):
+            client.send(
+                message(
+                    f"{shop}@localhost/till",
+                    memento,
+                    memento,
+                    **{"tidings.nonce": n3, "tidings.memento": memento},
+                )
+            )
+            await accepted(client, memento)
+        n4 = (await command(client, "set", "/sessions/p/persistence"))["resource"]
+        assert n4["memento"] == "two" and n4["crashed"]
+        client.send(
+            message(
+                f"{shop}@localhost/till",
+                "late",
+                "late",
+                **{"tidings.nonce": n3, "tidings.memento": "late"},
+            )
+        )
+        assert (await failed(client, "late"))["reason"]["code"] == 125
+        stale_end = await command(
+            client, "delete", "/sessions/p/persistence", metadata={"tidings.nonce": n3}
+        )
+        assert stale_end["reason"]["code"] == 125
+        got = [(await shopper.expect(lambda e: "content" in e))["content"] for _ in range(2)]
+        assert got == ["one", "two"]
+        probe = (await command(client, "set", "/sessions/p/persistence"))["resource"]
+        assert probe["memento"] == "two", "refused requests committed no memento"
+
+    async def test_a_verbatim_resend_is_not_executed_twice(self, server):
+        # 3.9 scenario 17, hardening: same nonce, same request id
+        bob, shop = name(), name()
+        shopper = await login(server, f"{shop}@localhost/till")
+        client = await login(server, f"{bob}@localhost/h")
+        await client.set_receipt("accepted")
+        nonce = (await command(client, "set", "/sessions/h/persistence"))["resource"]["nonce"]
+        buy = message(
+            f"{shop}@localhost/till",
+            "toaster",
+            "buy-1",
+            **{"tidings.nonce": nonce, "tidings.memento": "1"},
+        )
+        client.send(buy)
+        await accepted(client, "buy-1")
+        client.send(buy)
+        await accepted(client, "buy-1")
+        client.send(message(f"{shop}@localhost/till", "marker", "after"))
+        await accepted(client, "after")
+        got = [(await shopper.expect(lambda e: "content" in e))["content"] for _ in range(2)]
+        assert got == ["toaster", "marker"], "one toaster"
+
+    async def test_two_clients_racing_on_one_session_only_the_current_nonce_wins(self, server):
+        bob, shop = name(), name()
+        shopper = await login(server, f"{shop}@localhost/till")
+        node = f"{bob}@localhost/race"
+        a = await login(server, node)
+        await a.set_receipt("accepted")
+        nonce_a = (await command(a, "set", "/sessions/race/persistence"))["resource"]["nonce"]
+        b = await login(server, node)  # takes the session over from a
+        await b.set_receipt("accepted")
+        nonce_b = (await command(b, "set", "/sessions/race/persistence"))["resource"]["nonce"]
+        a2 = await login(server, node)  # a comes back with its old nonce
+        await a2.set_receipt("accepted")
+        a2.send(
+            message(
+                f"{shop}@localhost/till",
+                "from a",
+                "ra",
+                **{"tidings.nonce": nonce_a, "tidings.memento": "a"},
+            )
+        )
+        assert (await failed(a2, "ra"))["reason"]["code"] == 125
+        b2 = await login(server, node)
+        await b2.set_receipt("accepted")
+        b2.send(
+            message(
+                f"{shop}@localhost/till",
+                "from b",
+                "rb",
+                **{"tidings.nonce": nonce_b, "tidings.memento": "b"},
+            )
+        )
+        await accepted(b2, "rb")
+        got = await shopper.expect(lambda e: "content" in e)
+        assert got["content"] == "from b"
+        state = (await command(b2, "set", "/sessions/race/persistence"))["resource"]
+        assert state["memento"] == "b"
+
+    async def test_persistent_message_without_id_and_nonce_on_commands_are_refused(self, server):
+        me = name()
+        client = await login(server, f"{me}@localhost/z")
+        response = await command(client, "get", "/sessions", metadata={"tidings.nonce": "n"})
+        assert response["status"] == "failure" and response["reason"]["code"] == 64
+        client.send(
+            {
+                "to": f"{me}@localhost/other",
+                "type": "text/plain",
+                "content": "x",
+                "metadata": {"tidings.nonce": "n"},
+            }
+        )
+        ended = await client.expect(lambda e: "state" in e)
+        assert ended["state"] == "failed" and ended["reason"]["code"] == 64
+
+    async def test_persistence_survives_a_kill_9(self, tmp_path):
+        process = ServerProcess(tmp_path, args=["--allow-guests"]).start()
+        try:
+            client = await login(process, "k9@localhost/p")
+            await client.set_receipt("accepted")
+            nonce = (await command(client, "set", "/sessions/p/persistence"))["resource"]["nonce"]
+            client.send(
+                message(
+                    "k9@localhost/other",
+                    "x",
+                    "x1",
+                    **{"tidings.nonce": nonce, "tidings.memento": "42"},
+                )
+            )
+            await accepted(client, "x1")
+            process.kill()
+            process.restart()
+            again = await login(process, "k9@localhost/p")
+            state = (await command(again, "set", "/sessions/p/persistence"))["resource"]
+            assert state == {**state, "crashed": True, "memento": "42"}
+        finally:
+            process.stop()
+
+
+class TestHttpNotify:
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    async def test_notify_one_all_and_pattern(self, server):
+        bob = name()
+        sessions = {
+            s: await login(server, f"{bob}@localhost/{s}") for s in ("foo_1", "foo_2", "bar")
+        }
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            one = await http.post(
+                f"/identities/{bob}@localhost/notifications",
+                json={"content": {"n": 1}, "session": "foo_1", "id": "n1"},
+                headers=self.headers(),
+            )
+            assert one.status_code == 202 and one.json()["sessions"] == ["foo_1"]
+            pattern = await http.post(
+                f"/identities/{bob}@localhost/notifications",
+                json={"content": {"n": 2}, "pattern": "foo_*", "id": "n2"},
+                headers=self.headers(),
+            )
+            assert sorted(pattern.json()["sessions"]) == ["foo_1", "foo_2"]
+            everyone = await http.post(
+                f"/identities/{bob}@localhost/notifications",
+                json={"content": {"n": 3}, "id": "n3"},
+                headers=self.headers(),
+            )
+            assert sorted(everyone.json()["sessions"]) == ["bar", "foo_1", "foo_2"]
+            again = await http.post(
+                f"/identities/{bob}@localhost/notifications",
+                json={"content": {"n": 3}, "id": "n3"},
+                headers=self.headers(),
+            )
+            assert again.json()["sessions"] == [], "a retry with the same id is stored once"
+        got = {s: [] for s in sessions}
+        for s, client in sessions.items():
+            expected = {"foo_1": 3, "foo_2": 2, "bar": 1}[s]
+            for _ in range(expected):
+                m = await client.expect(lambda e: "content" in e)
+                assert m["from"] == SERVER and m["type"] == "application/json"
+                got[s].append(m["content"]["n"])
+        assert got == {"foo_1": [1, 2, 3], "foo_2": [2, 3], "bar": [3]}
+
+    async def test_queue_snapshot_and_list_over_http(self, server):
+        bob = name()
+        client = await login(server, f"{bob}@localhost/box")
+        await client.finish()
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            posted = await http.post(
+                f"/identities/{bob}@localhost/notifications",
+                json={"type": "text/plain", "content": "queued", "session": "box"},
+                headers=self.headers(),
+            )
+            assert posted.status_code == 202
+            listed = await http.get(f"/identities/{bob}@localhost/sessions", headers=self.headers())
+            assert [(s["name"], s["depth"]) for s in listed.json()] == [("box", 1)]
+            info = await http.get(
+                f"/identities/{bob}@localhost/sessions/box", headers=self.headers()
+            )
+            queue = info.json()["queue"]
+            assert len(queue) == 1 and queue[0]["envelope"]["content"] == "queued"
+            missing = await http.get(
+                f"/identities/{bob}@localhost/sessions/nope", headers=self.headers()
+            )
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/problem+json"
+            assert missing.json()["error_id"] == "session-not-found"
+            refused = await http.get(f"/identities/{bob}@localhost/sessions")
+            assert refused.status_code == 403
+            unknown = await http.post(
+                "/identities/nobody-here@localhost/notifications",
+                json={"content": 1},
+                headers=self.headers(),
+            )
+            assert unknown.status_code == 404
+            spec = (await http.get("/openapi.json")).json()
+            assert "/identities/{identity}/notifications" in spec["paths"]
+
+
+async def test_idle_sessions_are_collected_and_senders_told_124(tmp_path: Path):
+    config = tmp_path / "tidings.toml"
+    config.write_text("session_idle_s = 0.5\nsession_gc_interval_s = 0.2\n")
+    process = ServerProcess(
+        tmp_path / "data", args=["--allow-guests", "--config", str(config)]
+    ).start()
+    try:
+        owner = await login(process, "gc-bob@localhost/idle")
+        await owner.finish()
+        sender = await login(process, "gc-alice@localhost/s")
+        await sender.set_receipt("accepted")
+        sender.send(message("gc-bob@localhost/idle", "unread", "u1"))
+        await accepted(sender, "u1")
+        event = await failed(sender, "u1")  # waits for the collector, event-driven
+        assert event["reason"]["code"] == 124
+        manager = await login(process, "gc-bob@localhost/m")
+        listed = await command(manager, "get", "/sessions")
+        assert "idle" not in [i["name"] for i in listed["resource"]["items"]]
+    finally:
+        process.stop()
