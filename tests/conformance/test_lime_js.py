@@ -58,7 +58,7 @@ def _tidings() -> list[str]:
         return [str(script)]
     found = shutil.which("tidings")
     if found is None:
-        pytest.skip("the tidings CLI is not installed")
+        pytest.fail("the tidings CLI is not installed: run ./scripts/test")
     return [found]
 
 
@@ -78,7 +78,7 @@ class Server:
 def lime_js() -> Path:
     """The Node package, installed from the lockfile (``npm ci``) when node_modules is missing."""
     if NODE is None or NPM is None:
-        pytest.skip("Node.js and npm are needed for the lime-js conformance suite")
+        pytest.fail("Node.js and npm are needed for the lime-js conformance suite")
     installed = all(
         (LIME_DIR / "node_modules" / package / "package.json").is_file()
         for package in ("lime-js", "lime-transport-websocket")
