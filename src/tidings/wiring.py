@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import socket
@@ -243,6 +244,11 @@ async def serve(settings: Settings, ready: Any = None) -> None:
 
     server = TidingsServer(settings)
     await server.start()
+    # Everything built so far lives as long as the server: keep it out of the collector's
+    # scans, and collect the young generation less often (full collections cost ~90 ms).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -403,7 +403,7 @@ class Router:
                 ErrorId.DESTINATION_NOT_FOUND,
                 f"The domain {domain!r} is not served here (this server is {self.domain!r})",
             )
-        if not self._identity_exists(identity) and not self._registry.knows(identity):
+        if not self._registry.knows(identity) and not self._identity_exists(identity):
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
     def deliver_stored(self, record: SessionRecord, seq: int, payload: bytes) -> None:
@@ -443,7 +443,7 @@ class Router:
                 ErrorId.DESTINATION_NOT_FOUND,
                 f"The domain {domain!r} is not served here (this server is {self.domain!r})",
             )
-        if not self._identity_exists(identity) and not self._registry.knows(identity):
+        if not self._registry.knows(identity) and not self._identity_exists(identity):
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
         return self._registry.targets(identity, instance)
 

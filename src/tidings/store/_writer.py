@@ -114,10 +114,37 @@ class GroupCommitWriter:
     def _commit(
         self, connection: sqlite3.Connection, batch: list[tuple[Operation, Completion | None]]
     ) -> None:
+        try:
+            results = self._run_batch(connection, batch, isolate=False)
+        except _OperationFailed:
+            results = self._run_batch(connection, batch, isolate=True)
+        except sqlite3.Error as exc:
+            results = [(done, exc) for _, done in batch]
+        self.batches += 1
+        self.operations += len(batch)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_complete, results)
+
+    @staticmethod
+    def _run_batch(
+        connection: sqlite3.Connection,
+        batch: list[tuple[Operation, Completion | None]],
+        *,
+        isolate: bool,
+    ) -> list[tuple[Completion | None, Any]]:
+        """One transaction for the batch. Optimistically without savepoints; when an operation
+        fails, the caller runs the batch again with one savepoint per operation, so that the
+        failure stays with its own operation."""
         results: list[tuple[Completion | None, Any]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
             for operation, done in batch:
+                if not isolate:
+                    try:
+                        results.append((done, operation(connection)))
+                    except Exception as exc:
+                        raise _OperationFailed from exc
+                    continue
                 connection.execute("SAVEPOINT op")
                 try:
                     result = operation(connection)
@@ -127,14 +154,15 @@ class GroupCommitWriter:
                 connection.execute("RELEASE op")
                 results.append((done, result))
             connection.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            results = [(done, exc) for _, done in batch]
-        self.batches += 1
-        self.operations += len(batch)
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_complete, results)
+            raise
+        return results
+
+
+class _OperationFailed(Exception):
+    """An operation of an optimistic batch failed; the batch is rolled back and isolated."""
 
 
 def _complete(results: list[tuple[Completion | None, Any]]) -> None:

@@ -1,0 +1,71 @@
+"""The group-commit writer against a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tidings.store._writer import GroupCommitWriter
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    return connection
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "w.db"
+    with connect(path) as connection:
+        connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    return path
+
+
+async def test_batches_commit_together_and_results_come_back(database: Path):
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0)
+    writer.start()
+    try:
+        futures = [
+            writer.run(lambda c, k=k: c.execute("INSERT INTO t VALUES (?)", (k,)).lastrowid)
+            for k in range(200)
+        ]
+        assert await asyncio.gather(*futures) == list(range(200))
+        assert writer.operations == 200
+        assert writer.batches < 200
+    finally:
+        writer.stop()
+    with connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+
+
+async def test_a_failing_operation_fails_alone(database: Path):
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0.05)
+    writer.start()
+    try:
+        ok_before = writer.run(lambda c: c.execute("INSERT INTO t VALUES (1)").rowcount)
+        duplicate = writer.run(lambda c: c.execute("INSERT INTO t VALUES (1)").rowcount)
+        ok_after = writer.run(lambda c: c.execute("INSERT INTO t VALUES (2)").rowcount)
+        assert await ok_before == 1
+        with pytest.raises(sqlite3.IntegrityError):
+            await duplicate
+        assert await ok_after == 1
+    finally:
+        writer.stop()
+    with connect(database) as connection:
+        assert [r[0] for r in connection.execute("SELECT k FROM t ORDER BY k")] == [1, 2]
+
+
+async def test_stop_commits_what_was_queued(database: Path):
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0)
+    writer.start()
+    for k in range(50):
+        writer.submit(lambda c, k=k: c.execute("INSERT INTO t VALUES (?)", (k,)))
+    writer.stop()
+    with connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 50
+    with pytest.raises(RuntimeError):
+        writer.submit(lambda c: None)
