@@ -8,6 +8,7 @@ scenarios of reference section 3.9 that apply to a LIME server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Iterator
@@ -539,3 +540,35 @@ async def test_idle_sessions_are_collected_and_senders_told_124(tmp_path: Path):
         assert "idle" not in [i["name"] for i in listed["resource"]["items"]]
     finally:
         process.stop()
+
+
+class TestSdk:
+    async def test_backlog_reports_the_gap_then_the_kept_messages(self, server, tmp_path):
+        from tidings.sdk import Client, Gap, PersistentSession, backlog
+
+        bob = name()
+        owner = await login(server, f"{bob}@localhost/feed")
+        await set_limit(owner, "feed", 2, "drop-oldest")
+        await owner.finish()
+        sender = await login(server, f"{name()}@localhost/s")
+        await sender.set_receipt("accepted")
+        for n in range(4):
+            sender.send(message(f"{bob}@localhost/feed", f"f{n}", f"f{n}"))
+            await accepted(sender, f"f{n}")
+        async with Client(server.ws_url, f"{bob}@localhost", instance="feed", guest=True) as c:
+            items = []
+            async with asyncio.timeout(10):
+                async for item in backlog(c):
+                    items.append(item)
+                    if len(items) == 3:
+                        break
+            gap = items[0]
+            assert isinstance(gap, Gap) and gap.dropped == 2
+            assert [i for _, i in gap.lost] == ["f0", "f1"]
+            assert [m.content for m in items[1:] if not isinstance(m, Gap)] == ["f2", "f3"]
+            async with PersistentSession(c) as session:
+                assert session.crashed is False and session.memento is None
+                await session.send_message(f"{bob}@localhost/feed", "self", memento="m1")
+                assert session.memento == "m1"
+            again = await PersistentSession(c).begin()
+            assert again.crashed is False and again.memento is None, "the block ended it"

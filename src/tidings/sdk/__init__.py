@@ -24,10 +24,12 @@ from ._exceptions import (
     SessionFailed,
     TidingsClientError,
 )
+from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
     "AuthenticationFailed",
+    "Backlog",
     "Backoff",
     "Client",
     "ClientClosed",
@@ -36,14 +38,17 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "Envelopes",
+    "Gap",
     "LimeError",
     "MessageFailed",
     "MessageKey",
     "Messages",
+    "PersistentSession",
     "ReceivedMessage",
     "RequestTimeout",
     "SeenMessages",
     "SessionFailed",
     "TidingsClientError",
     "WaitFor",
+    "backlog",
 ]
