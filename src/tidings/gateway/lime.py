@@ -40,6 +40,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .framing import CorkedWriter
 from .lime_commands import execute_command, ping_response, receipt_command
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
 
@@ -67,11 +68,13 @@ class LimeConnection(WSListener):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._fragments: bytearray | None = None
+        self._writer: CorkedWriter | None = None
 
     # -- picows callbacks ---------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self._writer = CorkedWriter(transport.underlying_transport)
         self.ctx.connections.add(self)
         self.ctx.stats.connections += 1
         self._timer = asyncio.get_running_loop().call_later(
@@ -99,6 +102,8 @@ class LimeConnection(WSListener):
             self.ctx.stats.envelopes_in += 1
             event = self.session.receive_text(data)
         elif kind is WSMsgType.CLOSE:
+            if self._writer is not None:
+                self._writer.flush()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
@@ -129,8 +134,8 @@ class LimeConnection(WSListener):
     # -- the Outlet port ----------------------------------------------------------------------
 
     def deliver(self, payload: bytes) -> None:
-        if not self._closed and self.transport is not None:
-            self.transport.send(WSMsgType.TEXT, payload)
+        if not self._closed and self._writer is not None:
+            self._writer.write_text(payload)
             self.ctx.stats.envelopes_out += 1
 
     def notify(
@@ -198,6 +203,8 @@ class LimeConnection(WSListener):
         for data in session.data_to_send():
             self.deliver(data)
         if session.is_closed and not self._closed and self.transport is not None:
+            if self._writer is not None:
+                self._writer.flush()
             self._closed = True
             if session.failure is not None:
                 self.ctx.stats.sessions_failed += 1
