@@ -238,6 +238,15 @@ class Client:
         """Whether the session is established and the client is sending right now."""
         return self._live
 
+    @property
+    def unaccepted(self) -> list[str]:
+        """Ids of messages sent but not yet ``accepted`` nor ``failed``, oldest first.
+
+        The client re-sends them after every reconnection. Whatever is still here after
+        ``close()`` was never stored by the server: send it again, same id, from a new client.
+        """
+        return [message.id for message in self._outbox if isinstance(message.id, str)]
+
     async def __aenter__(self) -> Client:
         await self.connect()
         return self
@@ -282,17 +291,28 @@ class Client:
             return
         try:
             async with asyncio.timeout(timeout):
-                while len(self._outbox) and self._failure is None:
+                while (len(self._outbox) or self._pending_acks) and self._failure is None:
                     await self._wait_change()
                 self._closing = True
                 link = self._link
                 if link is not None and link.usable:
+                    self._live = False
+                    acks, self._pending_acks = self._pending_acks, []
+                    for ack in acks:
+                        link.send(ack)
                     link.session.finish()
                     link.write(link.session.data_to_send())
                     await _first(link.ended, link.lost)
         except TimeoutError:
             logger.warning("%s: closing without a clean finish (timed out)", self.node)
         finally:
+            if len(self._outbox):
+                logger.warning(
+                    "%s: closing with %d message(s) never accepted: %s",
+                    self.node,
+                    len(self._outbox),
+                    self.unaccepted,
+                )
             self._closing = True
             await self._shut(ClientClosed("the client was closed"))
 
@@ -301,8 +321,12 @@ class Client:
         self._live = False
         if self._supervisor is not None and self._supervisor is not asyncio.current_task():
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._supervisor
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                logger.exception("%s: the reconnection task failed", self.node)
         link = self._link
         if link is not None:
             link.disconnect()
@@ -490,8 +514,10 @@ class Client:
         ack = Notification(id=message.id, to=message.sender, event=NotificationEvent.RECEIVED)
         link = self._link
         if link is not None and link.usable:
+            logger.debug("%s: acknowledging %s from %s", self.node, message.id, message.sender)
             link.send(ack)
         else:
+            logger.debug("%s: acknowledgement of %s queued", self.node, message.id)
             self._pending_acks.append(ack)
 
     # -- connection management ---------------------------------------------------------------
@@ -548,11 +574,18 @@ class Client:
         return link
 
     def _go_live(self, link: _Link) -> None:
+        if not link.usable:  # lost again, or close() began finishing it meanwhile
+            return
         acks, self._pending_acks = self._pending_acks, []
         for ack in acks:
             link.send(ack)
+        resent = 0
         for message in self._outbox:
             link.send(message)
+            resent += 1
+        logger.debug(
+            "%s: live; sent %d queued acks, re-sent %d messages", self.node, len(acks), resent
+        )
         self._live = True
         self._notify()
 
@@ -580,6 +613,8 @@ class Client:
                     logger.info("%s: reconnection refused: %s", self.node, exc)
                 except (ConnectError, CommandFailed) as exc:
                     logger.info("%s: reconnection failed: %s", self.node, exc)
+                except Exception:
+                    logger.exception("%s: unexpected error while reconnecting", self.node)
                 else:
                     break
             else:
@@ -643,6 +678,7 @@ class Client:
             if self._established_once:
                 self.reconnections += 1
             self._established_once = True
+            self._link = link  # acknowledgements may use it at once; sending waits for _go_live
             if not link.established.done():
                 link.established.set_result(event)
         elif isinstance(event, SessionEnded):
@@ -691,6 +727,9 @@ class Client:
                 return  # a redelivery of a message still waiting for the application
             assert self._seen is not None
             if self._seen.check(key):
+                logger.debug(
+                    "%s: dropping a redelivered message %s, acknowledging it", self.node, key
+                )
                 self._send_ack(message)  # our earlier ack may have been lost with a connection
                 return
             self._inbox_keys.add(key)
