@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from feedme_strategies import feed_keys, json_objects, json_values, non_empty, text
+from feedme_strategies import client_messages, json_values, server_messages
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -318,37 +318,6 @@ def test_feed_key_ignores_arg_order() -> None:
 
 
 # --- properties -------------------------------------------------------------
-
-client_messages = st.one_of(
-    st.builds(Handshake, st.lists(text, min_size=1, max_size=3)),
-    st.builds(Action, non_empty, json_objects, non_empty),
-    st.builds(lambda k: FeedOpen(k.name, k.args_dict()), feed_keys),
-    st.builds(lambda k: FeedClose(k.name, k.args_dict()), feed_keys),
-)
-server_messages = st.one_of(
-    st.builds(ViolationResponse, json_objects),
-    st.builds(HandshakeResponse.accepted, non_empty),
-    st.just(HandshakeResponse.rejected()),
-    st.builds(ActionResponse.ok, non_empty, json_objects),
-    st.builds(ActionResponse.error, non_empty, non_empty, json_objects),
-    st.builds(FeedOpenResponse.ok, feed_keys, json_objects),
-    st.builds(FeedOpenResponse.error, feed_keys, non_empty, json_objects),
-    st.builds(FeedCloseResponse.of, feed_keys),
-    st.builds(FeedTermination.of, feed_keys, non_empty, json_objects),
-    st.builds(
-        ActionRevelation.of,
-        feed_keys,
-        non_empty,
-        json_objects,
-        st.lists(
-            st.builds(Delta, st.just(DeltaOperation.SET), st.just(("a", 0)), json_values),
-            max_size=2,
-        ),
-        st.one_of(
-            st.none(), st.text(st.characters(exclude_categories=("Cs",)), min_size=24, max_size=24)
-        ),
-    ),
-)
 
 
 @given(client_messages)
