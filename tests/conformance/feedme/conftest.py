@@ -10,39 +10,17 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parents[1] / "unit" / "protocol" / "feedme"))  # feedme_strategies
+sys.path.insert(0, str(HERE))  # feedme_node
 
-NodeRunner = Callable[[str, Iterable[Any]], list[Any]]
-
-
-def examples(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """Draw ``count`` hypothesis examples so one Node process can judge them all.
-
-    Shrinking is traded for speed: a failure reports the exact input instead.
-    """
-    drawn: list[Any] = []
-
-    @settings(
-        max_examples=count,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def draw(example: Any) -> None:
-        drawn.append(example)
-
-    draw()
-    return drawn
+from feedme_node import NodeRunner  # noqa: E402
 
 
 @pytest.fixture(scope="session")

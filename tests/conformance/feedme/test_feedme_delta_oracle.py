@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import NodeRunner, examples
+from feedme_node import NodeRunner, examples
 from feedme_strategies import doc_and_deltas
 
 from tidings.protocol.feedme import Delta, DeltaError, apply_deltas, feed_md5, json_equal

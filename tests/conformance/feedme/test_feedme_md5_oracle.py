@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NodeRunner, examples
+from feedme_node import NodeRunner, examples
 from feedme_strategies import json_objects, text
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import NodeRunner, examples
+from feedme_node import NodeRunner, examples
 from feedme_strategies import client_messages, json_values, server_messages
 from hypothesis import strategies as st
 
