@@ -172,6 +172,8 @@ class SessionService:
         result = await self._store.delete_session(identity, name, self._notices, self._server_node)
         if self._registry.live(identity, name) is None:
             self._registry.forget(identity, name)
+        else:  # reconnected while the delete committed: its queue is gone all the same
+            self._registry.record(identity, name).depth = 0
         for notice in result.notices:
             self._router.apply_trim(TrimResult(notices=[notice]))
         return sum(result.removed.values())
