@@ -309,11 +309,6 @@ async def test_reconnect_and_resume_after_the_server_is_killed(sdk_server: SdkSe
         b.ack(held_message)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server: a 'received' for a message redelivered after a kill -9 restart is sometimes "
-    "not applied before the next session of the node replays its queue (see docs/sdk.md)",
-)
 async def test_acknowledgements_after_a_server_restart_take_effect(sdk_server: SdkServer) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         incoming = b.messages()

@@ -51,6 +51,9 @@ class MessageStore(Protocol):
     def discard(self, seqs: Sequence[int]) -> None:
         """Remove delivered entries that need no acknowledgement."""
 
+    async def barrier(self) -> None:
+        """Wait until every write submitted before this call is committed."""
+
     async def backlog(
         self, identity: str, instance: str, after_seq: int, limit: int
     ) -> list[QueuedEnvelope]: ...

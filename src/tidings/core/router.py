@@ -278,6 +278,9 @@ class Router:
                     ErrorId.SESSION_TAKEN_OVER, "The session was taken over by a new connection"
                 )
             )
+        # Acknowledgements sent by the previous connection of this node may still be in the
+        # writer's queue: let them commit so the backlog does not bring those messages back.
+        await self._store.barrier()
         unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
         if unclaimed is not None and unclaimed.depth:
             moved = await self._store.claim_unclaimed(live.identity, live.instance)

@@ -86,21 +86,18 @@ class LimeConnection(WSListener):
         self.ctx.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
-        live, self.live = self.live, None
+        live = self.live
         if live is not None and self.ctx.router.detach(live):
             self.ctx.presence.forget(live)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is WSMsgType.TEXT and frame.fin and self._fragments is None:
-            self.ctx.stats.envelopes_in += 1
-            event = self.session.receive_text(frame.get_payload_as_bytes())
+            data: bytes | None = frame.get_payload_as_bytes()
         elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
             data = self._reassemble(kind, frame)
             if data is None:
                 return
-            self.ctx.stats.envelopes_in += 1
-            event = self.session.receive_text(data)
         elif kind is WSMsgType.CLOSE:
             if self._writer is not None:
                 self._writer.flush()
@@ -108,16 +105,36 @@ class LimeConnection(WSListener):
             transport.disconnect()
             return
         elif kind is WSMsgType.BINARY:
-            event = self.session.receive_binary()
+            data = None
         else:
-            return
-        self._flush()
-        if event is None:
             return
         if self._waiting is not None:
-            self._waiting.append(event)
+            self._waiting.append(data)  # in order, behind the envelope being handled
+            return
+        work = self._receive(data)
+        if work is not None:
+            self._waiting = deque()
+            self.ctx.spawn(self._finish_then_drain(work))
+
+    def _receive(self, data: bytes | None) -> Awaitable[None] | None:
+        """Feed one frame (None: a binary one) to the session and act on what comes out."""
+        if data is None:
+            event: Any = self.session.receive_binary()
         else:
-            self._process(event)
+            self.ctx.stats.envelopes_in += 1
+            event = self.session.receive_text(data)
+        self._flush()
+        return self._handle(event) if event is not None else None
+
+    async def _finish_then_drain(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+            while self._waiting:
+                more = self._receive(self._waiting.popleft())
+                if more is not None:
+                    await more
+        finally:
+            self._waiting = None
 
     def _reassemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | None:
         """Collect a fragmented text message; oversized ones go on as-is to be refused."""
@@ -166,22 +183,6 @@ class LimeConnection(WSListener):
         self._flush()
 
     # -- dispatch -------------------------------------------------------------------------------
-
-    def _process(self, event: Any) -> None:
-        work = self._handle(event)
-        if work is not None:
-            self._waiting = deque()
-            self.ctx.spawn(self._finish_then_drain(work))
-
-    async def _finish_then_drain(self, work: Awaitable[None]) -> None:
-        try:
-            await work
-            while self._waiting and not self._closed:
-                more = self._handle(self._waiting.popleft())
-                if more is not None:
-                    await more
-        finally:
-            self._waiting = None
 
     def _handle(self, event: Any) -> Awaitable[None] | None:
         kind = type(event)

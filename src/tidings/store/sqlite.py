@@ -187,6 +187,9 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
+    async def barrier(self) -> None:
+        await self._write(lambda connection: None)
+
     async def backlog(
         self, identity: str, instance: str, after_seq: int, limit: int
     ) -> list[QueuedEnvelope]:
