@@ -96,14 +96,63 @@ async def test_bad_token_refuses_the_upgrade(feed_server):
         await WireClient.connect(feed_server.ws_url + "?token=nope", subprotocol="feedme")
 
 
-async def test_violations_are_answered(feed_server):
+async def violation(client: WireClient) -> str:
+    answer = await client.expect(lambda m: m.get("MessageType") == "ViolationResponse")
+    return str(answer["Diagnostics"]["Problem"])
+
+
+async def test_raw_negative_probe(feed_server):
+    """Out-of-order and invalid messages, each answered with the precise ViolationResponse;
+    the connection and other clients keep working."""
     client = await WireClient.connect(feed_server.ws_url, subprotocol="feedme")
     client.send({"MessageType": "Action", "ActionName": "say", "CallbackId": "1", "ActionArgs": {}})
-    violation = await client.expect(lambda m: m.get("MessageType") == "ViolationResponse")
-    assert "Diagnostics" in violation
+    assert await violation(client) == "Handshake required."
     client.send_raw(b"{not json")
-    second = await client.expect(lambda m: m.get("MessageType") == "ViolationResponse")
-    assert second["Diagnostics"]
+    assert await violation(client) == "Invalid JSON or schema violation."
+    client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
+    await client.expect(lambda m: m.get("MessageType") == "HandshakeResponse")
+    client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
+    assert await violation(client) == "Unexpected Handshake message."
+    client.send({"MessageType": "FeedClose", **room("never-opened")})
+    assert await violation(client) == "Unexpected FeedClose message."
+    for bad in (
+        {"MessageType": "FeedOpen", "FeedName": "", "FeedArgs": {}},
+        {"MessageType": "FeedOpen", "FeedName": "room", "FeedArgs": {"n": 1}},
+        {
+            "MessageType": "Action",
+            "ActionName": "say",
+            "CallbackId": "x",
+            "ActionArgs": [],
+        },
+        {
+            "MessageType": "Action",
+            "ActionName": "say",
+            "CallbackId": "x",
+            "ActionArgs": {},
+            "Extra": 1,
+        },
+        {"MessageType": "FeedAction", "FeedName": "room", "FeedArgs": {}},
+        [1, 2],
+    ):
+        client.send(bad)  # type: ignore[arg-type]
+        assert await violation(client) == "Invalid JSON or schema violation."
+    client.send({"MessageType": "FeedOpen", **room("probe")})
+    client.send({"MessageType": "FeedOpen", **room("probe")})
+    assert await violation(client) == "Unexpected FeedOpen message."
+    opened = await client.expect(lambda m: m.get("MessageType") == "FeedOpenResponse")
+    assert opened["Success"] is True
+    bystander = await handshake(feed_server)
+    bystander.send(
+        {"MessageType": "Action", "ActionName": "dance", "CallbackId": "z", "ActionArgs": {}}
+    )
+    answer = await bystander.expect(lambda m: m.get("CallbackId") == "z")
+    assert answer["ErrorCode"] == "INTERNAL_ERROR"
+
+
+async def test_binary_frame_closes_the_connection(feed_server):
+    client = await handshake(feed_server)
+    client.send_raw(b"\x00", binary=True)
+    await client.closed()
 
 
 async def test_http_publish_keeps_the_document_and_reveals_with_md5(feed_server):
