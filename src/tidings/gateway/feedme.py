@@ -34,6 +34,7 @@ from ..protocol.feedme import (
     PreparedRevelation,
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
+from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
 UNAUTHORIZED = "UNAUTHORIZED"
@@ -95,11 +96,13 @@ class FeedmeConnection(WSListener):
         self.transport: WSTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._writer: CorkedWriter | None = None
 
     # -- picows callbacks ---------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self._writer = CorkedWriter(transport.underlying_transport)
         self.ctx.connections.add(self)
         self.ctx.hub.connected(self)
         self.ctx.spawn(self.ctx.app.emit("connect", self.client_id))
@@ -120,6 +123,8 @@ class FeedmeConnection(WSListener):
         if kind is WSMsgType.TEXT and frame.fin:
             self.conversation.receive_text(frame.get_payload_as_bytes())
         elif kind is WSMsgType.CLOSE:
+            if self._writer is not None:
+                self._writer.flush()
             transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
@@ -156,6 +161,8 @@ class FeedmeConnection(WSListener):
 
     def disconnect(self) -> None:
         if self.transport is not None and not self._closed:
+            if self._writer is not None:
+                self._writer.flush()
             self._closed = True
             self.transport.send_close(WSCloseCode.OK)
             self.transport.disconnect()
@@ -268,10 +275,10 @@ class FeedmeConnection(WSListener):
         return True
 
     def _flush(self) -> None:
-        if self.transport is None or self._closed:
+        if self._writer is None or self._closed:
             return
         for payload in self.conversation.data_to_send():
-            self.transport.send(WSMsgType.TEXT, payload)
+            self._writer.write_text(payload)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
