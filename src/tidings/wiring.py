@@ -118,6 +118,7 @@ class TidingsServer:
             termination_window=settings.feed_termination_window_s,
         )
         self.app.hub = hub
+        self.app.sessions = lime.sessions
         self.app.set_state(ServerState.STARTING)
         await self.app.emit("starting")
         feedme = self.feedme

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from ..protocol.feedme import Delta, FeedKey
 from .errors import ErrorId, Unavailable
 from .feeds import FeedHub, Handler, ServerState, call_handler
+from .persistence import NotifyOutcome, SessionService
 
 log = logging.getLogger("tidings.app")
 
@@ -91,6 +92,7 @@ class App:
     listeners: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)
     state: ServerState = ServerState.STOPPED
     hub: FeedHub | None = None
+    sessions: SessionService | None = None
 
     # -- declaring ----------------------------------------------------------------------------
 
@@ -165,6 +167,30 @@ class App:
 
     def disconnect(self, client_id: str) -> None:
         self._hub().disconnect(client_id)
+
+    async def notify(
+        self,
+        identity: str,
+        content: Any,
+        *,
+        message_id: str,
+        type: str = "application/json",
+        session: str | None = None,
+        pattern: str | None = None,
+    ) -> NotifyOutcome:
+        """Queue a server message for LIME sessions of ``identity``: one ``session`` (a name,
+        created if new), the existing sessions matching ``pattern`` (a glob), or all of them.
+        Stored once per ``message_id``, so a handler that retries does not notify twice."""
+        if self.sessions is None or self.state is not ServerState.STARTED:
+            raise Unavailable(ErrorId.SHUTTING_DOWN, "the app's server is not started")
+        return await self.sessions.notify(
+            identity,
+            message_id=message_id,
+            type_=type,
+            content=content,
+            session=session,
+            pattern=pattern,
+        )
 
     def _hub(self) -> FeedHub:
         if self.hub is None or self.state is not ServerState.STARTED:
