@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
 
