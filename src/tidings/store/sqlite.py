@@ -135,30 +135,9 @@ class SqliteStore:
         now = time.time()
 
         def operation(connection: sqlite3.Connection) -> AppendResult:
-            if dedupe is not None:
-                cursor = connection.execute(
-                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at)"
-                    " VALUES (?,?,?)",
-                    (dedupe[0], dedupe[1], now),
-                )
-                if cursor.rowcount == 0:
-                    return AppendResult(duplicate=True)
-            seqs = []
-            for entry in entries:
-                cursor = connection.execute(
-                    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
-                    " enqueued_at) VALUES (?,?,?,?,?,?,?)",
-                    (
-                        entry.identity,
-                        entry.instance,
-                        entry.sender,
-                        entry.message_id,
-                        entry.needs_ack,
-                        entry.payload,
-                        now,
-                    ),
-                )
-                seqs.append(cursor.lastrowid or 0)
+            seqs = _insert_once(connection, entries, dedupe, now)
+            if seqs is None:
+                return AppendResult(duplicate=True)
             return AppendResult(duplicate=False, seqs=seqs)
 
         self.writer.submit(operation, done)
@@ -424,30 +403,9 @@ class SqliteStore:
                 ).fetchone()
                 if row is None or row[0] is None or row[0] != persist.nonce:
                     return TrimResult(refused=True)
-            if dedupe is not None:
-                cursor = connection.execute(
-                    "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at)"
-                    " VALUES (?,?,?)",
-                    (dedupe[0], dedupe[1], now),
-                )
-                if cursor.rowcount == 0:
-                    return TrimResult(duplicate=True)
-            seqs = []
-            for entry in entries:
-                cursor = connection.execute(
-                    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
-                    " enqueued_at) VALUES (?,?,?,?,?,?,?)",
-                    (
-                        entry.identity,
-                        entry.instance,
-                        entry.sender,
-                        entry.message_id,
-                        entry.needs_ack,
-                        entry.payload,
-                        now,
-                    ),
-                )
-                seqs.append(cursor.lastrowid or 0)
+            seqs = _insert_once(connection, entries, dedupe, now)
+            if seqs is None:
+                return TrimResult(duplicate=True)
             if persist is not None and persist.memento is not None:
                 connection.execute(
                     "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND"
@@ -568,6 +526,39 @@ class SqliteStore:
             (seen_before,),
         )
         return [(r[0], r[1]) for r in rows]
+
+
+def _insert_once(
+    connection: sqlite3.Connection,
+    entries: Sequence[QueueEntry],
+    dedupe: tuple[str, str] | None,
+    now: float,
+) -> list[int] | None:
+    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None."""
+    if dedupe is not None:
+        cursor = connection.execute(
+            "INSERT OR IGNORE INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)",
+            (dedupe[0], dedupe[1], now),
+        )
+        if cursor.rowcount == 0:
+            return None
+    seqs = []
+    for entry in entries:
+        cursor = connection.execute(
+            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at) VALUES (?,?,?,?,?,?,?)",
+            (
+                entry.identity,
+                entry.instance,
+                entry.sender,
+                entry.message_id,
+                entry.needs_ack,
+                entry.payload,
+                now,
+            ),
+        )
+        seqs.append(cursor.lastrowid or 0)
+    return seqs
 
 
 def _args_key(args: Mapping[str, str]) -> str:
