@@ -26,6 +26,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .lime_resource import Unsupported, no_method, no_resource, resource_of
 from .lime_sessions import sessions_resource
 
 PING: Final = "application/vnd.lime.ping+json"
@@ -40,12 +41,6 @@ _EMPTY: Final = msgspec.Raw(b"{}")
 _RECEIPT_EVENTS: Final = frozenset(
     {"failed", "accepted", "validated", "authorized", "dispatched", "received", "consumed"}
 )
-
-
-class _Unsupported(Exception):
-    def __init__(self, code: ReasonCode, description: str) -> None:
-        super().__init__(description)
-        self.reason = Reason(code=code, description=description)
 
 
 def _success(
@@ -93,7 +88,7 @@ def receipt_command(command: Command, live: LiveSession, server: str) -> Command
     if method not in (CommandMethod.SET, CommandMethod.MERGE):
         return _failure(command, server, live.node, _method_reason(method, "/receipt"))
     try:
-        document = _document(command)
+        document = resource_of(command)
         events = document.get("events") if isinstance(document, dict) else None
         if not isinstance(events, list) or not all(e in _RECEIPT_EVENTS for e in events):
             raise Invalid(
@@ -117,12 +112,6 @@ def _method_reason(method: CommandMethod, path: str) -> Reason:
     )
 
 
-def _document(command: Command) -> Any:
-    if command.resource is UNSET:
-        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{command.method.value}' needs a resource")
-    return msgspec.json.decode(command.resource)
-
-
 def _split_uri(uri: str, session_identity: str, domain: str) -> tuple[str, list[str]]:
     """Owner identity and path segments of ``/path`` or ``lime://owner/path`` (query ignored)."""
     owner = session_identity
@@ -131,14 +120,12 @@ def _split_uri(uri: str, session_identity: str, domain: str) -> tuple[str, list[
         try:
             owner = parse_node(authority, domain).identity
         except InvalidNode as exc:
-            raise _Unsupported(
-                ReasonCode.VALIDATION_INVALID_METHOD, f"Invalid URI: {exc}"
-            ) from None
+            raise Unsupported(ReasonCode.VALIDATION_INVALID_METHOD, f"Invalid URI: {exc}") from None
         path = slash + rest
     elif uri.startswith("/"):
         path = uri
     else:
-        raise _Unsupported(
+        raise Unsupported(
             ReasonCode.VALIDATION_INVALID_METHOD,
             f"Invalid URI {uri!r}: expected '/resource' or 'lime://identity/resource'",
         )
@@ -160,12 +147,12 @@ async def execute_command(
         owner, segments = _split_uri(command.uri, acting, ctx.domain)
         handler = _RESOURCES.get(segments[0] if segments else "")
         if handler is None:
-            raise _Unsupported(
+            raise Unsupported(
                 ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED,
                 f"The resource {command.uri!r} is not supported",
             )
         result = await handler(ctx, live, owner, segments[1:], command)
-    except _Unsupported as exc:
+    except Unsupported as exc:
         return _failure(command, server, live.node, exc.reason)
     except msgspec.DecodeError as exc:
         return _failure(
@@ -200,13 +187,13 @@ async def _presence(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
     if rest:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Presence has no sub-resources")
+        raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Presence has no sub-resources")
     method = command.method
     if method is CommandMethod.GET:
         return PRESENCE, await ctx.presence.read(live, owner)
     if method in (CommandMethod.SET, CommandMethod.MERGE):
         _own(live, owner, "presence")
-        await ctx.presence.update(live, _document(command), merge=method is CommandMethod.MERGE)
+        await ctx.presence.update(live, resource_of(command), merge=method is CommandMethod.MERGE)
         return None
     if method is CommandMethod.SUBSCRIBE:
         await ctx.presence.subscribe(live, owner)
@@ -214,7 +201,7 @@ async def _presence(
     if method is CommandMethod.UNSUBSCRIBE:
         ctx.presence.unsubscribe(live, owner)
         return None
-    raise _Unsupported(
+    raise Unsupported(
         ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
         _method_reason(method, "/presence").description or "",
     )
@@ -224,19 +211,19 @@ async def _account(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
     if rest:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Account has no sub-resources")
+        raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Account has no sub-resources")
     _own(live, owner, "account")
     name = owner.partition("@")[0]
     method = command.method
     if method is CommandMethod.GET:
         return ACCOUNT, await ctx.accounts.profile(name)
     if method in (CommandMethod.SET, CommandMethod.MERGE):
-        document = _document(command)
+        document = resource_of(command)
         if not isinstance(document, dict):
             raise Invalid(ErrorId.INVALID_ARGUMENT, "An account document must be a JSON object")
         await ctx.accounts.update_profile(name, document, merge=method is CommandMethod.MERGE)
         return None
-    raise _Unsupported(
+    raise Unsupported(
         ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
         f"The method {method.value!r} is not supported on /account",
     )
@@ -252,7 +239,9 @@ async def _contacts(
         if method is CommandMethod.GET:
             return COLLECTION, _collection(CONTACT, await roster.contacts(owner))
         if method in (CommandMethod.SET, CommandMethod.MERGE):
-            await roster.put_contact(owner, _document(command), merge=method is CommandMethod.MERGE)
+            await roster.put_contact(
+                owner, resource_of(command), merge=method is CommandMethod.MERGE
+            )
             return None
     elif len(rest) == 1:
         if method is CommandMethod.GET:
@@ -260,7 +249,7 @@ async def _contacts(
         if method in (CommandMethod.SET, CommandMethod.MERGE):
             await roster.put_contact(
                 owner,
-                _document(command),
+                resource_of(command),
                 merge=method is CommandMethod.MERGE,
                 identity=rest[0],
             )
@@ -269,11 +258,8 @@ async def _contacts(
             await roster.delete_contact(owner, rest[0])
             return None
     else:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
-    raise _Unsupported(
-        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
-        f"The method {method.value!r} is not supported on {command.uri}",
-    )
+        raise no_resource(command)
+    raise no_method(command)
 
 
 async def _delegations(
@@ -286,7 +272,7 @@ async def _delegations(
         if method is CommandMethod.GET:
             return COLLECTION, _collection(DELEGATION, await roster.delegations(owner))
         if method in (CommandMethod.SET, CommandMethod.MERGE):
-            await roster.put_delegation(owner, _document(command))
+            await roster.put_delegation(owner, resource_of(command))
             return None
     elif len(rest) == 1:
         if method is CommandMethod.GET:
@@ -299,18 +285,15 @@ async def _delegations(
             await roster.delete_delegation(owner, rest[0])
             return None
     else:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
-    raise _Unsupported(
-        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
-        f"The method {method.value!r} is not supported on {command.uri}",
-    )
+        raise no_resource(command)
+    raise no_method(command)
 
 
 async def _ping(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
     if command.method is not CommandMethod.GET or rest:
-        raise _Unsupported(ReasonCode.COMMAND_METHOD_NOT_SUPPORTED, "Only 'get /ping' exists")
+        raise Unsupported(ReasonCode.COMMAND_METHOD_NOT_SUPPORTED, "Only 'get /ping' exists")
     return PING, _EMPTY
 
 

@@ -30,6 +30,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .lime_resource import Unsupported, no_method, no_resource, resource_of
 
 SESSION: Final = "application/vnd.tidings.session+json"
 PERSISTENCE: Final = "application/vnd.tidings.persistence+json"
@@ -104,11 +105,9 @@ def without_persistence(metadata: Any) -> Any:
 async def sessions_resource(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
-    from .lime_commands import _document, _Unsupported
-
     service = ctx.sessions
     if service is None:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED, "Sessions are not enabled")
+        raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED, "Sessions are not enabled")
     if owner != live.identity:
         raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may see or change its sessions")
     method = command.method
@@ -127,7 +126,7 @@ async def sessions_resource(
                 entry["envelope"] = msgspec.Raw(entry["envelope"])
             return SESSION, info
         if method in (CommandMethod.SET, CommandMethod.MERGE):
-            return SESSION, await service.configure(owner, name, _document(command))
+            return SESSION, await service.configure(owner, name, resource_of(command))
         if method is CommandMethod.DELETE:
             await service.delete(owner, name)
             return None
@@ -145,13 +144,10 @@ async def sessions_resource(
             if isinstance(command.metadata, dict):
                 nonce = command.metadata.get(NONCE_KEY)
             if nonce is None and command.resource is not UNSET:
-                document = _document(command)
+                document = resource_of(command)
                 nonce = document.get("nonce") if isinstance(document, dict) else None
             await service.end(owner, name, nonce)
             return None
     else:
-        raise _Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
-    raise _Unsupported(
-        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
-        f"The method {method.value!r} is not supported on {command.uri}",
-    )
+        raise no_resource(command)
+    raise no_method(command)

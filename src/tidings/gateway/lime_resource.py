@@ -1,0 +1,36 @@
+"""What every server-side LIME resource handler shares: its failure type and resource access."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..core.errors import ErrorId, Invalid
+from ..protocol.lime import UNSET, Command, Reason, ReasonCode
+
+
+class Unsupported(Exception):
+    """A request the resource cannot serve; carries the LIME reason to answer with."""
+
+    def __init__(self, code: ReasonCode, description: str) -> None:
+        super().__init__(description)
+        self.reason = Reason(code=code, description=description)
+
+
+def no_method(command: Command) -> Unsupported:
+    return Unsupported(
+        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+        f"The method {command.method.value!r} is not supported on {command.uri}",
+    )
+
+
+def no_resource(command: Command) -> Unsupported:
+    return Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, f"No resource {command.uri!r}")
+
+
+def resource_of(command: Command) -> Any:
+    """The request's resource as JSON; ``Invalid`` when it has none (decode errors propagate)."""
+    if command.resource is UNSET:
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{command.method.value}' needs a resource")
+    return msgspec.json.decode(command.resource)
