@@ -9,10 +9,13 @@ section 5.2). picows still handles everything else (reading, control frames, clo
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 from typing import Any
 
 
+@lru_cache(maxsize=4096)
 def text_frame_header(length: int) -> bytes:
+    """Cached: a fan-out writes the same length to every client."""
     if length < 126:
         return bytes((0x81, length))
     if length < 65536:
