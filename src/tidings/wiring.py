@@ -21,6 +21,7 @@ from picows import ws_create_server
 from .api.app import create_app
 from .config import ConfigError, Settings
 from .core.accounts import AccountService
+from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.feeds import FeedHub, ServerState
 from .core.model import OverflowPolicy
@@ -119,6 +120,7 @@ class TidingsServer:
         )
         self.app.hub = hub
         self.app.sessions = lime.sessions
+        lime.app_requests = AppRequestService(self.store, self.app.requests)
         self.app.set_state(ServerState.STARTING)
         await self.app.emit("starting")
         feedme = self.feedme

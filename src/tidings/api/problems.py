@@ -34,6 +34,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.SESSION_NOT_FOUND: 404,
     ErrorId.SESSION_CONNECTED: 409,
     ErrorId.STALE_NONCE: 409,
+    ErrorId.APP_REFUSED: 422,
 }
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol.feedme import Delta, FeedKey
+from .app_requests import RequestHandler
 from .errors import ErrorId, Unavailable
 from .feeds import FeedHub, Handler, ServerState, call_handler
 from .persistence import NotifyOutcome, SessionService
@@ -93,6 +94,7 @@ class App:
     state: ServerState = ServerState.STOPPED
     hub: FeedHub | None = None
     sessions: SessionService | None = None
+    requests: dict[str, RequestHandler] = field(default_factory=dict)
 
     # -- declaring ----------------------------------------------------------------------------
 
@@ -108,6 +110,18 @@ class App:
 
         def register(handler: Handler) -> Handler:
             self.feeds[_name(name)] = FeedSpec(handler, public)
+            return handler
+
+        return register
+
+    def request(self, name: str) -> Callable[[RequestHandler], RequestHandler]:
+        """A request LIME clients make with ``set /apps/{name}``. The handler is a plain
+        function ``(AppRequest, AppState) -> dict | None`` run inside the store's transaction:
+        with a persistent session's nonce, its writes and the memento commit together. It may
+        run more than once before one run commits, so it must not act outside ``AppState``."""
+
+        def register(handler: RequestHandler) -> RequestHandler:
+            self.requests[_name(name)] = handler
             return handler
 
         return register

@@ -41,6 +41,7 @@ class ErrorId(StrEnum):
     SESSION_NOT_FOUND = "session-not-found"
     SESSION_CONNECTED = "session-connected"
     STALE_NONCE = "stale-nonce"
+    APP_REFUSED = "app-refused"
     INVALID_DELTA = "invalid-delta"
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.accounts import AccountService
+from ..core.app_requests import AppRequestService
 from ..core.persistence import SessionService
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
@@ -45,6 +46,7 @@ class LimeContext:
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     sessions: SessionService | None = None
+    app_requests: AppRequestService | None = None
 
     def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)

@@ -41,6 +41,7 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .framing import CorkedWriter
+from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
 
@@ -415,13 +416,14 @@ class LimeConnection(WSListener):
             and not (
                 command.method is CommandMethod.DELETE and str(command.uri).endswith("/persistence")
             )
+            and not str(command.uri).startswith(APPS_PREFIX)
         ):
             self._fail_command(
                 command,
                 Invalid(
                     ErrorId.INVALID_ARGUMENT,
-                    "Persistent-session requests are messages: commands to the server take no "
-                    f"'{NONCE_KEY}'",
+                    "Persistent-session commands go to app requests (/apps/NAME); other "
+                    f"commands to the server take no '{NONCE_KEY}'",
                 ),
             )
             return None

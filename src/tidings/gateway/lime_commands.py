@@ -26,6 +26,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .lime_apps import apps_resource
 from .lime_resource import Unsupported, no_method, no_resource, resource_of
 from .lime_sessions import sessions_resource
 
@@ -306,6 +307,7 @@ def parse_identity(text: str, domain: str) -> str:
 
 
 _RESOURCES: Final[dict[str, Handler]] = {
+    "apps": apps_resource,
     "presence": _presence,
     "account": _account,
     "contacts": _contacts,

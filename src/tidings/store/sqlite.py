@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ErrorId, Unavailable
+from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
     Account,
     AppendResult,
@@ -396,22 +396,13 @@ class SqliteStore:
         now = time.time()
 
         def operation(connection: sqlite3.Connection) -> TrimResult:
-            if persist is not None:
-                row = connection.execute(
-                    "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
-                    (persist.identity, persist.instance),
-                ).fetchone()
-                if row is None or row[0] is None or row[0] != persist.nonce:
-                    return TrimResult(refused=True)
+            if persist is not None and not _nonce_is_current(connection, persist):
+                return TrimResult(refused=True)
             seqs = _insert_once(connection, entries, dedupe, now)
             if seqs is None:
                 return TrimResult(duplicate=True)
             if persist is not None and persist.memento is not None:
-                connection.execute(
-                    "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND"
-                    " instance=?",
-                    (persist.memento, now, persist.identity, persist.instance),
-                )
+                _store_memento(connection, persist, now)
             removed: dict[tuple[str, str], int] = {}
             made: list[Notice] = []
             for bound in bounds:
@@ -468,6 +459,24 @@ class SqliteStore:
             (identity, instance, QueueKind.NOTICE, limit),
         )
         return [QueueSnapshotEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def run_step(self, persist: PersistStep | None, work: Callable[[Any], Any]) -> Any:
+        """Run ``work`` over the app state table; with ``persist``, check the nonce first and
+        store the memento after, all in one transaction. A stale nonce raises ``Conflict``."""
+        now = time.time()
+
+        def operation(connection: sqlite3.Connection) -> Any:
+            if persist is not None and not _nonce_is_current(connection, persist):
+                raise Conflict(
+                    ErrorId.STALE_NONCE,
+                    "The nonce is not the session's current one (another instance began it)",
+                )
+            result = work(_StateTable(connection))
+            if persist is not None and persist.memento is not None:
+                _store_memento(connection, persist, now)
+            return result
+
+        return await self.writer.run(operation)
 
     async def begin_persistence(self, identity: str, instance: str) -> PersistenceState:
         """Start a persistent-session instance: a new nonce; ``crashed`` when the previous
@@ -526,6 +535,49 @@ class SqliteStore:
             (seen_before,),
         )
         return [(r[0], r[1]) for r in rows]
+
+
+def _nonce_is_current(connection: sqlite3.Connection, persist: PersistStep) -> bool:
+    row = connection.execute(
+        "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
+        (persist.identity, persist.instance),
+    ).fetchone()
+    return row is not None and row[0] is not None and row[0] == persist.nonce
+
+
+def _store_memento(connection: sqlite3.Connection, persist: PersistStep, now: float) -> None:
+    connection.execute(
+        "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND instance=?",
+        (persist.memento, now, persist.identity, persist.instance),
+    )
+
+
+class _StateTable:
+    """``core.app_requests.StateTable`` over the writer's connection, inside its transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def get(self, key: str) -> str | None:
+        row = self._connection.execute("SELECT value FROM app_state WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        self._connection.execute(
+            "INSERT INTO app_state (key, value) VALUES (?,?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    def delete(self, key: str) -> bool:
+        return self._connection.execute("DELETE FROM app_state WHERE key=?", (key,)).rowcount > 0
+
+    def keys(self, prefix: str) -> list[str]:
+        rows = self._connection.execute(
+            "SELECT key FROM app_state WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
 
 
 def _insert_once(
