@@ -26,3 +26,9 @@ def buy(request: AppRequest, state: AppState) -> dict[str, Any]:
 @app.request("basket")
 def basket(request: AppRequest, state: AppState) -> dict[str, Any]:
     return {"bought": state.get(f"bought/{request.identity}", [])}
+
+
+@app.request("crash")
+def crash(request: AppRequest, state: AppState) -> dict[str, Any]:
+    state.put("crash/written", True)
+    return {"value": 1 / 0}

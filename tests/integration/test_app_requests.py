@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
 
@@ -111,3 +110,8 @@ async def test_plain_request_and_errors(shop):
     assert bad["reason"]["code"] == 101
     wrong = await client.command(id="g", method="get", uri="/apps/basket")
     assert wrong["reason"]["code"] == 63
+    crashed = await request(client, "crash", {})
+    assert (
+        crashed["reason"]["code"] == 101 and "ZeroDivisionError" in crashed["reason"]["description"]
+    )
+    assert (await client.command(id="p", method="get", uri="/ping"))["status"] == "success"

@@ -87,7 +87,14 @@ class AppRequestService:
             raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"No app request named {request.name!r}")
 
         def work(table: StateTable) -> dict[str, Any]:
-            result = handler(request, AppState(table))
+            try:
+                result = handler(request, AppState(table))
+            except TidingsError:
+                raise
+            except Exception as exc:  # the app's bug: refuse the request, keep nothing
+                raise AppRefused(f"the {request.name!r} handler failed: {exc!r}") from exc
+            if result is not None and not isinstance(result, dict):
+                raise AppRefused(f"the {request.name!r} handler returned a non-object")
             return {} if result is None else result
 
         result: dict[str, Any] = await self._store.run_step(persist, work)
