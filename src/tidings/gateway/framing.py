@@ -4,11 +4,15 @@
 Server frames are unmasked, so a text frame is a 2-10 byte header and the payload (RFC 6455
 section 5.2). picows still handles everything else (reading, control frames, closing); call
 ``flush()`` before anything that picows itself writes, such as a close frame.
+
+All writers of a loop share one scheduled flush, so a fan-out to a thousand connections costs
+one callback, not a thousand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -23,18 +27,50 @@ def text_frame_header(length: int) -> bytes:
     return bytes((0x81, 127)) + length.to_bytes(8, "big")
 
 
+class _FlushGroup:
+    """The writers of one event loop that have frames waiting, flushed in one callback."""
+
+    __slots__ = ("_loop", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: list[CorkedWriter] = []
+
+    def add(self, writer: CorkedWriter) -> None:
+        if not self._waiting:
+            self._loop.call_soon(self._flush_all)
+        self._waiting.append(writer)
+
+    def _flush_all(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for writer in waiting:
+            writer.flush()
+
+
+_groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FlushGroup] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _group_of(loop: asyncio.AbstractEventLoop) -> _FlushGroup:
+    group = _groups.get(loop)
+    if group is None:
+        group = _groups[loop] = _FlushGroup(loop)
+    return group
+
+
 class CorkedWriter:
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_group", "_pending", "_transport")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
-        self._loop = asyncio.get_running_loop()
+        self._group = _group_of(asyncio.get_running_loop())
         self._pending: list[bytes] = []
 
     def write_text(self, payload: bytes) -> None:
         pending = self._pending
         if not pending:
-            self._loop.call_soon(self.flush)
+            self._group.add(self)
         pending.append(text_frame_header(len(payload)))
         pending.append(payload)
 
