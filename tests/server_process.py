@@ -1,4 +1,8 @@
-"""Start a real ``tidings serve`` process on loopback for integration tests."""
+"""Start a real ``tidings serve`` process on loopback for integration and conformance tests.
+
+The server's output is read by a thread for the whole run, so that the pipe never fills up and
+blocks the server, and its tail is at hand for failure messages.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 TIDINGS = [sys.executable, "-m", "tidings"]
 READY = re.compile(r"tidings ready ws://([\d.]+):(\d+)/ http://[\d.]+:(\d+)/")
+START_DEADLINE = 30.0
 
 
 @dataclass
@@ -21,6 +28,7 @@ class ServerProcess:
     process: subprocess.Popen[str] | None = None
     ws_port: int = 0
     http_port: int = 0
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     @property
     def ws_url(self) -> str:
@@ -43,18 +51,37 @@ class ServerProcess:
             str(http_port if http_port is not None else self.http_port),
             *self.args,
         ]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        found = READY.search(line)
-        if found is None:
-            self.process.kill()
-            _, errors = self.process.communicate(timeout=10)
-            raise RuntimeError(f"tidings did not start: {line!r} {errors}")
-        self.ws_port, self.http_port = int(found.group(2)), int(found.group(3))
+        self.process = process
+        ready = threading.Event()
+        found: list[re.Match[str]] = []
+
+        def drain() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.output.append(line)
+                match = READY.search(line)
+                if match is not None and not found:
+                    found.append(match)
+                    ready.set()
+            ready.set()  # end of output: the process is gone
+
+        threading.Thread(target=drain, name="tidings-output", daemon=True).start()
+        if not ready.wait(START_DEADLINE) or not found:
+            process.kill()
+            process.wait(timeout=10)
+            raise RuntimeError(f"tidings did not start:\n{self.tail()}")
+        self.ws_port, self.http_port = int(found[0].group(2)), int(found[0].group(3))
         return self
+
+    def tail(self, lines: int = 30) -> str:
+        return "".join(list(self.output)[-lines:])
 
     def kill(self) -> None:
         """SIGKILL: no shutdown path runs."""
@@ -64,11 +91,15 @@ class ServerProcess:
             self.process = None
 
     def stop(self) -> int:
-        """SIGINT, as Ctrl-C: the graceful shutdown path."""
+        """SIGINT, as Ctrl-C: the graceful shutdown path (killed if it takes over 20 s)."""
         if self.process is None:
             return 0
         self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=20)
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
         self.process = None
         return code
 
@@ -82,5 +113,4 @@ class ServerProcess:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ},
         )

@@ -183,6 +183,8 @@ class TidingsServer:
             "envelopes_sent_total": ("counter", stats.envelopes_out),
             "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
             "messages_routed_total": ("counter", self.lime.router.delivered),
+            "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
+            "feedme_connections_open": ("gauge", len(self.feedme.connections)),
             "store_commits_total": ("counter", writer.batches),
             "store_operations_total": ("counter", writer.operations),
             "uptime_seconds": ("gauge", time.time() - self.started_at),

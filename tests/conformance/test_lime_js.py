@@ -14,18 +14,16 @@ server state (rosters, queues, delegations) could leak from one test to another.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.server_process import TIDINGS, ServerProcess
 
 pytestmark = pytest.mark.conformance
 
@@ -52,22 +50,12 @@ ACCOUNTS = {
 KEY_ACCOUNT = "ivan"
 
 
-def _tidings() -> list[str]:
-    script = Path(sys.executable).parent / "tidings"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("tidings")
-    if found is None:
-        pytest.fail("the tidings CLI is not installed: run ./scripts/test")
-    return [found]
-
-
 @dataclass
 class Server:
     ws: str
     data_dir: Path
     key: str
-    output: list[str] = field(default_factory=list)
+    output: deque[str] = field(default_factory=deque)
 
     def spec(self, name: str, **extra: Any) -> dict[str, Any]:
         """A client description for scenario.js: plain authentication by default."""
@@ -103,7 +91,7 @@ def lime_js() -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``tidings serve`` on free loopback ports (port 0, read back from the ready line)."""
     data_dir = tmp_path_factory.mktemp("tidings-lime-js")
-    tidings = _tidings()
+    tidings = TIDINGS
 
     def cli(*args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -128,57 +116,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finish(*(cli("account", "add", name, "--password", pw) for name, pw in others))
     (made,) = finish(cli("account", "key", KEY_ACCOUNT))
     key = [line.strip() for line in made.splitlines() if line.strip()][-1]
-    process = subprocess.Popen(
-        [
-            *tidings,
-            "serve",
-            "--domain",
-            DOMAIN,
-            "--host",
-            "127.0.0.1",
-            "--ws-port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--allow-guests",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    output: list[str] = []
-    ready = threading.Event()
-    found: dict[str, str] = {}
-
-    def drain() -> None:
-        # Reads the server's output for the whole run, so that the pipe never fills up.
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if not ready.is_set() and line.startswith("tidings ready "):
-                found["ws"] = line.split()[2]
-                ready.set()
-        ready.set()  # end of output: the process is gone
-
-    reader = threading.Thread(target=drain, name="tidings-output", daemon=True)
-    reader.start()
-    if not ready.wait(30) or "ws" not in found:
-        process.kill()
-        process.wait(10)
-        pytest.fail("tidings serve did not print its ready line:\n" + "".join(output))
+    process = ServerProcess(data_dir, args=["--domain", DOMAIN, "--allow-guests"])
     try:
-        yield Server(ws=found["ws"], data_dir=data_dir, key=key, output=output)
+        process.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield Server(ws=process.ws_url, data_dir=data_dir, key=key, output=process.output)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        reader.join(5)
+        process.stop()
 
 
 def run(lime_js: Path, server: Server, scenario: str, **args: Any) -> dict[str, Any]:
@@ -195,7 +141,7 @@ def run(lime_js: Path, server: Server, scenario: str, **args: Any) -> dict[str, 
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     context = (
         f"scenario {scenario} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n"
-        f"{done.stderr}\nserver output (tail):\n{''.join(server.output[-30:])}"
+        f"{done.stderr}\nserver output (tail):\n{''.join(list(server.output)[-30:])}"
     )
     assert lines, context
     result: dict[str, Any] = json.loads(lines[-1])

@@ -1,23 +1,17 @@
 """The Python SDK against a real ``tidings serve`` process on loopback.
 
-Each test gets its own server (fresh data folder, free ports) from the ``sdk_server`` fixture,
-defined here so that it does not depend on, or collide with, shared fixtures. Readiness is
-polled on ``/healthz`` with a deadline; every wait in a test is bounded by a timeout.
+Each test gets its own server (fresh data folder, free ports) from the ``sdk_server`` fixture;
+every wait in a test is bounded by a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.server_process import ServerProcess
 
 from tidings.sdk import (
     AuthenticationFailed,
@@ -33,100 +27,16 @@ from tidings.sdk import (
 
 pytestmark = pytest.mark.integration
 
-START_DEADLINE = 20.0
 STEP = 10.0  # bound on any single wait in a test
 FAST = Backoff(initial=0.02, maximum=0.5)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports (all sockets stay bound until every port is chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class SdkServer:
-    """A ``tidings serve`` subprocess that can be killed (SIGKILL) and started again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.ws_port, self.http_port = _free_ports(2)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/"
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "tidings", *args, "--data-dir", str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return done.stdout
-
-    def add_account(self, name: str, password: str) -> None:
-        self.cli("account", "add", name, "--password", password)
-
-    def start(self) -> None:
-        assert self.process is None
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "tidings", "serve",
-                    "--domain", "localhost",
-                    "--host", "127.0.0.1",
-                    "--ws-port", str(self.ws_port),
-                    "--http-port", str(self.http_port),
-                    "--data-dir", str(self.data_dir),
-                    "--allow-guests",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tidings serve exited: {self.log.read_text()}")
-            try:
-                response = httpx.get(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1.0)
-                if response.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tidings serve not ready: {self.log.read_text()}")
-            time.sleep(0.02)  # polling interval, not synchronisation
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
-
-
 @pytest.fixture
-def sdk_server(tmp_path: Path) -> Iterator[SdkServer]:
-    server = SdkServer(tmp_path)
-    server.add_account("alice", "alice-pw")
-    server.add_account("bob", "bob-pw")
+def sdk_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path, args=["--allow-guests"])
+    for name in ("alice", "bob"):
+        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
+        assert added.returncode == 0, added.stderr
     server.start()
     try:
         yield server
@@ -134,16 +44,16 @@ def sdk_server(tmp_path: Path) -> Iterator[SdkServer]:
         server.stop()
 
 
-def alice(server: SdkServer, instance: str = "a1", **kwargs: object) -> Client:
+def alice(server: ServerProcess, instance: str = "a1", **kwargs: object) -> Client:
     return Client(
-        server.url, "alice@localhost", instance=instance, password="alice-pw", backoff=FAST,
+        server.ws_url, "alice@localhost", instance=instance, password="alice-pw", backoff=FAST,
         **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
-def bob(server: SdkServer, instance: str = "b1", **kwargs: object) -> Client:
+def bob(server: ServerProcess, instance: str = "b1", **kwargs: object) -> Client:
     return Client(
-        server.url, "bob@localhost", instance=instance, password="bob-pw", backoff=FAST,
+        server.ws_url, "bob@localhost", instance=instance, password="bob-pw", backoff=FAST,
         **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -156,7 +66,7 @@ async def take(messages: AsyncIterator[ReceivedMessage], count: int = 1) -> list
     return taken
 
 
-async def test_send_and_receive_between_two_clients(sdk_server: SdkServer) -> None:
+async def test_send_and_receive_between_two_clients(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         assert (a.node, b.node) == ("alice@localhost/a1", "bob@localhost/b1")
         message_id = await a.send_message("bob@localhost/b1", "hello bob")  # waits for accepted
@@ -176,7 +86,9 @@ async def test_send_and_receive_between_two_clients(sdk_server: SdkServer) -> No
         )
 
 
-async def test_wait_for_received_ends_when_the_destination_takes_it(sdk_server: SdkServer) -> None:
+async def test_wait_for_received_ends_when_the_destination_takes_it(
+    sdk_server: ServerProcess,
+) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         sending = asyncio.create_task(
             a.send_message("bob@localhost/b1", "ack me", wait="received", timeout=STEP)
@@ -186,7 +98,7 @@ async def test_wait_for_received_ends_when_the_destination_takes_it(sdk_server: 
             assert await sending == got.id
 
 
-async def test_failed_is_raised_for_an_unknown_destination(sdk_server: SdkServer) -> None:
+async def test_failed_is_raised_for_an_unknown_destination(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a:
         with pytest.raises(MessageFailed) as caught:
             await a.send_message("nobody@localhost", "anyone?", id="to-nobody", timeout=STEP)
@@ -195,7 +107,9 @@ async def test_failed_is_raised_for_an_unknown_destination(sdk_server: SdkServer
         assert a.unaccepted == []  # settled: it will not be re-sent
 
 
-async def test_commands_return_resources_and_raise_typed_failures(sdk_server: SdkServer) -> None:
+async def test_commands_return_resources_and_raise_typed_failures(
+    sdk_server: ServerProcess,
+) -> None:
     async with alice(sdk_server) as a:
         pong = await a.command("get", "/ping")
         assert (pong.type, pong.resource) == ("application/vnd.lime.ping+json", {})
@@ -204,30 +118,30 @@ async def test_commands_return_resources_and_raise_typed_failures(sdk_server: Sd
         assert caught.value.code > 0
 
 
-async def test_wrong_password_is_an_authentication_failure(sdk_server: SdkServer) -> None:
-    client = Client(sdk_server.url, "alice@localhost", instance="x", password="wrong")
+async def test_wrong_password_is_an_authentication_failure(sdk_server: ServerProcess) -> None:
+    client = Client(sdk_server.ws_url, "alice@localhost", instance="x", password="wrong")
     with pytest.raises(AuthenticationFailed) as caught:
         await client.connect()
     assert caught.value.code == 13
 
 
-async def test_key_and_guest_schemes(sdk_server: SdkServer) -> None:
-    key = sdk_server.cli("account", "key", "alice").strip().splitlines()[-1]
-    async with Client(sdk_server.url, "alice@localhost", instance="k", key=key) as a:
+async def test_key_and_guest_schemes(sdk_server: ServerProcess) -> None:
+    key = sdk_server.tidings("account", "key", "alice").stdout.strip().splitlines()[-1]
+    async with Client(sdk_server.ws_url, "alice@localhost", instance="k", key=key) as a:
         assert a.node == "alice@localhost/k"
-        async with Client(sdk_server.url, "visitor@localhost", instance="g", guest=True) as g:
+        async with Client(sdk_server.ws_url, "visitor@localhost", instance="g", guest=True) as g:
             assert g.connected
             await g.send_message("alice@localhost/k", "hi from a guest")
             (got,) = await take(a.messages())
             assert (got.content, got.sender) == ("hi from a guest", g.node)
 
 
-async def test_missing_instance_gets_the_default_one(sdk_server: SdkServer) -> None:
-    async with Client(sdk_server.url, "bob@localhost", password="bob-pw") as b:
+async def test_missing_instance_gets_the_default_one(sdk_server: ServerProcess) -> None:
+    async with Client(sdk_server.ws_url, "bob@localhost", password="bob-pw") as b:
         assert b.node == "bob@localhost/default"
 
 
-async def test_auto_ack_removes_the_message_from_the_queue(sdk_server: SdkServer) -> None:
+async def test_auto_ack_removes_the_message_from_the_queue(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a:
         async with bob(sdk_server) as b:
             first_id = await a.send_message("bob@localhost/b1", "first")
@@ -241,7 +155,7 @@ async def test_auto_ack_removes_the_message_from_the_queue(sdk_server: SdkServer
             assert (got.id, got.content) == (marker_id, "marker")
 
 
-async def test_unacknowledged_messages_are_redelivered_in_order(sdk_server: SdkServer) -> None:
+async def test_unacknowledged_messages_are_redelivered_in_order(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a:
         ids = [await a.send_message("bob@localhost/b1", f"m{n}") for n in range(3)]
         async with bob(sdk_server) as b:
@@ -259,7 +173,7 @@ async def test_unacknowledged_messages_are_redelivered_in_order(sdk_server: SdkS
 
 
 async def test_persisted_dedupe_drops_a_redelivery_after_a_restart(
-    sdk_server: SdkServer, tmp_path: Path
+    sdk_server: ServerProcess, tmp_path: Path
 ) -> None:
     seen_file = tmp_path / "bob-seen.log"
     async with alice(sdk_server) as a:
@@ -281,7 +195,7 @@ async def test_persisted_dedupe_drops_a_redelivery_after_a_restart(
             assert first.id == marker2_id
 
 
-async def test_reconnect_and_resume_after_the_server_is_killed(sdk_server: SdkServer) -> None:
+async def test_reconnect_and_resume_after_the_server_is_killed(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         incoming = b.messages()
         taken_id = await a.send_message("bob@localhost/b1", "before the crash")
@@ -298,7 +212,7 @@ async def test_reconnect_and_resume_after_the_server_is_killed(sdk_server: SdkSe
             a.send_message("bob@localhost/b1", "during the outage", timeout=3 * STEP)
         )
         await asyncio.sleep(0)  # let the send start before the restart (not synchronisation)
-        sdk_server.start()
+        sdk_server.restart()
         async with asyncio.timeout(3 * STEP):
             outage_id = await sending
         # bob sees neither the acknowledged message nor the held one again (the server
@@ -309,14 +223,16 @@ async def test_reconnect_and_resume_after_the_server_is_killed(sdk_server: SdkSe
         b.ack(held_message)
 
 
-async def test_acknowledgements_after_a_server_restart_take_effect(sdk_server: SdkServer) -> None:
+async def test_acknowledgements_after_a_server_restart_take_effect(
+    sdk_server: ServerProcess,
+) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         incoming = b.messages()
         taken_id = await a.send_message("bob@localhost/b1", "before the crash")
         (got,) = await take(incoming)
         assert got.id == taken_id
         sdk_server.kill()
-        sdk_server.start()
+        sdk_server.restart()
         outage_id = await a.send_message("bob@localhost/b1", "after", timeout=3 * STEP)
         (after,) = await take(incoming)  # the SDK re-acknowledged any redelivered copy
         assert after.id == outage_id
@@ -327,10 +243,10 @@ async def test_acknowledgements_after_a_server_restart_take_effect(sdk_server: S
         assert (first.id, first.content) == (marker_id, "marker")
 
 
-async def test_reconnect_after_a_graceful_server_restart(sdk_server: SdkServer) -> None:
+async def test_reconnect_after_a_graceful_server_restart(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a, bob(sdk_server) as b:
         sdk_server.stop()  # SIGINT: sessions are told the server is shutting down
-        sdk_server.start()
+        sdk_server.restart()
         message_id = await a.send_message("bob@localhost/b1", "after restart", timeout=3 * STEP)
         (got,) = await take(b.messages())
         assert got.id == message_id
@@ -338,7 +254,7 @@ async def test_reconnect_after_a_graceful_server_restart(sdk_server: SdkServer) 
         assert a.reconnections >= 1 and b.reconnections >= 1
 
 
-async def test_a_second_connection_takes_the_session_over(sdk_server: SdkServer) -> None:
+async def test_a_second_connection_takes_the_session_over(sdk_server: ServerProcess) -> None:
     old = bob(sdk_server)
     await old.connect()
     try:
@@ -351,7 +267,7 @@ async def test_a_second_connection_takes_the_session_over(sdk_server: SdkServer)
         await old.close()
 
 
-async def test_close_finishes_and_ends_iterators(sdk_server: SdkServer) -> None:
+async def test_close_finishes_and_ends_iterators(sdk_server: ServerProcess) -> None:
     b = bob(sdk_server)
     await b.connect()
     reading = asyncio.create_task(take(b.messages()))
@@ -365,7 +281,7 @@ async def test_close_finishes_and_ends_iterators(sdk_server: SdkServer) -> None:
         await b.send_message("alice@localhost", "after close")
 
 
-async def test_a_resent_id_is_accepted_again_and_seen_once(sdk_server: SdkServer) -> None:
+async def test_a_resent_id_is_accepted_again_and_seen_once(sdk_server: ServerProcess) -> None:
     async with alice(sdk_server) as a:
         await a.send_message("bob@localhost/b1", "one copy", id="fixed-id")
     # A restarted sender re-sends the same id (what the SDK does for unaccepted messages):

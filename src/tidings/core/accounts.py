@@ -13,6 +13,7 @@ from typing import Any, Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from .documents import FieldTypes, check_fields
 from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound
 from .ports import AccountStore
 
@@ -20,7 +21,7 @@ ACCOUNT_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 KEY_PREFIX: Final = "tdk_"
 MAX_PASSWORD_LENGTH: Final = 1024
 
-PROFILE_FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
+PROFILE_FIELDS: Final[FieldTypes] = {
     "fullName": str,
     "address": str,
     "city": str,
@@ -60,15 +61,7 @@ def check_account_name(name: str) -> str:
 
 
 def check_profile(profile: Any) -> dict[str, Any]:
-    if not isinstance(profile, dict):
-        raise Invalid(ErrorId.INVALID_ARGUMENT, "An account document must be a JSON object")
-    for key, value in profile.items():
-        expected = PROFILE_FIELDS.get(key)
-        if expected is None:
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Unknown account field {key!r}")
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Account field {key!r} has the wrong type")
-    return dict(profile)
+    return check_fields(profile, PROFILE_FIELDS, "account")
 
 
 class AccountService:

@@ -18,7 +18,7 @@ feedme-server-core. The app reaches connected clients through ``reveal``, ``term
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,7 +155,7 @@ class App:
         feed_args: Mapping[str, str] | None,
         action_name: str,
         action_data: dict[str, Any],
-        deltas: list[Delta] | list[dict[str, Any]] = (),  # type: ignore[assignment]
+        deltas: Sequence[Delta | dict[str, Any]] = (),
         feed_md5: str | None = None,
     ) -> int:
         """Reveal an action on a feed to every client that has it open; returns how many."""

@@ -28,7 +28,7 @@ from ..protocol.feedme import (
     feed_md5,
     prepare_revelation,
 )
-from .errors import Conflict, ErrorId, Invalid, NotFound
+from .errors import Conflict, ErrorId, Invalid
 
 log = logging.getLogger("tidings.feeds")
 
@@ -212,10 +212,3 @@ async def call_handler(handler: Handler, *args: Any) -> None:
     result = handler(*args)
     if inspect.isawaitable(result):
         await result
-
-
-def require_handler(table: Mapping[str, Handler], name: str) -> Handler:
-    handler = table.get(name)
-    if handler is None:
-        raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"No handler named {name!r}")
-    return handler

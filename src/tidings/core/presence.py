@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .documents import FieldTypes, check_fields
 from .errors import ErrorId, Forbidden, Invalid
 from .model import RoutingRule
 from .ports import MessageStore
@@ -23,7 +24,7 @@ RULES: Final[dict[str, RoutingRule]] = {
     "domain": RoutingRule.IDENTITY,
     "rootDomain": RoutingRule.IDENTITY,
 }
-FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
+FIELDS: Final[FieldTypes] = {
     "status": str,
     "message": str,
     "routingRule": str,
@@ -37,21 +38,12 @@ FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
 
 
 def check_presence(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise Invalid(ErrorId.INVALID_ARGUMENT, "A presence must be a JSON object")
-    for key, value in document.items():
-        expected = FIELDS.get(key)
-        if expected is None:
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Unknown presence field {key!r}")
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise Invalid(
-                ErrorId.INVALID_ARGUMENT, f"The presence field {key!r} has the wrong type"
-            )
-    if "status" in document and document["status"] not in STATUSES:
+    presence = check_fields(document, FIELDS, "presence")
+    if "status" in presence and presence["status"] not in STATUSES:
         raise Invalid(ErrorId.INVALID_ARGUMENT, f"'status' must be one of {', '.join(STATUSES)}")
-    if "routingRule" in document and document["routingRule"] not in RULES:
+    if "routingRule" in presence and presence["routingRule"] not in RULES:
         raise Invalid(ErrorId.INVALID_ARGUMENT, f"'routingRule' must be one of {', '.join(RULES)}")
-    return dict(document)
+    return presence
 
 
 def _iso(timestamp: float) -> str:
@@ -99,7 +91,7 @@ class PresenceService:
 
     async def read(self, viewer: LiveSession, identity: str) -> dict[str, Any]:
         if identity == viewer.identity:
-            return self.own(viewer) if viewer.identity == identity else {}
+            return self.own(viewer)
         await self._check_shared(identity, viewer.identity)
         return self.of_identity(identity)
 

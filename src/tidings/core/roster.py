@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from .documents import FieldTypes, check_fields
 from .errors import ErrorId, Invalid, NotFound
 from .ports import RosterStore
 
 MAX_CONTACTS: Final = 5000
-CONTACT_FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
+CONTACT_FIELDS: Final[FieldTypes] = {
     "identity": str,
     "name": str,
     "isPending": bool,
@@ -27,17 +28,6 @@ CONTACT_FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
     "extras": dict,
 }
 ENVELOPE_TYPES: Final = frozenset({"message", "notification", "command"})
-
-
-def _check_fields(document: Any, fields: dict[str, type | tuple[type, ...]], what: str) -> None:
-    if not isinstance(document, dict):
-        raise Invalid(ErrorId.INVALID_ARGUMENT, f"A {what} must be a JSON object")
-    for key, value in document.items():
-        expected = fields.get(key)
-        if expected is None:
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Unknown {what} field {key!r}")
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"The {what} field {key!r} has the wrong type")
 
 
 class RosterService:
@@ -63,10 +53,9 @@ class RosterService:
     ) -> None:
         if isinstance(document, dict) and identity is not None:
             document = {"identity": identity, **document}
-        _check_fields(document, CONTACT_FIELDS, "contact")
-        if "identity" not in document:
+        contact = check_fields(document, CONTACT_FIELDS, "contact")
+        if "identity" not in contact:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "A contact needs an 'identity'")
-        contact = dict(document)
         contact["identity"] = self._normalize(contact["identity"])
         existing = {c["identity"]: c for c in await self._store.contacts(owner)}
         if contact["identity"] not in existing and len(existing) >= MAX_CONTACTS:

@@ -132,9 +132,6 @@ class SessionRegistry:
     def live_of(self, identity: str) -> dict[str, LiveSession]:
         return self._live.get(identity, {})
 
-    def all_live(self) -> list[LiveSession]:
-        return [live for sessions in self._live.values() for live in sessions.values()]
-
     def attach(self, live: LiveSession) -> LiveSession | None:
         """Register a live session; returns the one it displaced, if any."""
         sessions = self._live.setdefault(live.identity, {})

@@ -28,6 +28,7 @@ from ..protocol.feedme import (
     FeedOpen,
     FeedOpenResponse,
     Handshake,
+    HandshakeTimedOut,
     LocalProtocolError,
     PeerClosed,
     PeerViolated,
@@ -295,7 +296,7 @@ class FeedmeConnection(WSListener):
         self.conversation.expire(time.monotonic())
         events = self.conversation.events_received()
         self._flush()
-        if any(type(event).__name__ == "HandshakeTimedOut" for event in events):
+        if any(isinstance(event, HandshakeTimedOut) for event in events):
             self.disconnect()
             return
         self._arm_timer()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections import deque
 from collections.abc import Awaitable
 from typing import Any
@@ -25,7 +26,6 @@ from ..protocol.lime import (
     AuthenticationRequested,
     Command,
     CommandMethod,
-    CommandStatus,
     InvalidNode,
     Message,
     Node,
@@ -45,6 +45,7 @@ from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
 
+log = logging.getLogger("tidings.lime")
 DEFAULT_INSTANCE = "default"
 ACKNOWLEDGING_EVENTS = frozenset(
     {NotificationEvent.RECEIVED, NotificationEvent.CONSUMED, NotificationEvent.FAILED}
@@ -129,13 +130,27 @@ class LimeConnection(WSListener):
 
     async def _finish_then_drain(self, work: Awaitable[None]) -> None:
         try:
-            await work
+            await self._guarded(work)
             while self._waiting:
                 more = self._receive(self._waiting.popleft())
                 if more is not None:
-                    await more
+                    await self._guarded(more)
         finally:
             self._waiting = None
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """A bug must not leave the session hanging: fail it with 11, as lime-csharp does."""
+        try:
+            await work
+        except Exception:
+            log.exception("unexpected error on the session of %s", self.live and self.live.node)
+            self.session.fail(
+                Reason(
+                    code=ReasonCode.SESSION_ERROR,
+                    description="An unexpected server error occurred",
+                )
+            )
+            self._flush()
 
     def _reassemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | None:
         """Collect a fragmented text message; oversized ones go on as-is to be refused."""
@@ -197,7 +212,7 @@ class LimeConnection(WSListener):
         if kind is AuthenticationRequested:
             return self._authenticate(event)
         if kind is SessionEnded:
-            self._ended(event)
+            self._flush()
         return None
 
     def _flush(self) -> None:
@@ -212,9 +227,6 @@ class LimeConnection(WSListener):
                 self.ctx.stats.sessions_failed += 1
             self.transport.send_close(WSCloseCode.OK)
             self.transport.disconnect()
-
-    def _ended(self, event: SessionEnded) -> None:
-        self._flush()
 
     def _establish_timed_out(self) -> None:
         if self.live is None and not self.session.is_closed:
@@ -474,4 +486,4 @@ def _secret(scheme: str, authentication: dict[str, Any]) -> str | None:
         ) from None
 
 
-__all__ = ["CommandStatus", "LimeConnection"]
+__all__ = ["LimeConnection"]

@@ -202,10 +202,7 @@ async def _presence(
     if method is CommandMethod.UNSUBSCRIBE:
         ctx.presence.unsubscribe(live, owner)
         return None
-    raise Unsupported(
-        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
-        _method_reason(method, "/presence").description or "",
-    )
+    raise no_method(command)
 
 
 async def _account(
@@ -224,10 +221,7 @@ async def _account(
             raise Invalid(ErrorId.INVALID_ARGUMENT, "An account document must be a JSON object")
         await ctx.accounts.update_profile(name, document, merge=method is CommandMethod.MERGE)
         return None
-    raise Unsupported(
-        ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
-        f"The method {method.value!r} is not supported on /account",
-    )
+    raise no_method(command)
 
 
 async def _contacts(
