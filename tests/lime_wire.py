@@ -10,7 +10,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -20,6 +20,7 @@ DEADLINE = 10.0
 class _Listener(WSListener):
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.gone = asyncio.Event()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.TEXT:
@@ -29,9 +30,14 @@ class _Listener(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.inbox.put_nowait({"__disconnected__": True})
+        self.gone.set()
 
 
 class WireClient:
+    _open: ClassVar[set[WireClient]] = set()
+    """Clients not yet closed: a test's leftovers would otherwise live on into the next test
+    (sharing the module's server) as extra sessions of the same identity."""
+
     def __init__(self, transport: WSTransport, listener: _Listener) -> None:
         self.transport = transport
         self._listener = listener
@@ -44,7 +50,19 @@ class WireClient:
         transport, listener = await ws_connect(
             _Listener, url, extra_headers={"Sec-WebSocket-Protocol": subprotocol}
         )
-        return cls(transport, listener)
+        client = cls(transport, listener)
+        cls._open.add(client)
+        return client
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Disconnect every client still open and wait until the server has let each go."""
+        clients, cls._open = cls._open, set()
+        for client in clients:
+            if not client._listener.gone.is_set():
+                client.transport.disconnect()
+            async with asyncio.timeout(DEADLINE):
+                await client._listener.gone.wait()
 
     def send(self, envelope: dict[str, Any]) -> None:
         self.transport.send(WSMsgType.TEXT, json.dumps(envelope).encode())

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+
+@pytest.fixture(autouse=True)
+async def _close_wire_clients() -> AsyncIterator[None]:
+    """Tests share a module's server: a client left open would be another live session of its
+    identity in the next test (and change, say, which presence wins)."""
+    yield
+    await WireClient.close_all()
 
 
 @pytest.fixture(scope="module")

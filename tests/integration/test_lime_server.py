@@ -440,7 +440,8 @@ class TestCommands:
             id="s", method="subscribe", uri="lime://bob@localhost/presence"
         )
         assert subscribed["status"] == "success"
-        await alice.expect(lambda e: e.get("method") == "observe")
+        first = await alice.expect(lambda e: e.get("method") == "observe")
+        assert first["resource"]["instances"] == ["p1"], "another session of bob is still live"
         await bob.command(
             id="p",
             method="set",
