@@ -51,6 +51,9 @@ class MessageStore(Protocol):
     def discard(self, seqs: Sequence[int]) -> None:
         """Remove delivered entries that need no acknowledgement."""
 
+    def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
+        """Record when a session was last connected (idle collection counts from there)."""
+
     async def barrier(self) -> None:
         """Wait until every write submitted before this call is committed."""
 

@@ -317,7 +317,12 @@ class Router:
             sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
     def detach(self, live: LiveSession) -> bool:
-        return self._registry.detach(live)
+        """Forget a closed connection's session; its disconnect time outlives a restart."""
+        if not self._registry.detach(live):
+            return False
+        record = live.record
+        self._store.touch_session(record.identity, record.instance, record.last_seen)
+        return True
 
     async def save(self, live: LiveSession) -> None:
         """Persist the session's record (rule, limits, last seen) so it outlives the process."""

@@ -166,6 +166,16 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
+    def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
+        row = (last_seen, identity, instance)
+
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE sessions SET last_seen=? WHERE identity=? AND instance=?", row
+            )
+
+        self.writer.submit(operation)
+
     async def barrier(self) -> None:
         await self._write(lambda connection: None)
 
