@@ -49,6 +49,8 @@ class Settings:
     """Bearer token for the HTTP API's write routes; they are refused while it is empty."""
     feed_termination_window_s: float = 30.0
     """How long a terminated feed accepts the client's late FeedOpen/FeedClose."""
+    http_max_body: int = 1024 * 1024
+    """Largest HTTP request body, bytes; larger ones get 413 before they are read further."""
 
     def __post_init__(self) -> None:
         _check(
@@ -76,6 +78,11 @@ class Settings:
         _check(self.session_idle_s >= 0, "session_idle_s", "must be >= 0")
         _check(self.sessions_per_identity >= 0, "sessions_per_identity", "must be >= 0")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
+        _check(
+            1024 <= self.http_max_body <= 64 * 1024 * 1024,
+            "http_max_body",
+            "must be 1024 .. 67108864 bytes",
+        )
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:

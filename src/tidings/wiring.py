@@ -156,7 +156,11 @@ class TidingsServer:
     async def _start_http(self) -> None:
         assert self.lime is not None
         app = create_app(
-            self._metrics, self.feedme.hub, self.settings.api_token, self.lime.sessions
+            self._metrics,
+            self.feedme.hub,
+            self.settings.api_token,
+            self.lime.sessions,
+            max_body=self.settings.http_max_body,
         )
         sock = socket.create_server((self.settings.host, self.settings.http_port))
         self.http_port = sock.getsockname()[1]

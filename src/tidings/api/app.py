@@ -1,4 +1,4 @@
-"""The HTTP API: health and metrics for now (FastAPI, served by uvicorn on the server's loop)."""
+"""The HTTP API: health, metrics, feeds and sessions (FastAPI, run by uvicorn on our loop)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..core.feeds import FeedHub
 from ..core.persistence import SessionService
 from . import feeds, problems
 from . import sessions as session_routes
+from .body_limit import DEFAULT_LIMIT, BodyLimit
 
 
 class _Collector(Collector):
@@ -31,9 +32,11 @@ def create_app(
     hub: FeedHub,
     api_token: str = "",
     sessions: SessionService | None = None,
+    max_body: int = DEFAULT_LIMIT,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time."""
     app = FastAPI(title="Tidings", version=__version__)
+    app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
     app.include_router(feeds.router(hub, api_token))
     if sessions is not None:

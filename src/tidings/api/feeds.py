@@ -12,8 +12,6 @@ from ..core.errors import ErrorId, Forbidden, Invalid, NotFound
 from ..core.feeds import FeedHub
 from ..protocol.feedme import Delta, FeedKey, check_json_value, feed_md5
 
-MAX_BODY = 1024 * 1024
-
 
 class Publication(BaseModel):
     """An action revealed on a feed, with either deltas or the whole new feed data."""
@@ -56,9 +54,7 @@ def router(hub: FeedHub, api_token: str) -> APIRouter:
         dependencies=[Depends(authorized)],
         summary="Reveal an action on a feed, updating its stored document",
     )
-    async def publish(feed_name: str, publication: Publication, request: Request) -> Revealed:
-        if int(request.headers.get("content-length", "0")) > MAX_BODY:
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"The body is larger than {MAX_BODY} bytes")
+    async def publish(feed_name: str, publication: Publication) -> Revealed:
         feed = _feed(feed_name, publication.feed_args)
         deltas = None
         if publication.deltas is not None:

@@ -7,6 +7,7 @@ from typing import Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from ..core.errors import ErrorId, TidingsError
 
@@ -37,6 +38,13 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.APP_REFUSED: 422,
 }
 
+HTTP_ERROR_IDS: Final[dict[int, str]] = {
+    400: "bad-request",
+    404: "route-not-found",
+    405: "method-not-allowed",
+}
+"""Errors raised by the HTTP layer itself (routing), not by Tidings."""
+
 
 def problem(status: int, error_id: str, detail: str) -> JSONResponse:
     return JSONResponse(
@@ -56,6 +64,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TidingsError)
     async def tidings_error(request: Request, error: TidingsError) -> JSONResponse:
         return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        error_id = HTTP_ERROR_IDS.get(error.status_code, "http-error")
+        return problem(error.status_code, error_id, str(error.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
