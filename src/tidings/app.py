@@ -1,7 +1,14 @@
 """Public API for writing Tidings apps (Feedme actions and feeds); see ``core/apps.py``."""
 
 from .core.app_requests import AppRefused, AppRequest, AppState
-from .core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest, Responder
+from .core.apps import (
+    ActionRequest,
+    App,
+    FeedCloseRequest,
+    FeedOpenRequest,
+    HandshakeRequest,
+    Responder,
+)
 from .core.feeds import ServerState
 from .protocol.feedme import Delta, DeltaOperation
 
@@ -15,6 +22,7 @@ __all__ = [
     "DeltaOperation",
     "FeedCloseRequest",
     "FeedOpenRequest",
+    "HandshakeRequest",
     "Responder",
     "ServerState",
 ]

@@ -54,6 +54,13 @@ class Responder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    client_id: str
+    identity: str | None
+    """The Tidings identity the connection's token maps to, or None for anonymous clients."""
+
+
+@dataclass(frozen=True, slots=True)
 class ActionRequest:
     client_id: str
     identity: str | None

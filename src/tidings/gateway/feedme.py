@@ -16,11 +16,12 @@ from typing import Any
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from ..core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest
+from ..core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest, HandshakeRequest
 from ..core.feeds import INTERNAL_ERROR, FeedHub, call_handler
 from ..protocol.feedme import (
     Action,
     ActionResponse,
+    ConversationState,
     FeedClose,
     FeedCloseResponse,
     FeedKey,
@@ -179,23 +180,39 @@ class FeedmeConnection(WSListener):
     def _dispatch(self, event: Any) -> None:
         app = self.ctx.app
         if isinstance(event, Handshake):
-            self.conversation.send(self.conversation.accept_handshake())
-            self.ctx.spawn(app.emit("handshake", self.client_id))
+            if app.listeners.get("handshake"):
+                self.ctx.spawn(self._run_handshake())
+            else:
+                self.conversation.send(self.conversation.accept_handshake())
         elif isinstance(event, Action):
             self.ctx.spawn(self._run_action(event))
         elif isinstance(event, FeedOpen):
             self.ctx.spawn(self._run_feed_open(event))
         elif isinstance(event, FeedClose):
             self.ctx.hub.feed_closed(self.client_id, event.feed)
-            self.conversation.send(FeedCloseResponse.of(event.feed))
-            request = FeedCloseRequest(
-                self.client_id, self.identity, event.feed_name, event.feed_args
-            )
-            self.ctx.spawn(app.emit("feedClose", request))
+            if app.listeners.get("feedClose"):
+                self.ctx.spawn(self._run_feed_close(event))
+            else:
+                self.conversation.send(FeedCloseResponse.of(event.feed))
         elif isinstance(event, PeerViolated):
             self.ctx.spawn(app.emit("badClientMessage", self.client_id, str(event.error)))
         elif isinstance(event, PeerClosed):
             self.ctx.hub.disconnected(self.client_id)
+
+    async def _run_handshake(self) -> None:
+        """As in the seed, listeners hold the handshake response until they return: a listener
+        can do async work first, or refuse the client with ``app.disconnect(client_id)``."""
+        await self.ctx.app.emit("handshake", HandshakeRequest(self.client_id, self.identity))
+        if not self._closed and self.conversation.state is ConversationState.HANDSHAKING:
+            self._send(self.conversation.accept_handshake())
+
+    async def _run_feed_close(self, message: FeedClose) -> None:
+        """Revelations stopped when the FeedClose came; the response waits for the listeners."""
+        request = FeedCloseRequest(
+            self.client_id, self.identity, message.feed_name, message.feed_args
+        )
+        await self.ctx.app.emit("feedClose", request)
+        self._send(FeedCloseResponse.of(message.feed))
 
     async def _run_action(self, action: Action) -> None:
         callback_id = action.callback_id
