@@ -17,7 +17,7 @@ import json
 import shutil
 import subprocess
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,24 @@ class Server:
     key: str
     output: deque[str] = field(default_factory=deque)
 
-    def spec(self, name: str, **extra: Any) -> dict[str, Any]:
-        """A client description for scenario.js: plain authentication by default."""
-        return {"name": name, "password": ACCOUNTS[name], **extra}
+
+Scenario = Callable[..., dict[str, Any]]
+"""``lime(scenario, **args)``: run one scenario.js scenario against the module's server."""
+
+
+def account(name: str, **extra: Any) -> dict[str, Any]:
+    """A client description for scenario.js: plain authentication by default."""
+    return {"name": name, "password": ACCOUNTS[name], **extra}
+
+
+def alice_to(recipient: str, to: str | None = None) -> dict[str, Any]:
+    """Arguments of the message scenarios: alice sends to ``recipient`` (its identity unless
+    ``to`` says otherwise)."""
+    return {
+        "sender": account("alice"),
+        "recipient": account(recipient),
+        "to": to if to is not None else f"{recipient}@{DOMAIN}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +164,21 @@ def run(lime_js: Path, server: Server, scenario: str, **args: Any) -> dict[str, 
     return result
 
 
+@pytest.fixture
+def lime(lime_js: Path, server: Server) -> Scenario:
+    def run_scenario(scenario: str, **args: Any) -> dict[str, Any]:
+        return run(lime_js, server, scenario, **args)
+
+    return run_scenario
+
+
 # -- session establishment ----------------------------------------------------------------------
 
 
-def test_establish_plain(lime_js: Path, server: Server) -> None:
+def test_establish_plain(lime: Scenario) -> None:
     """Reference §3.2, §3.3 A/B, §3.4 (plain: base64 password, lime-js adds `scheme` inside
     `authentication`), §12 MUST 3, 5, 6: new → authenticating → established with `to`."""
-    result = run(lime_js, server, "establish", client=server.spec("alice", instance="home"))
+    result = lime("establish", client=account("alice", instance="home"))
     established = result["established"]
     assert established["state"] == "established"
     assert established["to"] == "alice@localhost/home"
@@ -165,37 +188,37 @@ def test_establish_plain(lime_js: Path, server: Server) -> None:
     assert result["remoteNode"] == SERVER_NODE
 
 
-def test_establish_key(lime_js: Path, server: Server) -> None:
+def test_establish_key(lime: Scenario, server: Server) -> None:
     """Reference §3.4 (key: `{"key": base64(key)}`, passed through unchanged by lime-js),
     §10 (`Lime.KeyAuthentication`), §12 MUST 5."""
     client = {"name": KEY_ACCOUNT, "key": server.key, "instance": "bot"}
-    result = run(lime_js, server, "establish", client=client)
+    result = lime("establish", client=client)
     assert result["established"]["state"] == "established"
     assert result["established"]["to"] == f"{KEY_ACCOUNT}@localhost/bot"
 
 
-def test_establish_guest(lime_js: Path, server: Server) -> None:
+def test_establish_guest(lime: Scenario) -> None:
     """Reference §3.3 B (guest trace, `authentication: {"scheme":"guest"}`), §3.4 (guest: any
     name, a fresh GUID by client convention)."""
-    result = run(lime_js, server, "establish", client={"guest": True, "instance": "web"})
+    result = lime("establish", client={"guest": True, "instance": "web"})
     to = result["established"]["to"]
     assert to.startswith("guest-") and to.endswith("@localhost/web")
     assert result["localNode"] == to
 
 
-def test_establish_identity_without_domain(lime_js: Path, server: Server) -> None:
+def test_establish_identity_without_domain(lime: Scenario) -> None:
     """Reference §2.3 (an identity without a domain gives e.g. `guest/chat`; the server must
     cope), §9.2 (the go ws-chat lime-js client establishes as a bare nickname), §12 MUST 5."""
     client = {"guest": True, "identity": "nick-7d1c2f", "instance": "chat"}
-    result = run(lime_js, server, "establish", client=client)
+    result = lime("establish", client=client)
     assert result["established"]["to"] == "nick-7d1c2f@localhost/chat"
 
 
-def test_establish_wrong_password_fails_13(lime_js: Path, server: Server) -> None:
+def test_establish_wrong_password_fails_13(lime: Scenario) -> None:
     """Reference §3.2 step 3 (failed {13}), §3.5 (`establishSession()` rejects with the failed
     session envelope itself, not an Error), §12 MUST 6."""
     client = {"name": "alice", "password": "not-the-password", "instance": "bad"}
-    result = run(lime_js, server, "establishFails", client=client)
+    result = lime("establishFails", client=client)
     assert result["rejected"] is True
     assert result["isError"] is False, result
     session = result["session"]
@@ -204,18 +227,18 @@ def test_establish_wrong_password_fails_13(lime_js: Path, server: Server) -> Non
     assert session["from"] == SERVER_NODE
 
 
-def test_instance_undefined_becomes_default(lime_js: Path, server: Server) -> None:
+def test_instance_undefined_becomes_default(lime: Scenario) -> None:
     """Reference §2.3 (lime-js puts `name@domain/undefined` on the wire when the app passes no
     instance), §3.2 registration (a missing instance becomes `default`), §12 MUST 5, 6."""
-    result = run(lime_js, server, "establish", client=server.spec("alice", instance=None))
+    result = lime("establish", client=account("alice", instance=None))
     assert result["established"]["to"] == "alice@localhost/default"
     assert result["localNode"].endswith("/default")
 
 
-def test_finishing_session(lime_js: Path, server: Server) -> None:
+def test_finishing_session(lime: Scenario) -> None:
     """Reference §1.3, §3.2 (`finishing` → `finished` + close), §3.5 (`sendFinishingSession()`
     resolves with the finished envelope), §12 MUST 7."""
-    result = run(lime_js, server, "establish", client=server.spec("alice", instance="leaving"))
+    result = lime("establish", client=account("alice", instance="leaving"))
     finished = result["finished"]
     assert finished["state"] == "finished"
     assert finished["id"] == result["established"]["id"]
@@ -226,19 +249,11 @@ def test_finishing_session(lime_js: Path, server: Server) -> None:
 # -- messages and notifications ----------------------------------------------------------------
 
 
-def test_message_between_two_lime_js_clients(lime_js: Path, server: Server) -> None:
+def test_message_between_two_lime_js_clients(lime: Scenario) -> None:
     """Reference §4 (`from` MUST be stamped with the sender's full node; lime-js sends none),
     §5 (`received` from the destination forwarded with `from` = its node), §8.2 (default
     receipt: no accepted/dispatched), §10.1, §12 MUST 8."""
-    result = run(
-        lime_js,
-        server,
-        "sendReceive",
-        sender=server.spec("alice"),
-        recipient=server.spec("bob"),
-        to="bob@localhost",
-        content="hello, bob",
-    )
+    result = lime("sendReceive", **alice_to("bob"), content="hello, bob")
     delivered = result["delivered"]
     assert delivered["from"] == result["senderNode"] == "alice@localhost/sender"
     assert delivered["type"] == "text/plain"
@@ -251,16 +266,12 @@ def test_message_between_two_lime_js_clients(lime_js: Path, server: Server) -> N
     assert events == ["received"], result["senderNotifications"]
 
 
-def test_receipt_accepted_dispatched_received(lime_js: Path, server: Server) -> None:
+def test_receipt_accepted_dispatched_received(lime: Scenario) -> None:
     """Reference §8.2 (/receipt {events:[accepted,dispatched]}), §5 (events, server ones from the
     server, destination ones with `from` = destination node), §10.1 wire trace."""
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "sendReceive",
-        sender=server.spec("alice"),
-        recipient=server.spec("bob"),
-        to="bob@localhost",
+        **alice_to("bob"),
         receipt=["accepted", "dispatched"],
         consume=True,
     )
@@ -277,17 +288,13 @@ def test_receipt_accepted_dispatched_received(lime_js: Path, server: Server) -> 
         assert notification["to"] == "alice@localhost/sender"
 
 
-def test_json_content_and_unicode_relayed_untouched(lime_js: Path, server: Server) -> None:
+def test_json_content_and_unicode_relayed_untouched(lime: Scenario) -> None:
     """Reference §4 (`content` is a JSON value for JSON types), §8.8/§8.9 (relay unknown types
     untouched), §1.2 (UTF-8 text frames)."""
     content = {"state": "composing", "note": "héllo ✓ 🎉", "n": 3, "nested": {"a": [1, None]}}
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "sendReceive",
-        sender=server.spec("alice"),
-        recipient=server.spec("bob"),
-        to="bob@localhost",
+        **alice_to("bob"),
         type="application/vnd.lime.chatstate+json",
         content=content,
     )
@@ -295,26 +302,17 @@ def test_json_content_and_unicode_relayed_untouched(lime_js: Path, server: Serve
     assert result["delivered"]["content"] == content
 
 
-def test_message_to_full_node(lime_js: Path, server: Server) -> None:
+def test_message_to_full_node(lime: Scenario) -> None:
     """Reference §2.3, §4 (`to` may name the instance), §9.1 (routing by node)."""
-    result = run(
-        lime_js,
-        server,
-        "sendReceive",
-        sender=server.spec("alice"),
-        recipient=server.spec("bob"),
-        to="bob@localhost/recipient",
-    )
+    result = lime("sendReceive", **alice_to("bob", to="bob@localhost/recipient"))
     assert result["delivered"]["from"] == "alice@localhost/sender"
     assert result["receivedNotification"]["from"] == "bob@localhost/recipient"
 
 
-def test_message_to_unknown_account_fails_42(lime_js: Path, server: Server) -> None:
+def test_message_to_unknown_account_fails_42(lime: Scenario) -> None:
     """Reference §5 (failed notification shape), §7 (42 ROUTING_DESTINATION_NOT_FOUND), §9.1,
     §12 MUST 10."""
-    result = run(
-        lime_js, server, "unknownDestination", sender=server.spec("alice"), to="nobody@localhost"
-    )
+    result = lime("unknownDestination", sender=account("alice"), to="nobody@localhost")
     failed = result["failed"]
     assert failed["event"] == "failed"
     assert failed["id"] == result["id"]
@@ -322,17 +320,10 @@ def test_message_to_unknown_account_fails_42(lime_js: Path, server: Server) -> N
     assert failed.get("to", result["senderNode"]) == result["senderNode"]
 
 
-def test_offline_delivery(lime_js: Path, server: Server) -> None:
+def test_offline_delivery(lime: Scenario) -> None:
     """Reference §4, §8.2, §9.3 (accepted when taken in; dispatched when handed to the
     destination): the recipient connects after the send and gets the message on connect."""
-    result = run(
-        lime_js,
-        server,
-        "offlineDelivery",
-        sender=server.spec("alice"),
-        recipient=server.spec("carol"),
-        to="carol@localhost",
-    )
+    result = lime("offlineDelivery", **alice_to("carol"))
     assert result["accepted"]["event"] == "accepted"
     delivered = result["delivered"]
     assert delivered["from"] == "alice@localhost/sender"
@@ -341,33 +332,19 @@ def test_offline_delivery(lime_js: Path, server: Server) -> None:
     assert result["receivedNotification"]["from"] == "carol@localhost/recipient"
 
 
-def test_unacknowledged_message_is_redelivered(lime_js: Path, server: Server) -> None:
+def test_unacknowledged_message_is_redelivered(lime: Scenario) -> None:
     """Reference §8.2 / §5 (`received` is the destination's acknowledgement; lime-js sends it only
     with autoNotifyReceipt), §10 (`autoNotifyReceipt`): without `received` the message comes back
     on the next session of the node; after it, never again."""
-    result = run(
-        lime_js,
-        server,
-        "redelivery",
-        sender=server.spec("alice"),
-        recipient=server.spec("hank"),
-        to="hank@localhost",
-    )
+    result = lime("redelivery", **alice_to("hank"))
     assert result["first"]["id"] == result["second"]["id"] == result["id"]
     assert result["receivedNotification"]["from"] == "hank@localhost/inbox"
     assert result["thirdSessionMessageIds"] == [result["marker"]]
 
 
-def test_fire_and_forget_message(lime_js: Path, server: Server) -> None:
+def test_fire_and_forget_message(lime: Scenario) -> None:
     """Reference §2.2 / §4 (no `id`: fire-and-forget, no notifications)."""
-    result = run(
-        lime_js,
-        server,
-        "fireAndForget",
-        sender=server.spec("alice"),
-        recipient=server.spec("bob"),
-        to="bob@localhost",
-    )
+    result = lime("fireAndForget", **alice_to("bob"))
     delivered = result["delivered"]
     assert "id" not in delivered
     assert delivered["from"] == result["senderNode"]
@@ -375,16 +352,14 @@ def test_fire_and_forget_message(lime_js: Path, server: Server) -> None:
     assert result["notificationsWithoutId"] == []
 
 
-def test_delegation(lime_js: Path, server: Server) -> None:
+def test_delegation(lime: Scenario) -> None:
     """Reference §2.4 (`pp`: the delegate node sending on behalf of `from`), §7 (32
     AUTHORIZATION_UNAUTHORIZED_SENDER), §8.6 (`set /delegations {target}`)."""
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "delegation",
-        owner=server.spec("gina"),
-        delegate=server.spec("bob"),
-        recipient=server.spec("alice"),
+        owner=account("gina"),
+        delegate=account("bob"),
+        recipient=account("alice"),
     )
     assert result["denied"]["reason"]["code"] == 32
     assert result["granted"]["status"] == "success"
@@ -396,9 +371,9 @@ def test_delegation(lime_js: Path, server: Server) -> None:
 # -- commands -----------------------------------------------------------------------------------
 
 
-def test_ping(lime_js: Path, server: Server) -> None:
+def test_ping(lime: Scenario) -> None:
     """Reference §6.1, §8.3, §12 MUST 9: `get /ping` → success, ping type, `{}`, no `uri`."""
-    response = run(lime_js, server, "ping", client=server.spec("alice"))["response"]
+    response = lime("ping", client=account("alice"))["response"]
     assert response["status"] == "success"
     assert response["method"] == "get"
     assert response["type"] == "application/vnd.lime.ping+json"
@@ -406,10 +381,10 @@ def test_ping(lime_js: Path, server: Server) -> None:
     assert "uri" not in response
 
 
-def test_presence_set_get(lime_js: Path, server: Server) -> None:
+def test_presence_set_get(lime: Scenario) -> None:
     """Reference §8.1 (presence document), §6 (set → success; get → type + resource)."""
     presence = {"status": "available", "routingRule": "identity", "message": "at my desk"}
-    result = run(lime_js, server, "presence", client=server.spec("alice"), presence=presence)
+    result = lime("presence", client=account("alice"), presence=presence)
     assert result["set"]["status"] == "success"
     assert "uri" not in result["set"]
     get = result["get"]
@@ -419,18 +394,11 @@ def test_presence_set_get(lime_js: Path, server: Server) -> None:
         assert get["resource"][key] == value
 
 
-def test_contacts(lime_js: Path, server: Server) -> None:
+def test_contacts(lime: Scenario) -> None:
     """Reference §8.5 (get /contacts → collection with `items: []` when empty; set then get
     /contacts/{identity}), §8.8 (collection: itemType, items, total as an int), §7 (67)."""
     contact = {"identity": "erin@localhost", "name": "Erin", "sharePresence": False}
-    result = run(
-        lime_js,
-        server,
-        "contacts",
-        client=server.spec("frank"),
-        contact=contact,
-        missing="zed@localhost",
-    )
+    result = lime("contacts", client=account("frank"), contact=contact, missing="zed@localhost")
     empty = result["empty"]
     assert empty["status"] == "success"
     assert empty["type"] == "application/vnd.lime.collection+json"
@@ -449,14 +417,12 @@ def test_contacts(lime_js: Path, server: Server) -> None:
     assert result["missing"]["reason"]["code"] == 67
 
 
-def test_unknown_resource_62(lime_js: Path, server: Server) -> None:
+def test_unknown_resource_62(lime: Scenario) -> None:
     """Reference §7 (62 COMMAND_RESOURCE_NOT_SUPPORTED), §6 (failure carries `reason`, echoes
     `id` and `method`, no `uri`), §12 MUST 9."""
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "commands",
-        client=server.spec("alice"),
+        client=account("alice"),
         commands=[{"method": "get", "uri": "/no-such-resource"}],
     )
     (response,) = result["responses"]
@@ -466,15 +432,13 @@ def test_unknown_resource_62(lime_js: Path, server: Server) -> None:
     assert "uri" not in response
 
 
-def test_bad_method_63_and_bad_argument_64(lime_js: Path, server: Server) -> None:
+def test_bad_method_63_and_bad_argument_64(lime: Scenario) -> None:
     """Reference §7 (63 COMMAND_METHOD_NOT_SUPPORTED, 64 COMMAND_INVALID_ARGUMENT), §6 (the
     response echoes the request method), §8.1 (presence `status` values), §12 MUST 9."""
     presence = "application/vnd.lime.presence+json"
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "commands",
-        client=server.spec("alice"),
+        client=account("alice"),
         commands=[
             {"method": "delete", "uri": "/ping"},
             {"method": "set", "uri": "/presence", "type": presence, "resource": {"status": "x"}},
@@ -489,31 +453,23 @@ def test_bad_method_63_and_bad_argument_64(lime_js: Path, server: Server) -> Non
     assert bad_argument["reason"]["code"] == 64
 
 
-def test_command_responses_are_not_answered(lime_js: Path, server: Server) -> None:
+def test_command_responses_are_not_answered(lime: Scenario) -> None:
     """Reference §2.1 (a response has `status`), §6.1 (lime-js answers server pings with a
     response command), §9.1 ("never answer a response"), §12 MUST 9 (answer every *request*)."""
-    result = run(
-        lime_js,
-        server,
-        "responsesNotAnswered",
-        client=server.spec("alice"),
-        serverNode=SERVER_NODE,
-    )
+    result = lime("responsesNotAnswered", client=account("alice"), serverNode=SERVER_NODE)
     assert result["after"]["status"] == "success"
     assert result["unexpected"] == []
     assert result["unexpectedNotifications"] == []
 
 
-def test_command_between_clients_ping(lime_js: Path, server: Server) -> None:
+def test_command_between_clients_ping(lime: Scenario) -> None:
     """Reference §6.1 (lime-js auto-replies to `get /ping` addressed to it), §9.1 (commands to
     another node are forwarded with `from` = sender node; responses flow back the same way),
     §12 MUST 8."""
-    result = run(
-        lime_js,
-        server,
+    result = lime(
         "clientPing",
-        caller=server.spec("alice"),
-        callee=server.spec("bob"),
+        caller=account("alice"),
+        callee=account("bob"),
         calleeIdentity="bob@localhost",
     )
     for response in (result["byNode"], result["byIdentity"]):
@@ -525,16 +481,10 @@ def test_command_between_clients_ping(lime_js: Path, server: Server) -> None:
     assert all(r["uri"] == "/ping" and "status" not in r for r in requests)
 
 
-def test_presence_subscribe_observe(lime_js: Path, server: Server) -> None:
+def test_presence_subscribe_observe(lime: Scenario) -> None:
     """Reference §8.1 (observe pushes with an absolute `lime://identity/presence` URI), §8.5
     (`sharePresence` gates who may see it), §6 (`observe` is one-way: no `status`)."""
-    result = run(
-        lime_js,
-        server,
-        "presenceSubscribe",
-        owner=server.spec("erin"),
-        watcher=server.spec("dave"),
-    )
+    result = lime("presenceSubscribe", owner=account("erin"), watcher=account("dave"))
     assert result["refused"]["status"] == "failure"
     assert result["share"]["status"] == "success"
     assert result["subscribed"]["status"] == "success"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 from tests.server_process import TIDINGS, ServerProcess
@@ -12,45 +11,33 @@ from tests.server_process import TIDINGS, ServerProcess
 pytestmark = pytest.mark.integration
 
 
-def test_send_then_listen_prints_the_envelope(server: ServerProcess):
-    sent = subprocess.run(
-        [
-            *TIDINGS,
-            "send",
-            "--as",
-            "alice",
-            "--password",
-            "alice-pw",
-            "--url",
-            server.ws_url,
-            "--to",
-            "bob@localhost/cli-test",
-            "hello from the cli",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def tidings(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``tidings`` command line (without a data folder: these talk to a server)."""
+    return subprocess.run([*TIDINGS, *args], capture_output=True, text=True, timeout=60)
+
+
+def send_as_alice(server: ServerProcess, to: str, text: str) -> subprocess.CompletedProcess[str]:
+    return tidings(
+        "send", "--as", "alice", "--password", "alice-pw", "--url", server.ws_url, "--to", to, text
     )
+
+
+def test_send_then_listen_prints_the_envelope(server: ServerProcess):
+    sent = send_as_alice(server, "bob@localhost/cli-test", "hello from the cli")
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
-    listened = subprocess.run(
-        [
-            *TIDINGS,
-            "listen",
-            "--as",
-            "bob",
-            "--password",
-            "bob-pw",
-            "--url",
-            server.ws_url,
-            "--instance",
-            "cli-test",
-            "--count",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    listened = tidings(
+        "listen",
+        "--as",
+        "bob",
+        "--password",
+        "bob-pw",
+        "--url",
+        server.ws_url,
+        "--instance",
+        "cli-test",
+        "--count",
+        "1",
     )
     assert listened.returncode == 0, listened.stderr
     envelope = json.loads(listened.stdout.splitlines()[0])
@@ -60,24 +47,7 @@ def test_send_then_listen_prints_the_envelope(server: ServerProcess):
 
 
 def test_send_to_unknown_account_fails_with_the_reason(server: ServerProcess):
-    sent = subprocess.run(
-        [
-            *TIDINGS,
-            "send",
-            "--as",
-            "alice",
-            "--password",
-            "alice-pw",
-            "--url",
-            server.ws_url,
-            "--to",
-            "nobody@localhost",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    sent = send_as_alice(server, "nobody@localhost", "x")
     assert sent.returncode == 1
     assert "42" in sent.stderr
 
@@ -95,25 +65,17 @@ def test_account_commands(server: ServerProcess):
     assert missing.returncode == 1
 
 
-def test_bad_config_is_named(tmp_path):
-    config = tmp_path / "tidings.toml"
-    config.write_text("queue_limit = -5\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "tidings", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [("queue_limit = -5\n", "queue_limit"), ("colour = 'blue'\n", "colour")],
+    ids=["invalid-value", "unknown-key"],
+)
+def test_bad_config_is_named(tmp_path, config: str, named: str):
+    path = tmp_path / "tidings.toml"
+    path.write_text(config)
+    result = tidings("serve", "--config", str(path))
     assert result.returncode == 2
-    assert "queue_limit" in result.stderr
-    config.write_text("colour = 'blue'\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "tidings", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "colour" in result.stderr
+    assert named in result.stderr
 
 
 def test_graceful_shutdown_tells_sessions_and_exits_zero(tmp_path):

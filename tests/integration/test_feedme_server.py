@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,10 +30,15 @@ def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     process.stop()
 
 
+async def reply(client: WireClient, message_type: str) -> dict[str, Any]:
+    """The next message of that MessageType (others are held for later)."""
+    return await client.expect(lambda m: m.get("MessageType") == message_type)
+
+
 async def handshake(server: ServerProcess, query: str = "") -> WireClient:
     client = await WireClient.connect(server.ws_url + query, subprotocol="feedme")
     client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
-    response = await client.expect(lambda m: m.get("MessageType") == "HandshakeResponse")
+    response = await reply(client, "HandshakeResponse")
     assert response == {"MessageType": "HandshakeResponse", "Success": True, "Version": "0.1"}
     return client
 
@@ -41,29 +47,36 @@ def room(name: str) -> dict[str, object]:
     return {"FeedName": "room", "FeedArgs": {"room": name}}
 
 
+def action(name: str, callback_id: str, args: object) -> dict[str, object]:
+    return {
+        "MessageType": "Action",
+        "ActionName": name,
+        "CallbackId": callback_id,
+        "ActionArgs": args,
+    }
+
+
+async def open_feed(client: WireClient, feed: dict[str, object]) -> dict[str, Any]:
+    """Send FeedOpen for ``feed`` (FeedName and FeedArgs): the FeedOpenResponse."""
+    client.send({"MessageType": "FeedOpen", **feed})
+    return await reply(client, "FeedOpenResponse")
+
+
 async def test_open_a_room_and_see_a_revelation_applied_with_its_md5(feed_server):
     key = feed_server.tidings("account", "key", "ann").stdout.strip()
     reader = await handshake(feed_server)
-    reader.send({"MessageType": "FeedOpen", **room("lobby")})
-    opened = await reader.expect(lambda m: m.get("MessageType") == "FeedOpenResponse")
+    opened = await open_feed(reader, room("lobby"))
     assert opened["Success"] is True and opened["FeedData"] == {"messages": []}
     speaker = await handshake(feed_server, f"?token={key}")
-    speaker.send(
-        {
-            "MessageType": "Action",
-            "ActionName": "say",
-            "CallbackId": "1",
-            "ActionArgs": {"room": "lobby", "text": "hi all"},
-        }
-    )
-    done = await speaker.expect(lambda m: m.get("MessageType") == "ActionResponse")
+    speaker.send(action("say", "1", {"room": "lobby", "text": "hi all"}))
+    done = await reply(speaker, "ActionResponse")
     assert done == {
         "MessageType": "ActionResponse",
         "CallbackId": "1",
         "Success": True,
         "ActionData": {},
     }
-    revealed = await reader.expect(lambda m: m.get("MessageType") == "ActionRevelation")
+    revealed = await reply(reader, "ActionRevelation")
     assert revealed["ActionData"] == {"from": "ann@localhost", "text": "hi all"}
     data = apply_deltas(
         opened["FeedData"],
@@ -79,19 +92,10 @@ async def test_open_a_room_and_see_a_revelation_applied_with_its_md5(feed_server
 
 async def test_anonymous_speaker_is_refused_and_unknown_action_is_internal_error(feed_server):
     client = await handshake(feed_server)
-    client.send(
-        {
-            "MessageType": "Action",
-            "ActionName": "say",
-            "CallbackId": "a",
-            "ActionArgs": {"room": "lobby", "text": "x"},
-        }
-    )
+    client.send(action("say", "a", {"room": "lobby", "text": "x"}))
     refused = await client.expect(lambda m: m.get("CallbackId") == "a")
     assert refused["Success"] is False and refused["ErrorCode"] == "UNAUTHORIZED"
-    client.send(
-        {"MessageType": "Action", "ActionName": "dance", "CallbackId": "b", "ActionArgs": {}}
-    )
+    client.send(action("dance", "b", {}))
     missing = await client.expect(lambda m: m.get("CallbackId") == "b")
     assert missing["ErrorCode"] == "INTERNAL_ERROR"
 
@@ -102,7 +106,7 @@ async def test_bad_token_refuses_the_upgrade(feed_server):
 
 
 async def violation(client: WireClient) -> str:
-    answer = await client.expect(lambda m: m.get("MessageType") == "ViolationResponse")
+    answer = await reply(client, "ViolationResponse")
     return str(answer["Diagnostics"]["Problem"])
 
 
@@ -110,12 +114,12 @@ async def test_raw_negative_probe(feed_server):
     """Out-of-order and invalid messages, each answered with the precise ViolationResponse;
     the connection and other clients keep working."""
     client = await WireClient.connect(feed_server.ws_url, subprotocol="feedme")
-    client.send({"MessageType": "Action", "ActionName": "say", "CallbackId": "1", "ActionArgs": {}})
+    client.send(action("say", "1", {}))
     assert await violation(client) == "Handshake required."
     client.send_raw(b"{not json")
     assert await violation(client) == "Invalid JSON or schema violation."
     client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
-    await client.expect(lambda m: m.get("MessageType") == "HandshakeResponse")
+    await reply(client, "HandshakeResponse")
     client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
     assert await violation(client) == "Unexpected Handshake message."
     client.send({"MessageType": "FeedClose", **room("never-opened")})
@@ -123,19 +127,8 @@ async def test_raw_negative_probe(feed_server):
     for bad in (
         {"MessageType": "FeedOpen", "FeedName": "", "FeedArgs": {}},
         {"MessageType": "FeedOpen", "FeedName": "room", "FeedArgs": {"n": 1}},
-        {
-            "MessageType": "Action",
-            "ActionName": "say",
-            "CallbackId": "x",
-            "ActionArgs": [],
-        },
-        {
-            "MessageType": "Action",
-            "ActionName": "say",
-            "CallbackId": "x",
-            "ActionArgs": {},
-            "Extra": 1,
-        },
+        action("say", "x", []),
+        {**action("say", "x", {}), "Extra": 1},
         {"MessageType": "FeedAction", "FeedName": "room", "FeedArgs": {}},
         [1, 2],
     ):
@@ -144,12 +137,10 @@ async def test_raw_negative_probe(feed_server):
     client.send({"MessageType": "FeedOpen", **room("probe")})
     client.send({"MessageType": "FeedOpen", **room("probe")})
     assert await violation(client) == "Unexpected FeedOpen message."
-    opened = await client.expect(lambda m: m.get("MessageType") == "FeedOpenResponse")
+    opened = await reply(client, "FeedOpenResponse")
     assert opened["Success"] is True
     bystander = await handshake(feed_server)
-    bystander.send(
-        {"MessageType": "Action", "ActionName": "dance", "CallbackId": "z", "ActionArgs": {}}
-    )
+    bystander.send(action("dance", "z", {}))
     answer = await bystander.expect(lambda m: m.get("CallbackId") == "z")
     assert answer["ErrorCode"] == "INTERNAL_ERROR"
 
@@ -175,8 +166,7 @@ async def test_http_publish_keeps_the_document_and_reveals_with_md5(feed_server)
             },
         )
         assert first.status_code == 200, first.text
-        client.send({"MessageType": "FeedOpen", "FeedName": "scores", "FeedArgs": {"game": "g1"}})
-        opened = await client.expect(lambda m: m.get("MessageType") == "FeedOpenResponse")
+        opened = await open_feed(client, {"FeedName": "scores", "FeedArgs": {"game": "g1"}})
         assert opened["FeedData"] == {"home": 0, "away": 0}
         goal = await http.post(
             url,
@@ -189,7 +179,7 @@ async def test_http_publish_keeps_the_document_and_reveals_with_md5(feed_server)
             },
         )
         assert goal.json()["delivered"] == 1
-        revealed = await client.expect(lambda m: m.get("MessageType") == "ActionRevelation")
+        revealed = await reply(client, "ActionRevelation")
         assert revealed["FeedMd5"] == feed_md5({"home": 1, "away": 0})
         bad = await http.post(
             url,
@@ -225,8 +215,7 @@ async def test_published_document_survives_a_restart(tmp_path):
         server.kill()
         server.restart()
         client = await handshake(server)
-        client.send({"MessageType": "FeedOpen", "FeedName": "board", "FeedArgs": {}})
-        opened = await client.expect(lambda m: m.get("MessageType") == "FeedOpenResponse")
+        opened = await open_feed(client, {"FeedName": "board", "FeedArgs": {}})
         assert opened["FeedData"] == {"pinned": ["a"]}
     finally:
         server.stop()

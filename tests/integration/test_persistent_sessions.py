@@ -23,6 +23,7 @@ from tests.server_process import ServerProcess
 pytestmark = pytest.mark.integration
 
 TOKEN = "sessions-test-token"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 SERVER = "postmaster@localhost/server"
 GAP = "application/vnd.tidings.gap+json"
 
@@ -62,19 +63,57 @@ def message(to: str, content: str, message_id: str, **metadata: str) -> dict[str
     return envelope
 
 
-async def accepted(client: WireClient, message_id: str) -> None:
-    event = await client.expect(
+def persistent(to: str, content: str, message_id: str, nonce: str, memento: str) -> dict[str, Any]:
+    """A message sent under a persistent session's ``nonce``, committing ``memento``."""
+    return message(to, content, message_id, **{"tidings.nonce": nonce, "tidings.memento": memento})
+
+
+async def outcome(client: WireClient, message_id: str) -> dict[str, Any]:
+    """The server's verdict on a message sent with receipts on: accepted or failed."""
+    return await client.expect(
         lambda e: e.get("id") == message_id and e.get("event") in ("accepted", "failed")
     )
+
+
+async def accepted(client: WireClient, message_id: str) -> None:
+    event = await outcome(client, message_id)
     assert event["event"] == "accepted", event
 
 
 async def failed(client: WireClient, message_id: str) -> dict[str, Any]:
-    event = await client.expect(
-        lambda e: e.get("id") == message_id and e.get("event") in ("accepted", "failed")
-    )
+    event = await outcome(client, message_id)
     assert event["event"] == "failed", event
     return event
+
+
+async def sender(server: ServerProcess, node: str | None = None) -> WireClient:
+    """A logged-in guest (a fresh one unless ``node`` is given) that gets `accepted` events."""
+    client = await login(server, node if node is not None else f"{name()}@localhost/s")
+    await client.set_receipt("accepted")
+    return client
+
+
+async def send_accepted(client: WireClient, to: str, *message_ids: str) -> None:
+    """Send one text message per id (the id is also the content), each accepted in turn."""
+    for message_id in message_ids:
+        client.send(message(to, message_id, message_id))
+        await accepted(client, message_id)
+
+
+async def shop(server: ServerProcess) -> tuple[str, WireClient]:
+    """A fresh shop: its till's node, and the till logged in (it receives the purchases)."""
+    till = f"{name()}@localhost/till"
+    return till, await login(server, till)
+
+
+async def contents(client: WireClient, count: int) -> list[Any]:
+    """The contents of the next ``count`` messages that reach ``client``."""
+    return [(await client.expect(lambda e: "content" in e))["content"] for _ in range(count)]
+
+
+async def begin(client: WireClient, session: str) -> dict[str, Any]:
+    """Begin (again) the persistent session ``session``: its persistence document."""
+    return (await command(client, "set", f"/sessions/{session}/persistence"))["resource"]
 
 
 async def set_limit(client: WireClient, session: str, limit: int | None, policy: str) -> None:
@@ -93,17 +132,27 @@ async def drop(client: WireClient) -> None:
     await client.closed()
 
 
+async def offline_session(
+    server: ServerProcess,
+    identity: str,
+    session: str,
+    limit: int | None = None,
+    policy: str | None = None,
+) -> None:
+    """Make ``identity``'s session ``session`` (with that queue limit and policy, if given) and
+    leave it offline: messages to it queue."""
+    owner = await login(server, f"{identity}@localhost/{session}")
+    if policy is not None:
+        await set_limit(owner, session, limit, policy)
+    await owner.finish()
+
+
 class TestBoundedQueues:
     async def test_drop_oldest_keeps_the_newest_tells_senders_122_and_marks_a_gap(self, server):
         bob = name()
-        owner = await login(server, f"{bob}@localhost/phone")
-        await set_limit(owner, "phone", 3, "drop-oldest")
-        await owner.finish()
-        alice = await login(server, f"{name()}@localhost/a")
-        await alice.set_receipt("accepted")
-        for n in range(1, 6):
-            alice.send(message(f"{bob}@localhost/phone", f"h{n}", f"h{n}"))
-            await accepted(alice, f"h{n}")
+        await offline_session(server, bob, "phone", 3, "drop-oldest")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/phone", "h1", "h2", "h3", "h4", "h5")
         # h1 and h2 were dropped: their sender (live) is told with 122
         for dropped in ("h1", "h2"):
             event = await failed(alice, dropped)
@@ -129,67 +178,43 @@ class TestBoundedQueues:
 
     async def test_gap_marker_accumulates_until_acknowledged(self, server):
         bob = name()
-        owner = await login(server, f"{bob}@localhost/tab")
-        await set_limit(owner, "tab", 2, "drop-oldest")
-        await owner.finish()
-        alice = await login(server, f"{name()}@localhost/a")
-        await alice.set_receipt("accepted")
-        for n in range(6):
-            alice.send(message(f"{bob}@localhost/tab", f"m{n}", f"m{n}"))
-            await accepted(alice, f"m{n}")
+        await offline_session(server, bob, "tab", 2, "drop-oldest")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/tab", *(f"m{n}" for n in range(6)))
         tab = await login(server, f"{bob}@localhost/tab")
         gap = await tab.expect(lambda e: "content" in e)
         assert gap["type"] == GAP and gap["content"]["dropped"] == 4
         assert [x["id"] for x in gap["content"]["lost"]] == ["m0", "m1", "m2", "m3"]
-        assert [(await tab.expect(lambda e: "content" in e))["content"] for _ in range(2)] == [
-            "m4",
-            "m5",
-        ]
+        assert await contents(tab, 2) == ["m4", "m5"]
 
     async def test_offline_sender_gets_its_122_when_it_reconnects(self, server):
         bob, carol = name(), name()
-        owner = await login(server, f"{bob}@localhost/q")
-        await set_limit(owner, "q", 1, "drop-oldest")
-        await owner.finish()
-        sender = await login(server, f"{carol}@localhost/s")
-        await sender.set_receipt("accepted")
-        sender.send(message(f"{bob}@localhost/q", "first", "first"))
-        await accepted(sender, "first")
-        await sender.finish()
-        other = await login(server, f"{name()}@localhost/o")
-        await other.set_receipt("accepted")
-        other.send(message(f"{bob}@localhost/q", "second", "second"))
-        await accepted(other, "second")
+        await offline_session(server, bob, "q", 1, "drop-oldest")
+        first = await sender(server, f"{carol}@localhost/s")
+        await send_accepted(first, f"{bob}@localhost/q", "first")
+        await first.finish()
+        other = await sender(server)
+        await send_accepted(other, f"{bob}@localhost/q", "second")
         back = await login(server, f"{carol}@localhost/s")
         event = await back.expect(lambda e: e.get("id") == "first")
         assert event["event"] == "failed" and event["reason"]["code"] == 122
 
     async def test_reject_new_refuses_with_121_and_keeps_the_queue(self, server):
         bob = name()
-        owner = await login(server, f"{bob}@localhost/r")
-        await set_limit(owner, "r", 2, "reject-new")
-        await owner.finish()
-        alice = await login(server, f"{name()}@localhost/a")
-        await alice.set_receipt("accepted")
-        for n in range(2):
-            alice.send(message(f"{bob}@localhost/r", f"k{n}", f"k{n}"))
-            await accepted(alice, f"k{n}")
+        await offline_session(server, bob, "r", 2, "reject-new")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/r", "k0", "k1")
         alice.send(message(f"{bob}@localhost/r", "k2", "k2"))
         assert (await failed(alice, "k2"))["reason"]["code"] == 121
         r = await login(server, f"{bob}@localhost/r")
-        got = [(await r.expect(lambda e: "content" in e))["content"] for _ in range(2)]
-        assert got == ["k0", "k1"]
+        assert await contents(r, 2) == ["k0", "k1"]
 
     async def test_lowering_a_drop_oldest_limit_trims_at_once(self, server):
         # 3.9 scenario 8: limitQueue on a longer queue drops the oldest immediately
         bob = name()
-        owner = await login(server, f"{bob}@localhost/x")
-        await owner.finish()
-        alice = await login(server, f"{name()}@localhost/a")
-        await alice.set_receipt("accepted")
-        for n in range(1, 6):
-            alice.send(message(f"{bob}@localhost/x", f"h{n}", f"h{n}"))
-            await accepted(alice, f"h{n}")
+        await offline_session(server, bob, "x")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/x", "h1", "h2", "h3", "h4", "h5")
         manager = await login(server, f"{bob}@localhost/manager")
         await set_limit(manager, "x", 3, "drop-oldest")
         snapshot = await command(manager, "get", "/sessions/x")
@@ -203,8 +228,7 @@ class TestBoundedQueues:
 class TestSessionResources:
     async def test_list_get_set_and_delete(self, server):
         bob = name()
-        phone = await login(server, f"{bob}@localhost/phone")
-        await phone.finish()
+        await offline_session(server, bob, "phone")
         laptop = await login(server, f"{bob}@localhost/laptop")
         listed = await command(laptop, "get", "/sessions")
         assert listed["type"] == "application/vnd.lime.collection+json"
@@ -235,170 +259,98 @@ class TestSessionResources:
         assert other["reason"]["code"] == 35
 
     async def test_deleting_a_session_tells_senders_124(self, server):
-        bob, carol = name(), name()
-        owner = await login(server, f"{bob}@localhost/old")
-        await owner.finish()
-        sender = await login(server, f"{carol}@localhost/s")
-        await sender.set_receipt("accepted")
-        sender.send(message(f"{bob}@localhost/old", "never read", "nr"))
-        await accepted(sender, "nr")
+        bob = name()
+        await offline_session(server, bob, "old")
+        carol = await sender(server)
+        carol.send(message(f"{bob}@localhost/old", "never read", "nr"))
+        await accepted(carol, "nr")
         manager = await login(server, f"{bob}@localhost/manager")
         assert (await command(manager, "delete", "/sessions/old"))["status"] == "success"
-        event = await failed(sender, "nr")
+        event = await failed(carol, "nr")
         assert event["reason"]["code"] == 124
 
 
 class TestPersistence:
     async def test_begin_remember_crash_detection_and_end(self, server):
         # 3.9 scenario 13
-        bob, shop = name(), name()
-        shopper = await login(server, f"{shop}@localhost/till")
-        client = await login(server, f"{bob}@localhost/buyer")
-        await client.set_receipt("accepted")
+        till, shopper = await shop(server)
+        client = await sender(server, f"{name()}@localhost/buyer")
         first = await command(client, "set", "/sessions/buyer/persistence")
         assert first["type"] == "application/vnd.tidings.persistence+json"
         r1 = first["resource"]
         assert len(base64.b64decode(r1["nonce"])) == 15 and len(r1["nonce"]) == 20
         assert r1["memento"] is None and r1["crashed"] is False
-        client.send(
-            message(
-                f"{shop}@localhost/till",
-                "buy 0",
-                "b0",
-                **{"tidings.nonce": r1["nonce"], "tidings.memento": "hello"},
-            )
-        )
+        client.send(persistent(till, "buy 0", "b0", r1["nonce"], "hello"))
         await accepted(client, "b0")
         delivered = await shopper.expect_id("b0")
         assert "metadata" not in delivered, "the nonce stays at the server"
-        again = (await command(client, "set", "/sessions/buyer/persistence"))["resource"]
+        again = await begin(client, "buyer")
         assert again["crashed"] is True and again["memento"] == "hello"
         assert again["nonce"] != r1["nonce"]
-        client.send(
-            message(
-                f"{shop}@localhost/till",
-                "buy 1",
-                "b1",
-                **{"tidings.nonce": again["nonce"], "tidings.memento": "goodbye"},
-            )
-        )
+        client.send(persistent(till, "buy 1", "b1", again["nonce"], "goodbye"))
         await accepted(client, "b1")
         end = {
             "type": "application/vnd.tidings.persistence+json",
             "resource": {"nonce": again["nonce"]},
         }
-        assert (await command(client, "delete", "/sessions/buyer/persistence", **end))[
-            "status"
-        ] == "success"
-        assert (await command(client, "delete", "/sessions/buyer/persistence", **end))[
-            "status"
-        ] == "success", "end is idempotent"
-        fresh = (await command(client, "set", "/sessions/buyer/persistence"))["resource"]
+        ended = await command(client, "delete", "/sessions/buyer/persistence", **end)
+        assert ended["status"] == "success"
+        ended = await command(client, "delete", "/sessions/buyer/persistence", **end)
+        assert ended["status"] == "success", "end is idempotent"
+        fresh = await begin(client, "buyer")
         assert fresh["crashed"] is False and fresh["memento"] is None
 
     async def test_stale_nonce_is_refused_with_125_and_changes_nothing(self, server):
         # 3.9 scenarios 14 and 17 (old nonce after a new begin; the last memento wins)
-        bob, shop = name(), name()
-        shopper = await login(server, f"{shop}@localhost/till")
-        client = await login(server, f"{bob}@localhost/p")
-        await client.set_receipt("accepted")
-        n3 = (await command(client, "set", "/sessions/p/persistence"))["resource"]["nonce"]
-        client.send(
-            message(
-                f"{shop}@localhost/till",
-                "x",
-                "bad",
-                **{"tidings.nonce": "bad", "tidings.memento": "x"},
-            )
-        )
+        till, shopper = await shop(server)
+        client = await sender(server, f"{name()}@localhost/p")
+        n3 = (await begin(client, "p"))["nonce"]
+        client.send(persistent(till, "x", "bad", "bad", "x"))
         assert (await failed(client, "bad"))["reason"]["code"] == 125
         for memento in ("one", "two"):
-            client.send(
-                message(
-                    f"{shop}@localhost/till",
-                    memento,
-                    memento,
-                    **{"tidings.nonce": n3, "tidings.memento": memento},
-                )
-            )
+            client.send(persistent(till, memento, memento, n3, memento))
             await accepted(client, memento)
-        n4 = (await command(client, "set", "/sessions/p/persistence"))["resource"]
+        n4 = await begin(client, "p")
         assert n4["memento"] == "two" and n4["crashed"]
-        client.send(
-            message(
-                f"{shop}@localhost/till",
-                "late",
-                "late",
-                **{"tidings.nonce": n3, "tidings.memento": "late"},
-            )
-        )
+        client.send(persistent(till, "late", "late", n3, "late"))
         assert (await failed(client, "late"))["reason"]["code"] == 125
         stale_end = await command(
             client, "delete", "/sessions/p/persistence", metadata={"tidings.nonce": n3}
         )
         assert stale_end["reason"]["code"] == 125
-        got = [(await shopper.expect(lambda e: "content" in e))["content"] for _ in range(2)]
-        assert got == ["one", "two"]
-        probe = (await command(client, "set", "/sessions/p/persistence"))["resource"]
+        assert await contents(shopper, 2) == ["one", "two"]
+        probe = await begin(client, "p")
         assert probe["memento"] == "two", "refused requests committed no memento"
 
     async def test_a_verbatim_resend_is_not_executed_twice(self, server):
         # 3.9 scenario 17, hardening: same nonce, same request id
-        bob, shop = name(), name()
-        shopper = await login(server, f"{shop}@localhost/till")
-        client = await login(server, f"{bob}@localhost/h")
-        await client.set_receipt("accepted")
-        nonce = (await command(client, "set", "/sessions/h/persistence"))["resource"]["nonce"]
-        buy = message(
-            f"{shop}@localhost/till",
-            "toaster",
-            "buy-1",
-            **{"tidings.nonce": nonce, "tidings.memento": "1"},
-        )
+        till, shopper = await shop(server)
+        client = await sender(server, f"{name()}@localhost/h")
+        nonce = (await begin(client, "h"))["nonce"]
+        buy = persistent(till, "toaster", "buy-1", nonce, "1")
         client.send(buy)
         await accepted(client, "buy-1")
         client.send(buy)
         await accepted(client, "buy-1")
-        client.send(message(f"{shop}@localhost/till", "marker", "after"))
+        client.send(message(till, "marker", "after"))
         await accepted(client, "after")
-        got = [(await shopper.expect(lambda e: "content" in e))["content"] for _ in range(2)]
-        assert got == ["toaster", "marker"], "one toaster"
+        assert await contents(shopper, 2) == ["toaster", "marker"], "one toaster"
 
     async def test_two_clients_racing_on_one_session_only_the_current_nonce_wins(self, server):
-        bob, shop = name(), name()
-        shopper = await login(server, f"{shop}@localhost/till")
-        node = f"{bob}@localhost/race"
-        a = await login(server, node)
-        await a.set_receipt("accepted")
-        nonce_a = (await command(a, "set", "/sessions/race/persistence"))["resource"]["nonce"]
-        b = await login(server, node)  # takes the session over from a
-        await b.set_receipt("accepted")
-        nonce_b = (await command(b, "set", "/sessions/race/persistence"))["resource"]["nonce"]
-        a2 = await login(server, node)  # a comes back with its old nonce
-        await a2.set_receipt("accepted")
-        a2.send(
-            message(
-                f"{shop}@localhost/till",
-                "from a",
-                "ra",
-                **{"tidings.nonce": nonce_a, "tidings.memento": "a"},
-            )
-        )
+        till, shopper = await shop(server)
+        node = f"{name()}@localhost/race"
+        a = await sender(server, node)
+        nonce_a = (await begin(a, "race"))["nonce"]
+        b = await sender(server, node)  # takes the session over from a
+        nonce_b = (await begin(b, "race"))["nonce"]
+        a2 = await sender(server, node)  # a comes back with its old nonce
+        a2.send(persistent(till, "from a", "ra", nonce_a, "a"))
         assert (await failed(a2, "ra"))["reason"]["code"] == 125
-        b2 = await login(server, node)
-        await b2.set_receipt("accepted")
-        b2.send(
-            message(
-                f"{shop}@localhost/till",
-                "from b",
-                "rb",
-                **{"tidings.nonce": nonce_b, "tidings.memento": "b"},
-            )
-        )
+        b2 = await sender(server, node)
+        b2.send(persistent(till, "from b", "rb", nonce_b, "b"))
         await accepted(b2, "rb")
-        got = await shopper.expect(lambda e: "content" in e)
-        assert got["content"] == "from b"
-        state = (await command(b2, "set", "/sessions/race/persistence"))["resource"]
+        assert await contents(shopper, 1) == ["from b"]
+        state = await begin(b2, "race")
         assert state["memento"] == "b"
 
     async def test_persistent_message_without_id_and_nonce_on_commands_are_refused(self, server):
@@ -420,60 +372,40 @@ class TestPersistence:
     async def test_persistence_survives_a_kill_9(self, tmp_path):
         process = ServerProcess(tmp_path, args=["--allow-guests"]).start()
         try:
-            client = await login(process, "k9@localhost/p")
-            await client.set_receipt("accepted")
-            nonce = (await command(client, "set", "/sessions/p/persistence"))["resource"]["nonce"]
-            client.send(
-                message(
-                    "k9@localhost/other",
-                    "x",
-                    "x1",
-                    **{"tidings.nonce": nonce, "tidings.memento": "42"},
-                )
-            )
+            client = await sender(process, "k9@localhost/p")
+            nonce = (await begin(client, "p"))["nonce"]
+            client.send(persistent("k9@localhost/other", "x", "x1", nonce, "42"))
             await accepted(client, "x1")
             process.kill()
             process.restart()
             again = await login(process, "k9@localhost/p")
-            state = (await command(again, "set", "/sessions/p/persistence"))["resource"]
+            state = await begin(again, "p")
             assert state == {**state, "crashed": True, "memento": "42"}
         finally:
             process.stop()
 
 
-class TestHttpNotify:
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {TOKEN}"}
+async def notify(http: httpx.AsyncClient, identity: str, **body: Any) -> httpx.Response:
+    """POST one server-side notification for ``identity`` (a guest name) over HTTP."""
+    return await http.post(
+        f"/identities/{identity}@localhost/notifications", json=body, headers=HEADERS
+    )
 
+
+class TestHttpNotify:
     async def test_notify_one_all_and_pattern(self, server):
         bob = name()
         sessions = {
             s: await login(server, f"{bob}@localhost/{s}") for s in ("foo_1", "foo_2", "bar")
         }
         async with httpx.AsyncClient(base_url=server.http_url) as http:
-            one = await http.post(
-                f"/identities/{bob}@localhost/notifications",
-                json={"content": {"n": 1}, "session": "foo_1", "id": "n1"},
-                headers=self.headers(),
-            )
+            one = await notify(http, bob, content={"n": 1}, session="foo_1", id="n1")
             assert one.status_code == 202 and one.json()["sessions"] == ["foo_1"]
-            pattern = await http.post(
-                f"/identities/{bob}@localhost/notifications",
-                json={"content": {"n": 2}, "pattern": "foo_*", "id": "n2"},
-                headers=self.headers(),
-            )
+            pattern = await notify(http, bob, content={"n": 2}, pattern="foo_*", id="n2")
             assert sorted(pattern.json()["sessions"]) == ["foo_1", "foo_2"]
-            everyone = await http.post(
-                f"/identities/{bob}@localhost/notifications",
-                json={"content": {"n": 3}, "id": "n3"},
-                headers=self.headers(),
-            )
+            everyone = await notify(http, bob, content={"n": 3}, id="n3")
             assert sorted(everyone.json()["sessions"]) == ["bar", "foo_1", "foo_2"]
-            again = await http.post(
-                f"/identities/{bob}@localhost/notifications",
-                json={"content": {"n": 3}, "id": "n3"},
-                headers=self.headers(),
-            )
+            again = await notify(http, bob, content={"n": 3}, id="n3")
             assert again.json()["sessions"] == [], "a retry with the same id is stored once"
         got = {s: [] for s in sessions}
         for s, client in sessions.items():
@@ -486,35 +418,22 @@ class TestHttpNotify:
 
     async def test_queue_snapshot_and_list_over_http(self, server):
         bob = name()
-        client = await login(server, f"{bob}@localhost/box")
-        await client.finish()
+        await offline_session(server, bob, "box")
         async with httpx.AsyncClient(base_url=server.http_url) as http:
-            posted = await http.post(
-                f"/identities/{bob}@localhost/notifications",
-                json={"type": "text/plain", "content": "queued", "session": "box"},
-                headers=self.headers(),
-            )
+            posted = await notify(http, bob, type="text/plain", content="queued", session="box")
             assert posted.status_code == 202
-            listed = await http.get(f"/identities/{bob}@localhost/sessions", headers=self.headers())
+            listed = await http.get(f"/identities/{bob}@localhost/sessions", headers=HEADERS)
             assert [(s["name"], s["depth"]) for s in listed.json()] == [("box", 1)]
-            info = await http.get(
-                f"/identities/{bob}@localhost/sessions/box", headers=self.headers()
-            )
+            info = await http.get(f"/identities/{bob}@localhost/sessions/box", headers=HEADERS)
             queue = info.json()["queue"]
             assert len(queue) == 1 and queue[0]["envelope"]["content"] == "queued"
-            missing = await http.get(
-                f"/identities/{bob}@localhost/sessions/nope", headers=self.headers()
-            )
+            missing = await http.get(f"/identities/{bob}@localhost/sessions/nope", headers=HEADERS)
             assert missing.status_code == 404
             assert missing.headers["content-type"] == "application/problem+json"
             assert missing.json()["error_id"] == "session-not-found"
             refused = await http.get(f"/identities/{bob}@localhost/sessions")
             assert refused.status_code == 403
-            unknown = await http.post(
-                "/identities/nobody-here@localhost/notifications",
-                json={"content": 1},
-                headers=self.headers(),
-            )
+            unknown = await notify(http, "nobody-here", content=1)
             assert unknown.status_code == 404
             spec = (await http.get("/openapi.json")).json()
             assert "/identities/{identity}/notifications" in spec["paths"]
@@ -527,13 +446,11 @@ async def test_idle_sessions_are_collected_and_senders_told_124(tmp_path: Path):
         tmp_path / "data", args=["--allow-guests", "--config", str(config)]
     ).start()
     try:
-        owner = await login(process, "gc-bob@localhost/idle")
-        await owner.finish()
-        sender = await login(process, "gc-alice@localhost/s")
-        await sender.set_receipt("accepted")
-        sender.send(message("gc-bob@localhost/idle", "unread", "u1"))
-        await accepted(sender, "u1")
-        event = await failed(sender, "u1")  # waits for the collector, event-driven
+        await offline_session(process, "gc-bob", "idle")
+        alice = await sender(process, "gc-alice@localhost/s")
+        alice.send(message("gc-bob@localhost/idle", "unread", "u1"))
+        await accepted(alice, "u1")
+        event = await failed(alice, "u1")  # waits for the collector, event-driven
         assert event["reason"]["code"] == 124
         manager = await login(process, "gc-bob@localhost/m")
         listed = await command(manager, "get", "/sessions")
@@ -547,14 +464,9 @@ class TestSdk:
         from tidings.sdk import Client, Gap, PersistentSession, backlog
 
         bob = name()
-        owner = await login(server, f"{bob}@localhost/feed")
-        await set_limit(owner, "feed", 2, "drop-oldest")
-        await owner.finish()
-        sender = await login(server, f"{name()}@localhost/s")
-        await sender.set_receipt("accepted")
-        for n in range(4):
-            sender.send(message(f"{bob}@localhost/feed", f"f{n}", f"f{n}"))
-            await accepted(sender, f"f{n}")
+        await offline_session(server, bob, "feed", 2, "drop-oldest")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/feed", "f0", "f1", "f2", "f3")
         async with Client(server.ws_url, f"{bob}@localhost", instance="feed", guest=True) as c:
             items = []
             async with asyncio.timeout(10):

@@ -37,20 +37,26 @@ def sent(session: ServerSession | ClientSession) -> list[dict[str, Any]]:
     return [json.loads(data) for data in session.data_to_send()]
 
 
-def authenticating(session: ServerSession) -> None:
+def authentication_request(node: str = "a@localhost", **fields: Any) -> dict[str, Any]:
+    """The client's `authenticating` envelope: guest unless ``fields`` say otherwise."""
+    return {"id": "sid", "state": "authenticating", "from": node, "scheme": "guest", **fields}
+
+
+def authenticating(session: ServerSession) -> ServerSession:
+    """``session`` taken to AUTHENTICATING, output drained."""
     assert feed(session, {"state": "new"}) is None
     sent(session)
+    return session
 
 
-def established(session: ServerSession, node: str = "alice@localhost/home") -> None:
+def established(session: ServerSession, node: str = "alice@localhost/home") -> ServerSession:
+    """``session`` taken to ESTABLISHED as the guest ``node``, output drained."""
     authenticating(session)
-    event = feed(
-        session,
-        {"id": "sid", "state": "authenticating", "from": node, "scheme": "guest"},
-    )
+    event = feed(session, authentication_request(node))
     assert isinstance(event, AuthenticationRequested)
     session.establish(parse_node(node))
     sent(session)
+    return session
 
 
 class TestEstablishment:
@@ -94,17 +100,14 @@ class TestEstablishment:
         assert sent(session)[0]["reason"]["code"] == 17
 
     def test_authentication_request_carries_node_scheme_and_credentials(self):
-        session = server()
-        authenticating(session)
+        session = authenticating(server())
         event = feed(
             session,
-            {
-                "id": "sid",
-                "state": "authenticating",
-                "from": "Alice@LocalHost/Home",
-                "scheme": "plain",
-                "authentication": {"scheme": "plain", "password": "cHc="},
-            },
+            authentication_request(
+                "Alice@LocalHost/Home",
+                scheme="plain",
+                authentication={"scheme": "plain", "password": "cHc="},
+            ),
         )
         assert event == AuthenticationRequested(
             node=Node("alice", "localhost", "Home"),
@@ -121,8 +124,7 @@ class TestEstablishment:
         }
 
     def test_scheme_may_come_only_inside_authentication(self):
-        session = server()
-        authenticating(session)
+        session = authenticating(server())
         event = feed(
             session,
             {
@@ -166,8 +168,7 @@ class TestEstablishment:
         ],
     )
     def test_authenticating_failures(self, envelope, code):
-        session = server()
-        authenticating(session)
+        session = authenticating(server())
         ended = feed(session, envelope)
         assert isinstance(ended, SessionEnded) and ended.state is SessionState.FAILED
         [failed] = sent(session)
@@ -184,16 +185,9 @@ class TestEstablishment:
         assert sent(session)[0]["reason"]["code"] == ReasonCode.SESSION_INVALID_ACTION_FOR_STATE
 
     def test_envelopes_while_deciding_fail_with_15(self):
-        session = server()
-        authenticating(session)
-        feed(
-            session,
-            {"id": "sid", "state": "authenticating", "from": "a@localhost", "scheme": "guest"},
-        )
-        feed(
-            session,
-            {"id": "sid", "state": "authenticating", "from": "a@localhost", "scheme": "guest"},
-        )
+        session = authenticating(server())
+        feed(session, authentication_request())
+        feed(session, authentication_request())
         assert sent(session)[0]["reason"]["code"] == ReasonCode.SESSION_INVALID_ACTION_FOR_STATE
 
     def test_establish_outside_authenticating_is_invalid_state(self):
@@ -201,12 +195,8 @@ class TestEstablishment:
             server().establish(Node("a", "localhost", "x"))
 
     def test_fail_by_the_application(self):
-        session = server()
-        authenticating(session)
-        feed(
-            session,
-            {"id": "sid", "state": "authenticating", "from": "a@localhost", "scheme": "guest"},
-        )
+        session = authenticating(server())
+        feed(session, authentication_request())
         session.fail(Reason(code=13, description="nope"))
         [failed] = sent(session)
         assert failed == {
@@ -222,16 +212,14 @@ class TestEstablishment:
 
 class TestEstablished:
     def test_messages_pass_through_as_typed_envelopes(self):
-        session = server()
-        established(session)
+        session = established(server())
         event = feed(
             session, {"id": "m", "to": "bob@localhost", "type": "text/plain", "content": "hi"}
         )
         assert isinstance(event, Message) and event.to == "bob@localhost"
 
     def test_finishing_sends_finished_with_to(self):
-        session = server()
-        established(session)
+        session = established(server())
         ended = feed(session, {"id": "sid", "state": "finishing"})
         assert ended == SessionEnded(SessionState.FINISHED, None)
         assert sent(session) == [
@@ -248,14 +236,12 @@ class TestEstablished:
         )
 
     def test_other_session_states_fail_with_15(self):
-        session = server()
-        established(session)
+        session = established(server())
         feed(session, {"id": "sid", "state": "new"})
         assert sent(session)[0]["reason"]["code"] == ReasonCode.SESSION_INVALID_ACTION_FOR_STATE
 
     def test_finishing_with_a_wrong_id_fails_with_11(self):
-        session = server()
-        established(session)
+        session = established(server())
         feed(session, {"id": "zzz", "state": "finishing"})
         assert sent(session)[0]["reason"]["code"] == ReasonCode.SESSION_ERROR
 
@@ -277,8 +263,7 @@ class TestEstablished:
         ],
     )
     def test_invalid_messages_with_an_id_get_a_failed_notification(self, envelope, code):
-        session = server()
-        established(session)
+        session = established(server())
         assert feed(session, envelope) is None
         [answer] = sent(session)
         assert answer["event"] == "failed" and answer["id"] == "m"
@@ -286,8 +271,7 @@ class TestEstablished:
         assert session.state is SessionState.ESTABLISHED
 
     def test_an_overlong_id_cannot_be_answered_so_the_session_fails(self):
-        session = server()
-        established(session)
+        session = established(server())
         ended = feed(
             session, {"id": "x" * 300, "to": "b@localhost", "type": "text/plain", "content": "x"}
         )
@@ -302,8 +286,7 @@ class TestEstablished:
         ],
     )
     def test_invalid_command_requests_get_a_failure_response(self, envelope, code):
-        session = server()
-        established(session)
+        session = established(server())
         assert feed(session, envelope) is None
         [answer] = sent(session)
         assert answer["status"] == "failure" and answer["reason"]["code"] == code
@@ -319,30 +302,26 @@ class TestEstablished:
         ],
     )
     def test_invalid_envelopes_without_an_answerable_id_fail_the_session(self, envelope):
-        session = server()
-        established(session)
+        session = established(server())
         ended = feed(session, envelope)
         assert isinstance(ended, SessionEnded)
         assert sent(session)[0]["state"] == "failed"
 
     @pytest.mark.parametrize("data", [b"{", b"[]", b'"x"', b'{"foo": 1}', b"\xff\xfe"])
     def test_undecodable_frames_fail_with_21(self, data):
-        session = server()
-        established(session)
+        session = established(server())
         session.receive_text(data)
         [failed] = sent(session)
         assert failed["reason"]["code"] == ReasonCode.VALIDATION_ERROR
 
     def test_oversized_frame_fails_with_21(self):
-        session = server(max_envelope_size=1024)
-        established(session)
+        session = established(server(max_envelope_size=1024))
         session.receive_text(b"{" + b" " * 2000 + b"}")
         [failed] = sent(session)
         assert "limit" in failed["reason"]["description"]
 
     def test_binary_frame_fails(self):
-        session = server()
-        established(session)
+        session = established(server())
         assert isinstance(session.receive_binary(), SessionEnded)
 
     def test_send_outside_established_is_invalid_state(self):
@@ -385,10 +364,7 @@ class TestClientAgainstServer:
 
 def test_from_without_domain_takes_the_servers_domain():
     """reference/lime.md section 2.3: lime-go's ws-chat client sends `nick/chat`."""
-    session = server()
-    authenticating(session)
-    event = feed(
-        session, {"id": "sid", "state": "authenticating", "from": "nick/chat", "scheme": "guest"}
-    )
+    session = authenticating(server())
+    event = feed(session, authentication_request("nick/chat"))
     assert isinstance(event, AuthenticationRequested)
     assert event.node == Node("nick", "localhost", "chat")
