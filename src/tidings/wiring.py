@@ -117,6 +117,8 @@ class TidingsServer:
             hub=hub,
             max_message_size=settings.max_envelope_size,
             termination_window=settings.feed_termination_window_s,
+            rate_limit=settings.rate_limit,
+            rate_burst=settings.rate_burst,
         )
         self.app.hub = hub
         self.app.sessions = lime.sessions
@@ -186,6 +188,7 @@ class TidingsServer:
             "envelopes_received_total": ("counter", stats.envelopes_in),
             "envelopes_sent_total": ("counter", stats.envelopes_out),
             "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
+            "connections_throttled_total": ("counter", stats.throttled + self.feedme.throttled),
             "messages_routed_total": ("counter", self.lime.router.delivered),
             "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(self.feedme.connections)),

@@ -1,4 +1,4 @@
-"""Per-session rate limiting: a token bucket, refilled continuously."""
+"""Per-connection rate limiting: a token bucket, refilled continuously."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = time.monotonic()
 
-    def take(self) -> bool:
-        """Spend one token; False when the bucket is empty."""
+    def spend(self) -> float:
+        """Spend one token, into debt if need be; returns the seconds until the debt is repaid
+        (0.0 while there is none)."""
         tokens = self._tokens
         if tokens < 1.0:
             now = time.monotonic()
             tokens = min(self._burst, tokens + (now - self._stamp) * self._rate)
             self._stamp = now
-            if tokens < 1.0:
-                self._tokens = tokens
-                return False
-        self._tokens = tokens - 1.0
-        return True
+        tokens -= 1.0
+        self._tokens = tokens
+        return -tokens / self._rate if tokens < 0.0 else 0.0

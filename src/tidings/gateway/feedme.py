@@ -36,6 +36,7 @@ from ..protocol.feedme import (
     PreparedRevelation,
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
+from .flow import ReadThrottle
 from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
@@ -50,6 +51,9 @@ class FeedmeContext:
     max_message_size: int
     handshake_timeout: float = 30.0
     termination_window: float = 30.0
+    rate_limit: float = 5_000.0
+    rate_burst: int = 10_000
+    throttled: int = 0
     connections: set[FeedmeConnection] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -99,12 +103,14 @@ class FeedmeConnection(WSListener):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._writer: CorkedWriter | None = None
+        self._throttle: ReadThrottle | None = None
 
     # -- picows callbacks ---------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self._writer = CorkedWriter(transport.underlying_transport)
+        self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.hub.connected(self)
         self.ctx.spawn(self.ctx.app.emit("connect", self.client_id))
@@ -123,6 +129,8 @@ class FeedmeConnection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is WSMsgType.TEXT and frame.fin:
+            if self._throttle is not None and self._throttle.spend():
+                self.ctx.throttled += 1
             self.conversation.receive_text(frame.get_payload_as_bytes())
         elif kind is WSMsgType.CLOSE:
             if self._writer is not None:

@@ -19,7 +19,6 @@ import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
-from ..core.limits import TokenBucket
 from ..core.sessions import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
@@ -40,6 +39,7 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
+from .flow import ReadThrottle
 from .framing import CorkedWriter
 from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
@@ -65,7 +65,7 @@ class LimeConnection(WSListener):
         self.transport: WSTransport | None = None
         self.live: LiveSession | None = None
         self._server = context.server_node.text
-        self._bucket = TokenBucket(context.rate_limit, context.rate_burst)
+        self._throttle: ReadThrottle | None = None
         self._waiting: deque[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -77,6 +77,7 @@ class LimeConnection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self._writer = CorkedWriter(transport.underlying_transport)
+        self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.stats.connections += 1
         self._timer = asyncio.get_running_loop().call_later(
@@ -110,6 +111,8 @@ class LimeConnection(WSListener):
             data = None
         else:
             return
+        if self._throttle is not None and self._throttle.spend():
+            self.ctx.stats.throttled += 1
         if self._waiting is not None:
             self._waiting.append(data)  # in order, behind the envelope being handled
             return
@@ -276,12 +279,6 @@ class LimeConnection(WSListener):
         live = self.live
         assert live is not None
         message_id = message.id if message.id is not UNSET else None
-        if not self._bucket.take():
-            self._refuse_message(
-                message_id,
-                TidingsError(ErrorId.RATE_LIMITED, "Too many envelopes: slow down"),
-            )
-            return None
         if message.to is UNSET:
             self._refuse_message(
                 message_id,
@@ -353,15 +350,6 @@ class LimeConnection(WSListener):
     def _on_notification(self, notification: Notification) -> None:
         live = self.live
         assert live is not None and notification.id is not UNSET
-        if not self._bucket.take():
-            self.session.fail(
-                Reason(
-                    code=ReasonCode.AUTHORIZATION_QUOTA_THRESHOLD_EXCEEDED,
-                    description="Too many envelopes: slow down",
-                )
-            )
-            self._flush()
-            return
         if notification.to is UNSET:
             return  # addressed to the server itself: nothing to act on
         try:
@@ -389,17 +377,6 @@ class LimeConnection(WSListener):
     def _on_command(self, command: Command) -> Awaitable[None] | None:
         live = self.live
         assert live is not None
-        command_id = command.id if command.id is not UNSET else None
-        if not self._bucket.take():
-            if command_id is not None and command.status is UNSET:
-                self._respond(
-                    self.session.failure_response(
-                        command_id,
-                        command.method,
-                        lime_reason(TidingsError(ErrorId.RATE_LIMITED, "Too many envelopes")),
-                    )
-                )
-            return None
         to: Node | None = None
         if command.to is not UNSET:
             try:
