@@ -42,6 +42,7 @@ class WireClient:
         self.transport = transport
         self._listener = listener
         self.held: list[dict[str, Any]] = []
+        self._loop = asyncio.get_running_loop()
         self.session_id: str | None = None
         self.node: str | None = None
 
@@ -58,7 +59,10 @@ class WireClient:
     async def close_all(cls) -> None:
         """Disconnect every client still open and wait until the server has let each go."""
         clients, cls._open = cls._open, set()
+        loop = asyncio.get_running_loop()
         for client in clients:
+            if client._loop is not loop:
+                continue  # made under a loop of its own (asyncio.run), closed with it
             if not client._listener.gone.is_set():
                 client.transport.disconnect()
             async with asyncio.timeout(DEADLINE):
