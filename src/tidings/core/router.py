@@ -93,12 +93,7 @@ class Router:
                 sender, sender_address, message_id, targets, payload, bounds, persist
             )
             return
-        entries = [
-            QueueEntry(r.identity, r.instance, sender_address, message_id, True, payload)
-            for r in targets
-        ]
-        for record in targets:
-            record.depth += 1
+        entries = _queued(targets, sender_address, message_id, payload)
 
         def appended(result: AppendResult | BaseException) -> None:
             self._appended(sender, message_id, targets, payload, result)
@@ -365,12 +360,7 @@ class Router:
     ) -> None:
         store = self._store
         assert isinstance(store, SessionQueueStore) and self.notices is not None
-        entries = [
-            QueueEntry(r.identity, r.instance, sender_address, message_id, True, payload)
-            for r in targets
-        ]
-        for record in targets:
-            record.depth += 1
+        entries = _queued(targets, sender_address, message_id, payload)
 
         def appended(result: TrimResult | BaseException) -> None:
             if isinstance(result, TrimResult) and result.refused:
@@ -457,3 +447,12 @@ class Router:
 
     def _limit_of(self, record: SessionRecord) -> int:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
+
+
+def _queued(
+    targets: list[SessionRecord], sender: str, message_id: str, payload: bytes
+) -> list[QueueEntry]:
+    """One acknowledged entry per target session, counted in its depth before it is stored."""
+    for record in targets:
+        record.depth += 1
+    return [QueueEntry(r.identity, r.instance, sender, message_id, True, payload) for r in targets]

@@ -27,7 +27,7 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .lime_apps import apps_resource
-from .lime_resource import Unsupported, no_method, no_resource, resource_of
+from .lime_resource import Unsupported, collection, no_method, no_resource, resource_of
 from .lime_sessions import sessions_resource
 
 PING: Final = "application/vnd.lime.ping+json"
@@ -36,7 +36,6 @@ RECEIPT: Final = "application/vnd.lime.receipt+json"
 ACCOUNT: Final = "application/vnd.lime.account+json"
 CONTACT: Final = "application/vnd.lime.contact+json"
 DELEGATION: Final = "application/vnd.lime.delegation+json"
-COLLECTION: Final = "application/vnd.lime.collection+json"
 
 _EMPTY: Final = msgspec.Raw(b"{}")
 _RECEIPT_EVENTS: Final = frozenset(
@@ -177,13 +176,6 @@ def _own(live: LiveSession, owner: str, what: str) -> None:
         raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may change its {what}")
 
 
-def _collection(item_type: str, items: list[Any]) -> dict[str, Any]:
-    document: dict[str, Any] = {"itemType": item_type, "items": items}
-    if items:
-        document["total"] = len(items)
-    return document
-
-
 async def _presence(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
@@ -232,7 +224,7 @@ async def _contacts(
     roster = ctx.roster
     if not rest:
         if method is CommandMethod.GET:
-            return COLLECTION, _collection(CONTACT, await roster.contacts(owner))
+            return collection(CONTACT, await roster.contacts(owner))
         if method in (CommandMethod.SET, CommandMethod.MERGE):
             await roster.put_contact(
                 owner, resource_of(command), merge=method is CommandMethod.MERGE
@@ -265,7 +257,7 @@ async def _delegations(
     roster = ctx.roster
     if not rest:
         if method is CommandMethod.GET:
-            return COLLECTION, _collection(DELEGATION, await roster.delegations(owner))
+            return collection(DELEGATION, await roster.delegations(owner))
         if method in (CommandMethod.SET, CommandMethod.MERGE):
             await roster.put_delegation(owner, resource_of(command))
             return None

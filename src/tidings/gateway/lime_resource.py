@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from ..core.errors import ErrorId, Invalid
 from ..protocol.lime import UNSET, Command, Reason, ReasonCode
+
+COLLECTION: Final = "application/vnd.lime.collection+json"
+
+
+def collection(item_type: str, items: list[Any]) -> tuple[str, dict[str, Any]]:
+    """A LIME collection answer: ``items`` always (``[]`` when empty), ``total`` when not empty."""
+    document: dict[str, Any] = {"itemType": item_type, "items": items}
+    if items:
+        document["total"] = len(items)
+    return COLLECTION, document
 
 
 class Unsupported(Exception):

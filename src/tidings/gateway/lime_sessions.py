@@ -30,11 +30,10 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
-from .lime_resource import Unsupported, no_method, no_resource, resource_of
+from .lime_resource import Unsupported, collection, no_method, no_resource, resource_of
 
 SESSION: Final = "application/vnd.tidings.session+json"
 PERSISTENCE: Final = "application/vnd.tidings.persistence+json"
-COLLECTION: Final = "application/vnd.lime.collection+json"
 NONCE_KEY: Final = "tidings.nonce"
 MEMENTO_KEY: Final = "tidings.memento"
 
@@ -113,11 +112,7 @@ async def sessions_resource(
     method = command.method
     if not rest:
         if method is CommandMethod.GET:
-            items = await service.sessions_of(owner)
-            document: dict[str, Any] = {"itemType": SESSION, "items": items}
-            if items:
-                document["total"] = len(items)
-            return COLLECTION, document
+            return collection(SESSION, await service.sessions_of(owner))
     elif len(rest) == 1:
         name = rest[0]
         if method is CommandMethod.GET:
