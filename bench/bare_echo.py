@@ -11,21 +11,9 @@ Prints ``bare-echo ready ws://HOST:PORT/`` once it listens; runs until SIGTERM/S
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import signal
-
+import common
 import uvloop
-from picows import (
-    WSFrame,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-    ws_create_server,
-)
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 
 class Echo(WSListener):
@@ -38,28 +26,6 @@ class Echo(WSListener):
             transport.disconnect()
 
 
-def accept(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
-    offered = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
-    headers = {"Sec-WebSocket-Protocol": "lime"} if "lime" in offered else {}
-    response = WSUpgradeResponse.create_101_response(extra_headers=headers)
-    return WSUpgradeResponseWithListener(response, Echo())
-
-
-async def main(host: str, port: int) -> None:
-    server = await ws_create_server(accept, host, port)
-    bound = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"bare-echo ready ws://{host}:{bound}/", flush=True)
-    await stop.wait()
-    server.close()
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    uvloop.run(main(args.host, args.port))
+    args = common.server_parser(__doc__).parse_args()
+    uvloop.run(common.serve(common.accept_as("lime", Echo), args.host, args.port, "bare-echo"))

@@ -19,22 +19,11 @@ Prints ``bare-fanout ready ws://HOST:PORT/`` once it listens; runs until SIGTERM
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import signal
 
+import common
 import uvloop
-from picows import (
-    WSFrame,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-    ws_create_server,
-)
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 TEXT = WSMsgType.TEXT
 subscribers: list[WSTransport] = []
@@ -138,30 +127,10 @@ class Fanout(WSListener):
             transport.send(TEXT, json.dumps(reply, separators=(",", ":")).encode())
 
 
-def accept(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
-    offered = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
-    headers = {"Sec-WebSocket-Protocol": "feedme"} if "feedme" in offered else {}
-    response = WSUpgradeResponse.create_101_response(extra_headers=headers)
-    return WSUpgradeResponseWithListener(response, Fanout())
-
-
-async def main(host: str, port: int) -> None:
-    server = await ws_create_server(accept, host, port)
-    bound = server.sockets[0].getsockname()[1]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"bare-fanout ready ws://{host}:{bound}/", flush=True)
-    await stop.wait()
-    server.close()
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = common.server_parser(__doc__)
     parser.add_argument("--cork", action="store_true", help="one write per client per burst")
     args = parser.parse_args()
     CORK["on"] = args.cork
-    uvloop.run(main(args.host, args.port))
+    accept = common.accept_as("feedme", Fanout)
+    uvloop.run(common.serve(accept, args.host, args.port, "bare-fanout"))

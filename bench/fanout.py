@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import resource
-import sys
 import time
 from typing import Any
 
+import common
 import msgspec
 import uvloop
+from common import CLK_TCK, cpu_ticks
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import contextlib
-
-from loadgen import CLK_TCK, cpu_ticks, sched_wait_ns
 
 TEXT = WSMsgType.TEXT
 PROTOCOL = {"Sec-WebSocket-Protocol": "feedme"}
@@ -309,8 +306,7 @@ async def control_main(
         return {
             "t": time.perf_counter(),
             "received": total(RECEIVED),
-            "server_ticks": cpu_ticks(args.server_pid) if args.server_pid else 0,
-            "server_wait_ns": sched_wait_ns(args.server_pid) if args.server_pid else 0,
+            **common.server_sample(args.server_pid),
             "gen_cpu": gen_cpu(pids),
             "bursts": bursts,
         }
@@ -352,7 +348,6 @@ async def control_main(
 
     wall = b["t"] - a["t"]
     delivered = b["received"] - a["received"]
-    server_cpu = (b["server_ticks"] - a["server_ticks"]) / CLK_TCK
     gen_cpu_s = b["gen_cpu"] - a["gen_cpu"]
     samples = [s for r in reports for s in r.get("samples", [])][:5]
     return {
@@ -366,13 +361,7 @@ async def control_main(
         "connect_s": round(connect_s, 2),
         "deliveries_per_s": delivered / wall,
         "bursts_per_s": (b["bursts"] - a["bursts"]) / wall,
-        "server_cpu_pct": 100 * server_cpu / wall if args.server_pid else None,
-        "server_cpu_us_per_delivery": 1e6 * server_cpu / delivered
-        if args.server_pid and delivered
-        else None,
-        "server_wait_pct": (b["server_wait_ns"] - a["server_wait_ns"]) / wall / 1e7
-        if args.server_pid
-        else None,
+        **common.server_load(a, b, wall, args.server_pid, delivered, "delivery"),
         "gen_cpu_pct": 100 * gen_cpu_s / wall,
         "gen_cpu_us_per_delivery": 1e6 * gen_cpu_s / delivered if delivered else None,
         "max_gap_ms": max_gap * 1e3,
@@ -390,41 +379,26 @@ async def control_main(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__)
-    p.add_argument("--url", required=True)
-    p.add_argument("--server-pid", type=int, default=None)
+    p = common.generator_parser(__doc__)
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--procs", type=int, default=2, help="worker processes for the clients")
     p.add_argument("--count", type=int, default=10, help="revelations per burst action")
     p.add_argument("--size", type=int, default=100, help="bytes of padding per revelation")
     p.add_argument("--window", type=int, default=2, help="bursts' deliveries outstanding, max")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--drain", type=float, default=5.0)
     p.add_argument("--max-bursts", type=int, default=200_000)
     args = p.parse_args()
     raise_nofile(args.clients + 200)
     deadline = args.warmup + args.duration + args.drain + 120
-
-    def overdue() -> None:
-        print(json.dumps({"mode": "fanout", "error": "hard deadline passed"}), flush=True)
-        os._exit(3)
-
     shared, pipes, procs = spawn_workers(args)
-
-    async def guarded() -> dict[str, Any]:
-        asyncio.get_running_loop().call_later(deadline, overdue)
-        return await control_main(args, shared, pipes, procs)
-
     try:
-        result = uvloop.run(guarded())
+        work = control_main(args, shared, pipes, procs)
+        result = common.run_bounded(work, "fanout", deadline)
     except Exception as exc:
         result = {"mode": "fanout", "error": f"{type(exc).__name__}: {exc}"}
     for proc in procs:
         if proc.is_alive():
             proc.kill()
-    print(json.dumps(result), flush=True)
-    os._exit(0)
+    common.print_result(result)
 
 
 if __name__ == "__main__":

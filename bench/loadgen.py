@@ -28,16 +28,14 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from typing import Any
 
+import common
 import msgspec
-import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 TEXT = WSMsgType.TEXT
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 now_ns = time.perf_counter_ns
 
 
@@ -53,25 +51,6 @@ class Envelope(msgspec.Struct):
 
 
 decode = msgspec.json.Decoder(Envelope).decode
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def sched_wait_ns(pid: int) -> int:
-    """Time the process's threads spent runnable but waiting for a CPU (/proc schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                total += int(f.read().split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def own_cpu() -> float:
@@ -100,8 +79,16 @@ class Gen:
         self.stopping = False
         self.last_done = 0.0
         self.max_stall = 0.0
-        content = ("x" * args.size).encode()
-        self.content = content
+        self.content = ("x" * args.size).encode()
+
+    def take(self) -> bool:
+        """Whether a sender may send one more message (then counted as sent): the run is still
+        sending and under its cap."""
+        if self.sending and self.sent < self.max_messages:
+            self.sent += 1
+            self.frames_out += 1
+            return True
+        return False
 
     def done(self) -> None:
         """One more message completed: count it, track the longest gap between completions."""
@@ -202,50 +189,40 @@ class Conn(WSListener):
         self.gen.frames_in += 1
         self.gen.anomaly(f"{self.name} unexpected", data)
 
-    # echo
-    def echo_start(self, frame: bytes) -> None:
+    # echo and fire-and-forget: the same frame again and again, WINDOW of them in flight
+    def _send_window(self, frame: bytes) -> None:
         self.frame = frame
-        self.handler = self._echo
         for _ in range(self.gen.args.window):
-            self._echo_send()
+            self._send_frame()
 
-    def _echo_send(self) -> None:
-        gen = self.gen
-        if gen.sending and gen.sent < gen.max_messages:
-            gen.sent += 1
-            gen.frames_out += 1
+    def _send_frame(self) -> None:
+        if self.gen.take():
             self.inflight += 1
             self.transport.send(TEXT, self.frame)  # type: ignore[union-attr]
+
+    def echo_start(self, frame: bytes) -> None:
+        self.handler = self._echo
+        self._send_window(frame)
 
     def _echo(self, data: bytes) -> None:
         gen = self.gen
         gen.frames_in += 1
         gen.done()
         self.inflight -= 1
-        self._echo_send()
+        self._send_frame()
 
     # fire-and-forget (self is the sender; peer the receiver)
     def ff_start(self) -> None:
         peer = self.peer
         assert peer is not None
-        self.frame = (
+        peer.handler = peer._ff_received
+        self._send_window(
             b'{"to":"'
             + peer.node.encode()
             + b'","type":"text/plain","content":"'
             + self.gen.content
             + b'"}'
         )
-        peer.handler = peer._ff_received
-        for _ in range(self.gen.args.window):
-            self._ff_send()
-
-    def _ff_send(self) -> None:
-        gen = self.gen
-        if gen.sending and gen.sent < gen.max_messages:
-            gen.sent += 1
-            gen.frames_out += 1
-            self.inflight += 1
-            self.transport.send(TEXT, self.frame)  # type: ignore[union-attr]
 
     def _ff_received(self, data: bytes) -> None:  # runs on the receiver
         gen = self.gen
@@ -257,7 +234,7 @@ class Conn(WSListener):
             return
         gen.done()
         sender.inflight -= 1
-        sender._ff_send()
+        sender._send_frame()
 
     # acknowledged (self is the sender; peer the receiver)
     def acked_start(self, paced: bool) -> None:
@@ -280,15 +257,16 @@ class Conn(WSListener):
                 self.acked_send()
 
     def acked_send(self) -> None:
-        gen = self.gen
-        if gen.sending and gen.sent < gen.max_messages:
-            gen.sent += 1
-            gen.frames_out += 1
+        if self.gen.take():
             self.seq += 1
             mid = self.prefix + str(self.seq)
             self.inflight += 1
             self.pending[mid] = [now_ns(), 0]
-            self.transport.send(TEXT, self.head + mid.encode() + self.tail)  # type: ignore[union-attr]
+            self.transport.send(TEXT, self.message(mid))  # type: ignore[union-attr]
+
+    def message(self, mid: str) -> bytes:
+        """The frame of message ``mid`` to the peer."""
+        return self.head + mid.encode() + self.tail
 
     def _acked_notified(self, data: bytes) -> None:  # sender side
         gen = self.gen
@@ -350,10 +328,9 @@ def snapshot(gen: Gen, pid: int | None) -> dict[str, Any]:
         "sent": gen.sent,
         "frames_in": gen.frames_in,
         "frames_out": gen.frames_out,
-        "server_ticks": cpu_ticks(pid) if pid else 0,
-        "server_wait_ns": sched_wait_ns(pid) if pid else 0,
+        **common.server_sample(pid),
         "own_cpu": own_cpu(),
-        "own_wait_ns": sched_wait_ns(os.getpid()),
+        "own_wait_ns": common.sched_wait_ns(os.getpid()),
     }
 
 
@@ -364,14 +341,15 @@ def pct(values: list[int], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))] / 1e6  # ms
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, conn_class: type[Conn] = Conn) -> dict[str, Any]:
+    """One run of ``args.mode``, every connection a ``conn_class``; the result line's fields."""
     loop = asyncio.get_running_loop()
     gen = Gen(args)
     mode = args.mode
 
     async def connect(name: str) -> Conn:
         _, conn = await ws_connect(
-            lambda: Conn(gen, name),
+            lambda: conn_class(gen, name),
             args.url,
             extra_headers={"Sec-WebSocket-Protocol": "lime"},
             websocket_handshake_timeout=10,
@@ -463,7 +441,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     wall = b["t"] - a["t"]
     done = b["completed"] - a["completed"]
     frames = (b["frames_in"] - a["frames_in"]) + (b["frames_out"] - a["frames_out"])
-    server_cpu = (b["server_ticks"] - a["server_ticks"]) / CLK_TCK
     result: dict[str, Any] = {
         "mode": mode,
         "pairs": args.pairs,
@@ -473,11 +450,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "msgs_per_s": done / wall,
         "frames_per_s": frames / wall,
         "sent_per_s": (b["sent"] - a["sent"]) / wall,
-        "server_cpu_pct": 100 * server_cpu / wall if args.server_pid else None,
-        "server_cpu_us_per_msg": 1e6 * server_cpu / done if args.server_pid and done else None,
-        "server_wait_pct": (b["server_wait_ns"] - a["server_wait_ns"]) / wall / 1e7
-        if args.server_pid
-        else None,
+        **common.server_load(a, b, wall, args.server_pid, done, "msg"),
         "gen_cpu_pct": 100 * (b["own_cpu"] - a["own_cpu"]) / wall,
         "gen_wait_pct": (b["own_wait_ns"] - a["own_wait_ns"]) / wall / 1e7,
         "max_stall_ms": gen.max_stall * 1e3,
@@ -499,37 +472,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description="Tidings load generator", epilog=__doc__)
-    p.add_argument("mode", choices=["echo", "ff", "acked", "paced"])
-    p.add_argument("--url", required=True)
+def pairs_parser(doc: str, window_help: str) -> argparse.ArgumentParser:
+    """The options of the generators of sender/receiver pairs (this one and persistgen.py)."""
+    p = common.generator_parser(doc)
     p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--size", type=int, default=300, help="bytes of message content")
-    p.add_argument("--window", type=int, default=8, help="messages in flight per pair")
+    p.add_argument("--window", type=int, default=8, help=window_help)
+    p.add_argument("--max-messages", type=int, default=10_000_000)
+    return p
+
+
+def main() -> None:
+    p = pairs_parser(__doc__, "messages in flight per pair")
+    p.add_argument("mode", choices=["echo", "ff", "acked", "paced"])
     p.add_argument("--rate", type=float, default=0.0, help="paced: total messages/s")
     p.add_argument("--window-cap", type=int, default=1000, help="paced: per-pair in-flight cap")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--drain", type=float, default=5.0)
-    p.add_argument("--max-messages", type=int, default=10_000_000)
-    p.add_argument("--server-pid", type=int, default=None)
     args = p.parse_args()
     if args.mode == "paced" and args.rate <= 0:
         p.error("paced needs --rate")
     deadline = args.warmup + args.duration + args.drain + 40
-
-    def overdue() -> None:
-        print(json.dumps({"mode": args.mode, "error": "hard deadline passed"}), flush=True)
-        os._exit(3)
-
-    async def guarded() -> dict[str, Any]:
-        asyncio.get_running_loop().call_later(deadline, overdue)
-        return await run(args)
-
-    result = uvloop.run(guarded())
-    print(json.dumps(result), flush=True)
-    sys.stdout.flush()
-    os._exit(0)  # do not wait for a graceful close of 200 connections
+    common.print_result(common.run_bounded(run(args), args.mode, deadline))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 from typing import Any
 
-import uvloop
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
 import loadgen
-from loadgen import TEXT, now_ns
+from loadgen import TEXT
 
 INSTANCE = "b"  # loadgen's nodes are name@localhost/b
 BEGIN = (
@@ -44,7 +40,6 @@ senders: list[PersistConn] = []
 
 class PersistConn(loadgen.Conn):
     nonce = ""
-    last_id = ""
     begun: dict[str, Any] | None = None
 
     def set_receipt(self) -> None:
@@ -80,32 +75,28 @@ class PersistConn(loadgen.Conn):
         else:
             self.ready.set_exception(RuntimeError(f"begin: {data[:300]!r}"))
 
-    def acked_send(self) -> None:
-        gen = self.gen
-        if gen.sending and gen.sent < gen.max_messages:
-            gen.sent += 1
-            gen.frames_out += 1
-            self.seq += 1
-            mid = self.prefix + str(self.seq)
-            self.inflight += 1
-            self.pending[mid] = [now_ns(), 0]
-            self.last_id = mid
-            m = mid.encode()
-            self.transport.send(  # type: ignore[union-attr]
-                TEXT,
-                self.head
-                + m
-                + self.tail[:-1]
-                + b',"metadata":{"tidings.nonce":"'
-                + self.nonce.encode()
-                + b'","tidings.memento":"'
-                + m
-                + b'"}}',
-            )
+    @property
+    def last_id(self) -> str:
+        """The id of the last message sent (ids count up per sender), '' before the first."""
+        return self.prefix + str(self.seq) if self.seq else ""
+
+    def message(self, mid: str) -> bytes:
+        """A persistent-session request: the session's nonce, and its own id as the memento."""
+        m = mid.encode()
+        return (
+            self.head
+            + m
+            + self.tail[:-1]
+            + b',"metadata":{"tidings.nonce":"'
+            + self.nonce.encode()
+            + b'","tidings.memento":"'
+            + m
+            + b'"}}'
+        )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    result = await loadgen.run(args)
+    result = await loadgen.run(args, PersistConn)
     result["mode"] = "persist"
     # every sender begins again: crashed must be true and the memento its last message's id
     for s in senders:
@@ -125,34 +116,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__)
-    p.add_argument("--url", required=True)
-    p.add_argument("--pairs", type=int, default=100)
-    p.add_argument("--size", type=int, default=300, help="bytes of message content")
-    p.add_argument("--window", type=int, default=8, help="requests in flight per sender")
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--drain", type=float, default=5.0)
-    p.add_argument("--max-messages", type=int, default=10_000_000)
-    p.add_argument("--server-pid", type=int, default=None)
+    p = loadgen.pairs_parser(__doc__, "requests in flight per sender")
+    p.set_defaults(mode="acked", rate=0.0, window_cap=1000)  # loadgen's acked, unpaced
     args = p.parse_args()
-    args.mode = "acked"  # loadgen's acked machinery, with PersistConn senders
-    args.rate = 0.0
-    args.window_cap = 1000
-    loadgen.Conn = PersistConn  # type: ignore[misc]
     deadline = args.warmup + args.duration + args.drain + 60
-
-    def overdue() -> None:
-        print(json.dumps({"mode": "persist", "error": "hard deadline passed"}), flush=True)
-        os._exit(3)
-
-    async def guarded() -> dict[str, Any]:
-        asyncio.get_running_loop().call_later(deadline, overdue)
-        return await run(args)
-
-    result = uvloop.run(guarded())
-    print(json.dumps(result), flush=True)
-    os._exit(0)
+    common.print_result(common.run_bounded(run(args), "persist", deadline))
 
 
 if __name__ == "__main__":
