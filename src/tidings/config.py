@@ -49,6 +49,8 @@ class Settings:
     """Bearer token for the HTTP API's write routes; they are refused while it is empty."""
     feed_termination_window_s: float = 30.0
     """How long a terminated feed accepts the client's late FeedOpen/FeedClose."""
+    max_connections: int = 10_000
+    """Open WebSocket connections (LIME and Feedme together) beyond which upgrades get 503."""
     http_max_body: int = 1024 * 1024
     """Largest HTTP request body, bytes; larger ones get 413 before they are read further."""
 
@@ -78,6 +80,7 @@ class Settings:
         _check(self.session_idle_s >= 0, "session_idle_s", "must be >= 0")
         _check(self.sessions_per_identity >= 0, "sessions_per_identity", "must be >= 0")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
+        _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
         _check(
             1024 <= self.http_max_body <= 64 * 1024 * 1024,
             "http_max_body",

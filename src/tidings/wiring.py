@@ -10,13 +10,15 @@ import contextlib
 import gc
 import importlib
 import logging
+import resource
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
-from picows import ws_create_server
+from picows import WSListener, ws_create_server
 
 from .api.app import create_app
 from .config import ConfigError, Settings
@@ -44,6 +46,8 @@ log = logging.getLogger("tidings")
 SERVER_NAME = "postmaster"
 SERVER_INSTANCE = "server"
 PRUNE_EVERY_S = 3600.0
+FILES_RESERVED = 256
+"""Open files besides connections: the database, its WAL, listening sockets, logs."""
 
 
 class TidingsServer:
@@ -131,7 +135,12 @@ class TidingsServer:
             return FeedmeConnection(feedme, self._token_identity(request, accounts))
 
         self._ws_server = await ws_create_server(
-            make_router({"lime": lambda request: LimeConnection(lime), "feedme": feedme_listener}),
+            make_router(
+                {
+                    "lime": self._admitted(lambda request: LimeConnection(lime)),
+                    "feedme": self._admitted(feedme_listener),
+                }
+            ),
             settings.host,
             settings.ws_port,
             max_frame_size=4 * settings.max_envelope_size,
@@ -142,6 +151,19 @@ class TidingsServer:
         self._prune_task = loop.create_task(self._prune_message_ids())
         self.app.set_state(ServerState.STARTED)
         await self.app.emit("start")
+
+    def _admitted(self, factory: Callable[[Any], WSListener]) -> Callable[[Any], WSListener]:
+        """Refuse upgrades beyond ``max_connections`` with 503 (before any file runs out)."""
+        limit = self.settings.max_connections
+
+        def admit(request: Any) -> WSListener:
+            assert self.lime is not None
+            if len(self.lime.connections) + len(self.feedme.connections) >= limit:
+                self.lime.stats.refused += 1
+                raise Refused(503, f"The server is at its limit of {limit} connections")
+            return factory(request)
+
+        return admit
 
     @staticmethod
     def _token_identity(request: Any, accounts: AccountService) -> str | None:
@@ -189,6 +211,7 @@ class TidingsServer:
             "envelopes_sent_total": ("counter", stats.envelopes_out),
             "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
             "connections_throttled_total": ("counter", stats.throttled + self.feedme.throttled),
+            "connections_refused_total": ("counter", stats.refused),
             "messages_routed_total": ("counter", self.lime.router.delivered),
             "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(self.feedme.connections)),
@@ -250,10 +273,30 @@ def load_app(spec: str) -> App:
     return app
 
 
+def _raise_file_limit(connections: int) -> None:
+    """Each connection is a file: lift the soft limit toward what ``max_connections`` needs."""
+    wanted = connections + FILES_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "max_connections=%d needs about %d open files but this process may open %d; "
+            "connections beyond that will fail to be accepted",
+            connections,
+            wanted,
+            soft,
+        )
+
+
 async def serve(settings: Settings, ready: Any = None) -> None:
     """Run until SIGINT/SIGTERM; ``ready`` is called with the server once it listens."""
     import signal
 
+    _raise_file_limit(settings.max_connections)
     server = TidingsServer(settings)
     await server.start()
     # Everything built so far lives as long as the server: keep it out of the collector's

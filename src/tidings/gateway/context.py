@@ -26,6 +26,8 @@ class Stats:
     sessions_established: int = 0
     sessions_failed: int = 0
     envelopes_rejected: int = 0
+    refused: int = 0
+    """Upgrades refused because the server was at ``max_connections``."""
     throttled: int = 0
     """Times a connection went over its rate and was paused (not read) for a while."""
 
