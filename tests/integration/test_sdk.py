@@ -292,3 +292,16 @@ async def test_a_resent_id_is_accepted_again_and_seen_once(sdk_server: ServerPro
     async with bob(sdk_server) as b:
         first, second = await take(b.messages(), 2)
         assert [first.id, second.id] == ["fixed-id", marker_id]
+
+
+async def test_max_in_flight_paces_a_fast_producer(sdk_server: ServerProcess) -> None:
+    """Fire-and-forget sends wait for room once max_in_flight are unaccepted; all arrive."""
+    async with alice(sdk_server, max_in_flight=4) as a, bob(sdk_server) as b:
+        sent = []
+        for n in range(50):
+            sent.append(await a.send_message("bob@localhost/b1", f"m{n}", wait=None))
+            assert len(a.unaccepted) <= 4
+        got = await take(b.messages(), 50)
+        assert [m.id for m in got] == sent
+    with pytest.raises(ValueError, match="max_in_flight"):
+        alice(sdk_server, max_in_flight=0)

@@ -165,6 +165,10 @@ class Client:
     instance, so use a stable instance for an application that must resume where it stopped,
     and pass ``dedupe_path`` so that it remembers, across restarts, what it already took.
 
+    ``max_in_flight`` bounds the messages sent but not yet ``accepted`` (1000): beyond it,
+    ``send_message`` waits for room, so a fast producer is paced by what the server stores (and
+    by its flow control) instead of growing the outbox without bound.
+
     Use it as an async context manager (``async with Client(...) as client``), or call
     ``await client.connect()`` and ``await client.close()``.
     """
@@ -185,9 +189,12 @@ class Client:
         connect_timeout: float = 10.0,
         command_timeout: float = 30.0,
         ping_interval: float | None = 20.0,
+        max_in_flight: int = 1000,
     ) -> None:
         if sum((password is not None, key is not None, guest)) != 1:
             raise ValueError("give exactly one of password=, key= or guest=True")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         node = parse_node(identity)
         if instance is not None:
             node = node.with_instance(instance)
@@ -201,6 +208,7 @@ class Client:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._ping_interval = ping_interval
+        self._max_in_flight = max_in_flight
 
         self._link: _Link | None = None
         self._live = False
@@ -359,12 +367,16 @@ class Client:
         the wait, except for ``accepted``), or ``None`` to return at once. Raises
         ``MessageFailed`` (with the reason code) if a ``failed`` notification comes first and
         ``RequestTimeout`` when ``timeout`` passes; either way an unaccepted message stays
-        queued and is re-sent after a reconnection until the server accepts or fails it.
+        queued and is re-sent after a reconnection until the server accepts or fails it. With
+        ``max_in_flight`` messages unaccepted, it first waits for one of them to settle.
         """
         self._check_usable()
         wanted = NotificationEvent(wait) if wait is not None else None
         if wanted is not None and wanted not in WAITABLE_EVENTS:
             raise ValueError(f"cannot wait for {wait!r}")
+        while len(self._outbox) >= self._max_in_flight:
+            await self._wait_change()  # backpressure: the server has not accepted enough yet
+            self._check_usable()
         message_id = id if id is not None else str(uuid.uuid4())
         message = Message(
             id=message_id,
