@@ -28,7 +28,8 @@ class Settings:
     commit_window_ms: float = 1.0
     """How long the writer waits for company when a commit batch is small."""
     rate_limit: float = 5_000.0
-    """Envelopes per second one session may send, sustained."""
+    """WebSocket messages per second one connection (LIME or Feedme) may send, sustained;
+    beyond it (and ``rate_burst``) the connection is not read for a while (backpressure)."""
     rate_burst: int = 10_000
     establish_timeout_s: float = 30.0
     """Time a connection has to establish its session."""

@@ -29,7 +29,9 @@ async def http(server) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_unknown_route_and_method(http):
     problem_of(await http.get("/no/such/route"), 404, "route-not-found")
-    problem_of(await http.delete("/healthz"), 405, "method-not-allowed")
+    not_allowed = await http.delete("/healthz")
+    problem_of(not_allowed, 405, "method-not-allowed")
+    assert not_allowed.headers["allow"] == "GET"
 
 
 async def test_a_declared_body_over_the_limit_is_413_and_the_server_serves_on(http):

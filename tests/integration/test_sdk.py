@@ -21,6 +21,7 @@ from tidings.sdk import (
     CommandFailed,
     MessageFailed,
     ReceivedMessage,
+    RequestTimeout,
     SeenMessages,
     SessionFailed,
 )
@@ -305,3 +306,18 @@ async def test_max_in_flight_paces_a_fast_producer(sdk_server: ServerProcess) ->
         assert [m.id for m in got] == sent
     with pytest.raises(ValueError, match="max_in_flight"):
         alice(sdk_server, max_in_flight=0)
+
+
+async def test_no_room_within_the_timeout_raises_and_sends_nothing(
+    sdk_server: ServerProcess,
+) -> None:
+    a = alice(sdk_server, max_in_flight=1)
+    await a.connect()
+    try:
+        sdk_server.kill()  # nothing will be accepted any more
+        first = await a.send_message("bob@localhost/b1", "stuck", wait=None)
+        with pytest.raises(RequestTimeout, match="max_in_flight"):
+            await a.send_message("bob@localhost/b1", "no room", id="late", timeout=0.2)
+        assert a.unaccepted == [first]
+    finally:
+        await a.close(timeout=0.1)

@@ -25,7 +25,10 @@ class BodyLimit:
             return
         declared = _declared_length(scope)
         too_large = declared is not None and declared > self.limit
-        body = None if too_large else await _read(receive, self.limit)
+        try:
+            body = None if too_large else await _read(receive, self.limit)
+        except _ClientGone:
+            return  # the client left mid-body: nobody to answer, nothing to act on
         if body is None:
             detail = f"The request body is larger than {self.limit} bytes"
             await problem(413, "body-too-large", detail)(scope, receive, send)
@@ -42,6 +45,10 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its body ended."""
+
+
 async def _read(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as it exceeds ``limit``."""
     chunks: list[bytes] = []
@@ -49,7 +56,7 @@ async def _read(receive: Receive, limit: int) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks)  # disconnected: the app sees an empty or partial body
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -46,7 +47,9 @@ HTTP_ERROR_IDS: Final[dict[int, str]] = {
 """Errors raised by the HTTP layer itself (routing), not by Tidings."""
 
 
-def problem(status: int, error_id: str, detail: str) -> JSONResponse:
+def problem(
+    status: int, error_id: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {
             "type": f"urn:tidings:error:{error_id}",
@@ -56,6 +59,7 @@ def problem(status: int, error_id: str, detail: str) -> JSONResponse:
             "error_id": error_id,
         },
         status_code=status,
+        headers=headers,
         media_type="application/problem+json",
     )
 
@@ -68,7 +72,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         error_id = HTTP_ERROR_IDS.get(error.status_code, "http-error")
-        return problem(error.status_code, error_id, str(error.detail))
+        return problem(error.status_code, error_id, str(error.detail), error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -151,6 +151,12 @@ class App:
             except Exception:
                 log.exception("listener of %r failed", event)
 
+    async def gate(self, event: str, *args: Any) -> None:
+        """Run the listeners of ``event`` in turn; the first failure propagates, so that a
+        listener standing guard (``handshake``) fails closed."""
+        for listener in self.listeners.get(event, ()):
+            await call_handler(listener, *args)
+
     def set_state(self, state: ServerState) -> None:
         self.state = state
 

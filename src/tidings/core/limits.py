@@ -17,11 +17,9 @@ class TokenBucket:
     def spend(self) -> float:
         """Spend one token, into debt if need be; returns the seconds until the debt is repaid
         (0.0 while there is none)."""
-        tokens = self._tokens
-        if tokens < 1.0:
-            now = time.monotonic()
-            tokens = min(self._burst, tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
+        now = time.monotonic()
+        tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
         tokens -= 1.0
         self._tokens = tokens
         return -tokens / self._rate if tokens < 0.0 else 0.0

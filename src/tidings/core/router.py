@@ -13,6 +13,7 @@ parses them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -316,7 +317,9 @@ class Router:
         if not self._registry.detach(live):
             return False
         record = live.record
-        self._store.touch_session(record.identity, record.instance, record.last_seen)
+        # A disconnect after shutdown closed the store keeps the last-seen of the connect.
+        with contextlib.suppress(Unavailable):
+            self._store.touch_session(record.identity, record.instance, record.last_seen)
         return True
 
     async def save(self, live: LiveSession) -> None:

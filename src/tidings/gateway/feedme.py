@@ -209,18 +209,32 @@ class FeedmeConnection(WSListener):
 
     async def _run_handshake(self) -> None:
         """As in the seed, listeners hold the handshake response until they return: a listener
-        can do async work first, or refuse the client with ``app.disconnect(client_id)``."""
-        await self.ctx.app.emit("handshake", HandshakeRequest(self.client_id, self.identity))
+        can do async work first, or refuse the client with ``app.disconnect(client_id)``.
+
+        A listener that raises, or that takes longer than ``handshake_timeout``, refuses the
+        client too: a guard that cannot decide must not let everyone in."""
+        request = HandshakeRequest(self.client_id, self.identity)
+        try:
+            async with asyncio.timeout(self.ctx.handshake_timeout or None):
+                await self.ctx.app.gate("handshake", request)
+        except Exception:
+            log.exception("handshake listener failed: client %s refused", self.client_id)
+            self.disconnect()
+            return
         if not self._closed and self.conversation.state is ConversationState.HANDSHAKING:
             self._send(self.conversation.accept_handshake())
 
     async def _run_feed_close(self, message: FeedClose) -> None:
-        """Revelations stopped when the FeedClose came; the response waits for the listeners."""
-        request = FeedCloseRequest(
-            self.client_id, self.identity, message.feed_name, message.feed_args
-        )
+        """Revelations stopped when the FeedClose came; the response waits for the listeners.
+
+        If the feed was terminated and reopened meanwhile, this close was already answered
+        (by the termination) and the response is not sent."""
+        feed = message.feed
+        serial = self.conversation.feed_serial(feed)
+        request = FeedCloseRequest(self.client_id, self.identity, feed.name, feed.args_dict())
         await self.ctx.app.emit("feedClose", request)
-        self._send(FeedCloseResponse.of(message.feed))
+        if self.conversation.feed_serial(feed) == serial:
+            self._send(FeedCloseResponse.of(feed))
 
     async def _run_action(self, action: Action) -> None:
         callback_id = action.callback_id

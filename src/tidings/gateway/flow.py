@@ -23,7 +23,7 @@ class ReadThrottle:
         self._paused = False
 
     def spend(self) -> bool:
-        """Count one frame; past the rate, stop reading until the bucket has refilled.
+        """Count one message; past the rate, stop reading until the bucket has refilled.
 
         Returns True when this frame paused the connection (for the metrics)."""
         wait = self._bucket.spend()

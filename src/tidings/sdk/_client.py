@@ -368,16 +368,25 @@ class Client:
         ``MessageFailed`` (with the reason code) if a ``failed`` notification comes first and
         ``RequestTimeout`` when ``timeout`` passes; either way an unaccepted message stays
         queued and is re-sent after a reconnection until the server accepts or fails it. With
-        ``max_in_flight`` messages unaccepted, it first waits for one of them to settle.
+        ``max_in_flight`` messages unaccepted, it first waits for one of them to settle (even
+        with ``wait=None``); ``timeout`` bounds that wait and the notification wait together,
+        and a message that found no room in time is not sent at all (``RequestTimeout``).
         """
         self._check_usable()
         wanted = NotificationEvent(wait) if wait is not None else None
         if wanted is not None and wanted not in WAITABLE_EVENTS:
             raise ValueError(f"cannot wait for {wait!r}")
-        while len(self._outbox) >= self._max_in_flight:
-            await self._wait_change()  # backpressure: the server has not accepted enough yet
-            self._check_usable()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         message_id = id if id is not None else str(uuid.uuid4())
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._room_in_outbox()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"message {message_id!r} not sent: {self._max_in_flight} messages still "
+                f"unaccepted after {timeout} s (max_in_flight)"
+            ) from None
         message = Message(
             id=message_id,
             to=to,
@@ -388,14 +397,14 @@ class Client:
         self._outbox.add(message)
         waiter: asyncio.Future[None] | None = None
         if wanted is not None:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiters.setdefault(message_id, []).append((wanted, waiter))
         if self._live and self._link is not None:
             self._link.send(message)
         if waiter is None:
             return message_id
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await waiter
         except TimeoutError:
             raise RequestTimeout(
@@ -404,6 +413,12 @@ class Client:
         finally:
             self._forget_waiter(message_id, waiter)
         return message_id
+
+    async def _room_in_outbox(self) -> None:
+        """Backpressure: wait while ``max_in_flight`` messages are still unaccepted."""
+        while len(self._outbox) >= self._max_in_flight:
+            await self._wait_change()
+            self._check_usable()
 
     async def command(
         self,

@@ -32,12 +32,18 @@ class _Recorder:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _call(chunks: list[bytes], declared: bytes | None) -> tuple[_Recorder, list[dict[str, Any]]]:
+def _call(
+    chunks: list[bytes], declared: bytes | None, *, complete: bool = True
+) -> tuple[_Recorder, list[dict[str, Any]]]:
     app = _Recorder()
     headers = [] if declared is None else [(b"content-length", declared)]
     scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
     pending = [
-        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        {
+            "type": "http.request",
+            "body": chunk,
+            "more_body": index < len(chunks) - 1 or not complete,
+        }
         for index, chunk in enumerate(chunks)
     ]
     sent: list[dict[str, Any]] = []
@@ -81,3 +87,8 @@ def test_a_content_length_that_is_not_a_number_still_bounds_what_is_read():
     app, sent = _call([b"z" * LIMIT, b"z"], b"12abc")
     assert app.body is None
     assert _problem(sent)["error_id"] == "body-too-large"
+
+
+def test_a_client_gone_mid_body_reaches_no_app_and_gets_no_answer():
+    app, sent = _call([b'{"a": 1'], None, complete=False)
+    assert app.body is None and sent == []

@@ -33,6 +33,13 @@ def test_the_burst_is_free_then_each_token_costs_one_period(clock):
     assert bucket.spend() == pytest.approx(0.1)
 
 
+def test_an_idle_bucket_holds_one_burst_not_more(clock):
+    bucket = limits.TokenBucket(rate=10.0, burst=3)
+    clock.now += 3600
+    assert [bucket.spend() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.spend() > 0.0
+
+
 @given(
     rate=st.floats(min_value=1.0, max_value=1e5),
     burst=st.integers(min_value=1, max_value=1000),
