@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+_monotonic = time.monotonic  # one global lookup on the hot path (tests replace it)
+
 
 class TokenBucket:
     __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
@@ -12,14 +14,16 @@ class TokenBucket:
         self._rate = rate
         self._burst = float(burst)
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._stamp = _monotonic()
 
     def spend(self) -> float:
         """Spend one token, into debt if need be; returns the seconds until the debt is repaid
         (0.0 while there is none)."""
-        now = time.monotonic()
-        tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        now = _monotonic()
+        tokens = self._tokens + (now - self._stamp) * self._rate
+        if tokens > self._burst:
+            tokens = self._burst
         self._stamp = now
         tokens -= 1.0
         self._tokens = tokens
-        return -tokens / self._rate if tokens < 0.0 else 0.0
+        return 0.0 if tokens >= 0.0 else -tokens / self._rate
