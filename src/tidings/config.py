@@ -40,6 +40,9 @@ class Settings:
     session_idle_s: float = 30 * 24 * 3600.0
     """Offline sessions idle this long are garbage-collected (senders of queued messages get
     124); 0 disables idle collection."""
+    max_sessions_per_identity: int = 1000
+    """Most named sessions (durable queues) one identity may have; a new one beyond it is
+    refused (quota, 34), since anyone who can address a node would otherwise create queues."""
     sessions_per_identity: int = 0
     """Most offline sessions kept per identity (least recently seen go first); 0: no bound."""
     session_gc_interval_s: float = 3600.0
@@ -80,6 +83,11 @@ class Settings:
         )
         _check(self.session_idle_s >= 0, "session_idle_s", "must be >= 0")
         _check(self.sessions_per_identity >= 0, "sessions_per_identity", "must be >= 0")
+        _check(
+            1 <= self.max_sessions_per_identity <= 1_000_000,
+            "max_sessions_per_identity",
+            "must be 1 .. 1000000",
+        )
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
         _check(

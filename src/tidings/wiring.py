@@ -69,7 +69,7 @@ class TidingsServer:
         settings = self.settings
         loop = asyncio.get_running_loop()
         self.store.open(loop)
-        registry = SessionRegistry()
+        registry = SessionRegistry(settings.max_sessions_per_identity)
         registry.load(await self.store.load_sessions())
         accounts = AccountService(settings.domain, self.store, allow_guests=settings.allow_guests)
         await accounts.load()

@@ -26,7 +26,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.NOT_SHARED: 403,
     ErrorId.FORBIDDEN: 403,
     ErrorId.QUEUE_FULL: 429,
-    ErrorId.RATE_LIMITED: 429,
+    ErrorId.SESSION_LIMIT: 409,
     ErrorId.STORAGE_UNAVAILABLE: 503,
     ErrorId.SHUTTING_DOWN: 503,
     ErrorId.SESSION_TAKEN_OVER: 409,

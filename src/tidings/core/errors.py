@@ -32,7 +32,7 @@ class ErrorId(StrEnum):
     NOT_SHARED = "not-shared"
     FORBIDDEN = "forbidden"
     QUEUE_FULL = "queue-full"
-    RATE_LIMITED = "rate-limited"
+    SESSION_LIMIT = "session-limit"
     STORAGE_UNAVAILABLE = "storage-unavailable"
     SHUTTING_DOWN = "shutting-down"
     SESSION_TAKEN_OVER = "session-taken-over"

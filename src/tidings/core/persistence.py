@@ -136,7 +136,7 @@ class SessionService:
             raise Invalid(
                 ErrorId.INVALID_ARGUMENT, 'A session document is {"limit": N, "policy": ...}'
             )
-        record = self._registry.record(identity, name)
+        record = self._registry.open(identity, name)
         if "limit" in document:
             record.queue_limit = check_limit(document["limit"], self._max_limit)
         if "policy" in document:
@@ -257,8 +257,8 @@ class SessionService:
         refused: list[dict[str, Any]] = []
         taken = []
         for name in names:
-            record = self._registry.record(identity, name)
             try:
+                record = self._registry.open(identity, name)
                 bounds.extend(self._router.bounds_for([record]))
             except TidingsError as error:
                 refused.append(
@@ -315,7 +315,7 @@ class SessionService:
 
     async def begin(self, identity: str, name: str) -> PersistenceState:
         check_name(name)
-        self._registry.record(identity, name)
+        self._registry.open(identity, name)
         return await self._store.begin_persistence(identity, name)
 
     async def end(self, identity: str, name: str, nonce: Any) -> None:

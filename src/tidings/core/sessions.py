@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .errors import TidingsError
+from .errors import ErrorId, LimitExceeded, TidingsError
 from .model import UNCLAIMED, RoutingRule, SessionRecord
 
 
@@ -90,9 +90,11 @@ class LiveSession:
 class SessionRegistry:
     """Every known session record, and the live sessions among them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_identity: int = 0) -> None:
         self._records: dict[str, dict[str, SessionRecord]] = {}
         self._live: dict[str, dict[str, LiveSession]] = {}
+        self._max_per_identity = max_per_identity
+        """Most named sessions one identity may have (0: no bound); see ``open``."""
 
     def load(self, records: list[SessionRecord]) -> None:
         for record in records:
@@ -106,6 +108,20 @@ class SessionRegistry:
             record = SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0)
             sessions[instance] = record
         return record
+
+    def open(self, identity: str, instance: str) -> SessionRecord:
+        """The session's record; a new one only within the identity's bound, since anyone who
+        can address a node creates a durable queue (``LimitExceeded`` beyond it)."""
+        sessions = self._records.get(identity, {})
+        if instance not in sessions and instance != UNCLAIMED and self._max_per_identity:
+            named = len(sessions) - (UNCLAIMED in sessions)
+            if named >= self._max_per_identity:
+                raise LimitExceeded(
+                    ErrorId.SESSION_LIMIT,
+                    f"{identity} already has {named} sessions, the most allowed: use one of "
+                    "them or delete one (delete /sessions/{name})",
+                )
+        return self.record(identity, instance)
 
     def records_of(self, identity: str) -> dict[str, SessionRecord]:
         return self._records.get(identity, {})
@@ -159,7 +175,7 @@ class SessionRegistry:
         """
         sessions = self._records.get(identity, {})
         if instance is not None:
-            found = [self.record(identity, instance)]
+            found = [self.open(identity, instance)]
             found.extend(
                 r
                 for r in sessions.values()

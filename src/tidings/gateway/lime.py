@@ -263,7 +263,12 @@ class LimeConnection(WSListener):
             return
         if self._timer is not None:
             self._timer.cancel()
-        record = ctx.registry.record(principal.identity, instance)
+        try:
+            record = ctx.registry.open(principal.identity, instance)
+        except TidingsError as error:
+            self.session.fail(lime_reason(error))
+            self._flush()
+            return
         live = LiveSession(principal.identity, instance, self, record, guest=principal.guest)
         self.live = live
         self.session.establish(Node(node.name, node.domain, instance))

@@ -1,0 +1,81 @@
+"""An identity's named sessions are bounded: anyone who can address a node creates a durable
+queue, so a new session beyond max_sessions_per_identity is refused, never silently."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.lime_wire import WireClient
+from tests.server_process import ServerProcess
+
+TOKEN = "limit-token"
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data_dir: Path = tmp_path_factory.mktemp("bounded")
+    config = data_dir / "tidings.toml"
+    config.write_text("max_sessions_per_identity = 2\n")
+    process = ServerProcess(
+        data_dir, args=["--allow-guests", "--config", str(config), "--api-token", TOKEN]
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+async def guest(server: ServerProcess, node: str) -> tuple[WireClient, dict[str, object]]:
+    client = await WireClient.connect(server.ws_url)
+    return client, await client.establish(node, scheme="guest")
+
+
+def someone() -> str:
+    return f"guest-{uuid.uuid4().hex[:10]}@localhost"
+
+
+async def test_a_session_beyond_the_bound_fails_with_34_and_the_others_go_on(bounded):
+    identity = someone()
+    a, _ = await guest(bounded, f"{identity}/a")
+    b, _ = await guest(bounded, f"{identity}/b")
+    _, third = await guest(bounded, f"{identity}/c")
+    assert third["state"] == "failed"
+    assert third["reason"]["code"] == 34 and "2 sessions" in third["reason"]["description"]
+    await a.finish()
+    _, session = await guest(bounded, f"{identity}/a")  # an existing name is fine
+    assert session["state"] == "established"
+    assert (await b.command(id="p", method="get", uri="/ping"))["status"] == "success"
+
+
+async def test_a_message_to_a_new_node_beyond_the_bound_fails_with_34(bounded):
+    target = someone()
+    await guest(bounded, f"{target}/a")
+    await guest(bounded, f"{target}/b")
+    sender, _ = await guest(bounded, f"{someone()}/s")
+    await sender.set_receipt("accepted")
+    sender.send({"id": "m1", "to": f"{target}/zzz", "type": "text/plain", "content": "hi"})
+    failed = await sender.expect(lambda e: e.get("id") == "m1" and e.get("event") == "failed")
+    assert failed["reason"]["code"] == 34
+    sender.send({"id": "m2", "to": f"{target}/a", "type": "text/plain", "content": "hi"})
+    accepted = await sender.expect(lambda e: e.get("id") == "m2" and "event" in e)
+    assert accepted["event"] == "accepted"
+
+
+async def test_http_notify_to_a_new_session_beyond_the_bound_is_refused(bounded):
+    target = someone()
+    await guest(bounded, f"{target}/a")
+    await guest(bounded, f"{target}/b")
+    async with httpx.AsyncClient(base_url=bounded.http_url) as http:
+        response = await http.post(
+            f"/identities/{target}/notifications",
+            json={"content": {"n": 1}, "session": "c"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert response.status_code == 202, response.text
+    outcome = response.json()
+    assert outcome["sessions"] == []
+    assert outcome["refused"][0]["session"] == "c"
+    assert outcome["refused"][0]["error_id"] == "session-limit"
