@@ -129,6 +129,14 @@ class WireClient:
             self.node = result["to"]
         return result
 
+    @classmethod
+    async def guest(cls, url: str, node: str) -> WireClient:
+        """A client with an established ``guest`` session as ``node`` (asserted)."""
+        client = await cls.connect(url)
+        session = await client.establish(node, scheme="guest")
+        assert session["state"] == "established", session
+        return client
+
     async def command(self, **command: Any) -> dict[str, Any]:
         self.send(command)
         return await self.expect(lambda e: e.get("id") == command["id"] and "status" in e)

@@ -80,6 +80,15 @@ class ServerProcess:
         self.ws_port, self.http_port = int(found[0].group(2)), int(found[0].group(3))
         return self
 
+    def metric(self, name: str) -> float:
+        """One ``tidings_<name>`` value from the running server's ``/metrics``."""
+        import httpx
+
+        metrics = httpx.get(f"{self.http_url}/metrics").text
+        found = re.search(rf"^tidings_{re.escape(name)} (\S+)$", metrics, re.M)
+        assert found is not None, f"no tidings_{name} in /metrics"
+        return float(found.group(1))
+
     def tail(self, lines: int = 30) -> str:
         return "".join(list(self.output)[-lines:])
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
@@ -24,13 +22,6 @@ def small_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def refused_total(server: ServerProcess) -> int:
-    metrics = httpx.get(f"{server.http_url}/metrics").text
-    match = re.search(r"^tidings_connections_refused_total (\S+)$", metrics, re.M)
-    assert match is not None, metrics
-    return int(float(match.group(1)))
-
-
 async def test_upgrades_beyond_the_limit_get_503_and_a_freed_slot_is_reused(small_server):
     clients = [await WireClient.connect(small_server.ws_url) for _ in range(LIMIT - 1)]
     clients.append(await WireClient.connect(small_server.ws_url, subprotocol="feedme"))
@@ -39,7 +30,7 @@ async def test_upgrades_beyond_the_limit_get_503_and_a_freed_slot_is_reused(smal
     for subprotocol in ("lime", "feedme"):
         with pytest.raises(Exception, match="503"):
             await WireClient.connect(small_server.ws_url, subprotocol=subprotocol)
-    assert refused_total(small_server) == 2
+    assert small_server.metric("connections_refused_total") == 2
     ping = await clients[0].command(id="p", method="get", uri="/ping")
     assert ping["status"] == "success", "connections already open keep being served"
     clients[1].drop()

@@ -3,11 +3,9 @@ and everyone else keeps being served meanwhile."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
@@ -28,25 +26,11 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     process.stop()
 
 
-async def guest(server: ServerProcess, node: str) -> WireClient:
-    client = await WireClient.connect(server.ws_url)
-    session = await client.establish(node, scheme="guest")
-    assert session["state"] == "established", session
-    return client
-
-
-def throttled(server: ServerProcess) -> int:
-    metrics = httpx.get(f"{server.http_url}/metrics").text
-    match = re.search(r"^tidings_connections_throttled_total (\S+)$", metrics, re.M)
-    assert match is not None, metrics
-    return int(float(match.group(1)))
-
-
 async def test_a_lime_flood_is_slowed_and_delivered_whole_in_order(slow_server):
-    before = throttled(slow_server)
-    receiver = await guest(slow_server, "sink@localhost/r")
-    flooder = await guest(slow_server, "flood@localhost/f")
-    bystander = await guest(slow_server, "calm@localhost/b")
+    before = slow_server.metric("connections_throttled_total")
+    receiver = await WireClient.guest(slow_server.ws_url, "sink@localhost/r")
+    flooder = await WireClient.guest(slow_server.ws_url, "flood@localhost/f")
+    bystander = await WireClient.guest(slow_server.ws_url, "calm@localhost/b")
     for n in range(FLOOD):  # fire-and-forget: a refusal could only fail the session
         flooder.send({"to": "sink@localhost/r", "type": "text/plain", "content": f"m{n}"})
     bystander.send({"id": "ping", "method": "get", "uri": "/ping"})
@@ -57,14 +41,14 @@ async def test_a_lime_flood_is_slowed_and_delivered_whole_in_order(slow_server):
         for _ in range(FLOOD)
     ]
     assert contents == [f"m{n}" for n in range(FLOOD)]
-    assert throttled(slow_server) > before
+    assert slow_server.metric("connections_throttled_total") > before
     alive = await flooder.command(id="after", method="get", uri="/ping")
     assert alive["status"] == "success"
     assert not [e for e in flooder.held if "state" in e or e.get("event") == "failed"]
 
 
 async def test_a_feedme_flood_gets_every_action_answered(slow_server):
-    before = throttled(slow_server)
+    before = slow_server.metric("connections_throttled_total")
     client = await WireClient.connect(slow_server.ws_url, subprotocol="feedme")
     client.send({"MessageType": "Handshake", "Versions": ["0.1"]})
     await client.expect(lambda m: m.get("MessageType") == "HandshakeResponse")
@@ -83,4 +67,4 @@ async def test_a_feedme_flood_gets_every_action_answered(slow_server):
         assert response["Success"] is True, response
         answered.add(response["CallbackId"])
     assert answered == {str(n) for n in range(FLOOD)}
-    assert throttled(slow_server) > before
+    assert slow_server.metric("connections_throttled_total") > before

@@ -28,33 +28,29 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     process.stop()
 
 
-async def guest(server: ServerProcess, node: str) -> tuple[WireClient, dict[str, object]]:
-    client = await WireClient.connect(server.ws_url)
-    return client, await client.establish(node, scheme="guest")
-
-
 def someone() -> str:
     return f"guest-{uuid.uuid4().hex[:10]}@localhost"
 
 
 async def test_a_session_beyond_the_bound_fails_with_34_and_the_others_go_on(bounded):
     identity = someone()
-    a, _ = await guest(bounded, f"{identity}/a")
-    b, _ = await guest(bounded, f"{identity}/b")
-    _, third = await guest(bounded, f"{identity}/c")
+    a = await WireClient.guest(bounded.ws_url, f"{identity}/a")
+    b = await WireClient.guest(bounded.ws_url, f"{identity}/b")
+    third = await (await WireClient.connect(bounded.ws_url)).establish(
+        f"{identity}/c", scheme="guest"
+    )
     assert third["state"] == "failed"
     assert third["reason"]["code"] == 34 and "2 sessions" in third["reason"]["description"]
     await a.finish()
-    _, session = await guest(bounded, f"{identity}/a")  # an existing name is fine
-    assert session["state"] == "established"
+    await WireClient.guest(bounded.ws_url, f"{identity}/a")  # an existing name is fine
     assert (await b.command(id="p", method="get", uri="/ping"))["status"] == "success"
 
 
 async def test_a_message_to_a_new_node_beyond_the_bound_fails_with_34(bounded):
     target = someone()
-    await guest(bounded, f"{target}/a")
-    await guest(bounded, f"{target}/b")
-    sender, _ = await guest(bounded, f"{someone()}/s")
+    await WireClient.guest(bounded.ws_url, f"{target}/a")
+    await WireClient.guest(bounded.ws_url, f"{target}/b")
+    sender = await WireClient.guest(bounded.ws_url, f"{someone()}/s")
     await sender.set_receipt("accepted")
     sender.send({"id": "m1", "to": f"{target}/zzz", "type": "text/plain", "content": "hi"})
     failed = await sender.expect(lambda e: e.get("id") == "m1" and e.get("event") == "failed")
@@ -66,8 +62,8 @@ async def test_a_message_to_a_new_node_beyond_the_bound_fails_with_34(bounded):
 
 async def test_http_notify_to_a_new_session_beyond_the_bound_is_refused(bounded):
     target = someone()
-    await guest(bounded, f"{target}/a")
-    await guest(bounded, f"{target}/b")
+    await WireClient.guest(bounded.ws_url, f"{target}/a")
+    await WireClient.guest(bounded.ws_url, f"{target}/b")
     async with httpx.AsyncClient(base_url=bounded.http_url) as http:
         response = await http.post(
             f"/identities/{target}/notifications",

@@ -19,24 +19,17 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-async def login(server: ServerProcess, node: str) -> WireClient:
-    client = await WireClient.connect(server.ws_url)
-    session = await client.establish(node, scheme="guest")
-    assert session["state"] == "established", session
-    return client
-
-
 async def test_last_seen_is_the_disconnect_time_after_a_restart(server):
     """Idle collection counts from the last disconnect, so a session that stayed connected for
     long must not look idle since its connect once the server restarts."""
     identity = f"guest-{uuid.uuid4().hex[:12]}@localhost"
-    phone = await login(server, f"{identity}/phone")
+    phone = await WireClient.guest(server.ws_url, f"{identity}/phone")
     connected_before = time.time()
     await phone.finish()
     await phone.closed()
     assert server.stop() == 0
     server.restart()
-    laptop = await login(server, f"{identity}/laptop")
+    laptop = await WireClient.guest(server.ws_url, f"{identity}/laptop")
     listed = await laptop.command(id="l", method="get", uri="/sessions")
     items = {item["name"]: item for item in listed["resource"]["items"]}
     assert not items["phone"]["online"]
