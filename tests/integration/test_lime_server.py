@@ -23,6 +23,9 @@ async def login(server: ServerProcess, node: str, **credentials: str) -> WireCli
     return client
 
 
+PRESENCE_TYPE = "application/vnd.lime.presence+json"
+
+
 def text(to: str, content: str, message_id: str | None = None) -> dict[str, object]:
     message: dict[str, object] = {"to": to, "type": "text/plain", "content": content}
     if message_id is not None:
@@ -227,6 +230,26 @@ class TestNotifications:
 
 
 class TestOfflineDelivery:
+    async def test_becoming_available_again_delivers_the_backlog_before_newer_messages(
+        self, server, guest
+    ):
+        """A message committed while the session's presence change is being saved must wait
+        behind the backlog, not overtake it (and push the replay cursor past it)."""
+        bob = await login(server, f"{guest}@localhost/a", scheme="guest")
+        presence = {"method": "set", "uri": "/presence", "type": PRESENCE_TYPE}
+        away = await bob.command(id="p1", **presence, resource={"status": "unavailable"})
+        assert away["status"] == "success"
+        alice = await login(server, "alice@localhost/u1")
+        await alice.set_receipt("accepted")
+        alice.send(text(f"{guest}@localhost/a", "first", "u-1"))
+        await alice.expect_id("u-1", event="accepted")
+        back = {"status": "available", "routingRule": "promiscuous"}  # a rule change is saved
+        bob.send({"id": "p2", **presence, "resource": back})
+        alice.send(text(f"{guest}@localhost/a", "second", "u-2"))
+        await alice.expect_id("u-2", event="accepted")
+        got = [(await bob.expect(lambda e: "content" in e))["content"] for _ in range(2)]
+        assert got == ["first", "second"]
+
     async def test_offline_recipient_gets_messages_in_order_on_connect(self, server, guest):
         seed = await login(server, f"{guest}@localhost/home", scheme="guest")
         seed.drop()

@@ -148,6 +148,21 @@ async def offline_session(
 
 
 class TestBoundedQueues:
+    async def test_a_resend_to_a_full_reject_new_queue_is_accepted_not_refused(self, server):
+        """A client that lost its ``accepted`` re-sends with the same id; the message is queued
+        already, so it must hear ``accepted`` again, not 121 (and be delivered once)."""
+        bob = name()
+        await offline_session(server, bob, "a", 1, "reject-new")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/a", "r1")
+        await send_accepted(alice, f"{bob}@localhost/a", "r1")
+        alice.send(message(f"{bob}@localhost/a", "r2", "r2"))
+        assert (await failed(alice, "r2"))["reason"]["code"] == 121
+        receiver = await login(server, f"{bob}@localhost/a")
+        assert await contents(receiver, 1) == ["r1"]
+        await command(receiver, "get", "/ping")  # answered after the whole backlog
+        assert not [e for e in receiver.held if "content" in e], "r1 was queued twice"
+
     async def test_drop_oldest_keeps_the_newest_tells_senders_122_and_marks_a_gap(self, server):
         bob = name()
         await offline_session(server, bob, "phone", 3, "drop-oldest")

@@ -75,3 +75,34 @@ async def test_http_notify_to_a_new_session_beyond_the_bound_is_refused(bounded)
     assert outcome["sessions"] == []
     assert outcome["refused"][0]["session"] == "c"
     assert outcome["refused"][0]["error_id"] == "session-limit"
+
+
+async def test_a_notification_to_an_unknown_node_of_a_full_identity_harms_nothing(bounded):
+    """It names no session (a notification never creates a queue), and the messages committed
+    with it in the same batch are still accepted and delivered."""
+    target = someone()
+    receiver = await WireClient.guest(bounded.ws_url, f"{target}/a")
+    await WireClient.guest(bounded.ws_url, f"{target}/b")
+    sender = await WireClient.guest(bounded.ws_url, f"{someone()}/s")
+    await sender.set_receipt("accepted")
+    sender.send({"id": "x", "to": f"{target}/c", "event": "received"})
+    sender.send({"id": "m1", "to": f"{target}/a", "type": "text/plain", "content": "hi"})
+    accepted = await sender.expect(lambda e: e.get("id") == "m1" and "event" in e)
+    assert accepted["event"] == "accepted"
+    delivered = await receiver.expect(lambda e: e.get("id") == "m1")
+    assert delivered["content"] == "hi"
+    listed = await receiver.command(id="l", method="get", uri="/sessions")
+    assert sorted(i["name"] for i in listed["resource"]["items"]) == ["a", "b"]
+
+
+async def test_a_notification_never_creates_a_session(bounded):
+    target = someone()
+    receiver = await WireClient.guest(bounded.ws_url, f"{target}/a")
+    sender = await WireClient.guest(bounded.ws_url, f"{someone()}/s")
+    await sender.set_receipt("accepted")
+    sender.send({"id": "x", "to": f"{target}/ghost", "event": "received"})
+    sender.send({"id": "m", "to": f"{target}/a", "type": "text/plain", "content": "after"})
+    # accepted comes from a later commit: the notification has been handled by then
+    assert (await sender.expect(lambda e: e.get("id") == "m"))["event"] == "accepted"
+    listed = await receiver.command(id="l", method="get", uri="/sessions")
+    assert [i["name"] for i in listed["resource"]["items"]] == ["a"]

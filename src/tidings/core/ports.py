@@ -54,6 +54,9 @@ class MessageStore(Protocol):
     def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
         """Record when a session was last connected (idle collection counts from there)."""
 
+    def was_stored(self, sender: str, message_id: str) -> bool:
+        """Whether (sender, id) was stored and committed (a fast indexed read, no await)."""
+
     async def barrier(self) -> None:
         """Wait until every write submitted before this call is committed."""
 

@@ -100,6 +100,9 @@ class PresenceService:
         was_available = live.available
         live.presence = {**live.presence, **presence} if merge else presence
         live.presence.setdefault("status", "available")
+        woke = live.available and not was_available
+        if woke:
+            live.replaying = True  # hold live deliveries until the backlog is out, in order
         rule = RULES[live.presence.get("routingRule", live.record.routing_rule.value)]
         if live.presence.get("promiscuous") is True:
             rule = RoutingRule.PROMISCUOUS
@@ -107,7 +110,7 @@ class PresenceService:
         if rule is not live.record.routing_rule:
             live.record.routing_rule = rule
             await self._store.save_session(live.record)
-        if live.available and not was_available:
+        if woke:
             await self._router.replay(live)
         self.changed(live.identity)
 

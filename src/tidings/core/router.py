@@ -81,7 +81,16 @@ class Router:
         committed in the same transaction as the message (stale nonce: ``failed``).
         """
         targets = self._resolve(identity, instance)
-        bounds = self.bounds_for(targets)
+        try:
+            bounds = self.bounds_for(targets)
+        except LimitExceeded:
+            if message_id is None or not self._store.was_stored(sender_address, message_id):
+                raise
+            # A re-send of a message stored before (its accepted was lost): it is queued already,
+            # so the answer is the one it got then, not "queue full".
+            if sender.wants(DeliveryEvent.ACCEPTED):
+                sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+            return
         if message_id is None:
             if persist is not None:
                 raise TidingsError(
@@ -236,9 +245,7 @@ class Router:
         if identity.rpartition("@")[2] != self.domain or not self._registry.knows(identity):
             return
         offline = []
-        for record in self._registry.targets(identity, instance):
-            if record.instance == UNCLAIMED:
-                continue
+        for record in self._registry.targets(identity, instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None and not live.replaying:
                 live.outlet.deliver(payload)

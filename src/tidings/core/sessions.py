@@ -166,16 +166,22 @@ class SessionRegistry:
         live.record.last_seen = time.time()
         return True
 
-    def targets(self, identity: str, instance: str | None) -> list[SessionRecord]:
+    def targets(
+        self, identity: str, instance: str | None, *, create: bool = True
+    ) -> list[SessionRecord]:
         """The sessions that receive an envelope addressed to ``identity[/instance]``.
 
         A node address reaches that session and the identity's promiscuous sessions. An
         identity address reaches every session whose rule is ``identity`` or ``promiscuous``,
-        or, when there is none yet, the identity's unclaimed inbox.
+        or, when there is none yet, the identity's unclaimed inbox. Without ``create`` only
+        sessions that exist are named (a notification must not create a queue).
         """
         sessions = self._records.get(identity, {})
         if instance is not None:
-            found = [self.open(identity, instance)]
+            if create:
+                found = [self.open(identity, instance)]
+            else:
+                found = [sessions[instance]] if instance in sessions else []
             found.extend(
                 r
                 for r in sessions.values()
@@ -189,4 +195,6 @@ class SessionRegistry:
             for r in sessions.values()
             if r.instance != UNCLAIMED and r.routing_rule is not RoutingRule.INSTANCE
         ]
-        return found or [self.record(identity, UNCLAIMED)]
+        if found or not create:
+            return found
+        return [self.record(identity, UNCLAIMED)]

@@ -129,7 +129,13 @@ class LimeConnection(WSListener):
             self.ctx.stats.envelopes_in += 1
             event = self.session.receive_text(data)
         self._flush()
-        return self._handle(event) if event is not None else None
+        if event is None:
+            return None
+        try:
+            return self._handle(event)
+        except Exception:
+            self._fail_unexpectedly()
+            return None
 
     async def _finish_then_drain(self, work: Awaitable[None]) -> None:
         try:
@@ -146,14 +152,16 @@ class LimeConnection(WSListener):
         try:
             await work
         except Exception:
-            log.exception("unexpected error on the session of %s", self.live and self.live.node)
-            self.session.fail(
-                Reason(
-                    code=ReasonCode.SESSION_ERROR,
-                    description="An unexpected server error occurred",
-                )
-            )
-            self._flush()
+            self._fail_unexpectedly()
+
+    def _fail_unexpectedly(self) -> None:
+        """Called from an ``except`` block: log the bug and fail the session with 11, so that
+        nothing after it is silently skipped (the client knows to reconnect and re-send)."""
+        log.exception("unexpected error on the session of %s", self.live and self.live.node)
+        self.session.fail(
+            Reason(code=ReasonCode.SESSION_ERROR, description="An unexpected server error occurred")
+        )
+        self._flush()
 
     def _reassemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | None:
         """Collect a fragmented text message; oversized ones go on as-is to be refused."""

@@ -10,12 +10,15 @@ waits up to ``window`` seconds for company before it commits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
+
+log = logging.getLogger("tidings.store")
 
 Operation = Callable[[sqlite3.Connection], Any]
 Completion = Callable[[Any], None]
@@ -115,10 +118,14 @@ class GroupCommitWriter:
         self, connection: sqlite3.Connection, batch: list[tuple[Operation, Completion | None]]
     ) -> None:
         try:
-            results = self._run_batch(connection, batch, isolate=False)
-        except _OperationFailed:
-            results = self._run_batch(connection, batch, isolate=True)
-        except sqlite3.Error as exc:
+            try:
+                results = self._run_batch(connection, batch, isolate=False)
+            except _OperationFailed:
+                results = self._run_batch(connection, batch, isolate=True)
+        except Exception as exc:
+            # The storage itself failed (disk full, I/O error, busy), possibly in the isolated
+            # re-run: every operation of the batch fails with it, and the writer lives on.
+            log.error("a commit failed: %s", exc)
             results = [(done, exc) for _, done in batch]
         self.batches += 1
         self.operations += len(batch)
@@ -166,6 +173,11 @@ class _OperationFailed(Exception):
 
 
 def _complete(results: list[tuple[Completion | None, Any]]) -> None:
+    """Hand each result to its completion; one that raises must not cost the others theirs
+    (their senders would never hear ``accepted``)."""
     for done, result in results:
         if done is not None:
-            done(result)
+            try:
+                done(result)
+            except Exception:
+                log.exception("a store completion failed")

@@ -166,6 +166,13 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
+    def was_stored(self, sender: str, message_id: str) -> bool:
+        return bool(
+            self._read(
+                "SELECT 1 FROM message_ids WHERE sender=? AND msg_id=?", (sender, message_id)
+            )
+        )
+
     def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
         row = (last_seen, identity, instance)
 

@@ -69,3 +69,52 @@ async def test_stop_commits_what_was_queued(database: Path):
         assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 50
     with pytest.raises(RuntimeError):
         writer.submit(lambda c: None)
+
+
+async def test_a_storage_failure_in_the_isolated_run_fails_the_batch_and_the_writer_lives(
+    database: Path,
+):
+    """The isolated re-run can itself fail below the operations (disk full, I/O error): here an
+    operation ends the transaction, so the savepoint is gone. Every operation of the batch gets
+    the error, and the next batch commits as usual."""
+    calls = {"n": 0}
+
+    def breaks_the_transaction(connection: sqlite3.Connection) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            connection.execute("ROLLBACK")  # as SQLite does itself on SQLITE_FULL / IOERR
+        raise ValueError("refused")
+
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0.05)
+    writer.start()
+    try:
+        stored = writer.run(lambda c: c.execute("INSERT INTO t VALUES (1)").rowcount)
+        broken = writer.run(breaks_the_transaction)
+        async with asyncio.timeout(10):  # a dead writer would never answer
+            with pytest.raises(sqlite3.Error):
+                await stored
+            with pytest.raises(sqlite3.Error):
+                await broken
+            inserted = writer.run(lambda c: c.execute("INSERT INTO t VALUES (2)").rowcount)
+            assert await inserted == 1
+    finally:
+        writer.stop()
+    with connect(database) as connection:
+        assert [r[0] for r in connection.execute("SELECT k FROM t ORDER BY k")] == [2]
+
+
+async def test_a_completion_that_raises_does_not_cost_the_others_theirs(database: Path):
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0.05)
+    writer.start()
+    loop = asyncio.get_running_loop()
+    second: asyncio.Future[object] = loop.create_future()
+
+    def explode(result: object) -> None:
+        raise RuntimeError("a buggy completion")
+
+    try:
+        writer.submit(lambda c: c.execute("INSERT INTO t VALUES (1)"), explode)
+        writer.submit(lambda c: c.execute("INSERT INTO t VALUES (2)").rowcount, second.set_result)
+        assert await asyncio.wait_for(second, 10) == 1
+    finally:
+        writer.stop()
