@@ -148,6 +148,18 @@ async def offline_session(
 
 
 class TestBoundedQueues:
+    async def test_drop_oldest_never_drops_what_the_live_session_already_has(self, server):
+        """Written to the live connection but not yet acknowledged: the client has it, so it is
+        neither dropped nor reported lost (122) to its sender."""
+        bob = name()
+        await offline_session(server, bob, "live", 2, "drop-oldest")
+        receiver = await login(server, f"{bob}@localhost/live")
+        alice = await sender(server)
+        await send_accepted(alice, f"{bob}@localhost/live", "l1", "l2", "l3", "l4")
+        assert await contents(receiver, 4) == ["l1", "l2", "l3", "l4"]
+        await command(alice, "get", "/ping")
+        assert not [e for e in alice.held if e.get("event") == "failed"]
+
     async def test_a_resend_to_a_full_reject_new_queue_is_accepted_not_refused(self, server):
         """A client that lost its ``accepted`` re-sends with the same id; the message is queued
         already, so it must hear ``accepted`` again, not 121 (and be delivered once)."""

@@ -93,6 +93,9 @@ class QueueBound:
     identity: str
     instance: str
     limit: int
+    delivered_upto: int = 0
+    """The live connection's cursor: entries up to it are in the client's hands (awaiting its
+    ``received``) and are not dropped, nor reported lost; 0 when offline."""
 
 
 @dataclass(frozen=True, slots=True)

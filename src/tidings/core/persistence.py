@@ -155,7 +155,7 @@ class SessionService:
         await self._store.save_session(record)
         limit = self._router.limit_of(record)
         if self._router.policy_of(record) is OverflowPolicy.DROP_OLDEST and record.depth > limit:
-            await self._write([], None, [QueueBound(identity, name, limit)])
+            await self._write([], None, [self._router.bound_of(record, limit)])
         return self._describe(identity, name, None)
 
     async def delete(self, identity: str, name: str) -> int:

@@ -335,6 +335,11 @@ class Router:
 
     # -- bounded queues and persistent sessions (issue 4) -------------------------------------
 
+    def bound_of(self, record: SessionRecord, limit: int) -> QueueBound:
+        live = self._registry.live(record.identity, record.instance)
+        upto = live.cursor if live is not None else 0
+        return QueueBound(record.identity, record.instance, limit, upto)
+
     def bounds_for(self, targets: list[SessionRecord]) -> list[QueueBound]:
         """Raise for a full reject-new queue; list the full drop-oldest ones to trim."""
         bounds = []
@@ -343,7 +348,7 @@ class Router:
             if record.depth < limit:
                 continue
             if self.policy_of(record) is OverflowPolicy.DROP_OLDEST and self.notices is not None:
-                bounds.append(QueueBound(record.identity, record.instance, limit))
+                bounds.append(self.bound_of(record, limit))
                 continue
             raise LimitExceeded(
                 ErrorId.QUEUE_FULL,

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
@@ -422,8 +422,10 @@ class SqliteStore:
                 _store_memento(connection, persist, now)
             removed: dict[tuple[str, str], int] = {}
             made: list[Notice] = []
+            added = {(e.identity, e.instance): seq for e, seq in zip(entries, seqs, strict=True)}
             for bound in bounds:
-                _trim(connection, bound, notices, server_node, now, removed, made)
+                newest = added.get((bound.identity, bound.instance))
+                _trim(connection, bound, notices, server_node, now, removed, made, newest)
             return TrimResult(seqs=seqs, removed=removed, notices=made)
 
         self.writer.submit(operation, done)
@@ -651,6 +653,10 @@ def _keep_notice(
     return Notice(identity, instance, cursor.lastrowid or 0, payload, False)
 
 
+_NO_SEQ: Final = 2**63 - 1
+"""Above every sequence number (SQLite's largest integer)."""
+
+
 def _trim(
     connection: sqlite3.Connection,
     bound: QueueBound,
@@ -659,8 +665,15 @@ def _trim(
     now: float,
     removed: dict[tuple[str, str], int],
     made: list[Notice],
+    newest: int | None = None,
 ) -> None:
-    """Drop the oldest envelopes beyond ``bound.limit``; tell senders; move the gap marker."""
+    """Drop the oldest envelopes beyond ``bound.limit``; tell senders; move the gap marker.
+
+    Envelopes already written to the live connection (up to ``bound.delivered_upto``) are in
+    the client's hands: they are neither dropped nor reported lost. Nor is ``newest``, the one
+    this write adds. Until the client's ``received`` comes, the queue may hold more than its
+    limit, up to twice the limit: beyond that (a client that never acknowledges) the oldest
+    delivered ones go too, reported lost like the others, so that the queue stays bounded."""
     key = (bound.identity, bound.instance)
     count = connection.execute(
         "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
@@ -671,9 +684,21 @@ def _trim(
         return
     rows = connection.execute(
         "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
-        " AND kind=? ORDER BY seq LIMIT ?",
-        (*key, QueueKind.ENVELOPE, excess),
+        " AND kind=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+        (*key, QueueKind.ENVELOPE, bound.delivered_upto, newest or _NO_SEQ, excess),
     ).fetchall()
+    beyond_cap = count - len(rows) - 2 * bound.limit
+    if beyond_cap > 0:
+        rows = (
+            connection.execute(
+                "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
+                " AND kind=? AND seq<=? ORDER BY seq LIMIT ?",
+                (*key, QueueKind.ENVELOPE, bound.delivered_upto, beyond_cap),
+            ).fetchall()
+            + rows
+        )
+    if not rows:
+        return
     connection.executemany("DELETE FROM queue WHERE seq=?", [(r[0],) for r in rows])
     node = f"{bound.identity}/{bound.instance}"
     error = dropped_error(node)
