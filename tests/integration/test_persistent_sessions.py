@@ -253,6 +253,28 @@ class TestBoundedQueues:
 
 
 class TestSessionResources:
+    async def test_a_message_racing_a_delete_is_queued_or_failed_never_orphaned(self, server):
+        """Sent while the delete is being committed, a message lands either before the delete
+        (its sender is told 124) or after it, in a session that must then still exist."""
+        bob = name()
+        await offline_session(server, bob, "x")
+        manager = await login(server, f"{bob}@localhost/m")
+        alice = await sender(server)
+        manager.send({"id": "del", "method": "delete", "uri": "/sessions/x"})
+        alice.send(message(f"{bob}@localhost/x", "racing", "race-1"))
+        await accepted(alice, "race-1")
+        assert (await manager.expect_id("del"))["status"] == "success"
+        await command(alice, "get", "/ping")  # any 124 for race-1 has reached alice by now
+        told = [e for e in alice.held if e.get("id") == "race-1" and e.get("event") == "failed"]
+        listed = await command(manager, "get", "/sessions")
+        sessions = {i["name"]: i for i in listed["resource"]["items"]}
+        if told:
+            assert told[0]["reason"]["code"] == 124 and "x" not in sessions
+        else:
+            assert sessions["x"]["depth"] == 1, "race-1 is stored for a session that is gone"
+            receiver = await login(server, f"{bob}@localhost/x")
+            assert await contents(receiver, 1) == ["racing"]
+
     async def test_list_get_set_and_delete(self, server):
         bob = name()
         await offline_session(server, bob, "phone")

@@ -170,10 +170,14 @@ class SessionService:
         if name not in self._registry.records_of(identity):
             raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
         result = await self._store.delete_session(identity, name, self._notices, self._server_node)
-        if self._registry.live(identity, name) is None:
+        record = self._registry.record(identity, name)
+        record.depth = max(0, record.depth - result.removed.get((identity, name), 0))
+        if self._registry.live(identity, name) is None and record.depth == 0:
             self._registry.forget(identity, name)
-        else:  # reconnected while the delete committed: its queue is gone all the same
-            self._registry.record(identity, name).depth = 0
+        else:
+            # Reconnected, or messages were queued after the delete was submitted: those are
+            # in a queue again, so the session must go on existing (and be stored as such).
+            await self._store.save_session(record)
         for notice in result.notices:
             self._router.apply_trim(TrimResult(notices=[notice]))
         return sum(result.removed.values())
