@@ -208,8 +208,9 @@ class Router:
 
     def _deliver_if_live(self, record: SessionRecord, seq: int, payload: bytes) -> None:
         live = self._registry.live(record.identity, record.instance)
-        if live is not None and not live.replaying and live.cursor < seq and live.available:
-            live.outlet.deliver(payload)
+        if live is None or live.replaying or live.cursor >= seq or not live.available:
+            return
+        if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
             record.depth -= 1
             self._store.discard([seq])
@@ -247,10 +248,8 @@ class Router:
         offline = []
         for record in self._registry.targets(identity, instance, create=False):
             live = self._registry.live(record.identity, record.instance)
-            if live is not None and not live.replaying:
-                live.outlet.deliver(payload)
-            else:
-                offline.append(record)
+            if live is None or live.replaying or not live.outlet.deliver(payload):
+                offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
             self._keep(offline, "", payload)
 
@@ -299,8 +298,11 @@ class Router:
                 live.identity, live.instance, live.cursor, BACKLOG_PAGE
             )
             discard = []
+            written = 0
             for entry in page:
-                live.outlet.deliver(entry.payload)
+                if not live.outlet.deliver(entry.payload):
+                    break  # the connection is closing: the rest stays queued for the next one
+                written += 1
                 live.cursor = entry.seq
                 if not entry.needs_ack:
                     discard.append(entry.seq)
@@ -309,7 +311,7 @@ class Router:
             if discard:
                 live.record.depth -= len(discard)
                 self._store.discard(discard)
-            if len(page) < BACKLOG_PAGE:
+            if written < BACKLOG_PAGE:
                 break
         live.replaying = False
 
@@ -441,7 +443,8 @@ class Router:
         live = self._registry.live(notice.identity, notice.instance)
         if live is None or live.replaying or not live.available:
             return
-        live.outlet.deliver(notice.payload)
+        if not live.outlet.deliver(notice.payload):
+            return  # the connection is closing: the notice stays queued for the next one
         live.cursor = max(live.cursor, notice.seq)
         if not notice.needs_ack:
             record.depth -= 1

@@ -27,8 +27,9 @@ class DeliveryEvent(StrEnum):
 class Outlet(Protocol):
     """How the core reaches one connected client; the gateway implements it."""
 
-    def deliver(self, payload: bytes) -> None:
-        """Write an envelope (already encoded for this protocol) to the client."""
+    def deliver(self, payload: bytes) -> bool:
+        """Write an envelope (already encoded for this protocol) to the client; False when the
+        connection is already closing and nothing was written."""
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None

@@ -177,10 +177,12 @@ class LimeConnection(WSListener):
 
     # -- the Outlet port ----------------------------------------------------------------------
 
-    def deliver(self, payload: bytes) -> None:
-        if not self._closed and self._writer is not None:
-            self._writer.write_text(payload)
-            self.ctx.stats.envelopes_out += 1
+    def deliver(self, payload: bytes) -> bool:
+        if self._closed or self._writer is None:
+            return False
+        self._writer.write_text(payload)
+        self.ctx.stats.envelopes_out += 1
+        return True
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None

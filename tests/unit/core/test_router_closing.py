@@ -1,0 +1,53 @@
+"""Entries that go once written (kept notifications, fire-and-forget) must not go when the
+connection they were written to was already closing: they wait for the next connection.
+
+The router runs against a real SQLite store; the connection side is the core's ``Outlet`` port,
+implemented here by a recorder that can be closing (the window between a session ending and its
+transport reporting the disconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tidings.core.router import Router
+from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.store.sqlite import SqliteStore
+
+
+class Recorder:
+    def __init__(self, closing: bool) -> None:
+        self.closing = closing
+        self.written: list[bytes] = []
+
+    def deliver(self, payload: bytes) -> bool:
+        if self.closing:
+            return False
+        self.written.append(payload)
+        return True
+
+    def notify(self, *args: Any) -> None: ...
+    def observe(self, *args: Any) -> None: ...
+    def end(self, *args: Any) -> None: ...
+
+
+async def test_a_notification_written_to_a_closing_connection_stays_queued(tmp_path: Path):
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    try:
+        registry = SessionRegistry()
+        router = Router("localhost", store, registry, lambda identity: True)
+        closing = Recorder(closing=True)
+        record = registry.record("bob@localhost", "a")
+        first = LiveSession("bob@localhost", "a", closing, record, guest=True)
+        await router.attach(first)
+        notification = b'{"id":"m1","from":"alice@localhost/x","event":"received"}'
+        router.forward_notification("bob@localhost", "a", notification)
+        await store.barrier()  # the kept copy is committed and its completion has run
+        router.detach(first)
+        fresh = Recorder(closing=False)
+        await router.attach(LiveSession("bob@localhost", "a", fresh, record, guest=True))
+        assert fresh.written == [notification]
+    finally:
+        store.close()
