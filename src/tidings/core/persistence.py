@@ -193,6 +193,10 @@ class SessionService:
             if record.instance == UNCLAIMED:
                 continue
             if self._registry.live(record.identity, record.instance) is not None:
+                # Connected now: stored as seen now, so that after a crash (no disconnect
+                # recorded) its idle time counts from about here, not from its connect.
+                record.last_seen = now
+                self._router.note_seen(record)
                 continue
             if record.last_seen == 0.0:
                 record.last_seen = now  # never connected: its idle clock starts now

@@ -325,11 +325,15 @@ class Router:
         """Forget a closed connection's session; its disconnect time outlives a restart."""
         if not self._registry.detach(live):
             return False
-        record = live.record
-        # A disconnect after shutdown closed the store keeps the last-seen of the connect.
+        self.note_seen(live.record)
+        return True
+
+    def note_seen(self, record: SessionRecord) -> None:
+        """Store the record's last-seen time (idle collection counts from it, after restarts
+        too)."""
+        # A disconnect after shutdown closed the store keeps the last-seen it had.
         with contextlib.suppress(Unavailable):
             self._store.touch_session(record.identity, record.instance, record.last_seen)
-        return True
 
     async def save(self, live: LiveSession) -> None:
         """Persist the session's record (rule, limits, last seen) so it outlives the process."""

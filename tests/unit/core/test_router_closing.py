@@ -9,27 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
+from tests.unit.core.outlets import Recorder
 from tidings.core.router import Router
 from tidings.core.sessions import LiveSession, SessionRegistry
 from tidings.store.sqlite import SqliteStore
-
-
-class Recorder:
-    def __init__(self, closing: bool) -> None:
-        self.closing = closing
-        self.written: list[bytes] = []
-
-    def deliver(self, payload: bytes) -> bool:
-        if self.closing:
-            return False
-        self.written.append(payload)
-        return True
-
-    def notify(self, *args: Any) -> None: ...
-    def observe(self, *args: Any) -> None: ...
-    def end(self, *args: Any) -> None: ...
 
 
 async def test_a_notification_written_to_a_closing_connection_stays_queued(tmp_path: Path):
