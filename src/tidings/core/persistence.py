@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
 from .model import UNCLAIMED, OverflowPolicy, PersistenceState, QueueBound, QueueEntry, TrimResult
-from .ports import SessionQueueStore
+from .ports import SessionQueueStore, settling
 from .queues import MAX_SNAPSHOT, NoticeFactory, check_limit, check_pattern, matches
 from .router import Router
 from .sessions import SessionRegistry
@@ -301,19 +301,9 @@ class SessionService:
         dedupe: tuple[str, str] | None,
         bounds: list[QueueBound],
     ) -> TrimResult:
-
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
-
-        def done(result: TrimResult | BaseException) -> None:
-            if future.done():
-                return
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
         self._store.append_bounded(
-            entries, dedupe, bounds, None, self._notices, self._server_node, done
+            entries, dedupe, bounds, None, self._notices, self._server_node, settling(future)
         )
         result = await future
         self._router.apply_trim(result)

@@ -7,6 +7,7 @@ would cost more than the message. Everything else is a coroutine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,20 @@ from .queues import NoticeFactory
 
 Done = Callable[[Any], None]
 """Called on the event loop with the result, or with the exception when the write failed."""
+
+
+def settling(future: asyncio.Future[Any]) -> Done:
+    """A completion that settles ``future`` with the result or the exception (once)."""
+
+    def done(result: Any) -> None:
+        if future.done():
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return done
 
 
 class MessageStore(Protocol):

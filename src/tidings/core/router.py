@@ -457,14 +457,7 @@ class Router:
     # -- helpers -----------------------------------------------------------------------------
 
     def _resolve(self, identity: str, instance: str | None) -> list[SessionRecord]:
-        domain = identity.rpartition("@")[2]
-        if domain != self.domain:
-            raise NotFound(
-                ErrorId.DESTINATION_NOT_FOUND,
-                f"The domain {domain!r} is not served here (this server is {self.domain!r})",
-            )
-        if not self._registry.knows(identity) and not self._identity_exists(identity):
-            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
+        self.check_identity(identity)
         return self._registry.targets(identity, instance)
 
     def _limit_of(self, record: SessionRecord) -> int:

@@ -63,6 +63,19 @@ class FeedmeContext:
         task.add_done_callback(self.tasks.discard)
 
 
+async def _answer(handler: Any, request: Any, responder: _Responder, what: str) -> None:
+    """Run an app handler; a handler that raises or returns without answering leaves the
+    client with ``INTERNAL_ERROR`` (as feedme-server-core does), never without an answer."""
+    try:
+        await call_handler(handler, request, responder)
+    except Exception as exc:
+        log.exception("the handler of %s failed", what)
+        responder.failure(INTERNAL_ERROR, {"message": f"{type(exc).__name__}: {exc}"})
+        return
+    if not responder.done:
+        responder.failure(INTERNAL_ERROR, {"message": f"The handler of {what} did not respond"})
+
+
 class _Responder:
     """What a handler calls once: ``success(data)`` or ``failure(code, data)``."""
 
@@ -254,14 +267,7 @@ class FeedmeConnection(WSListener):
         if handler is None:
             responder.failure(INTERNAL_ERROR, {"message": "No such action"})
             return
-        try:
-            await call_handler(handler, request, responder)
-        except Exception as exc:
-            log.exception("action %r failed", action.action_name)
-            responder.failure(INTERNAL_ERROR, {"message": f"{type(exc).__name__}: {exc}"})
-            return
-        if not responder.done:
-            responder.failure(INTERNAL_ERROR, {"message": "The action handler did not respond"})
+        await _answer(handler, request, responder, f"action {action.action_name!r}")
 
     async def _run_feed_open(self, message: FeedOpen) -> None:
         feed = message.feed
@@ -292,14 +298,7 @@ class FeedmeConnection(WSListener):
         if not spec.public and self.identity is None:
             responder.failure(UNAUTHORIZED, {"message": "This feed needs an identity (token)"})
             return
-        try:
-            await call_handler(spec.handler, request, responder)
-        except Exception as exc:
-            log.exception("feed %r failed to open", feed.name)
-            responder.failure(INTERNAL_ERROR, {"message": f"{type(exc).__name__}: {exc}"})
-            return
-        if not responder.done:
-            responder.failure(INTERNAL_ERROR, {"message": "The feed handler did not respond"})
+        await _answer(spec.handler, request, responder, f"feed {feed.name!r}")
 
     # -- output and timers ----------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from ..core.ports import settling
+
 log = logging.getLogger("tidings.store")
 
 Operation = Callable[[sqlite3.Connection], Any]
@@ -59,16 +61,7 @@ class GroupCommitWriter:
     def run(self, operation: Operation) -> asyncio.Future[Any]:
         """Queue an operation and return a future for its result."""
         future: asyncio.Future[Any] = self._loop.create_future()
-
-        def settle(result: Any) -> None:
-            if future.done():
-                return
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-        self.submit(operation, settle)
+        self.submit(operation, settling(future))
         return future
 
     def stop(self) -> None:
