@@ -23,6 +23,12 @@ def send_as_alice(server: ServerProcess, to: str, text: str) -> subprocess.Compl
 
 
 def test_send_then_listen_prints_the_envelope(server: ServerProcess):
+    # only bob creates bob's sessions: his own note to the node makes it
+    made = tidings(
+        "send", "--as", "bob", "--password", "bob-pw", "--url", server.ws_url,
+        "--to", "bob@localhost/cli-test", "note to self",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
     sent = send_as_alice(server, "bob@localhost/cli-test", "hello from the cli")
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
@@ -37,10 +43,11 @@ def test_send_then_listen_prints_the_envelope(server: ServerProcess):
         "--instance",
         "cli-test",
         "--count",
-        "1",
+        "2",
     )
     assert listened.returncode == 0, listened.stderr
-    envelope = json.loads(listened.stdout.splitlines()[0])
+    assert json.loads(listened.stdout.splitlines()[0])["content"] == "note to self"
+    envelope = json.loads(listened.stdout.splitlines()[1])
     assert envelope["id"] == message_id
     assert envelope["content"] == "hello from the cli"
     assert envelope["from"] == "alice@localhost/cli"

@@ -1,5 +1,5 @@
-"""An identity's named sessions are bounded: anyone who can address a node creates a durable
-queue, so a new session beyond max_sessions_per_identity is refused, never silently."""
+"""An identity's named sessions are bounded (a new one beyond max_sessions_per_identity is
+refused, never silently), and only the identity itself creates them."""
 
 from __future__ import annotations
 
@@ -46,18 +46,38 @@ async def test_a_session_beyond_the_bound_fails_with_34_and_the_others_go_on(bou
     assert (await b.command(id="p", method="get", uri="/ping"))["status"] == "success"
 
 
-async def test_a_message_to_a_new_node_beyond_the_bound_fails_with_34(bounded):
+async def test_a_message_of_its_own_to_a_new_node_beyond_the_bound_fails_with_34(bounded):
     target = someone()
-    await WireClient.guest(bounded.ws_url, f"{target}/a")
+    a = await WireClient.guest(bounded.ws_url, f"{target}/a")
     await WireClient.guest(bounded.ws_url, f"{target}/b")
+    await a.set_receipt("accepted")
+    a.send({"id": "m1", "to": f"{target}/zzz", "type": "text/plain", "content": "hi"})
+    failed = await a.expect(lambda e: e.get("id") == "m1" and e.get("event") == "failed")
+    assert failed["reason"]["code"] == 34
+    a.send({"id": "m2", "to": f"{target}/b", "type": "text/plain", "content": "hi"})
+    accepted = await a.expect(lambda e: e.get("id") == "m2" and "event" in e)
+    assert accepted["event"] == "accepted"
+
+
+async def test_others_cannot_create_sessions_and_the_owner_is_never_locked_out(bounded):
+    """A message from another identity to a node its owner never created goes where a message
+    to the identity goes and creates nothing: a flood of them leaves the owner's quota alone."""
+    target = someone()
+    a = await WireClient.guest(bounded.ws_url, f"{target}/a")
     sender = await WireClient.guest(bounded.ws_url, f"{someone()}/s")
     await sender.set_receipt("accepted")
-    sender.send({"id": "m1", "to": f"{target}/zzz", "type": "text/plain", "content": "hi"})
-    failed = await sender.expect(lambda e: e.get("id") == "m1" and e.get("event") == "failed")
-    assert failed["reason"]["code"] == 34
-    sender.send({"id": "m2", "to": f"{target}/a", "type": "text/plain", "content": "hi"})
-    accepted = await sender.expect(lambda e: e.get("id") == "m2" and "event" in e)
-    assert accepted["event"] == "accepted"
+    for n in range(20):
+        sender.send({"id": f"j{n}", "to": f"{target}/junk{n}", "type": "text/plain", "content": "x"})
+    for n in range(20):
+        answer = await sender.expect(lambda e, i=f"j{n}": e.get("id") == i and "event" in e)
+        assert answer["event"] == "accepted", answer
+        assert (await a.expect(lambda e, i=f"j{n}": e.get("id") == i))["to"] == f"{target}/junk{n}"
+    phone = await WireClient.guest(bounded.ws_url, f"{target}/phone")  # the owner's 2nd device
+    listed = await phone.command(id="l", method="get", uri="/sessions")
+    assert sorted(i["name"] for i in listed["resource"]["items"]) == ["a", "phone"]
+    sender.send({"id": "ok", "to": f"{target}/phone", "type": "text/plain", "content": "hi"})
+    assert (await sender.expect(lambda e: e.get("id") == "ok"))["event"] == "accepted"
+    assert (await phone.expect(lambda e: e.get("id") == "ok"))["content"] == "hi"
 
 
 async def test_http_notify_to_a_new_session_beyond_the_bound_is_refused(bounded):

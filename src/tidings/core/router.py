@@ -17,7 +17,15 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import Conflict, ErrorId, LimitExceeded, NotFound, TidingsError, Unavailable
+from .errors import (
+    Conflict,
+    ErrorId,
+    Forbidden,
+    LimitExceeded,
+    NotFound,
+    TidingsError,
+    Unavailable,
+)
 from .model import (
     UNCLAIMED,
     AppendResult,
@@ -80,7 +88,8 @@ class Router:
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
         """
-        targets = self._resolve(identity, instance)
+        creator = sender_address.partition("/")[0]
+        targets = self._resolve(identity, instance, creator)
         try:
             bounds = self.bounds_for(targets)
         except LimitExceeded:
@@ -255,9 +264,9 @@ class Router:
 
     def forward_command(self, identity: str, instance: str | None, payload: bytes) -> None:
         """Forward a command to live sessions only: a request needs someone to answer now."""
-        self._resolve(identity, instance)
+        self.check_identity(identity)
         delivered = False
-        for record in self._registry.targets(identity, instance):
+        for record in self._registry.targets(identity, instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None and live.available:
                 live.outlet.deliver(payload)
@@ -273,6 +282,8 @@ class Router:
 
     async def attach(self, live: LiveSession) -> None:
         """Register a connected session and write its backlog, in order."""
+        if not live.guest:
+            self._end_guests_of(live.identity)
         displaced = self._registry.attach(live)
         if displaced is not None:
             displaced.outlet.end(
@@ -289,6 +300,15 @@ class Router:
             unclaimed.depth -= moved
             live.record.depth += moved
         await self.replay(live)
+
+    def _end_guests_of(self, identity: str) -> None:
+        """A guest that took a name before an account of that name existed goes when the
+        account signs in, so that it cannot read the account's messages from then on."""
+        for other in list(self._registry.live_of(identity).values()):
+            if other.guest:
+                other.outlet.end(
+                    Forbidden(ErrorId.BAD_CREDENTIALS, f"{identity} is now an account's name")
+                )
 
     async def replay(self, live: LiveSession) -> None:
         """Write every queued envelope past the session's cursor, then go live."""
@@ -456,8 +476,19 @@ class Router:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _resolve(self, identity: str, instance: str | None) -> list[SessionRecord]:
+    def _resolve(self, identity: str, instance: str | None, creator: str) -> list[SessionRecord]:
+        """The sessions a message goes to. Only the identity itself creates a named session by
+        addressing it; anyone else's message to a node that does not exist goes where a message
+        to the identity goes, or they could fill its owner's session quota (and storage) with
+        queues of their naming.
+        """
         self.check_identity(identity)
+        if (
+            instance is not None
+            and creator != identity
+            and instance not in self._registry.records_of(identity)
+        ):
+            instance = None
         return self._registry.targets(identity, instance)
 
     def _limit_of(self, record: SessionRecord) -> int:
