@@ -57,6 +57,15 @@ class Settings:
     """Open WebSocket connections (LIME and Feedme together) beyond which upgrades get 503."""
     http_max_body: int = 1024 * 1024
     """Largest HTTP request body, bytes; larger ones get 413 before they are read further."""
+    login_failures_free: int = 5
+    """Failed logins (passwords) one identity may make before it must wait between attempts."""
+    login_failures_free_per_address: int = 20
+    """Failed logins (passwords and keys, any names) one client address (an IPv6 /64) may make
+    before it must wait; more than per identity, as many users may share one address (NAT)."""
+    login_backoff_base_s: float = 1.0
+    """The first wait after the free failures; it doubles with each further failure."""
+    login_backoff_max_s: float = 60.0
+    """The longest wait, after the last failure: the longest a guesser can lock the owner out."""
 
     def __post_init__(self) -> None:
         _check(
@@ -94,6 +103,22 @@ class Settings:
             1024 <= self.http_max_body <= 64 * 1024 * 1024,
             "http_max_body",
             "must be 1024 .. 67108864 bytes",
+        )
+        _check(0 <= self.login_failures_free <= 1000, "login_failures_free", "must be 0 .. 1000")
+        _check(
+            0 <= self.login_failures_free_per_address <= 100_000,
+            "login_failures_free_per_address",
+            "must be 0 .. 100000",
+        )
+        _check(
+            0 < self.login_backoff_max_s <= 3600,
+            "login_backoff_max_s",
+            "must be positive and at most 3600",
+        )
+        _check(
+            0 < self.login_backoff_base_s <= self.login_backoff_max_s,
+            "login_backoff_base_s",
+            "must be positive and at most login_backoff_max_s",
         )
 
     @classmethod

@@ -26,6 +26,7 @@ from .core.accounts import AccountService
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.feeds import FeedHub, ServerState
+from .core.login_throttle import LoginRule
 from .core.model import OverflowPolicy
 from .core.persistence import SessionGcLimits, SessionService
 from .core.presence import PresenceService
@@ -71,7 +72,17 @@ class TidingsServer:
         self.store.open(loop)
         registry = SessionRegistry(settings.max_sessions_per_identity)
         registry.load(await self.store.load_sessions())
-        accounts = AccountService(settings.domain, self.store, allow_guests=settings.allow_guests)
+        accounts = AccountService(
+            settings.domain,
+            self.store,
+            allow_guests=settings.allow_guests,
+            login=LoginRule(
+                settings.login_failures_free,
+                settings.login_failures_free_per_address,
+                settings.login_backoff_base_s,
+                settings.login_backoff_max_s,
+            ),
+        )
         await accounts.load()
         roster = RosterService(self.store, lambda text: parse_identity(text, settings.domain))
         server_node = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE).text

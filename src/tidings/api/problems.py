@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final
 
@@ -22,6 +23,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.ACCOUNT_EXISTS: 409,
     ErrorId.BAD_CREDENTIALS: 401,
     ErrorId.GUESTS_DISABLED: 403,
+    ErrorId.LOGIN_THROTTLED: 429,
     ErrorId.NOT_DELEGATED: 403,
     ErrorId.NOT_SHARED: 403,
     ErrorId.FORBIDDEN: 403,
@@ -67,7 +69,9 @@ def problem(
 def install(app: FastAPI) -> None:
     @app.exception_handler(TidingsError)
     async def tidings_error(request: Request, error: TidingsError) -> JSONResponse:
-        return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
+        retry_after = error.details.get("retry_after_s")
+        headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after else None
+        return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message, headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import secrets
 import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -14,7 +18,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .documents import FieldTypes, check_fields
-from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound
+from .errors import Conflict, ErrorId, Forbidden, Invalid, LimitExceeded, NotFound
+from .login_throttle import LoginRule, LoginThrottle
 from .ports import AccountStore
 
 ACCOUNT_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -65,15 +70,41 @@ def check_profile(profile: Any) -> dict[str, Any]:
 
 
 class AccountService:
-    def __init__(self, domain: str, store: AccountStore, *, allow_guests: bool = False) -> None:
+    def __init__(
+        self,
+        domain: str,
+        store: AccountStore,
+        *,
+        allow_guests: bool = False,
+        login: LoginRule | None = None,
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.domain = domain
         self._store = store
         self.allow_guests = allow_guests
-        self._hasher = PasswordHasher()
+        self._hasher = hasher if hasher is not None else PasswordHasher()
         self._names: set[str] = set()
+        self._dummy_hash: str | None = None
+        login = login if login is not None else LoginRule()
+        self._by_identity = LoginThrottle(
+            free_failures=login.free_failures,
+            base_s=login.backoff_base_s,
+            max_s=login.backoff_max_s,
+            clock=clock,
+        )
+        self._by_address = LoginThrottle(
+            free_failures=login.free_failures_per_address,
+            base_s=login.backoff_base_s,
+            max_s=login.backoff_max_s,
+            clock=clock,
+        )
+        self._turns: dict[str, _Turn] = {}
 
     async def load(self) -> None:
         self._names = {account.name for account in await self._store.list_accounts()}
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
 
     def exists(self, identity: str) -> bool:
         """Is there such an account? Accounts added by another process are found too."""
@@ -117,8 +148,16 @@ class AccountService:
 
     # -- authentication ---------------------------------------------------------------------
 
-    async def authenticate(self, identity: str, scheme: str, secret: str | None) -> Principal:
-        """Check a session's credentials; ``secret`` is the decoded password or key."""
+    async def authenticate(
+        self, identity: str, scheme: str, secret: str | None, *, source: str | None = None
+    ) -> Principal:
+        """Check a session's credentials; ``secret`` is the decoded password or key, ``source``
+        the client's address as ``login_throttle.source_key`` gives it (None: unknown).
+
+        Failed ``plain`` logins are throttled per identity and per source, failed ``key`` logins
+        per source only (a key cannot be guessed, and counting them per identity would only let
+        anyone lock a key's owner out): see ``login_throttle``.
+        """
         name, _, domain = identity.partition("@")
         if domain != self.domain:
             raise Forbidden(
@@ -131,28 +170,93 @@ class AccountService:
                 raise Forbidden(ErrorId.BAD_CREDENTIALS, "A guest cannot use an account's name")
             return Principal(identity, guest=True)
         if scheme == "plain":
-            await self._check_password_of(name, secret or "")
+            await self._verify_password(name, secret or "", source)
             return Principal(identity, guest=False)
         if scheme == "key":
+            self._refuse_if_throttled(None, source)
             owner = await self._store.account_for_key(_key_hash(secret or ""))
             if owner != name:
+                self._count_failure(None, source)
                 raise Forbidden(ErrorId.BAD_CREDENTIALS, "The session authentication failed")
             return Principal(identity, guest=False)
         raise Forbidden(ErrorId.BAD_CREDENTIALS, f"The scheme {scheme!r} is not supported")
 
+    async def _verify_password(self, name: str, password: str, source: str | None) -> None:
+        """Every password check goes through here: throttled, and as slow for unknown names."""
+        key = _identity_key(name)
+        async with self._turn(key):
+            self._refuse_if_throttled(key, source)
+            try:
+                await self._check_password_of(name, password)
+            except Forbidden:
+                self._count_failure(key, source)
+                raise
+            self._by_identity.succeeded(key)
+
     async def _check_password_of(self, name: str, password: str) -> None:
         account = await self._store.get_account(name)
-        if account is None or account.password_hash is None:
-            raise Forbidden(ErrorId.BAD_CREDENTIALS, "The session authentication failed")
+        password_hash = account.password_hash if account is not None else None
+        # An unknown name (or an account without a password) costs one argon2 verify too,
+        # against a hash of a random secret, so the time of the answer tells no name apart.
         try:
-            await asyncio.to_thread(self._hasher.verify, account.password_hash, password)
+            await asyncio.to_thread(self._hasher.verify, password_hash or self._dummy(), password)
         except (VerificationError, InvalidHashError):
             raise Forbidden(ErrorId.BAD_CREDENTIALS, "The session authentication failed") from None
+        if password_hash is None:
+            raise Forbidden(ErrorId.BAD_CREDENTIALS, "The session authentication failed")
 
-    def identity_for_key(self, key: str) -> str | None:
-        """The identity an API key belongs to (Feedme connection tokens), or None."""
+    def _dummy(self) -> str:
+        if self._dummy_hash is None:  # load() makes it at start; this is for a service not loaded
+            self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        return self._dummy_hash
+
+    def _refuse_if_throttled(self, key: str | None, source: str | None) -> None:
+        """Refuse at once, checking nothing: the same for names that exist and names that do
+        not, and it bounds the argon2 work one identity or one address can cost."""
+        wait = max(
+            self._by_identity.wait(key) if key is not None else 0.0,
+            self._by_address.wait(source) if source is not None else 0.0,
+        )
+        if wait > 0:
+            seconds = math.ceil(wait * 10) / 10
+            raise LimitExceeded(
+                ErrorId.LOGIN_THROTTLED,
+                f"Too many failed logins: try again in {seconds:g} s",
+                {"retry_after_s": seconds},
+            )
+
+    def _count_failure(self, key: str | None, source: str | None) -> None:
+        if key is not None:
+            self._by_identity.failed(key)
+        if source is not None:
+            self._by_address.failed(source)
+
+    @asynccontextmanager
+    async def _turn(self, key: str) -> AsyncIterator[None]:
+        """One password check at a time per identity: attempts sent together wait for each
+        other, so each sees the failures before it and none outruns the throttle."""
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[key]
+
+    def identity_for_key(self, key: str, source: str | None = None) -> str | None:
+        """The identity an API key belongs to (Feedme connection tokens), or None. With a
+        ``source``, failures count against it and a throttled source is refused (raises
+        ``LimitExceeded``) before the key is looked up."""
+        self._refuse_if_throttled(None, source)
         owner = self._store.key_owner(_key_hash(key))
-        return f"{owner}@{self.domain}" if owner is not None else None
+        if owner is None:
+            self._count_failure(None, source)
+            return None
+        return f"{owner}@{self.domain}"
 
     # -- the account resource ---------------------------------------------------------------
 
@@ -178,7 +282,7 @@ class AccountService:
                     ErrorId.INVALID_ARGUMENT,
                     "Changing the password needs 'password' and 'oldPassword'",
                 )
-            await self._check_password_of(name, old_password)
+            await self._verify_password(name, old_password, None)
             self._check_password(password)
             password_hash = await asyncio.to_thread(self._hasher.hash, password)
         merged = {**account.profile, **profile} if merge else profile
@@ -191,6 +295,22 @@ class AccountService:
                 ErrorId.INVALID_ARGUMENT,
                 f"A password must have 1 to {MAX_PASSWORD_LENGTH} characters",
             )
+
+
+class _Turn:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+def _identity_key(name: str) -> str:
+    """The throttle key of a name: itself, or a digest of a name too long to be an account's
+    (``#`` is in no account name), so that a throttle entry stays small."""
+    if len(name) <= 64:
+        return name
+    return "#" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def _key_hash(key: str) -> bytes:

@@ -28,6 +28,7 @@ class ErrorId(StrEnum):
     ACCOUNT_EXISTS = "account-exists"
     BAD_CREDENTIALS = "bad-credentials"
     GUESTS_DISABLED = "guests-disabled"
+    LOGIN_THROTTLED = "login-throttled"
     NOT_DELEGATED = "not-delegated"
     NOT_SHARED = "not-shared"
     FORBIDDEN = "forbidden"

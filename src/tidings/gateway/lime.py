@@ -19,6 +19,7 @@ import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.login_throttle import source_key
 from ..core.sessions import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
@@ -260,13 +261,20 @@ class LimeConnection(WSListener):
         instance = node.instance
         if instance is None or instance == "undefined":
             instance = DEFAULT_INSTANCE
+        transport = self.transport
+        peer = transport.underlying_transport.get_extra_info("peername") if transport else None
         try:
             secret = _secret(request.scheme, request.authentication)
-            principal = await ctx.accounts.authenticate(node.identity, request.scheme, secret)
-        except TidingsError as error:
-            self.session.fail(
-                Reason(code=ReasonCode.SESSION_AUTHENTICATION_FAILED, description=error.message)
+            principal = await ctx.accounts.authenticate(
+                node.identity, request.scheme, secret, source=source_key(peer)
             )
+        except TidingsError as error:
+            if error.error_id is ErrorId.LOGIN_THROTTLED:
+                self.session.fail(lime_reason(error))  # 34: retry later, not bad credentials
+            else:
+                self.session.fail(
+                    Reason(code=ReasonCode.SESSION_AUTHENTICATION_FAILED, description=error.message)
+                )
             self._flush()
             return
         if self._closed:
