@@ -61,7 +61,7 @@ async def test_a_guest_squatting_a_name_goes_when_its_account_signs_in(server):
 async def test_nobody_signs_in_as_the_server(server, node):
     failed = await refused(server, node, scheme="guest")
     assert failed["reason"]["code"] == 13  # type: ignore[index]
-    assert "reserved" in failed["reason"]["description"]  # type: ignore[index]
+    assert "the server" in failed["reason"]["description"]  # type: ignore[index]
     await refused(server, node, password="anything")
 
 

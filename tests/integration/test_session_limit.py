@@ -67,7 +67,9 @@ async def test_others_cannot_create_sessions_and_the_owner_is_never_locked_out(b
     sender = await WireClient.guest(bounded.ws_url, f"{someone()}/s")
     await sender.set_receipt("accepted")
     for n in range(20):
-        sender.send({"id": f"j{n}", "to": f"{target}/junk{n}", "type": "text/plain", "content": "x"})
+        sender.send(
+            {"id": f"j{n}", "to": f"{target}/junk{n}", "type": "text/plain", "content": "x"}
+        )
     for n in range(20):
         answer = await sender.expect(lambda e, i=f"j{n}": e.get("id") == i and "event" in e)
         assert answer["event"] == "accepted", answer

@@ -24,6 +24,12 @@ from .ports import AccountStore
 
 ACCOUNT_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 KEY_PREFIX: Final = "tdk_"
+SERVER_NAME: Final = "postmaster"
+"""The name the server speaks as (``postmaster@domain/server``): gap markers, notices, kept
+failures carry it as ``from``."""
+RESERVED_NAMES: Final = frozenset({SERVER_NAME})
+"""Names no account and no guest may take, compared case-insensitively: whoever held one could
+send envelopes that look like the server's and read what users send to it."""
 MAX_PASSWORD_LENGTH: Final = 1024
 
 PROFILE_FIELDS: Final[FieldTypes] = {
@@ -62,7 +68,13 @@ def check_account_name(name: str) -> str:
             f"Invalid account name {name!r}: use 1-64 of a-z 0-9 . _ - starting with a letter "
             "or digit",
         )
+    if is_reserved(name):
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"The name {name!r} is reserved for the server")
     return name
+
+
+def is_reserved(name: str) -> bool:
+    return name.lower() in RESERVED_NAMES
 
 
 def check_profile(profile: Any) -> dict[str, Any]:
@@ -163,10 +175,13 @@ class AccountService:
             raise Forbidden(
                 ErrorId.BAD_CREDENTIALS, f"This server serves the domain {self.domain!r} only"
             )
+        if is_reserved(name):
+            raise Forbidden(ErrorId.BAD_CREDENTIALS, f"The name {name!r} is the server's")
         if scheme == "guest":
             if not self.allow_guests:
                 raise Forbidden(ErrorId.GUESTS_DISABLED, "Guest sessions are disabled")
-            if name in self._names:
+            # Asked of the store, not a cache: accounts are added by other processes (the CLI).
+            if await self._store.get_account(name) is not None:
                 raise Forbidden(ErrorId.BAD_CREDENTIALS, "A guest cannot use an account's name")
             return Principal(identity, guest=True)
         if scheme == "plain":

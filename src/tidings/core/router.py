@@ -33,6 +33,7 @@ from .model import (
     OverflowPolicy,
     PersistStep,
     QueueBound,
+    QueuedEnvelope,
     QueueEntry,
     SessionRecord,
     TrimResult,
@@ -147,8 +148,13 @@ class Router:
         registry = self._registry
         for record, seq in zip(targets, result.seqs, strict=True):
             live = registry.live(record.identity, record.instance)
-            if live is not None and not live.replaying and live.cursor < seq and live.available:
-                live.outlet.deliver(payload)
+            if (
+                live is not None
+                and not live.replaying
+                and live.cursor < seq
+                and live.available
+                and live.outlet.deliver(payload)
+            ):
                 live.cursor = seq
                 dispatched = True
         if dispatched:
@@ -168,10 +174,10 @@ class Router:
         registry = self._registry
         for record in targets:
             live = registry.live(record.identity, record.instance)
-            if live is not None and not live.replaying and live.available:
-                live.outlet.deliver(payload)
-            else:
+            if live is None or live.replaying or not live.available:
                 offline.append(record)
+            elif not live.outlet.deliver(payload):
+                offline.append(record)  # closing, or behind reading: kept for it
         self.delivered += 1
         if offline:
             self._keep(offline, sender_address, payload, bounds)
@@ -268,8 +274,7 @@ class Router:
         delivered = False
         for record in self._registry.targets(identity, instance, create=False):
             live = self._registry.live(record.identity, record.instance)
-            if live is not None and live.available:
-                live.outlet.deliver(payload)
+            if live is not None and live.available and live.outlet.deliver(payload):
                 delivered = True
         if not delivered:
             raise NotFound(
@@ -311,29 +316,54 @@ class Router:
                 )
 
     async def replay(self, live: LiveSession) -> None:
-        """Write every queued envelope past the session's cursor, then go live."""
+        """Write every queued envelope past the session's cursor, then go live.
+
+        It stops early, staying out of live delivery, when the connection takes no more (its
+        client is behind reading, or it is closing); ``catch_up`` goes on from there."""
         live.replaying = True
-        while live.available and self._registry.live(live.identity, live.instance) is live:
-            page = await self._store.backlog(
-                live.identity, live.instance, live.cursor, BACKLOG_PAGE
-            )
-            discard = []
-            written = 0
-            for entry in page:
-                if not live.outlet.deliver(entry.payload):
-                    break  # the connection is closing: the rest stays queued for the next one
-                written += 1
-                live.cursor = entry.seq
-                if not entry.needs_ack:
-                    discard.append(entry.seq)
-                elif entry.message_id is not None:
-                    self._tell_sender_dispatched(entry.sender, entry.message_id)
-            if discard:
-                live.record.depth -= len(discard)
-                self._store.discard(discard)
-            if written < BACKLOG_PAGE:
+        live.replay_running = True
+        try:
+            while live.available and self._registry.live(live.identity, live.instance) is live:
+                page = await self._store.backlog(
+                    live.identity, live.instance, live.cursor, BACKLOG_PAGE
+                )
+                if not self._write_page(live, page):
+                    return
+                if len(page) < BACKLOG_PAGE:
+                    break
+            live.replaying = live.behind  # it fell behind on the last page: catch_up follows
+        finally:
+            live.replay_running = False
+
+    def _write_page(self, live: LiveSession, page: list[QueuedEnvelope]) -> bool:
+        """Write a backlog page; False when the connection stopped taking it part way."""
+        discard = []
+        complete = True
+        for entry in page:
+            if not live.outlet.deliver(entry.payload):
+                complete = False  # the rest stays queued, for this connection or the next
                 break
-        live.replaying = False
+            live.cursor = entry.seq
+            if not entry.needs_ack:
+                discard.append(entry.seq)
+            elif entry.message_id is not None:
+                self._tell_sender_dispatched(entry.sender, entry.message_id)
+        if discard:
+            live.record.depth -= len(discard)
+            self._store.discard(discard)
+        return complete
+
+    def stall(self, live: LiveSession) -> None:
+        """The client is behind reading: what comes for it waits in its queue from now on."""
+        live.behind = True
+        live.replaying = True
+
+    async def catch_up(self, live: LiveSession) -> None:
+        """The client has read what it was behind: write what waited, then go live again.
+        A replay still running (awaiting the store) goes on by itself."""
+        live.behind = False
+        if not live.replay_running:
+            await self.replay(live)
 
     def _tell_sender_dispatched(self, sender_address: str, message_id: str) -> None:
         identity, _, instance = sender_address.partition("/")
@@ -448,8 +478,13 @@ class Router:
     def deliver_stored(self, record: SessionRecord, seq: int, payload: bytes) -> None:
         """Write a just-stored envelope that needs an acknowledgement to its live session."""
         live = self._registry.live(record.identity, record.instance)
-        if live is not None and not live.replaying and live.cursor < seq and live.available:
-            live.outlet.deliver(payload)
+        if (
+            live is not None
+            and not live.replaying
+            and live.cursor < seq
+            and live.available
+            and live.outlet.deliver(payload)
+        ):
             live.cursor = seq
             self.delivered += 1
 

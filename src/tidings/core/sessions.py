@@ -50,6 +50,7 @@ class LiveSession:
     """A session with a connection attached."""
 
     __slots__ = (
+        "behind",
         "cursor",
         "guest",
         "identity",
@@ -59,6 +60,7 @@ class LiveSession:
         "presence",
         "receipt",
         "record",
+        "replay_running",
         "replaying",
         "subscriptions",
     )
@@ -77,7 +79,11 @@ class LiveSession:
         self.cursor = 0
         """Highest queue sequence number written to this connection."""
         self.replaying = True
-        """True until the backlog has been written; live deliveries wait for it."""
+        """True until the backlog has been written, and again while the client is behind
+        reading: live deliveries wait in the queue for ``Router.replay``."""
+        self.replay_running = False
+        self.behind = False
+        """The client is behind reading what it was sent (see ``Router.stall``)."""
         self.subscriptions: set[str] = set()
 
     @property

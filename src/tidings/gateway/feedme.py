@@ -37,6 +37,7 @@ from ..protocol.feedme import (
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
 from .flow import ReadThrottle
+from .frames import FrameError, check_reserved_bits, check_text
 from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
@@ -53,7 +54,12 @@ class FeedmeContext:
     termination_window: float = 30.0
     rate_limit: float = 5_000.0
     rate_burst: int = 10_000
+    max_output_buffer: int = 1024 * 1024
     throttled: int = 0
+    slow_consumers: int = 0
+    """Connections dropped because they read less than they were sent, by ``max_output_buffer``
+    (nothing of Feedme's is queued: the client reconnects and reopens its feeds)."""
+    protocol_errors: int = 0
     connections: set[FeedmeConnection] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -122,7 +128,9 @@ class FeedmeConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self._writer = CorkedWriter(transport.underlying_transport)
+        bound = self.ctx.max_output_buffer
+        transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
+        self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound)
         self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.hub.connected(self)
@@ -140,27 +148,59 @@ class FeedmeConnection(WSListener):
         self.ctx.spawn(self.ctx.app.emit("disconnect", self.client_id))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self._closed:
+            return
         kind = frame.msg_type
-        if kind is WSMsgType.TEXT and frame.fin:
-            if self._throttle is not None and self._throttle.spend():
-                self.ctx.throttled += 1
-            self.conversation.receive_text(frame.get_payload_as_bytes())
-        elif kind is WSMsgType.CLOSE:
+        try:
+            check_reserved_bits(frame)
+            if kind is WSMsgType.TEXT and frame.fin:
+                data = frame.get_payload_as_bytes()
+                if len(data) <= self.ctx.max_message_size:
+                    check_text(data)  # a longer one is the conversation's violation
+            elif kind is WSMsgType.CLOSE:
+                if self._writer is not None:
+                    self._writer.flush()
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+                return
+            elif kind is WSMsgType.CONTINUATION:
+                raise FrameError(
+                    WSCloseCode.PROTOCOL_ERROR, "A continuation frame with no message started"
+                )
+            elif kind is WSMsgType.BINARY or not frame.fin:
+                raise FrameError(
+                    WSCloseCode.UNSUPPORTED_DATA, "Feedme frames are single text frames"
+                )
+            else:
+                return
+        except FrameError as error:
+            self._close_for(error)
+            return
+        if self._throttle is not None and self._throttle.spend():
+            self.ctx.throttled += 1
+        self.conversation.receive_text(data)
+        self._after_input()
+
+    def _close_for(self, error: FrameError) -> None:
+        self.ctx.protocol_errors += 1
+        self.ctx.spawn(self.ctx.app.emit("transportError", self.client_id, error.reason))
+        if self.transport is not None:
             if self._writer is not None:
                 self._writer.flush()
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            self._closed = True
+            self.transport.send_close(error.code, error.reason.encode())
+            self.transport.disconnect()
+
+    def pause_writing(self) -> None:
+        """The client has ``max_output_buffer`` bytes unread: drop it rather than buffer
+        revelations without end (it reconnects and reopens its feeds from fresh data)."""
+        if self._closed or self.transport is None:
             return
-        elif kind is WSMsgType.BINARY or not frame.fin or kind is WSMsgType.CONTINUATION:
-            self.ctx.spawn(
-                self.ctx.app.emit("transportError", self.client_id, "binary or fragmented frame")
-            )
-            transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"Feedme frames are text")
-            transport.disconnect()
-            return
-        else:
-            return
-        self._after_input()
+        self.ctx.slow_consumers += 1
+        self._closed = True
+        log.warning("dropped Feedme client %s: too far behind reading", self.client_id)
+        self.ctx.spawn(self.ctx.app.emit("transportError", self.client_id, "slow consumer"))
+        self.transport.disconnect(graceful=False)
 
     # -- the FeedClient port --------------------------------------------------------------------
 

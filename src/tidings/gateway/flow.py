@@ -1,8 +1,11 @@
-"""Rate limits as backpressure: a connection over its rate is not refused, it is not read.
+"""Backpressure both ways: a connection sending too fast is not read, and a connection not
+reading what it is sent is not written to (and not read either).
 
-Refusing would have to fail the whole session for envelopes without an id (nobody to tell) and
-would turn a burst of acknowledgements after a reconnect into lost work. Pausing the socket lets
-TCP slow the client down instead; what was already read is handled, nothing is dropped.
+Refusing a fast sender would have to fail the whole session for envelopes without an id (nobody
+to tell) and would turn a burst of acknowledgements after a reconnect into lost work. Pausing the
+socket lets TCP slow the client down instead; what was already read is handled, nothing is
+dropped. A client that stops reading is held the same way: while its output is over the bound,
+nothing it sends is read, so it cannot make the server answer it without end either.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from ..core.limits import TokenBucket
 
 
 class ReadThrottle:
-    __slots__ = ("_bucket", "_paused", "_transport")
+    __slots__ = ("_bucket", "_held", "_paused", "_transport")
 
     def __init__(self, rate: float, burst: int, transport: WSTransport) -> None:
         self._bucket = TokenBucket(rate, burst)
         self._transport = transport
         self._paused = False
+        """Over the rate: reading resumes when the bucket has refilled."""
+        self._held = False
+        """Output over its bound: reading resumes when the client has read it."""
 
     def spend(self) -> bool:
         """Count one message; past the rate, stop reading until the bucket has refilled.
@@ -34,7 +40,22 @@ class ReadThrottle:
         asyncio.get_running_loop().call_later(wait, self._resume)
         return True
 
+    def hold(self) -> None:
+        """Stop reading until ``release``: the client is not reading what it was sent."""
+        if not self._held:
+            self._held = True
+            if not self._paused:
+                self._transport.underlying_transport.pause_reading()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._resume_unless_stopped()
+
     def _resume(self) -> None:
         self._paused = False
-        if not self._transport.is_disconnected:
+        self._resume_unless_stopped()
+
+    def _resume_unless_stopped(self) -> None:
+        if not (self._paused or self._held or self._transport.is_disconnected):
             self._transport.underlying_transport.resume_reading()

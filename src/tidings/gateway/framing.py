@@ -60,12 +60,18 @@ def _group_of(loop: asyncio.AbstractEventLoop) -> _FlushGroup:
 
 
 class CorkedWriter:
-    __slots__ = ("_group", "_pending", "_transport")
+    """Frames for one connection, written in one go at the end of the loop iteration, or at
+    once when they pass ``flush_at`` bytes: then the transport sees them, and its write buffer
+    limits (``pause_writing``) apply to them too, instead of a list growing without bound."""
 
-    def __init__(self, transport: Any) -> None:
+    __slots__ = ("_flush_at", "_group", "_pending", "_size", "_transport")
+
+    def __init__(self, transport: Any, flush_at: int = 1 << 20) -> None:
         self._transport = transport
         self._group = _group_of(asyncio.get_running_loop())
         self._pending: list[bytes] = []
+        self._size = 0
+        self._flush_at = flush_at
 
     def write_text(self, payload: bytes) -> None:
         pending = self._pending
@@ -73,10 +79,19 @@ class CorkedWriter:
             self._group.add(self)
         pending.append(text_frame_header(len(payload)))
         pending.append(payload)
+        self._size += len(payload)
+        if self._size > self._flush_at:
+            self.flush()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel (approximately: headers not counted)."""
+        return self._size + int(self._transport.get_write_buffer_size())
 
     def flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._size = 0
             if not self._transport.is_closing():
                 self._transport.write(data)

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .._nesting import MAX_DEPTH, nested_deeper_than
 from ._errors import LocalProtocolError, RemoteProtocolError, ViolationCase
 from ._messages import (
     Action,
@@ -59,12 +60,16 @@ def _decode(decoder: msgspec.json.Decoder[Any], frame: str | bytes, max_size: in
         raise RemoteProtocolError(
             ViolationCase.INVALID_MESSAGE, f"Message exceeds {max_size} characters.", text
         )
+    if nested_deeper_than(frame.encode() if isinstance(frame, str) else frame):
+        raise RemoteProtocolError(
+            ViolationCase.INVALID_MESSAGE,
+            f"JSON is nested more than {MAX_DEPTH} levels deep.",
+            raw_text(frame),
+        )
     try:
         return decoder.decode(frame)
     except msgspec.MsgspecError as exc:
         detail = str(exc)
-    except RecursionError:
-        detail = "JSON is nested too deeply."
     except (UnicodeError, ValueError, TypeError) as exc:  # defensive: bad input only
         detail = f"Invalid message: {exc}"
     raise RemoteProtocolError(ViolationCase.INVALID_MESSAGE, detail, raw_text(frame))

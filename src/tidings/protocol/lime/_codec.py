@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .._nesting import MAX_DEPTH, nested_deeper_than
 from ._envelopes import Command, Envelope, Message, Notification, Session
 from ._reasons import Reason, ReasonCode
 
@@ -63,6 +64,8 @@ def envelope_kind(envelope_type: type[Envelope]) -> str:
 
 def decode_envelope(data: bytes) -> Envelope:
     """Decode one text frame into an envelope, or raise ``EnvelopeError`` naming the problem."""
+    if nested_deeper_than(data):
+        raise EnvelopeError(_invalid(f"The envelope nests more than {MAX_DEPTH} levels deep"))
     if b"\\u" not in data:
         for marker, cls in _SNIFF:
             if marker in data:
