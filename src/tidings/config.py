@@ -54,7 +54,17 @@ class Settings:
     feed_termination_window_s: float = 30.0
     """How long a terminated feed accepts the client's late FeedOpen/FeedClose."""
     max_connections: int = 10_000
-    """Open WebSocket connections (LIME and Feedme together) beyond which upgrades get 503."""
+    """Open TCP connections on both ports together (WebSocket, upgraded or not, and HTTP);
+    beyond it a connection is refused (503, or reset once ``connection_reserve`` is full)."""
+    http_max_connections: int = 1000
+    """Of ``max_connections``, at most this many may be HTTP connections."""
+    connection_reserve: int = 64
+    """Connections beyond ``max_connections`` still read briefly: ``/healthz`` and ``/metrics``
+    are answered, anything else gets 503; beyond these, connections are reset at once."""
+    header_timeout_s: float = 10.0
+    """Time a connection has to send its request head (an HTTP request, a WebSocket upgrade)."""
+    http_keep_alive_s: float = 5.0
+    """How long an idle HTTP keep-alive connection is kept open between requests."""
     http_max_body: int = 1024 * 1024
     """Largest HTTP request body, bytes; larger ones get 413 before they are read further."""
     login_failures_free: int = 5
@@ -99,6 +109,14 @@ class Settings:
         )
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
+        _check(
+            1 <= self.http_max_connections <= 1_000_000,
+            "http_max_connections",
+            "must be 1 .. 1000000",
+        )
+        _check(0 <= self.connection_reserve <= 100_000, "connection_reserve", "must be 0 .. 100000")
+        _check(0 < self.header_timeout_s <= 3600, "header_timeout_s", "must be > 0 and <= 3600")
+        _check(0 < self.http_keep_alive_s <= 3600, "http_keep_alive_s", "must be > 0 and <= 3600")
         _check(
             1024 <= self.http_max_body <= 64 * 1024 * 1024,
             "http_max_body",

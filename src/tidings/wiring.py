@@ -9,18 +9,19 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import json
 import logging
 import resource
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import h11
 import uvicorn
-from picows import WSListener, ws_create_server
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .api.app import create_app
+from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .config import ConfigError, Settings
 from .core.accounts import AccountService
 from .core.app_requests import AppRequestService
@@ -33,6 +34,16 @@ from .core.presence import PresenceService
 from .core.roster import RosterService
 from .core.router import QueueLimits, Router
 from .core.sessions import SessionRegistry
+from .gateway.admission import (
+    Budget,
+    Listener,
+    ProtocolFactory,
+    Slot,
+    http_response,
+    listening_socket,
+    websocket_connect,
+    websocket_protocols,
+)
 from .gateway.context import LimeContext
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
@@ -57,8 +68,10 @@ class TidingsServer:
         self.store = SqliteStore(settings.data_dir, commit_window=settings.commit_window_ms / 1000)
         self.ws_port = settings.ws_port
         self.http_port = settings.http_port
-        self._ws_server: asyncio.base_events.Server | None = None
-        self._http: uvicorn.Server | None = None
+        self.budget = Budget(settings.max_connections, settings.connection_reserve)
+        self._ws_listener: Listener | None = None
+        self._http_listener: Listener | None = None
+        self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self.lime: LimeContext | None = None
@@ -145,36 +158,35 @@ class TidingsServer:
         def feedme_listener(request: Any) -> FeedmeConnection:
             return FeedmeConnection(feedme, self._token_identity(request, accounts))
 
-        self._ws_server = await ws_create_server(
-            make_router(
-                {
-                    "lime": self._admitted(lambda request: LimeConnection(lime)),
-                    "feedme": self._admitted(feedme_listener),
-                }
+        self._ws_listener = Listener(
+            "WebSocket",
+            listening_socket(settings.host, settings.ws_port),
+            self.budget,
+            websocket_protocols(
+                make_router(
+                    {"lime": lambda request: LimeConnection(lime), "feedme": feedme_listener}
+                ),
+                handshake_timeout=settings.header_timeout_s,
+                max_frame_size=4 * settings.max_envelope_size,
             ),
-            settings.host,
-            settings.ws_port,
-            max_frame_size=4 * settings.max_envelope_size,
-            websocket_handshake_timeout=10,
+            refusal=http_response(
+                503,
+                "Service Unavailable",
+                self._at_limit().encode() + b"\n",
+                headers={"Retry-After": "5"},
+            ),
+            header_timeout=settings.header_timeout_s,
+            connect=websocket_connect,
         )
-        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
+        self._ws_listener.start()
+        self.ws_port = self._ws_listener.port
         await self._start_http()
         self._prune_task = loop.create_task(self._prune_message_ids())
         self.app.set_state(ServerState.STARTED)
         await self.app.emit("start")
 
-    def _admitted(self, factory: Callable[[Any], WSListener]) -> Callable[[Any], WSListener]:
-        """Refuse upgrades beyond ``max_connections`` with 503 (before any file runs out)."""
-        limit = self.settings.max_connections
-
-        def admit(request: Any) -> WSListener:
-            assert self.lime is not None
-            if len(self.lime.connections) + len(self.feedme.connections) >= limit:
-                self.lime.stats.refused += 1
-                raise Refused(503, f"The server is at its limit of {limit} connections")
-            return factory(request)
-
-        return admit
+    def _at_limit(self) -> str:
+        return f"The server is at its limit of {self.settings.max_connections} connections"
 
     @staticmethod
     def _token_identity(request: Any, accounts: AccountService) -> str | None:
@@ -197,13 +209,58 @@ class TidingsServer:
             self.lime.sessions,
             max_body=self.settings.http_max_body,
         )
-        sock = socket.create_server((self.settings.host, self.settings.http_port))
-        self.http_port = sock.getsockname()[1]
+        settings = self.settings
         config = uvicorn.Config(
-            app, loop="none", lifespan="off", log_level="warning", access_log=False
+            app,
+            loop="none",
+            lifespan="off",
+            http="h11",
+            ws="none",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=settings.http_keep_alive_s,  # type: ignore[arg-type]
         )
-        self._http = uvicorn.Server(config)
-        self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
+        self._http = _HttpServer(config)
+        render_metrics = metrics_page(self._metrics)
+        problem = {
+            "type": "urn:tidings:error:connection-limit",
+            "title": "connection-limit",
+            "status": 503,
+            "detail": self._at_limit(),
+            "error_id": "connection-limit",
+        }
+
+        def exempt(request_line: bytes) -> bytes | None:
+            """Beyond the limit, health and metrics are still answered (from the reserve)."""
+            method, _, rest = request_line.partition(b" ")
+            path = rest.partition(b" ")[0].partition(b"?")[0]
+            if method != b"GET":
+                return None
+            if path == b"/healthz":
+                return http_response(200, "OK", json.dumps(health()).encode(), "application/json")
+            if path == b"/metrics":
+                return http_response(200, "OK", render_metrics(), METRICS_MEDIA_TYPE)
+            return None
+
+        self._http_listener = Listener(
+            "HTTP",
+            listening_socket(settings.host, settings.http_port),
+            self.budget,
+            self._http.protocols(settings.header_timeout_s),
+            limit=min(settings.http_max_connections, settings.max_connections),
+            refusal=http_response(
+                503,
+                "Service Unavailable",
+                json.dumps(problem).encode(),
+                "application/problem+json",
+                headers={"Retry-After": "5"},
+            ),
+            exempt=exempt,
+            header_timeout=settings.header_timeout_s,
+        )
+        self.http_port = self._http_listener.port
+        self._http.listener = self._http_listener
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
         while not self._http.started and not self._http_task.done():
             await asyncio.sleep(0.01)
         if self._http_task.done():
@@ -222,7 +279,14 @@ class TidingsServer:
             "envelopes_sent_total": ("counter", stats.envelopes_out),
             "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
             "connections_throttled_total": ("counter", stats.throttled + self.feedme.throttled),
-            "connections_refused_total": ("counter", stats.refused),
+            "connections_refused_total": ("counter", self.budget.refused),
+            "tcp_connections_open": ("gauge", self.budget.open),
+            "http_connections_open": (
+                "gauge",
+                self._http_listener.open if self._http_listener is not None else 0,
+            ),
+            "reserve_connections_open": ("gauge", self.budget.waiting),
+            "accept_backoffs_total": ("counter", self.budget.backoffs),
             "messages_routed_total": ("counter", self.lime.router.delivered),
             "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(self.feedme.connections)),
@@ -247,8 +311,8 @@ class TidingsServer:
             for connection in list(self.feedme.connections):
                 connection.disconnect()
             await self.app.emit("stopping")
-        if self._ws_server is not None:
-            self._ws_server.close()
+        if self._ws_listener is not None:
+            self._ws_listener.close()
         if self.lime is not None:
             for connection in list(self.lime.connections):
                 connection.shut_down()
@@ -269,6 +333,73 @@ class TidingsServer:
             await self.app.emit("stop")
 
 
+class _HttpProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, counted against the budget, with a deadline for heads.
+
+    uvicorn closes a keep-alive connection idle for ``timeout_keep_alive`` but waits for a
+    request head without end; here a connection whose head is not complete ``header_timeout``
+    after it was accepted, or after the last response, is closed.
+    """
+
+    slot: Slot
+    header_timeout: float
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.slot.release()
+
+    def _should_upgrade(self) -> bool:
+        return False  # WebSockets are the other port's: here an upgrade is a plain request
+
+    def _await_head(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()  # no request under way, and its head has not come
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn's server on our ``Listener`` instead of ``loop.create_server``'s accept loop."""
+
+    listener: Listener | None = None
+
+    def protocols(self, header_timeout: float) -> ProtocolFactory:
+        config = self.config
+
+        def make(slot: Slot) -> asyncio.BaseProtocol:
+            protocol = _HttpProtocol(config=config, server_state=self.server_state, app_state={})
+            protocol.slot = slot
+            protocol.header_timeout = header_timeout
+            return protocol
+
+        return make
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        assert self.listener is not None
+        await self.lifespan.startup()
+        self.listener.start()
+        self.servers = [self.listener]  # type: ignore[list-item]  # close, wait_closed: enough
+        self.started = True
+
+
 def load_app(spec: str) -> App:
     """Import ``package.module:attribute``; an empty spec gives an app with no handlers."""
     if not spec:
@@ -285,7 +416,8 @@ def load_app(spec: str) -> App:
 
 
 def _raise_file_limit(connections: int) -> None:
-    """Each connection is a file: lift the soft limit toward what ``max_connections`` needs."""
+    """Each connection is a file: lift the soft limit toward what ``connections`` need
+    (``max_connections`` plus ``connection_reserve``)."""
     wanted = connections + FILES_RESERVED
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -295,8 +427,8 @@ def _raise_file_limit(connections: int) -> None:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft != resource.RLIM_INFINITY and soft < wanted:
         log.warning(
-            "max_connections=%d needs about %d open files but this process may open %d; "
-            "connections beyond that will fail to be accepted",
+            "max_connections + connection_reserve = %d connections need about %d open files "
+            "but this process may open %d; beyond that, accepting pauses until files are free",
             connections,
             wanted,
             soft,
@@ -307,7 +439,7 @@ async def serve(settings: Settings, ready: Any = None) -> None:
     """Run until SIGINT/SIGTERM; ``ready`` is called with the server once it listens."""
     import signal
 
-    _raise_file_limit(settings.max_connections)
+    _raise_file_limit(settings.max_connections + settings.connection_reserve)
     server = TidingsServer(settings)
     await server.start()
     # Everything built so far lives as long as the server: keep it out of the collector's

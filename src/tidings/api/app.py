@@ -27,6 +27,21 @@ class _Collector(Collector):
             yield family(f"tidings_{name}", name.replace("_", " "), value=value)
 
 
+def health() -> dict[str, str]:
+    """The body of ``/healthz``."""
+    return {"status": "ok", "version": __version__}
+
+
+def metrics_page(read_metrics: Callable[[], dict[str, tuple[str, float]]]) -> Callable[[], bytes]:
+    """Renders ``/metrics`` (Prometheus text format) from ``read_metrics`` at each call."""
+    registry = CollectorRegistry()
+    registry.register(_Collector(read_metrics))
+    return lambda: generate_latest(registry)
+
+
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
+
+
 def create_app(
     read_metrics: Callable[[], dict[str, tuple[str, float]]],
     hub: FeedHub,
@@ -41,15 +56,14 @@ def create_app(
     app.include_router(feeds.router(hub, api_token))
     if sessions is not None:
         app.include_router(session_routes.router(sessions, api_token))
-    registry = CollectorRegistry()
-    registry.register(_Collector(read_metrics))
+    render_metrics = metrics_page(read_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+        return health()
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        return Response(render_metrics(), media_type=METRICS_MEDIA_TYPE)
 
     return app
