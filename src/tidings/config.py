@@ -23,6 +23,9 @@ class Settings:
     allow_guests: bool = False
     max_envelope_size: int = 64 * 1024
     """Largest envelope (bytes of one text frame) a client may send."""
+    max_output_buffer: int = 1024 * 1024
+    """Bytes written to one connection that its client has not read yet, beyond which nothing
+    more is written to it live (LIME: it catches up from its queue; Feedme: disconnected)."""
     queue_limit: int = 10_000
     """Default number of envelopes a session's queue holds before new ones are refused."""
     commit_window_ms: float = 1.0
@@ -106,6 +109,11 @@ class Settings:
             1 <= self.max_sessions_per_identity <= 1_000_000,
             "max_sessions_per_identity",
             "must be 1 .. 1000000",
+        )
+        _check(
+            64 * 1024 <= self.max_output_buffer <= 1024 * 1024 * 1024,
+            "max_output_buffer",
+            "must be 65536 .. 1073741824 bytes",
         )
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")

@@ -23,7 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .config import ConfigError, Settings
-from .core.accounts import AccountService
+from .core.accounts import SERVER_NAME, AccountService
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.feeds import FeedHub, ServerState
@@ -55,7 +55,6 @@ from .store.sqlite import SqliteStore
 
 log = logging.getLogger("tidings")
 
-SERVER_NAME = "postmaster"
 SERVER_INSTANCE = "server"
 PRUNE_EVERY_S = 3600.0
 FILES_RESERVED = 256
@@ -119,6 +118,7 @@ class TidingsServer:
             server_node=Node(SERVER_NAME, settings.domain, SERVER_INSTANCE),
             scheme_options=schemes,
             max_envelope_size=settings.max_envelope_size,
+            max_output_buffer=settings.max_output_buffer,
             establish_timeout=settings.establish_timeout_s,
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
@@ -147,6 +147,7 @@ class TidingsServer:
             termination_window=settings.feed_termination_window_s,
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
+            max_output_buffer=settings.max_output_buffer,
         )
         self.app.hub = hub
         self.app.sessions = lime.sessions
@@ -290,6 +291,13 @@ class TidingsServer:
             "messages_routed_total": ("counter", self.lime.router.delivered),
             "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(self.feedme.connections)),
+            "output_stalls_total": ("counter", stats.output_stalls),
+            "slow_consumers_total": ("counter", stats.slow_consumers),
+            "feedme_slow_consumers_total": ("counter", self.feedme.slow_consumers),
+            "protocol_errors_total": (
+                "counter",
+                stats.protocol_errors + self.feedme.protocol_errors,
+            ),
             "store_commits_total": ("counter", writer.batches),
             "store_operations_total": ("counter", writer.operations),
             "uptime_seconds": ("gauge", time.time() - self.started_at),

@@ -26,10 +26,15 @@ class Stats:
     sessions_established: int = 0
     sessions_failed: int = 0
     envelopes_rejected: int = 0
-    refused: int = 0
-    """Upgrades refused because the server was at ``max_connections``."""
     throttled: int = 0
     """Times a connection went over its rate and was paused (not read) for a while."""
+    output_stalls: int = 0
+    """Times a client fell behind reading by ``max_output_buffer`` and live writes to it
+    stopped until it caught up."""
+    slow_consumers: int = 0
+    """Connections dropped because their unread output passed the hard bound."""
+    protocol_errors: int = 0
+    """Connections closed for breaking RFC 6455 (reserved bits, fragments, invalid UTF-8)."""
 
 
 @dataclass(slots=True)
@@ -38,6 +43,7 @@ class LimeContext:
     server_node: Node
     scheme_options: list[str]
     max_envelope_size: int
+    max_output_buffer: int
     establish_timeout: float
     rate_limit: float
     rate_burst: int

@@ -37,7 +37,7 @@ from ..protocol.feedme import (
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
 from .flow import ReadThrottle
-from .frames import FrameError, check_reserved_bits, check_text
+from .frames import FrameError, check_control, check_reserved_bits, check_text, close_reply
 from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
@@ -130,7 +130,7 @@ class FeedmeConnection(WSListener):
         self.transport = transport
         bound = self.ctx.max_output_buffer
         transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
-        self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound)
+        self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound, ws=transport)
         self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.hub.connected(self)
@@ -157,10 +157,16 @@ class FeedmeConnection(WSListener):
                 data = frame.get_payload_as_bytes()
                 if len(data) <= self.ctx.max_message_size:
                     check_text(data)  # a longer one is the conversation's violation
+            elif kind is WSMsgType.PING:
+                check_control(frame)
+                transport.send_pong(frame.get_payload_as_bytes())
+                return
             elif kind is WSMsgType.CLOSE:
+                check_control(frame)
                 if self._writer is not None:
                     self._writer.flush()
-                transport.send_close(frame.get_close_code())
+                self._closed = True  # nothing may follow our close frame
+                transport.send_close(close_reply(frame))
                 transport.disconnect()
                 return
             elif kind is WSMsgType.CONTINUATION:

@@ -4,6 +4,8 @@ code the RFC names; it never reaches a session, so nothing malformed is stored o
 
 from __future__ import annotations
 
+from typing import Final
+
 from picows import WSCloseCode, WSFrame, WSMsgType
 
 
@@ -83,3 +85,28 @@ class Reassembler:
             self._skipping = True
             return self._kind, data
         return None
+
+
+_SENDABLE_CODES: Final = frozenset((*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)))
+"""Close codes a peer may send (RFC 6455 section 7.4: 1004-1006 and 1015 are never sent)."""
+
+
+def close_reply(frame: WSFrame) -> WSCloseCode:
+    """The code to answer a client's close frame with: 1000 for a proper one (the RFC allows
+    any echo), 1002 for a malformed code, 1007 for a reason that is not UTF-8."""
+    payload = frame.get_payload_as_bytes()
+    if not payload:
+        return WSCloseCode.OK
+    if len(payload) == 1 or int.from_bytes(payload[:2], "big") not in _SENDABLE_CODES:
+        return WSCloseCode.PROTOCOL_ERROR
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return WSCloseCode.INVALID_TEXT
+    return WSCloseCode.OK
+
+
+def check_control(frame: WSFrame) -> None:
+    """Control frames (ping, pong, close) are never fragmented (section 5.5)."""
+    if not frame.fin:
+        raise FrameError(WSCloseCode.PROTOCOL_ERROR, "A control frame is fragmented")

@@ -64,10 +64,13 @@ class CorkedWriter:
     once when they pass ``flush_at`` bytes: then the transport sees them, and its write buffer
     limits (``pause_writing``) apply to them too, instead of a list growing without bound."""
 
-    __slots__ = ("_flush_at", "_group", "_pending", "_size", "_transport")
+    __slots__ = ("_flush_at", "_group", "_pending", "_size", "_transport", "_ws")
 
-    def __init__(self, transport: Any, flush_at: int = 1 << 20) -> None:
+    def __init__(self, transport: Any, flush_at: int = 1 << 20, ws: Any = None) -> None:
         self._transport = transport
+        self._ws = ws
+        """The picows transport, if any: once it has sent a close frame (its own, say for a
+        malformed control frame), nothing more may follow it."""
         self._group = _group_of(asyncio.get_running_loop())
         self._pending: list[bytes] = []
         self._size = 0
@@ -93,5 +96,7 @@ class CorkedWriter:
             data = b"".join(self._pending)
             self._pending.clear()
             self._size = 0
-            if not self._transport.is_closing():
+            if not self._transport.is_closing() and not (
+                self._ws is not None and self._ws.is_close_frame_sent
+            ):
                 self._transport.write(data)

@@ -41,6 +41,14 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .flow import ReadThrottle
+from .frames import (
+    FrameError,
+    Reassembler,
+    check_control,
+    check_reserved_bits,
+    check_text,
+    close_reply,
+)
 from .framing import CorkedWriter
 from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
@@ -70,14 +78,22 @@ class LimeConnection(WSListener):
         self._waiting: deque[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._fragments: bytearray | None = None
+        self._breached = False
+        """The client broke RFC 6455: nothing after that frame is read."""
+        self._close_code = WSCloseCode.OK
+        self._fragments = Reassembler(context.max_envelope_size)
         self._writer: CorkedWriter | None = None
+        self._stalled = False
+        """The client is behind reading (output over ``max_output_buffer``): messages for it
+        stay in its queue and it is not read until it catches up."""
 
     # -- picows callbacks ---------------------------------------------------------------------
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self._writer = CorkedWriter(transport.underlying_transport)
+        bound = self.ctx.max_output_buffer
+        transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
+        self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound, ws=transport)
         self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.stats.connections += 1
@@ -95,22 +111,48 @@ class LimeConnection(WSListener):
             self.ctx.presence.forget(live)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind is WSMsgType.TEXT and frame.fin and self._fragments is None:
-            data: bytes | None = frame.get_payload_as_bytes()
-        elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
-            data = self._reassemble(kind, frame)
-            if data is None:
+        if self._closed or self._breached:
+            return  # failed or closing: frames read in the same chunk are not processed
+        try:
+            kind = frame.msg_type
+            check_reserved_bits(frame)
+            if kind is WSMsgType.TEXT and frame.fin and not self._fragments.active:
+                data: bytes | None = frame.get_payload_as_bytes()
+            elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+                message = self._fragments.add(frame)
+                if message is None:
+                    return
+                kind, data = message
+            elif kind is WSMsgType.PING:
+                check_control(frame)
+                transport.send_pong(frame.get_payload_as_bytes())
                 return
-        elif kind is WSMsgType.CLOSE:
-            if self._writer is not None:
-                self._writer.flush()
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            elif kind is WSMsgType.CLOSE:
+                check_control(frame)
+                if self._writer is not None:
+                    self._writer.flush()
+                self._closed = True  # nothing may follow our close frame
+                transport.send_close(close_reply(frame))
+                transport.disconnect()
+                return
+            elif kind is WSMsgType.BINARY:
+                self._fragments.add(frame)  # refused below; added to keep the fragment order
+                data = None
+            else:
+                return
+            if kind is WSMsgType.BINARY:
+                data = None
+            elif data is not None and len(data) <= self.ctx.max_envelope_size:
+                check_text(data)  # a longer one is refused by its size
+        except FrameError as error:
+            self._breached = True
+            if self._waiting is not None:
+                self._waiting.append(error)  # what came before it is answered first
+            else:
+                self._refuse_frame(error)
             return
-        elif kind is WSMsgType.BINARY:
-            data = None
-        else:
+        except Exception:
+            self._fail_unexpectedly()
             return
         if self._throttle is not None and self._throttle.spend():
             self.ctx.stats.throttled += 1
@@ -122,26 +164,37 @@ class LimeConnection(WSListener):
             self._waiting = deque()
             self.ctx.spawn(self._finish_then_drain(work))
 
-    def _receive(self, data: bytes | None) -> Awaitable[None] | None:
+    def _receive(self, data: bytes | FrameError | None) -> Awaitable[None] | None:
         """Feed one frame (None: a binary one) to the session and act on what comes out."""
-        if data is None:
-            event: Any = self.session.receive_binary()
-        else:
-            self.ctx.stats.envelopes_in += 1
-            event = self.session.receive_text(data)
-        self._flush()
-        if event is None:
-            return None
         try:
+            if isinstance(data, FrameError):
+                self._refuse_frame(data)
+                return None
+            if data is None:
+                event: Any = self.session.receive_binary()
+            else:
+                self.ctx.stats.envelopes_in += 1
+                event = self.session.receive_text(data)
+            self._flush()
+            if event is None:
+                return None
             return self._handle(event)
         except Exception:
             self._fail_unexpectedly()
             return None
 
+    def _refuse_frame(self, error: FrameError) -> None:
+        """A breach of RFC 6455: the session fails with the reason, the close carries the
+        RFC's code (1002 or 1007)."""
+        self.ctx.stats.protocol_errors += 1
+        self._close_code = error.code
+        self.session.fail(Reason(code=ReasonCode.VALIDATION_ERROR, description=error.reason))
+        self._flush()
+
     async def _finish_then_drain(self, work: Awaitable[None]) -> None:
         try:
             await self._guarded(work)
-            while self._waiting:
+            while self._waiting and not self._closed:
                 more = self._receive(self._waiting.popleft())
                 if more is not None:
                     await self._guarded(more)
@@ -159,31 +212,35 @@ class LimeConnection(WSListener):
         """Called from an ``except`` block: log the bug and fail the session with 11, so that
         nothing after it is silently skipped (the client knows to reconnect and re-send)."""
         log.exception("unexpected error on the session of %s", self.live and self.live.node)
+        self._close_code = WSCloseCode.INTERNAL_ERROR
         self.session.fail(
             Reason(code=ReasonCode.SESSION_ERROR, description="An unexpected server error occurred")
         )
         self._flush()
 
-    def _reassemble(self, kind: WSMsgType, frame: WSFrame) -> bytes | None:
-        """Collect a fragmented text message; oversized ones go on as-is to be refused."""
-        if kind is WSMsgType.TEXT:
-            self._fragments = bytearray()
-        elif self._fragments is None:
-            return None  # a continuation of a binary message, refused already
-        self._fragments += frame.get_payload_as_memoryview()
-        if not frame.fin and len(self._fragments) <= self.ctx.max_envelope_size:
-            return None
-        data, self._fragments = bytes(self._fragments), None
-        return data
-
     # -- the Outlet port ----------------------------------------------------------------------
 
     def deliver(self, payload: bytes) -> bool:
-        if self._closed or self._writer is None:
+        """An envelope from someone else; not written (False) when the connection is closing
+        or its client is behind reading: it stays in the session's queue, and the router
+        writes it when the client has caught up."""
+        if self._closed or self._stalled or self._writer is None:
             return False
         self._writer.write_text(payload)
         self.ctx.stats.envelopes_out += 1
         return True
+
+    def _write(self, payload: bytes) -> None:
+        """An answer to this client (a notification about its message, a command response,
+        its session state): written even while it is behind, since nothing it sends is read
+        then; past four times the bound it is dropped as a slow consumer."""
+        writer = self._writer
+        if self._closed or writer is None:
+            return
+        writer.write_text(payload)
+        self.ctx.stats.envelopes_out += 1
+        if self._stalled and writer.buffered > 4 * self.ctx.max_output_buffer:
+            self._drop_slow_consumer()
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
@@ -195,7 +252,7 @@ class LimeConnection(WSListener):
             event=NotificationEvent(event.value),
             reason=lime_reason(error) if error is not None else UNSET,
         )
-        self.deliver(encode_envelope(notification))
+        self._write(encode_envelope(notification))
 
     def observe(self, identity: str, presence: dict[str, Any]) -> None:
         command = Command(
@@ -206,11 +263,47 @@ class LimeConnection(WSListener):
             type="application/vnd.lime.presence+json",
             resource=msgspec.Raw(msgspec.json.encode(presence)),
         )
-        self.deliver(encode_envelope(command))
+        self._write(encode_envelope(command))
 
     def end(self, error: TidingsError) -> None:
         self.session.fail(lime_reason(error))
         self._flush()
+
+    # -- output backpressure (picows forwards the transport's callbacks) ----------------------
+
+    def pause_writing(self) -> None:
+        """The client has ``max_output_buffer`` unread bytes: stop writing to it live, and stop
+        reading it, until it has read most of them."""
+        if self._closed or self._stalled:
+            return
+        self._stalled = True
+        self.ctx.stats.output_stalls += 1
+        if self._throttle is not None:
+            self._throttle.hold()
+        if self.live is not None:
+            self.ctx.router.stall(self.live)
+
+    def resume_writing(self) -> None:
+        if not self._stalled:
+            return
+        self._stalled = False
+        if self._throttle is not None:
+            self._throttle.release()
+        if self.live is not None and not self._closed:
+            self.ctx.spawn(self.ctx.router.catch_up(self.live))
+
+    def _drop_slow_consumer(self) -> None:
+        """Abort at once: a graceful close would wait for the client to read it all."""
+        self.ctx.stats.slow_consumers += 1
+        self._closed = True
+        self.ctx.stats.sessions_failed += 1
+        log.warning(
+            "dropped %s: more than %d bytes unread",
+            self.live.node if self.live is not None else "a connection",
+            4 * self.ctx.max_output_buffer,
+        )
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -232,14 +325,14 @@ class LimeConnection(WSListener):
     def _flush(self) -> None:
         session = self.session
         for data in session.data_to_send():
-            self.deliver(data)
+            self._write(data)
         if session.is_closed and not self._closed and self.transport is not None:
             if self._writer is not None:
                 self._writer.flush()
             self._closed = True
             if session.failure is not None:
                 self.ctx.stats.sessions_failed += 1
-            self.transport.send_close(WSCloseCode.OK)
+            self.transport.send_close(self._close_code)
             self.transport.disconnect()
 
     def _establish_timed_out(self) -> None:
@@ -462,7 +555,7 @@ class LimeConnection(WSListener):
             )
 
     def _respond(self, response: Command) -> None:
-        self.deliver(encode_envelope(response))
+        self._write(encode_envelope(response))
 
     # -- shutdown -------------------------------------------------------------------------------
 

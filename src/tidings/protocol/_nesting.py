@@ -13,8 +13,12 @@ from typing import Final
 MAX_DEPTH: Final = 64
 """Levels of arrays and objects an envelope may nest; generous for any real document."""
 
-_STRINGS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRINGS: Final = re.compile(rb'"[^"]*"')
+"""Strings once their escapes are gone: linear, whatever the input (no backtracking)."""
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND: Final = bytes.maketrans(b"[]{}", b"()()")
+"""Arrays and objects alike: the depth is the same for valid JSON, and one kind of pair lets
+each ``replace`` peel exactly one level."""
 
 
 def nested_deeper_than(data: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -22,13 +26,18 @@ def nested_deeper_than(data: bytes, limit: int = MAX_DEPTH) -> bool:
 
     Costs two ``count`` calls for an ordinary frame; only one with more brackets than the limit
     is looked at closely (strings dropped, then innermost pairs peeled off once per level, all
-    in C). Unbalanced brackets count as deep: such a frame is not valid JSON anyway.
+    in C, linear in the size for each level). Unbalanced brackets count as deep: such a frame
+    is not valid JSON anyway.
     """
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRINGS.sub(b"", unescaped).translate(_ONE_KIND, _NOT_BRACKETS)
+    too_deep = b"(" * (limit + 1)
     for _ in range(limit):
         if not brackets:
             return False
-        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if too_deep in brackets:
+            return True  # a run of opening brackets past the limit: deep, no need to peel
+        brackets = brackets.replace(b"()", b"")  # the innermost level
     return bool(brackets)
