@@ -81,6 +81,7 @@ class LimeConnection(WSListener):
         self._breached = False
         """The client broke RFC 6455: nothing after that frame is read."""
         self._close_code = WSCloseCode.OK
+        self._max_size = context.max_envelope_size
         self._fragments = Reassembler(context.max_envelope_size)
         self._writer: CorkedWriter | None = None
         self._stalled = False
@@ -115,7 +116,8 @@ class LimeConnection(WSListener):
             return  # failed or closing: frames read in the same chunk are not processed
         try:
             kind = frame.msg_type
-            check_reserved_bits(frame)
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                check_reserved_bits(frame)  # raises: inline above, the common case costs less
             if kind is WSMsgType.TEXT and frame.fin and not self._fragments.active:
                 data: bytes | None = frame.get_payload_as_bytes()
             elif kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
@@ -142,7 +144,7 @@ class LimeConnection(WSListener):
                 return
             if kind is WSMsgType.BINARY:
                 data = None
-            elif data is not None and len(data) <= self.ctx.max_envelope_size:
+            elif data is not None and not data.isascii() and len(data) <= self._max_size:
                 check_text(data)  # a longer one is refused by its size
         except FrameError as error:
             self._breached = True
