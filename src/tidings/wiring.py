@@ -26,6 +26,7 @@ from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
 from .core.app_requests import AppRequestService
 from .core.apps import App
+from .core.authz import Authorizer
 from .core.feeds import FeedHub, ServerState
 from .core.login_throttle import LoginRule
 from .core.model import OverflowPolicy
@@ -97,6 +98,7 @@ class TidingsServer:
         )
         await accounts.load()
         roster = RosterService(self.store, lambda text: parse_identity(text, settings.domain))
+        self.authz = Authorizer(roster, settings.api_token or None)
         server_node = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE).text
         notices = LimeNotices(server_node)
         router = Router(
@@ -111,7 +113,7 @@ class TidingsServer:
             notices=notices,
             server_node=server_node,
         )
-        presence = PresenceService(registry, roster, self.store, router)
+        presence = PresenceService(registry, self.authz, self.store, router)
         schemes = ["plain", "key"] + (["guest"] if settings.allow_guests else [])
         self.lime = LimeContext(
             domain=settings.domain,
@@ -127,6 +129,7 @@ class TidingsServer:
             accounts=accounts,
             roster=roster,
             presence=presence,
+            authz=self.authz,
         )
         lime = self.lime
         lime.sessions = SessionService(
@@ -142,6 +145,7 @@ class TidingsServer:
         hub = FeedHub(self.store)
         self.feedme = FeedmeContext(
             app=self.app,
+            authz=self.authz,
             hub=hub,
             max_message_size=settings.max_envelope_size,
             termination_window=settings.feed_termination_window_s,
@@ -206,7 +210,7 @@ class TidingsServer:
         app = create_app(
             self._metrics,
             self.feedme.hub,
-            self.settings.api_token,
+            self.authz,
             self.lime.sessions,
             max_body=self.settings.http_max_body,
         )

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..core.authz import Authorizer
 from ..core.feeds import FeedHub
 from ..core.persistence import SessionService
 from . import feeds, problems
@@ -45,7 +46,7 @@ METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 def create_app(
     read_metrics: Callable[[], dict[str, tuple[str, float]]],
     hub: FeedHub,
-    api_token: str = "",
+    authz: Authorizer,
     sessions: SessionService | None = None,
     max_body: int = DEFAULT_LIMIT,
 ) -> FastAPI:
@@ -53,9 +54,9 @@ def create_app(
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
-    app.include_router(feeds.router(hub, api_token))
+    app.include_router(feeds.router(hub, authz))
     if sessions is not None:
-        app.include_router(session_routes.router(sessions, api_token))
+        app.include_router(session_routes.router(sessions, authz))
     render_metrics = metrics_page(read_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from ..core.errors import ErrorId, Forbidden, Invalid, NotFound
+from ..core.authz import Authorizer
+from ..core.errors import ErrorId, Invalid, NotFound
 from ..core.feeds import FeedHub
 from ..protocol.feedme import Delta, FeedKey, check_json_value, feed_md5
+from .guard import bearer_guard
 
 
 class Publication(BaseModel):
@@ -39,14 +41,9 @@ class FeedDocument(BaseModel):
     feed_md5: str
 
 
-def router(hub: FeedHub, api_token: str) -> APIRouter:
+def router(hub: FeedHub, authz: Authorizer) -> APIRouter:
     routes = APIRouter(prefix="/feeds", tags=["feeds"])
-
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not api_token:
-            raise Forbidden(ErrorId.FORBIDDEN, "Set api_token to enable the HTTP write routes")
-        if authorization != f"Bearer {api_token}":
-            raise Forbidden(ErrorId.FORBIDDEN, "A valid 'Authorization: Bearer <api_token>'")
+    authorized = bearer_guard(authz)
 
     @routes.post(
         "/{feed_name}/actions",

@@ -9,11 +9,12 @@ import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ..core.errors import ErrorId, Forbidden
+from ..core.authz import Authorizer
 from ..core.persistence import SessionService
+from .guard import bearer_guard
 
 
 class Notification(BaseModel):
@@ -56,16 +57,9 @@ class SessionInfo(BaseModel):
     queue: list[dict[str, Any]] | None = None
 
 
-def router(sessions: SessionService, api_token: str) -> APIRouter:
+def router(sessions: SessionService, authz: Authorizer) -> APIRouter:
     routes = APIRouter(prefix="/identities/{identity}", tags=["sessions"])
-
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not api_token:
-            raise Forbidden(ErrorId.FORBIDDEN, "Set api_token to enable the HTTP session routes")
-        if authorization != f"Bearer {api_token}":
-            raise Forbidden(ErrorId.FORBIDDEN, "A valid 'Authorization: Bearer <api_token>'")
-
-    guarded = [Depends(authorized)]
+    guarded = [Depends(bearer_guard(authz))]
 
     @routes.post(
         "/notifications",

@@ -6,11 +6,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .authz import Authorizer, Method, Resource
 from .documents import FieldTypes, check_fields
-from .errors import ErrorId, Forbidden, Invalid
+from .errors import ErrorId, Invalid
 from .model import RoutingRule
 from .ports import MessageStore
-from .roster import RosterService
 from .router import Router
 from .sessions import LiveSession, SessionRegistry
 
@@ -55,12 +55,12 @@ class PresenceService:
     def __init__(
         self,
         registry: SessionRegistry,
-        roster: RosterService,
+        authz: Authorizer,
         store: MessageStore,
         router: Router,
     ) -> None:
         self._registry = registry
-        self._roster = roster
+        self._authz = authz
         self._store = store
         self._router = router
         self._subscribers: dict[str, set[LiveSession]] = {}
@@ -92,7 +92,7 @@ class PresenceService:
     async def read(self, viewer: LiveSession, identity: str) -> dict[str, Any]:
         if identity == viewer.identity:
             return self.own(viewer)
-        await self._check_shared(identity, viewer.identity)
+        await self._authz.check(viewer.identity, Resource.PRESENCE, Method.READ, identity)
         return self.of_identity(identity)
 
     async def update(self, live: LiveSession, document: Any, *, merge: bool) -> None:
@@ -115,7 +115,7 @@ class PresenceService:
         self.changed(live.identity)
 
     async def subscribe(self, live: LiveSession, identity: str) -> None:
-        await self._check_shared(identity, live.identity)
+        await self._authz.check(live.identity, Resource.PRESENCE, Method.SUBSCRIBE, identity)
         self._subscribers.setdefault(identity, set()).add(live)
         live.subscriptions.add(identity)
         live.outlet.observe(identity, self.of_identity(identity))
@@ -150,13 +150,7 @@ class PresenceService:
         self, identity: str, presence: dict[str, Any], subscribers: list[LiveSession]
     ) -> None:
         for subscriber in subscribers:
-            if await self._roster.shares_presence_with(identity, subscriber.identity):
+            if await self._authz.allows(
+                subscriber.identity, Resource.PRESENCE, Method.READ, identity
+            ):
                 subscriber.outlet.observe(identity, presence)
-
-    async def _check_shared(self, owner: str, viewer: str) -> None:
-        if not await self._roster.shares_presence_with(owner, viewer):
-            raise Forbidden(
-                ErrorId.NOT_SHARED,
-                f"{owner} does not share its presence with {viewer} (not in its contacts, "
-                "or sharePresence is false)",
-            )

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
+from ..core.authz import Authorizer
 from ..core.persistence import SessionService
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
@@ -52,6 +53,7 @@ class LimeContext:
     accounts: AccountService
     roster: RosterService
     presence: PresenceService
+    authz: Authorizer
     stats: Stats = field(default_factory=Stats)
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -17,6 +17,8 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest, HandshakeRequest
+from ..core.authz import Authorizer, Method, Resource
+from ..core.errors import Forbidden
 from ..core.feeds import INTERNAL_ERROR, FeedHub, call_handler
 from ..protocol.feedme import (
     Action,
@@ -48,6 +50,7 @@ _client_ids = itertools.count(1)
 @dataclass(slots=True)
 class FeedmeContext:
     app: App
+    authz: Authorizer
     hub: FeedHub
     max_message_size: int
     handshake_timeout: float = 30.0
@@ -341,8 +344,12 @@ class FeedmeConnection(WSListener):
             else:
                 responder.success(document)
             return
-        if not spec.public and self.identity is None:
-            responder.failure(UNAUTHORIZED, {"message": "This feed needs an identity (token)"})
+        try:
+            await self.ctx.authz.check(
+                self.identity, Resource.FEEDS, Method.READ, public=spec.public
+            )
+        except Forbidden as refusal:
+            responder.failure(UNAUTHORIZED, {"message": refusal.message})
             return
         await _answer(spec.handler, request, responder, f"feed {feed.name!r}")
 

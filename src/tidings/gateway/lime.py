@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.authz import Method, Resource
+from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.login_throttle import source_key
 from ..core.sessions import DeliveryEvent, LiveSession
 from ..protocol.lime import (
@@ -445,14 +446,8 @@ class LimeConnection(WSListener):
             owner = parse_node(claimed, self.ctx.domain)
         except InvalidNode as exc:
             raise Invalid(ErrorId.INVALID_ADDRESS, f"Invalid 'from': {exc}") from None
-        if owner.identity == live.identity:
-            return owner
-        if not await self.ctx.roster.is_delegate(owner.identity, live.identity, envelope_type):
-            raise Forbidden(
-                ErrorId.NOT_DELEGATED,
-                f"{live.identity} has no delegation from {owner.identity} to send "
-                f"{envelope_type}s on its behalf",
-            )
+        resource = Resource.MESSAGES if envelope_type == "message" else Resource.COMMANDS
+        await self.ctx.authz.check(live.identity, resource, Method.SEND, owner.identity)
         return owner
 
     def _refuse_message(self, message_id: str | None, error: TidingsError) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..core.app_requests import AppRequest
-from ..core.errors import ErrorId, Forbidden, Invalid
+from ..core.authz import Resource
+from ..core.errors import ErrorId, Invalid
 from ..core.sessions import LiveSession
 from ..protocol.lime import Command, CommandMethod, ReasonCode
 from .context import LimeContext
-from .lime_resource import Unsupported, no_method, no_resource, resource_of
+from .lime_resource import Unsupported, authorize, no_method, no_resource, resource_of
 from .lime_sessions import persist_step
 
 APPS_PREFIX: Final = "/apps/"
@@ -27,8 +28,7 @@ async def apps_resource(
         raise no_resource(command)
     if command.method is not CommandMethod.SET:
         raise no_method(command)
-    if owner != live.identity:
-        raise Forbidden(ErrorId.FORBIDDEN, "App requests act for the session's own identity")
+    await authorize(ctx, live, Resource.APPS, owner, command)
     args = resource_of(command)
     if not isinstance(args, dict):
         raise Invalid(ErrorId.INVALID_ARGUMENT, "An app request's resource is a JSON object")

@@ -12,7 +12,8 @@ from urllib.parse import unquote
 
 import msgspec
 
-from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.authz import Resource
+from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.sessions import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
@@ -27,7 +28,14 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .lime_apps import apps_resource
-from .lime_resource import Unsupported, collection, no_method, no_resource, resource_of
+from .lime_resource import (
+    Unsupported,
+    authorize,
+    collection,
+    no_method,
+    no_resource,
+    resource_of,
+)
 from .lime_sessions import sessions_resource
 
 PING: Final = "application/vnd.lime.ping+json"
@@ -171,9 +179,6 @@ async def execute_command(
     return _success(command, server, live.node, type_, resource)
 
 
-def _own(live: LiveSession, owner: str, what: str) -> None:
-    if owner != live.identity:
-        raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may change its {what}")
 
 
 async def _presence(
@@ -185,7 +190,7 @@ async def _presence(
     if method is CommandMethod.GET:
         return PRESENCE, await ctx.presence.read(live, owner)
     if method in (CommandMethod.SET, CommandMethod.MERGE):
-        _own(live, owner, "presence")
+        await authorize(ctx, live, Resource.PRESENCE, owner, command)
         await ctx.presence.update(live, resource_of(command), merge=method is CommandMethod.MERGE)
         return None
     if method is CommandMethod.SUBSCRIBE:
@@ -202,7 +207,7 @@ async def _account(
 ) -> Any:
     if rest:
         raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_FOUND, "Account has no sub-resources")
-    _own(live, owner, "account")
+    await authorize(ctx, live, Resource.ACCOUNT, owner, command)
     name = owner.partition("@")[0]
     method = command.method
     if method is CommandMethod.GET:
@@ -219,7 +224,7 @@ async def _account(
 async def _contacts(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
-    _own(live, owner, "contacts")
+    await authorize(ctx, live, Resource.CONTACTS, owner, command)
     method = command.method
     roster = ctx.roster
     if not rest:
@@ -252,7 +257,7 @@ async def _contacts(
 async def _delegations(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
-    _own(live, owner, "delegations")
+    await authorize(ctx, live, Resource.DELEGATIONS, owner, command)
     method = command.method
     roster = ctx.roster
     if not rest:

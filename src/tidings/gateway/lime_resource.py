@@ -6,8 +6,11 @@ from typing import Any, Final
 
 import msgspec
 
+from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Invalid
-from ..protocol.lime import UNSET, Command, Reason, ReasonCode
+from ..core.sessions import LiveSession
+from ..protocol.lime import UNSET, Command, CommandMethod, Reason, ReasonCode
+from .context import LimeContext
 
 COLLECTION: Final = "application/vnd.lime.collection+json"
 
@@ -44,3 +47,21 @@ def resource_of(command: Command) -> Any:
     if command.resource is UNSET:
         raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{command.method.value}' needs a resource")
     return msgspec.json.decode(command.resource)
+
+
+_METHODS: Final = {
+    CommandMethod.GET: Method.READ,
+    CommandMethod.SET: Method.WRITE,
+    CommandMethod.MERGE: Method.WRITE,
+    CommandMethod.DELETE: Method.DELETE,
+    CommandMethod.SUBSCRIBE: Method.SUBSCRIBE,
+    CommandMethod.UNSUBSCRIBE: Method.SUBSCRIBE,
+    CommandMethod.OBSERVE: Method.READ,
+}
+
+
+async def authorize(
+    ctx: LimeContext, live: LiveSession, resource: Resource, owner: str, command: Command
+) -> None:
+    """Ask core whether the session may use ``owner``'s resource with this command."""
+    await ctx.authz.check(live.identity, resource, _METHODS[command.method], owner)

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.authz import Resource
+from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.model import PersistStep
 from ..core.queues import GAP_TYPE
 from ..core.sessions import LiveSession
@@ -30,7 +31,14 @@ from ..protocol.lime import (
 )
 from .context import LimeContext
 from .errors import lime_reason
-from .lime_resource import Unsupported, collection, no_method, no_resource, resource_of
+from .lime_resource import (
+    Unsupported,
+    authorize,
+    collection,
+    no_method,
+    no_resource,
+    resource_of,
+)
 
 SESSION: Final = "application/vnd.tidings.session+json"
 PERSISTENCE: Final = "application/vnd.tidings.persistence+json"
@@ -107,8 +115,7 @@ async def sessions_resource(
     service = ctx.sessions
     if service is None:
         raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED, "Sessions are not enabled")
-    if owner != live.identity:
-        raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may see or change its sessions")
+    await authorize(ctx, live, Resource.SESSIONS, owner, command)
     method = command.method
     if not rest:
         if method is CommandMethod.GET:

@@ -1,0 +1,153 @@
+"""The authorization matrix: every actor x resource x method, pinned, over a real roster (SQLite).
+
+Actors, seen from the owner ``owner@localhost``:
+- owner: the owner itself
+- friend: in the owner's contacts (presence shared), no delegation
+- hidden: in the owner's contacts with ``sharePresence: false``
+- delegate: delegated messages (not commands) by the owner
+- stranger: nothing to do with the owner
+- anonymous: no identity at all (a Feedme client without a token)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tidings.core.authz import Authorizer, Method, Resource
+from tidings.core.errors import ErrorId, Forbidden
+from tidings.core.roster import RosterService
+from tidings.store.sqlite import SqliteStore
+
+OWNER = "owner@localhost"
+ACTORS = {
+    "owner": OWNER,
+    "friend": "friend@localhost",
+    "hidden": "hidden@localhost",
+    "delegate": "delegate@localhost",
+    "stranger": "stranger@localhost",
+    "anonymous": None,
+}
+OK = None
+
+# (resource, method) -> {actor: None when allowed, else the error id}
+ANYONE_ELSE_FORBIDDEN = {
+    "owner": OK,
+    "friend": ErrorId.FORBIDDEN,
+    "hidden": ErrorId.FORBIDDEN,
+    "delegate": ErrorId.FORBIDDEN,
+    "stranger": ErrorId.FORBIDDEN,
+    "anonymous": ErrorId.FORBIDDEN,
+}
+MATRIX: dict[tuple[Resource, Method], dict[str, ErrorId | None]] = {
+    **{
+        (resource, method): ANYONE_ELSE_FORBIDDEN
+        for resource in (
+            Resource.ACCOUNT,
+            Resource.CONTACTS,
+            Resource.DELEGATIONS,
+            Resource.SESSIONS,
+            Resource.APPS,
+        )
+        for method in (Method.READ, Method.WRITE, Method.DELETE, Method.SUBSCRIBE)
+    },
+    **{
+        (Resource.PRESENCE, method): {
+            "owner": OK,
+            "friend": OK,
+            "hidden": ErrorId.NOT_SHARED,
+            "delegate": ErrorId.NOT_SHARED,
+            "stranger": ErrorId.NOT_SHARED,
+            "anonymous": ErrorId.FORBIDDEN,
+        }
+        for method in (Method.READ, Method.SUBSCRIBE)
+    },
+    **{(Resource.PRESENCE, method): ANYONE_ELSE_FORBIDDEN for method in (Method.WRITE,)},
+    (Resource.MESSAGES, Method.SEND): {
+        "owner": OK,
+        "friend": ErrorId.NOT_DELEGATED,
+        "hidden": ErrorId.NOT_DELEGATED,
+        "delegate": OK,
+        "stranger": ErrorId.NOT_DELEGATED,
+        "anonymous": ErrorId.FORBIDDEN,
+    },
+    (Resource.COMMANDS, Method.SEND): {
+        "owner": OK,
+        "friend": ErrorId.NOT_DELEGATED,
+        "hidden": ErrorId.NOT_DELEGATED,
+        "delegate": ErrorId.NOT_DELEGATED,  # delegated messages only
+        "stranger": ErrorId.NOT_DELEGATED,
+        "anonymous": ErrorId.FORBIDDEN,
+    },
+}
+
+
+@pytest.fixture
+async def authz(tmp_path: Path) -> AsyncIterator[Authorizer]:
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    roster = RosterService(store, lambda text: text)
+    await roster.put_contact(OWNER, {"identity": "friend@localhost"}, merge=False)
+    await roster.put_contact(
+        OWNER, {"identity": "hidden@localhost", "sharePresence": False}, merge=False
+    )
+    await roster.put_delegation(
+        OWNER, {"target": "delegate@localhost", "envelopeTypes": ["message"]}
+    )
+    yield Authorizer(roster, api_token="s3cret")
+    store.close()
+
+
+CASES = [
+    (resource, method, actor, expected)
+    for (resource, method), row in MATRIX.items()
+    for actor, expected in row.items()
+]
+
+
+@pytest.mark.parametrize(
+    ("resource", "method", "actor", "expected"),
+    CASES,
+    ids=[f"{r}-{m}-{a}" for r, m, a, _ in CASES],
+)
+async def test_matrix(authz, resource, method, actor, expected):
+    if expected is None:
+        await authz.check(ACTORS[actor], resource, method, OWNER)
+        assert await authz.allows(ACTORS[actor], resource, method, OWNER)
+    else:
+        with pytest.raises(Forbidden) as refusal:
+            await authz.check(ACTORS[actor], resource, method, OWNER)
+        assert refusal.value.error_id is expected
+        assert not await authz.allows(ACTORS[actor], resource, method, OWNER)
+
+
+@pytest.mark.parametrize(("public", "actor"), [(True, None), (True, "a@b"), (False, "a@b")])
+async def test_feeds_open_to_identities_and_public_ones_to_all(authz, public, actor):
+    await authz.check(actor, Resource.FEEDS, Method.READ, public=public)
+
+
+async def test_a_private_feed_refuses_a_client_without_an_identity(authz):
+    with pytest.raises(Forbidden):
+        await authz.check(None, Resource.FEEDS, Method.READ, public=False)
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "s3cret", "Bearer ", "Bearer s3cre", "Bearer s3cret ", "bearer s3cret"]
+)
+def test_the_bearer_token_must_match_exactly(authz, header):
+    with pytest.raises(Forbidden):
+        authz.bearer(header)
+
+
+def test_the_bearer_token(authz):
+    authz.bearer("Bearer s3cret")
+
+
+def test_without_a_token_the_server_api_is_closed(tmp_path):
+    closed = Authorizer(RosterService(None, str), api_token=None)  # type: ignore[arg-type]
+    with pytest.raises(Forbidden) as refusal:
+        closed.bearer("Bearer ")
+    assert "api_token" in refusal.value.message
