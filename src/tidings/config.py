@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,11 +19,17 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Settings:
     domain: str = "localhost"
+    """The domain served; identities of other domains are not found here."""
     host: str = "127.0.0.1"
+    """Listen address of both ports."""
     ws_port: int = 8765
+    """WebSocket port (subprotocols lime and feedme); 0 picks a free port."""
     http_port: int = 8766
+    """HTTP API port; 0 picks a free port."""
     data_dir: Path = Path("tidings-data")
+    """Folder holding the SQLite database."""
     allow_guests: bool = False
+    """Offer the LIME guest scheme."""
     max_envelope_size: int = 64 * 1024
     """Largest envelope (bytes of one text frame) a client may send."""
     max_output_buffer: int = 1024 * 1024
@@ -34,6 +43,7 @@ class Settings:
     """WebSocket messages per second one connection (LIME or Feedme) may send, sustained;
     beyond it (and ``rate_burst``) the connection is not read for a while (backpressure)."""
     rate_burst: int = 10_000
+    """Messages one connection may send in a burst above ``rate_limit``."""
     establish_timeout_s: float = 30.0
     """Time a connection has to establish its session."""
     message_id_retention_s: float = 7 * 24 * 3600.0
@@ -173,6 +183,23 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's docstring (the string under its field), for the command line's help."""
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    found: dict[str, str] = {}
+    for field_node, doc_node in itertools.pairwise(body):
+        if (
+            isinstance(field_node, ast.AnnAssign)
+            and isinstance(field_node.target, ast.Name)
+            and isinstance(doc_node, ast.Expr)
+            and isinstance(doc_node.value, ast.Constant)
+            and isinstance(doc_node.value.value, str)
+        ):
+            found[field_node.target.id] = " ".join(doc_node.value.value.split())
+    return found
 
 
 def _convert(name: str, value: Any, default: Any) -> Any:

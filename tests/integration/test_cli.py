@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -101,3 +102,26 @@ def test_graceful_shutdown_tells_sessions_and_exits_zero(tmp_path):
     failed = asyncio.run(scenario())
     assert failed["state"] == "failed" and failed["reason"]["code"] == 11
     assert process.process.wait(timeout=20) == 0
+
+
+def test_every_setting_is_an_option_of_serve():
+    from dataclasses import fields
+
+    from tidings.config import Settings
+
+    shown = subprocess.run(
+        [*TIDINGS, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "400", "TERM": "dumb"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    for setting in fields(Settings):
+        assert "--" + setting.name.replace("_", "-") in shown.stdout, setting.name
+
+
+def test_a_setting_out_of_range_on_the_command_line_is_named(tmp_path):
+    refused = tidings("serve", "--data-dir", str(tmp_path), "--max-output-buffer", "5")
+    assert refused.returncode == 2
+    assert "max_output_buffer" in refused.stderr

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,7 +15,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, Settings, setting_help
 from ..core.accounts import AccountService
 from ..core.errors import TidingsError
 from ..store.sqlite import SqliteStore
@@ -33,43 +35,15 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
 def serve(
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Domain served (default localhost).")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    ws_port: Annotated[int | None, typer.Option(help="WebSocket port (LIME, Feedme).")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP API port.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder.")] = None,
-    allow_guests: Annotated[
-        bool | None, typer.Option("--allow-guests/--no-guests", help="Accept guest sessions.")
-    ] = None,
-    queue_limit: Annotated[int | None, typer.Option(help="Envelopes per session queue.")] = None,
-    max_envelope_size: Annotated[int | None, typer.Option(help="Largest envelope, bytes.")] = None,
-    app_spec: Annotated[
-        str | None, typer.Option("--app", help="App to load: package.module:attribute.")
-    ] = None,
-    api_token: Annotated[
-        str | None, typer.Option(help="Bearer token for the HTTP write routes.")
-    ] = None,
+    **overrides: Any,
 ) -> None:
     """Run the server until Ctrl-C (sessions get a reason, pending writes are committed)."""
     from ..wiring import serve as run_server
 
     try:
-        settings = Settings.load(
-            config,
-            domain=domain,
-            host=host,
-            ws_port=ws_port,
-            http_port=http_port,
-            data_dir=data_dir,
-            allow_guests=allow_guests,
-            queue_limit=queue_limit,
-            max_envelope_size=max_envelope_size,
-            app=app_spec,
-            api_token=api_token,
-        )
+        settings = Settings.load(config, **overrides)
     except ConfigError as exc:
         _fail(str(exc))
         return
@@ -88,6 +62,35 @@ def serve(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot start: {exc}", 1)
+
+
+def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` one option per setting (``--queue-limit``, ``--allow-guests/--no-...``),
+    derived from ``Settings`` so that a new setting is on the command line without a copy."""
+    helps = setting_help()
+    signature = inspect.signature(command)
+    config = signature.parameters["config"]
+    parameters = [config]
+    defaults = Settings()
+    for setting in fields(Settings):
+        kind = type(getattr(defaults, setting.name))
+        flag = "--" + setting.name.replace("_", "-")
+        declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+        option = typer.Option(declaration, help=helps.get(setting.name), show_default=False)
+        parameters.append(
+            inspect.Parameter(
+                setting.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return command
+
+
+app.command()(_setting_options(serve))
 
 
 def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]]) -> T:

@@ -9,7 +9,7 @@ TidingsError
  +-- Unavailable    the server cannot do it right now (storage failure, shutting down)
 
 The core never speaks LIME reason codes or HTTP statuses: ``gateway/errors.py`` and
-``api/errors.py`` map each ``ErrorId`` to those, and a test checks that every id is mapped.
+``api/problems.py`` map each ``ErrorId`` to those, and a test checks that every id is mapped.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Feeds: app-defined actions and feeds, the authoritative published documents, and fan-out.
+"""Feeds: the feeds apps define, the authoritative published documents, and fan-out.
 
 A ``FeedHub`` knows every connected Feedme client (through the small ``FeedClient`` port the
 gateway implements) and which feeds each has open. A revelation is serialized once per feed
