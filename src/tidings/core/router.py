@@ -38,8 +38,8 @@ from .model import (
     SessionRecord,
     TrimResult,
 )
-from .ports import MessageStore, SessionQueueStore
-from .queues import NoticeFactory
+from .ports import MessageStore, NoticeFactory
+from .queue_policy import QueuePolicy
 from .sessions import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
@@ -67,6 +67,7 @@ class Router:
         self.notices = notices
         """Encodes gap markers and kept failures; without one, drop-oldest acts as reject-new."""
         self.server_node = server_node
+        self.policy = QueuePolicy(notices, server_node) if notices is not None else None
         self._registry = registry
         self._identity_exists = identity_exists
         self.limits = limits
@@ -195,7 +196,8 @@ class Router:
         ]
         for record in targets:
             record.depth += 1
-        if bounds and self.notices is not None and isinstance(self._store, SessionQueueStore):
+        policy = self.policy
+        if bounds and policy is not None:
 
             def kept_bounded(result: TrimResult | BaseException) -> None:
                 if isinstance(result, BaseException):
@@ -206,9 +208,7 @@ class Router:
                 for record, seq in zip(targets, result.seqs, strict=True):
                     self._deliver_if_live(record, seq, payload)
 
-            self._store.append_bounded(
-                entries, None, bounds, None, self.notices, self.server_node, kept_bounded
-            )
+            self._store.transact(policy.bounded_append(entries, None, bounds, None), kept_bounded)
             return
 
         def kept(result: AppendResult | BaseException) -> None:
@@ -429,8 +429,8 @@ class Router:
         bounds: list[QueueBound],
         persist: PersistStep | None,
     ) -> None:
-        store = self._store
-        assert isinstance(store, SessionQueueStore) and self.notices is not None
+        policy = self.policy
+        assert policy is not None
         entries = _queued(targets, sender_address, message_id, payload)
 
         def appended(result: TrimResult | BaseException) -> None:
@@ -454,13 +454,8 @@ class Router:
                 plain = result
             self._appended(sender, message_id, targets, payload, plain)
 
-        store.append_bounded(
-            entries,
-            (sender_address, message_id),
-            bounds,
-            persist,
-            self.notices,
-            self.server_node,
+        self._store.transact(
+            policy.bounded_append(entries, (sender_address, message_id), bounds, persist),
             appended,
         )
 
