@@ -102,8 +102,8 @@ async def test_a_dedupe_key_is_stored_once(store: Any) -> None:
     again = await append(store, entry("s/1", "m1"), dedupe=("s/1", "m1"))
     assert not first.duplicate and again.duplicate and again.seqs == []
     assert await ids(store) == ["m1"]
-    assert store.was_stored("s/1", "m1")
-    assert not store.was_stored("s/1", "m2")
+    assert await store.was_stored("s/1", "m1")
+    assert not await store.was_stored("s/1", "m2")
 
 
 async def test_without_dedupe_every_append_is_stored(store: Any) -> None:
@@ -163,7 +163,7 @@ async def test_forget_message_ids_lets_an_old_id_be_stored_again(store: Any) -> 
     await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))
     assert await store.forget_message_ids(0.0) == 0
     assert await store.forget_message_ids(float("inf")) == 1
-    assert not store.was_stored("s/1", "m")
+    assert not await store.was_stored("s/1", "m")
     assert not (await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))).duplicate
 
 
@@ -222,7 +222,7 @@ async def test_a_transaction_that_raises_keeps_nothing(store: Any) -> None:
     with pytest.raises(ValueError):
         await complete(store.transact, work)
     assert await queue(store) == []
-    assert not store.was_stored("s/1", "m")
+    assert not await store.was_stored("s/1", "m")
     assert await complete(store.transact, lambda tx: tx.state.get("k")) is None
 
 
@@ -369,7 +369,7 @@ async def test_persistence_begin_step_and_end(store: Any) -> None:
     stale = await bounded(store, [entry(f"{BOB}/a", "r2", "shop")], [], step, (f"{BOB}/a", "r2"))
     assert stale.refused and stale.seqs == []
     assert await ids(store, "shop") == ["r1"]
-    assert not store.was_stored(f"{BOB}/a", "r2")
+    assert not await store.was_stored(f"{BOB}/a", "r2")
     assert not await store.end_persistence(BOB, "a", first.nonce)
     assert again.nonce is not None
     assert await store.end_persistence(BOB, "a", again.nonce)
@@ -456,7 +456,7 @@ async def test_accounts(store: Any) -> None:
     await store.create_account("bob", "hash")
     with pytest.raises(Conflict):
         await store.create_account("bob", "other")
-    assert store.has_account("bob") and not store.has_account("eve")
+    assert await store.has_account("bob") and not await store.has_account("eve")
     account = await store.get_account("bob")
     assert account is not None and (account.password_hash, account.profile) == ("hash", {})
     await store.update_account("bob", profile={"fullName": "Bob"})

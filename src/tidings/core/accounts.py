@@ -117,14 +117,14 @@ class AccountService:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
 
-    def exists(self, identity: str) -> bool:
+    async def exists(self, identity: str) -> bool:
         """Is there such an account? Accounts added by another process are found too."""
         name, _, domain = identity.partition("@")
         if domain != self.domain:
             return False
         if name in self._names:
             return True
-        if self._store.has_account(name):
+        if await self._store.has_account(name):
             self._names.add(name)
             return True
         return False

@@ -255,7 +255,7 @@ class SessionService:
         reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
         if session is not None and pattern is not None:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
-        self._router.check_identity(identity)
+        await self._router.check_identity(identity)
         if session is not None:
             names = [check_name(session)]
         else:

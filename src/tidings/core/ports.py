@@ -217,8 +217,8 @@ class MessageStore(Transactional, Protocol):
     def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
         """Record when a session was last connected (idle collection counts from there)."""
 
-    def was_stored(self, sender: str, message_id: str) -> bool:
-        """Whether (sender, id) was stored and committed (a fast indexed read, no await)."""
+    async def was_stored(self, sender: str, message_id: str) -> bool:
+        """Whether (sender, id) was stored and committed."""
 
     async def barrier(self) -> None:
         """Wait until every write submitted before this call is committed and its completion
@@ -264,8 +264,7 @@ class AccountStore(Protocol):
         """Raises ``Conflict`` (``ACCOUNT_EXISTS``) when the name is taken."""
 
     async def get_account(self, name: str) -> Account | None: ...
-    def has_account(self, name: str) -> bool:
-        """A fast indexed read, usable on the hot path (no await)."""
+    async def has_account(self, name: str) -> bool: ...
 
     async def list_accounts(self) -> list[Account]: ...
     async def delete_account(self, name: str) -> bool: ...

@@ -176,7 +176,7 @@ class MemoryStore:
         if session is not None:
             session.last_seen = last_seen
 
-    def was_stored(self, sender: str, message_id: str) -> bool:
+    async def was_stored(self, sender: str, message_id: str) -> bool:
         return (sender, message_id) in self._state.message_ids
 
     async def barrier(self) -> None:
@@ -289,7 +289,7 @@ class MemoryStore:
             account.name, account.password_hash, dict(account.profile), account.created_at
         )
 
-    def has_account(self, name: str) -> bool:
+    async def has_account(self, name: str) -> bool:
         return name in self._accounts
 
     async def list_accounts(self) -> list[Account]:

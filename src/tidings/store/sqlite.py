@@ -166,7 +166,7 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
-    def was_stored(self, sender: str, message_id: str) -> bool:
+    async def was_stored(self, sender: str, message_id: str) -> bool:
         return bool(
             self._read(
                 "SELECT 1 FROM message_ids WHERE sender=? AND msg_id=?", (sender, message_id)
@@ -280,7 +280,7 @@ class SqliteStore:
         )
         return _account(rows[0]) if rows else None
 
-    def has_account(self, name: str) -> bool:
+    async def has_account(self, name: str) -> bool:
         return bool(self._read("SELECT 1 FROM accounts WHERE name=?", (name,)))
 
     async def list_accounts(self) -> list[Account]:
