@@ -7,7 +7,6 @@ import hashlib
 import math
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .documents import FieldTypes, check_fields
-from .errors import Conflict, ErrorId, Forbidden, Invalid, LimitExceeded, NotFound
+from .errors import ErrorId, Forbidden, Invalid, LimitExceeded, NotFound
 from .login_throttle import LoginRule, LoginThrottle
 from .ports import AccountStore
 
@@ -118,14 +117,14 @@ class AccountService:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
 
-    def exists(self, identity: str) -> bool:
+    async def exists(self, identity: str) -> bool:
         """Is there such an account? Accounts added by another process are found too."""
         name, _, domain = identity.partition("@")
         if domain != self.domain:
             return False
         if name in self._names:
             return True
-        if self._store.has_account(name):
+        if await self._store.has_account(name):
             self._names.add(name)
             return True
         return False
@@ -136,10 +135,7 @@ class AccountService:
         check_account_name(name)
         self._check_password(password)
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
-        try:
-            await self._store.create_account(name, password_hash)
-        except sqlite3.IntegrityError:
-            raise Conflict(ErrorId.ACCOUNT_EXISTS, f"The account {name!r} exists already") from None
+        await self._store.create_account(name, password_hash)  # Conflict if it exists
         self._names.add(name)
 
     async def remove(self, name: str) -> None:

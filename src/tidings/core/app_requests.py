@@ -9,22 +9,16 @@ section 3.7). Handlers are plain functions (they run in the writer thread) and m
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import ErrorId, Invalid, NotFound, TidingsError
 from .model import PersistStep
-
-
-class StateTable(Protocol):
-    """The key-value rows an app handler reads and writes (one transaction)."""
-
-    def get(self, key: str) -> str | None: ...
-    def put(self, key: str, value: str) -> None: ...
-    def delete(self, key: str) -> bool: ...
-    def keys(self, prefix: str) -> list[str]: ...
+from .ports import RequestStore, StateTable, settling
+from .queue_policy import app_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +64,6 @@ class AppState:
 RequestHandler = Callable[[AppRequest, AppState], dict[str, Any] | None]
 
 
-class RequestStore(Protocol):
-    async def run_step(
-        self, persist: PersistStep | None, work: Callable[[StateTable], Any]
-    ) -> Any: ...
-
-
 class AppRequestService:
     def __init__(self, store: RequestStore, handlers: dict[str, RequestHandler]) -> None:
         self._store = store
@@ -97,8 +85,9 @@ class AppRequestService:
                 raise AppRefused(f"the {request.name!r} handler returned a non-object")
             return {} if result is None else result
 
-        result: dict[str, Any] = await self._store.run_step(persist, work)
-        return result
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._store.transact(app_step(persist, work), settling(future))
+        return await future
 
 
 def _key(key: str) -> str:

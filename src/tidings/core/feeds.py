@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from ..protocol.feedme import (
     ActionRevelation,
@@ -22,13 +22,13 @@ from ..protocol.feedme import (
     DeltaError,
     DeltaOperation,
     FeedKey,
-    PreparedRevelation,
     apply_deltas,
     check_deltas,
     feed_md5,
     prepare_revelation,
 )
 from .errors import Conflict, ErrorId, Invalid
+from .ports import FeedClient, FeedStore
 
 log = logging.getLogger("tidings.feeds")
 
@@ -40,29 +40,6 @@ class ServerState(StrEnum):
     STARTING = "starting"
     STARTED = "started"
     STOPPING = "stopping"
-
-
-class FeedClient(Protocol):
-    """One connected Feedme client, as the hub sees it."""
-
-    client_id: str
-    identity: str | None
-
-    def reveal(self, revelation: PreparedRevelation) -> bool:
-        """Queue the revelation if the feed is open for this client; True if it was."""
-
-    def terminate(self, feed: FeedKey, error_code: str, error_data: dict[str, Any]) -> None: ...
-
-    def terminate_all(self, error_code: str, error_data: dict[str, Any]) -> None: ...
-
-    def disconnect(self) -> None: ...
-
-
-class FeedStore(Protocol):
-    async def feed_document(self, name: str, args: Mapping[str, str]) -> dict[str, Any] | None: ...
-    async def save_feed_document(
-        self, name: str, args: Mapping[str, str], document: dict[str, Any]
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

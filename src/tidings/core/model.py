@@ -15,6 +15,14 @@ class RoutingRule(StrEnum):
     PROMISCUOUS = "promiscuous"
 
 
+class DeliveryEvent(StrEnum):
+    """What the server tells a sender about a message it sent (LIME notification events)."""
+
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    FAILED = "failed"
+
+
 class OverflowPolicy(StrEnum):
     REJECT_NEW = "reject-new"
     DROP_OLDEST = "drop-oldest"
@@ -96,6 +104,25 @@ class QueueBound:
     delivered_upto: int = 0
     """The live connection's cursor: entries up to it are in the client's hands (awaiting its
     ``received``) and are not dropped, nor reported lost; 0 when offline."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """An envelope row as queue policy sees it inside a transaction (no payload)."""
+
+    seq: int
+    sender: str
+    message_id: str | None
+    needs_ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GapState:
+    """A session's current gap marker: its queue row and what it counts so far."""
+
+    seq: int
+    dropped: int
+    lost: list[dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)

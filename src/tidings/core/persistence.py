@@ -7,9 +7,9 @@ Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
   the previous instance began and never ended: the client resumes after its memento.
 - Every request of the instance carries the nonce and its new memento; the server checks the
   nonce and commits the request's effect and the memento in **one** transaction
-  (``SessionQueueStore.append_bounded``). A request whose nonce is not the current one (an
-  older instance, a concurrent client, a session that ended) changes nothing and fails with
-  ``STALE_NONCE``.
+  (``QueuePolicy.bounded_append``, run by the store's ``transact``). A request whose nonce is
+  not the current one (an older instance, a concurrent client, a session that ended) changes
+  nothing and fails with ``STALE_NONCE``.
 - A request repeated verbatim (same message id) is stored once: the (sender, id) dedupe of the
   delivery contract closes the retry gap of the original (reference section 3.7).
 - ``end(name, nonce)`` with the current nonce clears nonce and memento; ending a session that
@@ -25,8 +25,9 @@ from typing import Any
 
 from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
 from .model import UNCLAIMED, OverflowPolicy, PersistenceState, QueueBound, QueueEntry, TrimResult
-from .ports import SessionQueueStore, settling
-from .queues import MAX_SNAPSHOT, NoticeFactory, check_limit, check_pattern, matches
+from .ports import MessageStore, NoticeFactory, settling
+from .queue_policy import QueuePolicy
+from .queues import MAX_SNAPSHOT, check_limit, check_pattern, matches
 from .router import Router
 from .sessions import SessionRegistry
 
@@ -63,7 +64,7 @@ class SessionService:
         self,
         router: Router,
         registry: SessionRegistry,
-        store: SessionQueueStore,
+        store: MessageStore,
         notices: NoticeFactory,
         server_node: str,
         max_limit: int = 10_000_000,
@@ -73,6 +74,7 @@ class SessionService:
         self._store = store
         self._notices = notices
         self._server_node = server_node
+        self._policy = QueuePolicy(notices, server_node)
         self._max_limit = max_limit
 
     # -- reading --------------------------------------------------------------------------
@@ -169,7 +171,9 @@ class SessionService:
             )
         if name not in self._registry.records_of(identity):
             raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
-        result = await self._store.delete_session(identity, name, self._notices, self._server_node)
+        future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
+        self._store.transact(self._policy.session_deletion(identity, name), settling(future))
+        result = await future
         record = self._registry.record(identity, name)
         record.depth = max(0, record.depth - result.removed.get((identity, name), 0))
         if self._registry.live(identity, name) is None and record.depth == 0:
@@ -251,7 +255,7 @@ class SessionService:
         reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
         if session is not None and pattern is not None:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
-        self._router.check_identity(identity)
+        await self._router.check_identity(identity)
         if session is not None:
             names = [check_name(session)]
         else:
@@ -302,8 +306,8 @@ class SessionService:
         bounds: list[QueueBound],
     ) -> TrimResult:
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
-        self._store.append_bounded(
-            entries, dedupe, bounds, None, self._notices, self._server_node, settling(future)
+        self._store.transact(
+            self._policy.bounded_append(entries, dedupe, bounds, None), settling(future)
         )
         result = await future
         self._router.apply_trim(result)

@@ -1,30 +1,44 @@
-"""The interfaces the core needs from storage, so that SQLite and PostgreSQL can stand behind it.
+"""Every interface the core needs from the outside: storage, connections, wire encoding.
 
-Hot-path calls (``append``, ``acknowledge``, ``discard``) take a completion callback rather than
-returning an awaitable: the router submits thousands of them a second and a task per message
-would cost more than the message. Everything else is a coroutine.
+Stores (``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore``)
+are implemented by ``store/`` adapters (memory, SQLite; PostgreSQL next) and pass one contract
+suite (tests/contract). Adapters supply transactions and I/O, never policy: rules that need
+several reads and writes to be atomic (bounded queues, gap markers, who is told, persistent
+sessions) are core functions that a store runs inside one transaction through the narrow
+``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and ``NoticeFactory`` are implemented by
+the gateway.
+
+Hot-path calls (``append``, ``acknowledge``, ``discard``, ``transact``) take a completion
+callback rather than returning an awaitable: the router submits thousands of them a second and a
+task per message would cost more than the message. Every read is a coroutine, so that a network
+database can serve it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .errors import TidingsError
 from .model import (
     Account,
     AppendResult,
-    OverflowPolicy,
+    DeliveryEvent,
+    GapState,
     PersistenceState,
     PersistStep,
-    QueueBound,
     QueuedEnvelope,
     QueueEntry,
+    QueueRow,
     QueueSnapshotEntry,
     SessionRecord,
-    TrimResult,
 )
-from .queues import NoticeFactory
+
+if TYPE_CHECKING:
+    from ..protocol.feedme import FeedKey, PreparedRevelation
+
+T = TypeVar("T")
 
 Done = Callable[[Any], None]
 """Called on the event loop with the result, or with the exception when the write failed."""
@@ -44,7 +58,141 @@ def settling(future: asyncio.Future[Any]) -> Done:
     return done
 
 
-class MessageStore(Protocol):
+# -- what the gateway implements ----------------------------------------------------------
+
+
+class Outlet(Protocol):
+    """How the core reaches one connected client; the gateway implements it."""
+
+    def deliver(self, payload: bytes) -> bool:
+        """Write an envelope (already encoded for this protocol) to the client; False when the
+        connection is already closing and nothing was written."""
+
+    def notify(
+        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
+    ) -> None:
+        """Tell the client what became of a message it sent."""
+
+    def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        """Push a presence change of a contact the client subscribed to."""
+
+    def end(self, error: TidingsError) -> None:
+        """End the client's session (taken over, shutting down)."""
+
+
+class NoticeFactory(Protocol):
+    """Encodes the envelopes the server itself puts in queues (one protocol's wire format).
+
+    The core holds it and calls it from queue policy, possibly inside a store transaction (on
+    the writer's thread): implementations must be pure functions of their arguments."""
+
+    def gap(self, node: str, gap_id: str, dropped: int, lost: list[dict[str, str]]) -> bytes:
+        """The gap marker message for ``node``."""
+
+    def failed(self, node: str, message_id: str, error: TidingsError) -> bytes:
+        """A ``failed`` notification about ``message_id``, addressed to its sender ``node``."""
+
+    def message(self, node: str, message_id: str, type_: str, content: Any) -> bytes:
+        """A message from the server to ``node`` (server-side notify)."""
+
+
+class FeedClient(Protocol):
+    """One connected Feedme client, as the feed hub sees it."""
+
+    client_id: str
+    identity: str | None
+
+    def reveal(self, revelation: PreparedRevelation) -> bool:
+        """Queue the revelation if the feed is open for this client; True if it was."""
+
+    def terminate(self, feed: FeedKey, error_code: str, error_data: dict[str, Any]) -> None: ...
+
+    def terminate_all(self, error_code: str, error_data: dict[str, Any]) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+# -- one transaction, as core rules see it ------------------------------------------------
+
+
+class StateTable(Protocol):
+    """The key-value rows of app state (inside one transaction)."""
+
+    def get(self, key: str) -> str | None: ...
+    def put(self, key: str, value: str) -> None: ...
+    def delete(self, key: str) -> bool: ...
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class QueueTransaction(Protocol):
+    """What core policy may do inside one store transaction: small, row-level operations.
+
+    Counts and rows concern envelopes (``QueueKind.ENVELOPE``) unless said otherwise. If the
+    function given to ``transact`` raises, nothing it did is kept."""
+
+    @property
+    def now(self) -> float:
+        """The transaction's timestamp (``enqueued_at`` of what it queues)."""
+
+    @property
+    def state(self) -> StateTable:
+        """App state rows, in this transaction."""
+
+    def insert(
+        self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
+    ) -> list[int] | None:
+        """Queue entries (in order, rising sequence numbers) unless ``dedupe`` (sender, id) was
+        stored before: their sequence numbers, or None for a duplicate (nothing written)."""
+
+    def count(self, identity: str, instance: str) -> int:
+        """Envelopes queued for the session."""
+
+    def envelopes(
+        self, identity: str, instance: str, *, after: int, before: int, limit: int
+    ) -> list[QueueRow]:
+        """The session's oldest envelopes with ``after < seq < before``, in order."""
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        """Remove queue rows (of any kind)."""
+
+    def gap(self, identity: str, instance: str) -> GapState | None:
+        """The session's gap marker, if it has one."""
+
+    def put_gap(
+        self, identity: str, instance: str, gap: GapState, sender: str, gap_id: str, payload: bytes
+    ) -> None:
+        """Write the session's gap marker at ``gap.seq`` (a free sequence number: the old
+        marker's, or a removed envelope's), replacing the previous marker's bookkeeping."""
+
+    def put_notice(self, identity: str, instance: str, sender: str, payload: bytes) -> int:
+        """Queue a server notice (delivered once, never acknowledged); its sequence number."""
+
+    def remove_session(self, identity: str, instance: str) -> int:
+        """Remove the session's record, queue (every kind), gap and persistence state; the
+        number of queue rows removed."""
+
+    def nonce_is_current(self, persist: PersistStep) -> bool:
+        """Whether ``persist.nonce`` is the session's current persistence nonce."""
+
+    def store_memento(self, persist: PersistStep) -> None:
+        """Commit ``persist.memento`` as the session's memento."""
+
+
+class Transactional(Protocol):
+    def transact(
+        self, work: Callable[[QueueTransaction], T], done: Callable[[T | BaseException], None]
+    ) -> None:
+        """Run ``work`` inside one transaction (possibly on another thread, beside other
+        work in the same commit); ``done`` gets its result or exception on the event loop.
+        ``work`` must not touch event-loop state."""
+
+
+# -- stores ---------------------------------------------------------------------------------
+
+
+class MessageStore(Transactional, Protocol):
+    """Per-session queues, session records, persistent-session state, message-id dedupe."""
+
     def append(
         self,
         entries: Sequence[QueueEntry],
@@ -69,52 +217,54 @@ class MessageStore(Protocol):
     def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
         """Record when a session was last connected (idle collection counts from there)."""
 
-    def was_stored(self, sender: str, message_id: str) -> bool:
-        """Whether (sender, id) was stored and committed (a fast indexed read, no await)."""
+    async def was_stored(self, sender: str, message_id: str) -> bool:
+        """Whether (sender, id) was stored and committed."""
 
     async def barrier(self) -> None:
-        """Wait until every write submitted before this call is committed."""
+        """Wait until every write submitted before this call is committed and its completion
+        has run."""
 
     async def backlog(
         self, identity: str, instance: str, after_seq: int, limit: int
-    ) -> list[QueuedEnvelope]: ...
-    async def claim_unclaimed(self, identity: str, instance: str) -> int: ...
-    async def load_sessions(self) -> list[SessionRecord]: ...
+    ) -> list[QueuedEnvelope]:
+        """Queued rows (every kind but none removed) past ``after_seq``, in order."""
+
+    async def claim_unclaimed(self, identity: str, instance: str) -> int:
+        """Move the identity's unclaimed inbox into the session's queue; rows moved."""
+
+    async def load_sessions(self) -> list[SessionRecord]:
+        """Every stored session record, with its queue depth; queues without a record come
+        as identity-routed records."""
+
     async def save_session(self, record: SessionRecord) -> None: ...
-    async def forget_message_ids(self, older_than: float) -> int: ...
+    async def forget_message_ids(self, older_than: float) -> int:
+        """Forget dedupe keys accepted before ``older_than``; how many."""
 
-
-@runtime_checkable
-class SessionQueueStore(Protocol):
-    """Bounded queues and persistent sessions (issue 4), beside ``MessageStore``."""
-
-    def append_bounded(
-        self,
-        entries: Sequence[QueueEntry],
-        dedupe: tuple[str, str] | None,
-        bounds: Sequence[QueueBound],
-        persist: PersistStep | None,
-        notices: NoticeFactory,
-        server_node: str,
-        done: Callable[[TrimResult | BaseException], None],
-    ) -> None: ...
-    async def delete_session(
-        self, identity: str, instance: str, notices: NoticeFactory, server_node: str
-    ) -> TrimResult: ...
     async def queue_snapshot(
         self, identity: str, instance: str, limit: int
-    ) -> list[QueueSnapshotEntry]: ...
-    async def begin_persistence(self, identity: str, instance: str) -> PersistenceState: ...
-    async def end_persistence(self, identity: str, instance: str, nonce: str) -> bool: ...
+    ) -> list[QueueSnapshotEntry]:
+        """The session's first rows, envelopes and gap marker (not notices)."""
+
+    async def begin_persistence(self, identity: str, instance: str) -> PersistenceState:
+        """A new nonce; ``crashed`` with the last memento when the previous one never ended."""
+
+    async def end_persistence(self, identity: str, instance: str, nonce: str) -> bool:
+        """Clear nonce and memento with the current nonce; true also when already ended."""
+
     async def persistence_of(self, identity: str) -> dict[str, PersistenceState]: ...
-    async def save_session(self, record: SessionRecord) -> None: ...
+    async def idle_sessions(self, seen_before: float) -> list[tuple[str, str]]: ...
+
+
+class RequestStore(Transactional, Protocol):
+    """App state for app request handlers (committed through ``transact``)."""
 
 
 class AccountStore(Protocol):
-    async def create_account(self, name: str, password_hash: str | None) -> None: ...
+    async def create_account(self, name: str, password_hash: str | None) -> None:
+        """Raises ``Conflict`` (``ACCOUNT_EXISTS``) when the name is taken."""
+
     async def get_account(self, name: str) -> Account | None: ...
-    def has_account(self, name: str) -> bool:
-        """A fast indexed read, usable on the hot path (no await)."""
+    async def has_account(self, name: str) -> bool: ...
 
     async def list_accounts(self) -> list[Account]: ...
     async def delete_account(self, name: str) -> bool: ...
@@ -136,11 +286,25 @@ class RosterStore(Protocol):
     async def delete_delegation(self, owner: str, target: str) -> bool: ...
 
 
+class FeedStore(Protocol):
+    async def feed_document(self, name: str, args: Mapping[str, str]) -> dict[str, Any] | None: ...
+    async def save_feed_document(
+        self, name: str, args: Mapping[str, str], document: dict[str, Any]
+    ) -> None: ...
+
+
 __all__ = [
     "AccountStore",
     "Done",
+    "FeedClient",
+    "FeedStore",
     "MessageStore",
-    "OverflowPolicy",
+    "NoticeFactory",
+    "Outlet",
+    "QueueTransaction",
+    "RequestStore",
     "RosterStore",
-    "SessionQueueStore",
+    "StateTable",
+    "Transactional",
+    "settling",
 ]

@@ -1,4 +1,4 @@
-"""Rules of bounded per-session queues that the store applies inside one write.
+"""Rules of bounded per-session queues (applied inside one write by ``queue_policy``).
 
 A session's queue has a limit (its own, or the server's ``queue_limit``) and an overflow policy:
 
@@ -10,13 +10,13 @@ A session's queue has a limit (its own, or the server's ``queue_limit``) and an 
   marker*: one server message at the head of its queue (type ``GAP_TYPE``) that counts the
   envelopes dropped since the session last acknowledged a marker and names the lost ones.
 
-The core never encodes envelopes itself: the gateway gives it a ``NoticeFactory``.
+The core never encodes envelopes itself: the gateway gives it a ``NoticeFactory`` (a port).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from .errors import ErrorId, Invalid, TidingsError
 
@@ -25,19 +25,6 @@ GAP_TYPE: Final = "application/vnd.tidings.gap+json"
 MAX_LOST_LISTED: Final = 100
 """A gap marker names at most this many lost messages (``dropped`` still counts them all)."""
 MAX_SNAPSHOT: Final = 1000
-
-
-class NoticeFactory(Protocol):
-    """Encodes the envelopes the server itself puts in queues (one protocol's wire format)."""
-
-    def gap(self, node: str, gap_id: str, dropped: int, lost: list[dict[str, str]]) -> bytes:
-        """The gap marker message for ``node``."""
-
-    def failed(self, node: str, message_id: str, error: TidingsError) -> bytes:
-        """A ``failed`` notification about ``message_id``, addressed to its sender ``node``."""
-
-    def message(self, node: str, message_id: str, type_: str, content: Any) -> bytes:
-        """A message from the server to ``node`` (server-side notify)."""
 
 
 def dropped_error(node: str) -> TidingsError:

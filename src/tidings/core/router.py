@@ -14,7 +14,7 @@ parses them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .errors import (
@@ -38,8 +38,8 @@ from .model import (
     SessionRecord,
     TrimResult,
 )
-from .ports import MessageStore, SessionQueueStore
-from .queues import NoticeFactory
+from .ports import MessageStore, NoticeFactory
+from .queue_policy import QueuePolicy
 from .sessions import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
@@ -57,7 +57,7 @@ class Router:
         domain: str,
         store: MessageStore,
         registry: SessionRegistry,
-        identity_exists: Callable[[str], bool],
+        identity_exists: Callable[[str], Awaitable[bool]],
         limits: QueueLimits = QueueLimits(),
         notices: NoticeFactory | None = None,
         server_node: str = "",
@@ -67,6 +67,7 @@ class Router:
         self.notices = notices
         """Encodes gap markers and kept failures; without one, drop-oldest acts as reject-new."""
         self.server_node = server_node
+        self.policy = QueuePolicy(notices, server_node) if notices is not None else None
         self._registry = registry
         self._identity_exists = identity_exists
         self.limits = limits
@@ -83,42 +84,88 @@ class Router:
         instance: str | None,
         payload: bytes,
         persist: PersistStep | None = None,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Route a message; raises ``TidingsError`` when it cannot be taken at all.
 
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
+
+        When routing needs a store read first (a destination identity with no session yet; a
+        full queue, where a re-send must be told apart), it returns an awaitable that finishes
+        the job (and raises the ``TidingsError``); the caller awaits it before its next message,
+        so that a sender's messages keep their order. The common case returns None at once.
         """
+        self._check_domain(identity)
+        if not self._registry.knows(identity):
+            return self._send_checked(
+                sender, sender_address, message_id, identity, instance, payload, persist
+            )
+        return self._send(sender, sender_address, message_id, identity, instance, payload, persist)
+
+    async def _send_checked(
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str | None,
+        identity: str,
+        instance: str | None,
+        payload: bytes,
+        persist: PersistStep | None,
+    ) -> None:
+        await self.check_identity(identity)
+        pending = self._send(
+            sender, sender_address, message_id, identity, instance, payload, persist
+        )
+        if pending is not None:
+            await pending
+
+    def _send(
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str | None,
+        identity: str,
+        instance: str | None,
+        payload: bytes,
+        persist: PersistStep | None,
+    ) -> Awaitable[None] | None:
         creator = sender_address.partition("/")[0]
         targets = self._resolve(identity, instance, creator)
         try:
             bounds = self.bounds_for(targets)
-        except LimitExceeded:
-            if message_id is None or not self._store.was_stored(sender_address, message_id):
+        except LimitExceeded as refusal:
+            if message_id is None:
                 raise
-            # A re-send of a message stored before (its accepted was lost): it is queued already,
-            # so the answer is the one it got then, not "queue full".
-            if sender.wants(DeliveryEvent.ACCEPTED):
-                sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
-            return
+            return self._resend_or_refuse(sender, sender_address, message_id, refusal)
         if message_id is None:
             if persist is not None:
                 raise TidingsError(
                     ErrorId.INVALID_ARGUMENT, "A persistent-session message needs an id"
                 )
             self._send_unacknowledged(sender_address, targets, payload, bounds)
-            return
+            return None
         if bounds or persist is not None:
             self._send_bounded(
                 sender, sender_address, message_id, targets, payload, bounds, persist
             )
-            return
+            return None
         entries = _queued(targets, sender_address, message_id, payload)
 
         def appended(result: AppendResult | BaseException) -> None:
             self._appended(sender, message_id, targets, payload, result)
 
         self._store.append(entries, (sender_address, message_id), appended)
+        return None
+
+    async def _resend_or_refuse(
+        self, sender: LiveSession, sender_address: str, message_id: str, refusal: LimitExceeded
+    ) -> None:
+        """A full queue: a re-send of a message stored before (its accepted was lost) is queued
+        already, so it gets the answer it got then, not "queue full"."""
+        if not await self._store.was_stored(sender_address, message_id):
+            raise refusal
+        if sender.wants(DeliveryEvent.ACCEPTED):
+            sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
 
     def _appended(
         self,
@@ -195,7 +242,8 @@ class Router:
         ]
         for record in targets:
             record.depth += 1
-        if bounds and self.notices is not None and isinstance(self._store, SessionQueueStore):
+        policy = self.policy
+        if bounds and policy is not None:
 
             def kept_bounded(result: TrimResult | BaseException) -> None:
                 if isinstance(result, BaseException):
@@ -206,9 +254,7 @@ class Router:
                 for record, seq in zip(targets, result.seqs, strict=True):
                     self._deliver_if_live(record, seq, payload)
 
-            self._store.append_bounded(
-                entries, None, bounds, None, self.notices, self.server_node, kept_bounded
-            )
+            self._store.transact(policy.bounded_append(entries, None, bounds, None), kept_bounded)
             return
 
         def kept(result: AppendResult | BaseException) -> None:
@@ -268,20 +314,28 @@ class Router:
         if offline:
             self._keep(offline, "", payload)
 
-    def forward_command(self, identity: str, instance: str | None, payload: bytes) -> None:
-        """Forward a command to live sessions only: a request needs someone to answer now."""
-        self.check_identity(identity)
+    def forward_command(
+        self, identity: str, instance: str | None, payload: bytes
+    ) -> Awaitable[None] | None:
+        """Forward a command to live sessions only: a request needs someone to answer now.
+
+        Raises ``TidingsError`` when no session takes it; for an identity with no session the
+        store is asked whether it exists, in the awaitable returned (which raises)."""
+        self._check_domain(identity)
+        if not self._registry.knows(identity):
+            return self._command_to_nobody(identity, instance)
         delivered = False
         for record in self._registry.targets(identity, instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None and live.available and live.outlet.deliver(payload):
                 delivered = True
         if not delivered:
-            raise NotFound(
-                ErrorId.DESTINATION_OFFLINE,
-                f"No session of {identity if instance is None else identity + '/' + instance}"
-                " is connected to take the command",
-            )
+            raise _offline(identity, instance)
+        return None
+
+    async def _command_to_nobody(self, identity: str, instance: str | None) -> None:
+        await self.check_identity(identity)
+        raise _offline(identity, instance)
 
     # -- sessions coming and going ------------------------------------------------------------
 
@@ -429,8 +483,8 @@ class Router:
         bounds: list[QueueBound],
         persist: PersistStep | None,
     ) -> None:
-        store = self._store
-        assert isinstance(store, SessionQueueStore) and self.notices is not None
+        policy = self.policy
+        assert policy is not None
         entries = _queued(targets, sender_address, message_id, payload)
 
         def appended(result: TrimResult | BaseException) -> None:
@@ -454,26 +508,24 @@ class Router:
                 plain = result
             self._appended(sender, message_id, targets, payload, plain)
 
-        store.append_bounded(
-            entries,
-            (sender_address, message_id),
-            bounds,
-            persist,
-            self.notices,
-            self.server_node,
+        self._store.transact(
+            policy.bounded_append(entries, (sender_address, message_id), bounds, persist),
             appended,
         )
 
-    def check_identity(self, identity: str) -> None:
+    async def check_identity(self, identity: str) -> None:
         """Raise unless ``identity`` is served here and has an account or a session."""
+        self._check_domain(identity)
+        if not self._registry.knows(identity) and not await self._identity_exists(identity):
+            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
+
+    def _check_domain(self, identity: str) -> None:
         domain = identity.rpartition("@")[2]
         if domain != self.domain:
             raise NotFound(
                 ErrorId.DESTINATION_NOT_FOUND,
                 f"The domain {domain!r} is not served here (this server is {self.domain!r})",
             )
-        if not self._registry.knows(identity) and not self._identity_exists(identity):
-            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
     def deliver_stored(self, record: SessionRecord, seq: int, payload: bytes) -> None:
         """Write a just-stored envelope that needs an acknowledgement to its live session."""
@@ -515,9 +567,8 @@ class Router:
         """The sessions a message goes to. Only the identity itself creates a named session by
         addressing it; anyone else's message to a node that does not exist goes where a message
         to the identity goes, or they could fill its owner's session quota (and storage) with
-        queues of their naming.
+        queues of their naming. The caller has checked the identity.
         """
-        self.check_identity(identity)
         if (
             instance is not None
             and creator != identity
@@ -528,6 +579,14 @@ class Router:
 
     def _limit_of(self, record: SessionRecord) -> int:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
+
+
+def _offline(identity: str, instance: str | None) -> NotFound:
+    return NotFound(
+        ErrorId.DESTINATION_OFFLINE,
+        f"No session of {identity if instance is None else identity + '/' + instance}"
+        " is connected to take the command",
+    )
 
 
 def _queued(

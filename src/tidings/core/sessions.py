@@ -9,39 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
-from .errors import ErrorId, LimitExceeded, TidingsError
+from .errors import ErrorId, LimitExceeded
 from .model import UNCLAIMED, RoutingRule, SessionRecord
-
-
-class DeliveryEvent(StrEnum):
-    """What the server tells a sender about a message it sent (LIME notification events)."""
-
-    ACCEPTED = "accepted"
-    DISPATCHED = "dispatched"
-    FAILED = "failed"
-
-
-class Outlet(Protocol):
-    """How the core reaches one connected client; the gateway implements it."""
-
-    def deliver(self, payload: bytes) -> bool:
-        """Write an envelope (already encoded for this protocol) to the client; False when the
-        connection is already closing and nothing was written."""
-
-    def notify(
-        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
-    ) -> None:
-        """Tell the client what became of a message it sent."""
-
-    def observe(self, identity: str, presence: dict[str, Any]) -> None:
-        """Push a presence change of a contact the client subscribed to."""
-
-    def end(self, error: TidingsError) -> None:
-        """End the client's session (taken over, shutting down)."""
-
+from .model import DeliveryEvent as DeliveryEvent
+from .ports import Outlet
 
 DEFAULT_RECEIPT: frozenset[DeliveryEvent] = frozenset({DeliveryEvent.FAILED})
 

@@ -416,13 +416,20 @@ class LimeConnection(WSListener):
             if persist is not None:
                 message = _replace(message, metadata=without_persistence(message.metadata))
             payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
-            self.ctx.router.send_message(
+            pending = self.ctx.router.send_message(
                 live, live.node, message_id, to.identity, to.instance, payload, persist
             )
         except TidingsError as error:
             self._refuse_message(message_id, error)
             return None
-        return None
+        return None if pending is None else self._refused_later(message_id, pending)
+
+    async def _refused_later(self, message_id: str | None, pending: Awaitable[None]) -> None:
+        """Routing that had to ask the store first: its refusal comes from the awaitable."""
+        try:
+            await pending
+        except TidingsError as error:
+            self._refuse_message(message_id, error)
 
     async def _send_on_behalf(
         self, live: LiveSession, message: Message, to: Node, message_id: str | None
@@ -432,9 +439,11 @@ class LimeConnection(WSListener):
             sender = owner.text if owner.identity != live.identity else live.node
             pp = live.node if owner.identity != live.identity else UNSET
             payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
-            self.ctx.router.send_message(
+            pending = self.ctx.router.send_message(
                 live, sender, message_id, to.identity, to.instance, payload
             )
+            if pending is not None:
+                await pending
         except TidingsError as error:
             self._refuse_message(message_id, error)
 
@@ -500,10 +509,11 @@ class LimeConnection(WSListener):
         if to is not None and to.text != self._server and to.identity != self._server_identity:
             payload = encode_envelope(_replace(command, from_=live.node, to=to.text))
             try:
-                self.ctx.router.forward_command(to.identity, to.instance, payload)
+                pending = self.ctx.router.forward_command(to.identity, to.instance, payload)
             except TidingsError as error:
                 self._fail_command(command, error)
-            return None
+                return None
+            return None if pending is None else self._command_failed_later(command, pending)
         if command.status is not UNSET:
             return None  # a response to one of our requests (a ping): nothing to answer
         if command.uri == "/ping" and command.method is CommandMethod.GET:
@@ -544,6 +554,12 @@ class LimeConnection(WSListener):
         response = await execute_command(self.ctx, live, owner.identity, command, self._server)
         if response is not None:
             self._respond(response)
+
+    async def _command_failed_later(self, command: Command, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except TidingsError as error:
+            self._fail_command(command, error)
 
     def _fail_command(self, command: Command, error: TidingsError) -> None:
         if command.id is not UNSET and command.status is UNSET:

@@ -13,31 +13,31 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
     Account,
     AppendResult,
-    Notice,
+    GapState,
     OverflowPolicy,
     PersistenceState,
     PersistStep,
-    QueueBound,
     QueuedEnvelope,
     QueueEntry,
     QueueKind,
+    QueueRow,
     QueueSnapshotEntry,
     RoutingRule,
     SessionRecord,
-    TrimResult,
 )
-from ..core.queues import MAX_LOST_LISTED, NoticeFactory, dropped_error, expired_error
+from ..core.ports import QueueTransaction
 from ._writer import GroupCommitWriter
+
+T = TypeVar("T")
 
 __all__ = ["SqliteStore"]
 
@@ -166,7 +166,7 @@ class SqliteStore:
 
         self.writer.submit(operation)
 
-    def was_stored(self, sender: str, message_id: str) -> bool:
+    async def was_stored(self, sender: str, message_id: str) -> bool:
         return bool(
             self._read(
                 "SELECT 1 FROM message_ids WHERE sender=? AND msg_id=?", (sender, message_id)
@@ -264,12 +264,15 @@ class SqliteStore:
 
     async def create_account(self, name: str, password_hash: str | None) -> None:
         now = time.time()
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO accounts (name, password_hash, created_at) VALUES (?,?,?)",
-                (name, password_hash, now),
+        try:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO accounts (name, password_hash, created_at) VALUES (?,?,?)",
+                    (name, password_hash, now),
+                )
             )
-        )
+        except sqlite3.IntegrityError:
+            raise Conflict(ErrorId.ACCOUNT_EXISTS, f"The account {name!r} exists already") from None
 
     async def get_account(self, name: str) -> Account | None:
         rows = self._read(
@@ -277,7 +280,7 @@ class SqliteStore:
         )
         return _account(rows[0]) if rows else None
 
-    def has_account(self, name: str) -> bool:
+    async def has_account(self, name: str) -> bool:
         return bool(self._read("SELECT 1 FROM accounts WHERE name=?", (name,)))
 
     async def list_accounts(self) -> list[Account]:
@@ -396,78 +399,17 @@ class SqliteStore:
         )
         return bool(result)
 
-    # -- named sessions: bounded queues, gaps, persistence (issue 4) ------------------------
+    # -- transactions for core policy (bounded queues, persistent sessions, app state) -------
 
-    def append_bounded(
-        self,
-        entries: Sequence[QueueEntry],
-        dedupe: tuple[str, str] | None,
-        bounds: Sequence[QueueBound],
-        persist: PersistStep | None,
-        notices: NoticeFactory,
-        server_node: str,
-        done: Callable[[TrimResult | BaseException], None],
+    def transact(
+        self, work: Callable[[QueueTransaction], T], done: Callable[[T | BaseException], None]
     ) -> None:
-        """``append`` plus, in the same transaction: the persistent-session nonce check and
-        memento update, and the trimming of drop-oldest queues (gap markers, kept failures)."""
-        now = time.time()
+        """Run core ``work`` in the writer thread, inside the batch's transaction."""
 
-        def operation(connection: sqlite3.Connection) -> TrimResult:
-            if persist is not None and not _nonce_is_current(connection, persist):
-                return TrimResult(refused=True)
-            seqs = _insert_once(connection, entries, dedupe, now)
-            if seqs is None:
-                return TrimResult(duplicate=True)
-            if persist is not None and persist.memento is not None:
-                _store_memento(connection, persist, now)
-            removed: dict[tuple[str, str], int] = {}
-            made: list[Notice] = []
-            added = {(e.identity, e.instance): seq for e, seq in zip(entries, seqs, strict=True)}
-            for bound in bounds:
-                newest = added.get((bound.identity, bound.instance))
-                _trim(connection, bound, notices, server_node, now, removed, made, newest)
-            return TrimResult(seqs=seqs, removed=removed, notices=made)
+        def operation(connection: sqlite3.Connection) -> T:
+            return work(_Transaction(connection, time.time()))
 
         self.writer.submit(operation, done)
-
-    async def delete_session(
-        self, identity: str, instance: str, notices: NoticeFactory, server_node: str
-    ) -> TrimResult:
-        """Remove a session, its queue and persistence state; senders of still-queued messages
-        get a kept ``failed`` (session expired) in the same transaction."""
-        now = time.time()
-
-        def operation(connection: sqlite3.Connection) -> TrimResult:
-            rows = connection.execute(
-                "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND"
-                " instance=? AND kind=? ORDER BY seq",
-                (identity, instance, QueueKind.ENVELOPE),
-            ).fetchall()
-            count = connection.execute(
-                "DELETE FROM queue WHERE identity=? AND instance=?", (identity, instance)
-            ).rowcount
-            for table in ("sessions", "persistence", "gaps"):
-                connection.execute(
-                    f"DELETE FROM {table} WHERE identity=? AND instance=?", (identity, instance)
-                )
-            made: list[Notice] = []
-            node = f"{identity}/{instance}"
-            error = expired_error(node)
-            for _seq, sender, msg_id, needs_ack in rows:
-                if needs_ack and msg_id and sender and sender not in (server_node, node):
-                    made.append(
-                        _keep_notice(
-                            connection,
-                            sender,
-                            notices.failed(sender, msg_id, error),
-                            server_node,
-                            now,
-                        )
-                    )
-            return TrimResult(removed={(identity, instance): count}, notices=made)
-
-        result: TrimResult = await self._write(operation)
-        return result
 
     async def queue_snapshot(
         self, identity: str, instance: str, limit: int
@@ -478,24 +420,6 @@ class SqliteStore:
             (identity, instance, QueueKind.NOTICE, limit),
         )
         return [QueueSnapshotEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-
-    async def run_step(self, persist: PersistStep | None, work: Callable[[Any], Any]) -> Any:
-        """Run ``work`` over the app state table; with ``persist``, check the nonce first and
-        store the memento after, all in one transaction. A stale nonce raises ``Conflict``."""
-        now = time.time()
-
-        def operation(connection: sqlite3.Connection) -> Any:
-            if persist is not None and not _nonce_is_current(connection, persist):
-                raise Conflict(
-                    ErrorId.STALE_NONCE,
-                    "The nonce is not the session's current one (another instance began it)",
-                )
-            result = work(_StateTable(connection))
-            if persist is not None and persist.memento is not None:
-                _store_memento(connection, persist, now)
-            return result
-
-        return await self.writer.run(operation)
 
     async def begin_persistence(self, identity: str, instance: str) -> PersistenceState:
         """Start a persistent-session instance: a new nonce; ``crashed`` when the previous
@@ -556,23 +480,8 @@ class SqliteStore:
         return [(r[0], r[1]) for r in rows]
 
 
-def _nonce_is_current(connection: sqlite3.Connection, persist: PersistStep) -> bool:
-    row = connection.execute(
-        "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
-        (persist.identity, persist.instance),
-    ).fetchone()
-    return row is not None and row[0] is not None and row[0] == persist.nonce
-
-
-def _store_memento(connection: sqlite3.Connection, persist: PersistStep, now: float) -> None:
-    connection.execute(
-        "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND instance=?",
-        (persist.memento, now, persist.identity, persist.instance),
-    )
-
-
 class _StateTable:
-    """``core.app_requests.StateTable`` over the writer's connection, inside its transaction."""
+    """``core.ports.StateTable`` over the writer's connection, inside its transaction."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -640,106 +549,101 @@ def _account(row: Any) -> Account:
     return Account(row[0], row[1], json.loads(row[2]), row[3])
 
 
-def _keep_notice(
-    connection: sqlite3.Connection, node: str, payload: bytes, server_node: str, now: float
-) -> Notice:
-    """Queue a server notice (delivered once, never acknowledged) for the session ``node``."""
-    identity, _, instance = node.partition("/")
-    cursor = connection.execute(
-        "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
-        " kind) VALUES (?,?,?,NULL,0,?,?,?)",
-        (identity, instance, server_node, payload, now, QueueKind.NOTICE),
-    )
-    return Notice(identity, instance, cursor.lastrowid or 0, payload, False)
+class _Transaction:
+    """``core.ports.QueueTransaction`` over the writer's connection, inside its transaction."""
+
+    __slots__ = ("_connection", "now", "state")
+
+    def __init__(self, connection: sqlite3.Connection, now: float) -> None:
+        self._connection = connection
+        self.now = now
+        self.state = _StateTable(connection)
+
+    def insert(
+        self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
+    ) -> list[int] | None:
+        return _insert_once(self._connection, entries, dedupe, self.now)
+
+    def count(self, identity: str, instance: str) -> int:
+        row = self._connection.execute(
+            "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
+            (identity, instance, QueueKind.ENVELOPE),
+        ).fetchone()
+        return int(row[0])
+
+    def envelopes(
+        self, identity: str, instance: str, *, after: int, before: int, limit: int
+    ) -> list[QueueRow]:
+        rows = self._connection.execute(
+            "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
+            " AND kind=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+            (identity, instance, QueueKind.ENVELOPE, after, before, min(limit, _NO_SEQ)),
+        ).fetchall()
+        return [QueueRow(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        self._connection.executemany("DELETE FROM queue WHERE seq=?", [(seq,) for seq in seqs])
+
+    def gap(self, identity: str, instance: str) -> GapState | None:
+        row = self._connection.execute(
+            "SELECT seq FROM queue WHERE identity=? AND instance=? AND kind=?",
+            (identity, instance, QueueKind.GAP),
+        ).fetchone()
+        if row is None:
+            return None
+        previous = self._connection.execute(
+            "SELECT dropped, lost FROM gaps WHERE identity=? AND instance=?", (identity, instance)
+        ).fetchone()
+        if previous is None:
+            return GapState(row[0], 0, [])
+        return GapState(row[0], previous[0], json.loads(previous[1]))
+
+    def put_gap(
+        self, identity: str, instance: str, gap: GapState, sender: str, gap_id: str, payload: bytes
+    ) -> None:
+        self._connection.execute(
+            "INSERT INTO queue (seq, identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at, kind) VALUES (?,?,?,?,?,1,?,?,?)",
+            (gap.seq, identity, instance, sender, gap_id, payload, self.now, QueueKind.GAP),
+        )
+        self._connection.execute(
+            "INSERT INTO gaps (identity, instance, dropped, lost) VALUES (?,?,?,?)"
+            " ON CONFLICT (identity, instance) DO UPDATE SET dropped=excluded.dropped,"
+            " lost=excluded.lost",
+            (identity, instance, gap.dropped, json.dumps(gap.lost)),
+        )
+
+    def put_notice(self, identity: str, instance: str, sender: str, payload: bytes) -> int:
+        cursor = self._connection.execute(
+            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at, kind) VALUES (?,?,?,NULL,0,?,?,?)",
+            (identity, instance, sender, payload, self.now, QueueKind.NOTICE),
+        )
+        return cursor.lastrowid or 0
+
+    def remove_session(self, identity: str, instance: str) -> int:
+        count = self._connection.execute(
+            "DELETE FROM queue WHERE identity=? AND instance=?", (identity, instance)
+        ).rowcount
+        for table in ("sessions", "persistence", "gaps"):
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE identity=? AND instance=?", (identity, instance)
+            )
+        return count
+
+    def nonce_is_current(self, persist: PersistStep) -> bool:
+        row = self._connection.execute(
+            "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
+            (persist.identity, persist.instance),
+        ).fetchone()
+        return row is not None and row[0] is not None and row[0] == persist.nonce
+
+    def store_memento(self, persist: PersistStep) -> None:
+        self._connection.execute(
+            "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND instance=?",
+            (persist.memento, self.now, persist.identity, persist.instance),
+        )
 
 
 _NO_SEQ: Final = 2**63 - 1
 """Above every sequence number (SQLite's largest integer)."""
-
-
-def _trim(
-    connection: sqlite3.Connection,
-    bound: QueueBound,
-    notices: NoticeFactory,
-    server_node: str,
-    now: float,
-    removed: dict[tuple[str, str], int],
-    made: list[Notice],
-    newest: int | None = None,
-) -> None:
-    """Drop the oldest envelopes beyond ``bound.limit``; tell senders; move the gap marker.
-
-    Envelopes already written to the live connection (up to ``bound.delivered_upto``) are in
-    the client's hands: they are neither dropped nor reported lost. Nor is ``newest``, the one
-    this write adds. Until the client's ``received`` comes, the queue may hold more than its
-    limit, up to twice the limit: beyond that (a client that never acknowledges) the oldest
-    delivered ones go too, reported lost like the others, so that the queue stays bounded."""
-    key = (bound.identity, bound.instance)
-    count = connection.execute(
-        "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
-        (*key, QueueKind.ENVELOPE),
-    ).fetchone()[0]
-    excess = count - bound.limit
-    if excess <= 0:
-        return
-    rows = connection.execute(
-        "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
-        " AND kind=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
-        (*key, QueueKind.ENVELOPE, bound.delivered_upto, newest or _NO_SEQ, excess),
-    ).fetchall()
-    beyond_cap = count - len(rows) - 2 * bound.limit
-    if beyond_cap > 0:
-        rows = (
-            connection.execute(
-                "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
-                " AND kind=? AND seq<=? ORDER BY seq LIMIT ?",
-                (*key, QueueKind.ENVELOPE, bound.delivered_upto, beyond_cap),
-            ).fetchall()
-            + rows
-        )
-    if not rows:
-        return
-    connection.executemany("DELETE FROM queue WHERE seq=?", [(r[0],) for r in rows])
-    node = f"{bound.identity}/{bound.instance}"
-    error = dropped_error(node)
-    lost: list[dict[str, str]] = []
-    for _seq, sender, msg_id, needs_ack in rows:
-        if msg_id:
-            lost.append({"from": sender, "id": msg_id})
-        if needs_ack and msg_id and sender and sender not in (server_node, node):
-            made.append(
-                _keep_notice(
-                    connection, sender, notices.failed(sender, msg_id, error), server_node, now
-                )
-            )
-    old = connection.execute(
-        "SELECT seq FROM queue WHERE identity=? AND instance=? AND kind=?",
-        (*key, QueueKind.GAP),
-    ).fetchall()
-    dropped = len(rows)
-    gap_seq = rows[-1][0]
-    if old:
-        previous = connection.execute(
-            "SELECT dropped, lost FROM gaps WHERE identity=? AND instance=?", key
-        ).fetchone()
-        if previous is not None:
-            dropped += previous[0]
-            lost = json.loads(previous[1]) + lost
-        connection.executemany("DELETE FROM queue WHERE seq=?", [(r[0],) for r in old])
-        gap_seq = max(gap_seq, *(r[0] for r in old))
-    lost = lost[-MAX_LOST_LISTED:]
-    removed[key] = removed.get(key, 0) + len(rows) + len(old)
-    gap_id = f"gap-{uuid.uuid4()}"
-    payload = notices.gap(node, gap_id, dropped, lost)
-    connection.execute(
-        "INSERT INTO queue (seq, identity, instance, sender, msg_id, needs_ack, payload,"
-        " enqueued_at, kind) VALUES (?,?,?,?,?,1,?,?,?)",
-        (gap_seq, *key, server_node, gap_id, payload, now, QueueKind.GAP),
-    )
-    connection.execute(
-        "INSERT INTO gaps (identity, instance, dropped, lost) VALUES (?,?,?,?)"
-        " ON CONFLICT (identity, instance) DO UPDATE SET dropped=excluded.dropped,"
-        " lost=excluded.lost",
-        (*key, dropped, json.dumps(lost)),
-    )
-    made.append(Notice(bound.identity, bound.instance, gap_seq, payload, True))

@@ -16,12 +16,16 @@ from tidings.core.sessions import LiveSession, SessionRegistry
 from tidings.store.sqlite import SqliteStore
 
 
+async def _exists(identity: str) -> bool:
+    return True
+
+
 async def test_a_notification_written_to_a_closing_connection_stays_queued(tmp_path: Path):
     store = SqliteStore(tmp_path)
     store.open(asyncio.get_running_loop())
     try:
         registry = SessionRegistry()
-        router = Router("localhost", store, registry, lambda identity: True)
+        router = Router("localhost", store, registry, _exists)
         closing = Recorder(closing=True)
         record = registry.record("bob@localhost", "a")
         first = LiveSession("bob@localhost", "a", closing, record, guest=True)

@@ -15,6 +15,10 @@ from tidings.store.sqlite import SqliteStore
 SERVER = "postmaster@localhost/server"
 
 
+async def _exists(identity: str) -> bool:
+    return True
+
+
 async def test_a_collection_round_stores_connected_sessions_as_seen(tmp_path: Path):
     """A crash records no disconnect: what the store holds for a connected session must be
     recent, or a restart would find it idle since its connect and collect it."""
@@ -23,7 +27,7 @@ async def test_a_collection_round_stores_connected_sessions_as_seen(tmp_path: Pa
     try:
         registry = SessionRegistry()
         notices = LimeNotices(SERVER)
-        router = Router("localhost", store, registry, lambda i: True, notices=notices)
+        router = Router("localhost", store, registry, _exists, notices=notices)
         sessions = SessionService(router, registry, store, notices, SERVER)
         record = registry.record("bob@localhost", "a")
         await router.attach(LiveSession("bob@localhost", "a", Recorder(False), record, guest=True))

@@ -1,0 +1,191 @@
+"""Queue policy that must be atomic with a write: bounds, trims, gap markers, who is told.
+
+Each function here builds the *work* of one store transaction: the store runs it inside its
+transaction (on its writer thread, for SQLite) with a ``QueueTransaction``, so that every adapter
+applies the same rules and only supplies the transaction. The work may encode notices (through
+the core's ``NoticeFactory``) but touches no event-loop state; its ``TrimResult`` is applied on
+the loop afterwards (``QueueBook.trimmed``).
+
+The rules (see ``queues`` for the policies and docs/lime.md for what clients see):
+
+- a drop-oldest queue over its limit loses its oldest envelopes in the same transaction as the
+  write that made it overflow, never the envelope being added;
+- envelopes already written to the live connection (up to ``QueueBound.delivered_upto``) are in
+  the client's hands: not dropped nor reported lost while the queue holds at most twice its limit;
+  beyond that (a client that never acknowledges) the oldest delivered ones go too;
+- each dropped message's sender is told once (``failed``, kept in the sender's own queue), unless
+  it needs no acknowledgement, has no id, or came from the server or the session itself;
+- the session gets one gap marker at the head of its queue that counts every drop since it last
+  acknowledged a marker and names at most ``MAX_LOST_LISTED`` of the lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+from .errors import Conflict, ErrorId, TidingsError
+from .model import (
+    GapState,
+    Notice,
+    PersistStep,
+    QueueBound,
+    QueueEntry,
+    QueueRow,
+    TrimResult,
+)
+from .ports import NoticeFactory, QueueTransaction, StateTable
+from .queues import MAX_LOST_LISTED, dropped_error, expired_error
+
+T = TypeVar("T")
+
+NO_SEQ: Final = 2**63 - 1
+"""Above every sequence number (SQLite's largest integer)."""
+
+
+class QueuePolicy:
+    """Builds transaction work for bounded writes; holds the server's notice encoder."""
+
+    def __init__(self, notices: NoticeFactory, server_node: str) -> None:
+        self.notices = notices
+        self.server_node = server_node
+
+    def bounded_append(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        bounds: Sequence[QueueBound],
+        persist: PersistStep | None,
+    ) -> Callable[[QueueTransaction], TrimResult]:
+        """An append plus, atomically: the persistent-session nonce check and memento, and the
+        trimming of the drop-oldest queues in ``bounds``."""
+
+        def work(tx: QueueTransaction) -> TrimResult:
+            if persist is not None and not tx.nonce_is_current(persist):
+                return TrimResult(refused=True)
+            seqs = tx.insert(entries, dedupe)
+            if seqs is None:
+                return TrimResult(duplicate=True)
+            if persist is not None and persist.memento is not None:
+                tx.store_memento(persist)
+            removed: dict[tuple[str, str], int] = {}
+            made: list[Notice] = []
+            added = {(e.identity, e.instance): seq for e, seq in zip(entries, seqs, strict=True)}
+            for bound in bounds:
+                newest = added.get((bound.identity, bound.instance))
+                self._trim(tx, bound, newest, removed, made)
+            return TrimResult(seqs=seqs, removed=removed, notices=made)
+
+        return work
+
+    def session_deletion(
+        self, identity: str, instance: str
+    ) -> Callable[[QueueTransaction], TrimResult]:
+        """Remove a session, its queue and persistence state; senders of still-queued messages
+        are told (session expired) in the same transaction."""
+
+        def work(tx: QueueTransaction) -> TrimResult:
+            rows = tx.envelopes(identity, instance, after=0, before=NO_SEQ, limit=NO_SEQ)
+            count = tx.remove_session(identity, instance)
+            node = f"{identity}/{instance}"
+            made = self._tell_senders(tx, node, rows, expired_error(node))
+            return TrimResult(removed={(identity, instance): count}, notices=made)
+
+        return work
+
+    def _trim(
+        self,
+        tx: QueueTransaction,
+        bound: QueueBound,
+        newest: int | None,
+        removed: dict[tuple[str, str], int],
+        made: list[Notice],
+    ) -> None:
+        """Drop the oldest envelopes beyond ``bound.limit`` (see the module's rules); tell their
+        senders; move the gap marker."""
+        identity, instance = bound.identity, bound.instance
+        count = tx.count(identity, instance)
+        excess = count - bound.limit
+        if excess <= 0:
+            return
+        rows = tx.envelopes(
+            identity,
+            instance,
+            after=bound.delivered_upto,
+            before=newest or NO_SEQ,
+            limit=excess,
+        )
+        beyond_cap = count - len(rows) - 2 * bound.limit
+        if beyond_cap > 0:
+            delivered = tx.envelopes(
+                identity, instance, after=0, before=bound.delivered_upto + 1, limit=beyond_cap
+            )
+            rows = delivered + rows
+        if not rows:
+            return
+        tx.delete([row.seq for row in rows])
+        node = f"{identity}/{instance}"
+        made.extend(self._tell_senders(tx, node, rows, dropped_error(node)))
+        lost = [{"from": r.sender, "id": r.message_id} for r in rows if r.message_id]
+        dropped = len(rows)
+        gap_seq = rows[-1].seq
+        old = tx.gap(identity, instance)
+        replaced = 0
+        if old is not None:
+            dropped += old.dropped
+            lost = old.lost + lost
+            tx.delete([old.seq])
+            gap_seq = max(gap_seq, old.seq)
+            replaced = 1
+        gap = GapState(gap_seq, dropped, lost[-MAX_LOST_LISTED:])
+        gap_id = f"gap-{uuid.uuid4()}"
+        payload = self.notices.gap(node, gap_id, gap.dropped, gap.lost)
+        tx.put_gap(identity, instance, gap, self.server_node, gap_id, payload)
+        key = (identity, instance)
+        removed[key] = removed.get(key, 0) + len(rows) + replaced
+        made.append(Notice(identity, instance, gap_seq, payload, True))
+
+    def _tell_senders(
+        self, tx: QueueTransaction, node: str, rows: Sequence[QueueRow], error: TidingsError
+    ) -> list[Notice]:
+        """Keep a ``failed`` for the sender of each removed message that is owed one."""
+        made = []
+        for row in rows:
+            if self.owed_failure(row, node):
+                assert row.message_id is not None
+                payload = self.notices.failed(row.sender, row.message_id, error)
+                identity, _, instance = row.sender.partition("/")
+                seq = tx.put_notice(identity, instance, self.server_node, payload)
+                made.append(Notice(identity, instance, seq, payload, False))
+        return made
+
+    def owed_failure(self, row: QueueRow, node: str) -> bool:
+        """Who is told: a sender waiting for the message's fate (it asked for an
+        acknowledgement, by id), other than the server and the session itself."""
+        return (
+            row.needs_ack
+            and bool(row.message_id)
+            and bool(row.sender)
+            and row.sender not in (self.server_node, node)
+        )
+
+
+def app_step(
+    persist: PersistStep | None, work: Callable[[StateTable], T]
+) -> Callable[[QueueTransaction], T]:
+    """Run ``work`` over the app state; with ``persist``, check the nonce first and store the
+    memento after, in the same transaction. A stale nonce raises ``Conflict``."""
+
+    def step(tx: QueueTransaction) -> T:
+        if persist is not None and not tx.nonce_is_current(persist):
+            raise Conflict(
+                ErrorId.STALE_NONCE,
+                "The nonce is not the session's current one (another instance began it)",
+            )
+        result = work(tx.state)
+        if persist is not None and persist.memento is not None:
+            tx.store_memento(persist)
+        return result
+
+    return step
