@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tidings.protocol.lime import Message, NotificationEvent, Raw
-from tidings.sdk._outbox import WAITABLE_EVENTS, Outbox, satisfies
+from tidings.sdk._outbox import Outbox
+from tidings.sdk._receipts import WAITABLE_EVENTS, satisfies
 
 E = NotificationEvent
 
