@@ -18,6 +18,7 @@ and answer. It routes nothing and stores nothing: the test is the rest of the wo
             bot = asyncio.create_task(run_bot(client))
             peer = await server.next_connection()
             peer.deliver("hello", sender="alice@localhost/phone")
+            await peer.expect(Notification)  # "received": the bot took it
             reply = await peer.expect(Message)
             assert reply.to == "alice@localhost/phone"
 
