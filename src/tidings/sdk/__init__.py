@@ -10,7 +10,7 @@ Example::
 """
 
 from ._backoff import Backoff
-from ._client import Client, Envelopes, Messages, WaitFor
+from ._client import Client, WaitFor
 from ._dedupe import MessageKey, SeenMessages
 from ._exceptions import (
     AuthenticationFailed,
@@ -24,7 +24,10 @@ from ._exceptions import (
     SessionFailed,
     TidingsClientError,
 )
+from ._iterators import Envelopes, Incoming, IncomingSource, Messages
 from ._persistent import Backlog, Gap, PersistentSession, backlog
+from ._pipeline import MessageLayer
+from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
@@ -36,12 +39,17 @@ __all__ = [
     "CommandFailed",
     "CommandResult",
     "ConnectError",
+    "Connection",
     "ConnectionLost",
     "Envelopes",
+    "FrameReceiver",
     "Gap",
+    "Incoming",
+    "IncomingSource",
     "LimeError",
     "MessageFailed",
     "MessageKey",
+    "MessageLayer",
     "Messages",
     "PersistentSession",
     "ReceivedMessage",
@@ -49,6 +57,8 @@ __all__ = [
     "SeenMessages",
     "SessionFailed",
     "TidingsClientError",
+    "Transport",
     "WaitFor",
+    "WebSocketTransport",
     "backlog",
 ]

@@ -1,49 +1,37 @@
-"""Bookkeeping for outgoing messages: what to re-send, and which events satisfy a wait.
+"""What must still reach the server: unsettled messages, and acknowledgements not yet sent.
 
 A message stays in the ``Outbox`` from the moment it is sent until the server answers
-``accepted`` (durably stored) or ``failed``. After a reconnection the SDK re-sends everything
+``accepted`` (durably stored) or ``failed``. After a reconnection the client re-sends everything
 still there, in the original order and with the original ids; the server stores a given
 (sender, id) once and answers ``accepted`` again for a copy.
+
+Acknowledgements (``received`` notifications) made while no connection is up wait here too, and
+go out once, first thing on the next connection: an ack is not worth repeating (the server
+redelivers what it did not get, and the client acknowledges the copy).
+
+``max_in_flight`` bounds the unsettled messages: the client waits for ``has_room`` before adding
+one, so a producer faster than the server stores is paced rather than buffered without end.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Final
 
-from tidings.protocol.lime import Message, NotificationEvent
+from tidings.protocol.lime import Message, Notification
 
-__all__ = ["WAITABLE_EVENTS", "Outbox", "satisfies"]
-
-_LATER_EVENTS: Final[dict[NotificationEvent, frozenset[NotificationEvent]]] = {
-    # Only "accepted" itself proves durable storage, so nothing else stands in for it.
-    NotificationEvent.ACCEPTED: frozenset({NotificationEvent.ACCEPTED}),
-    NotificationEvent.DISPATCHED: frozenset(
-        {NotificationEvent.DISPATCHED, NotificationEvent.RECEIVED, NotificationEvent.CONSUMED}
-    ),
-    NotificationEvent.RECEIVED: frozenset({NotificationEvent.RECEIVED, NotificationEvent.CONSUMED}),
-    NotificationEvent.CONSUMED: frozenset({NotificationEvent.CONSUMED}),
-}
-
-WAITABLE_EVENTS: Final = frozenset(_LATER_EVENTS)
-"""The events ``send_message(wait=...)`` accepts."""
-
-
-def satisfies(received: NotificationEvent, wanted: NotificationEvent) -> bool:
-    """Whether a ``received`` notification ends a wait for ``wanted``.
-
-    A later delivery step implies the earlier ones (``consumed`` implies ``received``), except
-    that ``accepted``, the promise of durable storage, is only ever proved by itself.
-    """
-    return received in _LATER_EVENTS[wanted]
+__all__ = ["Outbox"]
 
 
 class Outbox:
     """Messages sent but neither accepted nor failed yet, in the order they were sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: int | None = None) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
         self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._acks: list[Notification] = []
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -55,6 +43,11 @@ class Outbox:
         """The unsettled messages, oldest first: what to re-send after a reconnection."""
         return iter(list(self._messages.values()))
 
+    @property
+    def has_room(self) -> bool:
+        """Whether another message may be sent without passing ``max_in_flight``."""
+        return self.max_in_flight is None or len(self._messages) < self.max_in_flight
+
     def add(self, message: Message) -> None:
         if not isinstance(message.id, str):
             raise ValueError("only messages with an id can be tracked")
@@ -65,3 +58,17 @@ class Outbox:
     def settle(self, message_id: str) -> bool:
         """Forget a message the server accepted or failed; False if it was not tracked."""
         return self._messages.pop(message_id, None) is not None
+
+    @property
+    def acks_waiting(self) -> int:
+        """How many acknowledgements wait for a connection."""
+        return len(self._acks)
+
+    def queue_ack(self, ack: Notification) -> None:
+        """Keep an acknowledgement made while no connection is up, for the next one."""
+        self._acks.append(ack)
+
+    def take_acks(self) -> list[Notification]:
+        """The waiting acknowledgements, oldest first; the caller sends them, once."""
+        acks, self._acks = self._acks, []
+        return acks

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
-from ._client import Client, Messages, WaitFor
+from ._client import Client, WaitFor
+from ._iterators import Messages
 from ._types import ReceivedMessage
 
 __all__ = ["Backlog", "Gap", "PersistentSession", "backlog"]

@@ -82,7 +82,9 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     assert len(seen) == 1
     seen.add(key(2))  # appends after the compaction dropped the torn line
     seen.close()
-    assert SeenMessages(capacity=10, path=path).check(key(2))
+    again = SeenMessages(capacity=10, path=path)
+    assert again.check(key(2))
+    again.close()
 
 
 def test_log_is_compacted_when_it_grows(tmp_path: Path) -> None:
@@ -93,7 +95,9 @@ def test_log_is_compacted_when_it_grows(tmp_path: Path) -> None:
     seen.close()
     lines = path.read_bytes().splitlines()
     assert len(lines) <= 2 * 5 + 1
-    assert SeenMessages(capacity=5, path=path).check(key(99))
+    again = SeenMessages(capacity=5, path=path)
+    assert again.check(key(99))
+    again.close()
 
 
 def test_capacity_must_be_positive() -> None:

@@ -1,13 +1,14 @@
-"""Outgoing-message tracking: what is re-sent after a reconnection, what ends a wait."""
+"""The outbox: what is re-sent after a reconnection, acks kept for the next connection,
+room under max_in_flight; and a state machine over random sends, settles and reconnections."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tidings.protocol.lime import Message, NotificationEvent, Raw
-from tidings.sdk._outbox import WAITABLE_EVENTS, Outbox, satisfies
-
-E = NotificationEvent
+from tidings.protocol.lime import Message, Notification, NotificationEvent, Raw
+from tidings.sdk._outbox import Outbox
 
 
 def message(message_id: str) -> Message:
@@ -57,28 +58,79 @@ def test_iteration_is_a_snapshot() -> None:
     assert len(outbox) == 0
 
 
-@pytest.mark.parametrize(
-    ("received", "wanted", "expected"),
-    [
-        (E.ACCEPTED, E.ACCEPTED, True),
-        (E.DISPATCHED, E.ACCEPTED, False),  # only "accepted" proves durable storage
-        (E.CONSUMED, E.ACCEPTED, False),
-        (E.ACCEPTED, E.DISPATCHED, False),
-        (E.DISPATCHED, E.DISPATCHED, True),
-        (E.RECEIVED, E.DISPATCHED, True),
-        (E.CONSUMED, E.DISPATCHED, True),
-        (E.DISPATCHED, E.RECEIVED, False),
-        (E.RECEIVED, E.RECEIVED, True),
-        (E.CONSUMED, E.RECEIVED, True),
-        (E.RECEIVED, E.CONSUMED, False),
-        (E.CONSUMED, E.CONSUMED, True),
-        (E.VALIDATED, E.ACCEPTED, False),
-        (E.FAILED, E.ACCEPTED, False),
-    ],
-)
-def test_which_event_ends_which_wait(received: E, wanted: E, expected: bool) -> None:
-    assert satisfies(received, wanted) is expected
+def ack(message_id: str) -> Notification:
+    return Notification(id=message_id, to="alice@localhost/a", event=NotificationEvent.RECEIVED)
 
 
-def test_waitable_events() -> None:
-    assert {E.ACCEPTED, E.DISPATCHED, E.RECEIVED, E.CONSUMED} == WAITABLE_EVENTS
+def test_acks_wait_for_the_next_connection_and_go_once() -> None:
+    outbox = Outbox()
+    outbox.queue_ack(ack("x"))
+    outbox.queue_ack(ack("y"))
+    assert outbox.acks_waiting == 2
+    assert [a.id for a in outbox.take_acks()] == ["x", "y"]
+    assert outbox.take_acks() == [] and outbox.acks_waiting == 0
+    assert len(outbox) == 0  # acks are not messages in flight
+
+
+def test_room_under_max_in_flight() -> None:
+    outbox = Outbox(max_in_flight=2)
+    outbox.add(message("a"))
+    assert outbox.has_room
+    outbox.add(message("b"))
+    assert not outbox.has_room
+    outbox.settle("a")
+    assert outbox.has_room
+    assert Outbox().has_room
+    with pytest.raises(ValueError):
+        Outbox(max_in_flight=0)
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """Random sends, settles (accepted or failed, known ids or not), acks and reconnections.
+
+    The model is what the server must see after a reconnection: the queued acks, then every
+    unsettled message, each once, in the order it was first sent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outbox = Outbox(max_in_flight=4)
+        self.unsettled: list[str] = []
+        self.acks: list[str] = []
+        self.sent = 0
+
+    @precondition(lambda self: self.outbox.has_room)
+    @rule()
+    def send(self) -> None:
+        message_id = f"m{self.sent}"
+        self.sent += 1
+        self.outbox.add(message(message_id))
+        self.unsettled.append(message_id)
+
+    @rule(pick=st.integers(0, 9))
+    def settle(self, pick: int) -> None:
+        message_id = f"m{pick}"
+        assert self.outbox.settle(message_id) is (message_id in self.unsettled)
+        if message_id in self.unsettled:
+            self.unsettled.remove(message_id)
+
+    @rule(pick=st.integers(0, 9))
+    def queue_ack(self, pick: int) -> None:
+        self.outbox.queue_ack(ack(f"in{pick}"))
+        self.acks.append(f"in{pick}")
+
+    @rule()
+    def reconnect(self) -> None:
+        wire = [a.id for a in self.outbox.take_acks()] + [m.id for m in self.outbox]
+        assert wire == self.acks + self.unsettled
+        self.acks = []
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        assert [m.id for m in self.outbox] == self.unsettled
+        assert len(self.outbox) == len(self.unsettled) <= 4
+        assert self.outbox.has_room is (len(self.unsettled) < 4)
+        assert self.outbox.acks_waiting == len(self.acks)
+
+
+TestOutboxMachine = OutboxMachine.TestCase
