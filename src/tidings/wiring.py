@@ -22,6 +22,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
+from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
 from .core.app_requests import AppRequestService
@@ -142,7 +143,7 @@ class TidingsServer:
             )
         )
         self.app = load_app(settings.app)
-        hub = FeedHub(self.store)
+        hub = FeedHub(self.store, InProcessBroker())
         self.feedme = FeedmeContext(
             app=self.app,
             authz=self.authz,

@@ -16,19 +16,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from ..protocol.feedme import (
     ActionRevelation,
     Delta,
     DeltaError,
     DeltaOperation,
     FeedKey,
+    PreparedRevelation,
     apply_deltas,
     check_deltas,
     feed_md5,
     prepare_revelation,
 )
 from .errors import Conflict, ErrorId, Invalid
-from .ports import FeedClient, FeedStore
+from .ports import Broker, FeedClient, FeedStore
 
 log = logging.getLogger("tidings.feeds")
 
@@ -49,11 +52,21 @@ class Revealed:
     feed_md5: str | None
 
 
+def feed_channel(feed: FeedKey) -> str:
+    """The broker channel of a feed: its name and its arguments, in a stable order."""
+    return "feed:" + msgspec.json.encode([feed.name, sorted(feed.args)]).decode()
+
+
 @dataclass(slots=True)
 class FeedHub:
+    """Revelations go out through the broker, so that a node reveals to the clients of every
+    node; each hub delivers what it hears to its own clients."""
+
     store: FeedStore
+    broker: Broker
     clients: dict[str, FeedClient] = field(default_factory=dict)
     _open: dict[FeedKey, set[str]] = field(default_factory=dict)
+    _unsubscribe: dict[FeedKey, Callable[[], None]] = field(default_factory=dict)
     _locks: dict[FeedKey, asyncio.Lock] = field(default_factory=dict)
     deliveries: int = 0
 
@@ -64,11 +77,17 @@ class FeedHub:
 
     def disconnected(self, client_id: str) -> None:
         self.clients.pop(client_id, None)
-        for subscribers in self._open.values():
-            subscribers.discard(client_id)
+        for feed in [feed for feed, ids in self._open.items() if client_id in ids]:
+            self.feed_closed(client_id, feed)
 
     def feed_opened(self, client_id: str, feed: FeedKey) -> None:
-        self._open.setdefault(feed, set()).add(client_id)
+        subscribers = self._open.get(feed)
+        if subscribers is None:
+            subscribers = self._open[feed] = set()
+            self._unsubscribe[feed] = self.broker.subscribe(
+                feed_channel(feed), lambda revelation: self._deliver(feed, revelation)
+            )
+        subscribers.add(client_id)
 
     def feed_closed(self, client_id: str, feed: FeedKey) -> None:
         subscribers = self._open.get(feed)
@@ -76,6 +95,7 @@ class FeedHub:
             subscribers.discard(client_id)
             if not subscribers:
                 del self._open[feed]
+                self._unsubscribe.pop(feed)()
 
     def subscribers(self, feed: FeedKey) -> int:
         return len(self._open.get(feed, ()))
@@ -90,18 +110,24 @@ class FeedHub:
         deltas: list[Delta],
         md5: str | None = None,
     ) -> int:
-        """Serialize once, send to every client with the feed open; returns deliveries."""
-        subscribers = self._open.get(feed)
-        if not subscribers:
+        """Serialize once, publish to every hub with the feed open; returns the deliveries
+        made by this node's hub."""
+        channel = feed_channel(feed)
+        if not self.broker.listening(channel):
             return 0
         prepared = prepare_revelation(
             ActionRevelation.of(feed, action_name, action_data, deltas, md5)
         )
+        return self.broker.publish(channel, prepared)
+
+    def _deliver(self, feed: FeedKey, revelation: object) -> int:
+        """A revelation heard on the feed's channel: to each local client with it open."""
+        assert isinstance(revelation, PreparedRevelation)
         delivered = 0
         clients = self.clients
-        for client_id in list(subscribers):
+        for client_id in list(self._open.get(feed, ())):
             client = clients.get(client_id)
-            if client is not None and client.reveal(prepared):
+            if client is not None and client.reveal(revelation):
                 delivered += 1
         self.deliveries += delivered
         return delivered
@@ -131,8 +157,8 @@ class FeedHub:
             client = self.clients.get(client_id)
             if client is not None:
                 client.terminate_all(error_code, data)
-            for subscribers in self._open.values():
-                subscribers.discard(client_id)
+            for open_feed in [f for f, ids in self._open.items() if client_id in ids]:
+                self.feed_closed(client_id, open_feed)
         else:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "terminate needs a feed, a client or both")
 

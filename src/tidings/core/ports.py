@@ -295,6 +295,7 @@ class FeedStore(Protocol):
 
 __all__ = [
     "AccountStore",
+    "Broker",
     "Done",
     "FeedClient",
     "FeedStore",
@@ -308,3 +309,24 @@ __all__ = [
     "Transactional",
     "settling",
 ]
+
+
+class Broker(Protocol):
+    """Live messages between the nodes of one deployment: what one node publishes on a channel,
+    every node subscribed to it hears (in-process: this node only; Redis: every node).
+
+    Nothing sent through it is the only copy: durable state is stored first, so a lost broker
+    message delays a live delivery but loses nothing. Messages are objects within a process;
+    an adapter that crosses processes encodes them.
+    """
+
+    def publish(self, channel: str, message: object) -> int:
+        """Hand ``message`` to the channel's subscribers; returns the deliveries made in this
+        process (other nodes report theirs to nobody)."""
+
+    def listening(self, channel: str) -> bool:
+        """Whether anyone may be subscribed: lets a publisher skip building an unheard message."""
+
+    def subscribe(self, channel: str, receiver: Callable[[object], int]) -> Callable[[], None]:
+        """Call ``receiver`` with each message published on ``channel`` (it returns how many
+        deliveries it made); returns the function that unsubscribes it."""
