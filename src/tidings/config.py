@@ -28,6 +28,11 @@ class Settings:
     """HTTP API port; 0 picks a free port."""
     data_dir: Path = Path("tidings-data")
     """Folder holding the SQLite database."""
+    store: str = "sqlite"
+    """Where durable state lives: ``sqlite`` (in ``data_dir``) or ``memory`` (lost at exit:
+    for tests and trials)."""
+    broker: str = "in-process"
+    """How nodes hear of each other's revelations: ``in-process`` (a single node)."""
     allow_guests: bool = False
     """Offer the LIME guest scheme."""
     max_envelope_size: int = 64 * 1024
@@ -125,6 +130,8 @@ class Settings:
             "max_output_buffer",
             "must be 65536 .. 1073741824 bytes",
         )
+        _check(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
+        _check(self.broker == "in-process", "broker", "must be 'in-process'")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
         _check(

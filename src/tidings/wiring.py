@@ -14,6 +14,8 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,6 +34,7 @@ from .core.feeds import FeedHub, ServerState
 from .core.login_throttle import LoginRule
 from .core.model import OverflowPolicy
 from .core.persistence import SessionGcLimits, SessionService
+from .core.ports import Broker, Store
 from .core.presence import PresenceService
 from .core.roster import RosterService
 from .core.router import QueueLimits, Router
@@ -53,6 +56,7 @@ from .gateway.lime_commands import parse_identity
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node
+from .store.memory import MemoryStore
 from .store.sqlite import SqliteStore
 
 log = logging.getLogger("tidings")
@@ -63,103 +67,135 @@ FILES_RESERVED = 256
 """Open files besides connections: the database, its WAL, listening sockets, logs."""
 
 
+def open_store(settings: Settings) -> Store:
+    """The store the settings name: SQLite in the data folder, or memory (nothing survives)."""
+    if settings.store == "memory":
+        return MemoryStore()
+    return SqliteStore(settings.data_dir, commit_window=settings.commit_window_ms / 1000)
+
+
+def open_broker(settings: Settings) -> Broker:
+    """The broker the settings name (only ``in-process`` until there is a second node)."""
+    return InProcessBroker()
+
+
+@dataclass(slots=True)
+class Services:
+    """The core services and the gateways' contexts, built in one pass from the settings."""
+
+    accounts: AccountService
+    authz: Authorizer
+    router: Router
+    sessions: SessionService
+    hub: FeedHub
+    app: App
+    lime: LimeContext
+    feedme: FeedmeContext
+
+
+async def build(
+    settings: Settings, store: Store, broker: Broker, app: App
+) -> Services:
+    """Every service, each given what it needs when it is made: read the graph off here."""
+    registry = SessionRegistry(settings.max_sessions_per_identity)
+    registry.load(await store.load_sessions())
+    accounts = AccountService(
+        settings.domain,
+        store,
+        allow_guests=settings.allow_guests,
+        login=LoginRule(
+            settings.login_failures_free,
+            settings.login_failures_free_per_address,
+            settings.login_backoff_base_s,
+            settings.login_backoff_max_s,
+        ),
+    )
+    await accounts.load()
+    roster = RosterService(store, lambda text: parse_identity(text, settings.domain))
+    authz = Authorizer(roster, settings.api_token or None)
+    server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
+    notices = LimeNotices(server.text)
+    router = Router(
+        settings.domain,
+        store,
+        registry,
+        accounts.exists,
+        QueueLimits(
+            default_limit=settings.queue_limit,
+            default_policy=OverflowPolicy(settings.queue_policy),
+        ),
+        notices=notices,
+        server_node=server.text,
+    )
+    sessions = SessionService(
+        router, registry, store, notices, server.text, max_limit=10_000_000
+    )
+    hub = FeedHub(store, broker)
+    lime = LimeContext(
+        domain=settings.domain,
+        server_node=server,
+        scheme_options=["plain", "key"] + (["guest"] if settings.allow_guests else []),
+        max_envelope_size=settings.max_envelope_size,
+        max_output_buffer=settings.max_output_buffer,
+        establish_timeout=settings.establish_timeout_s,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        router=router,
+        registry=registry,
+        accounts=accounts,
+        roster=roster,
+        presence=PresenceService(registry, authz, store, router),
+        authz=authz,
+        sessions=sessions,
+        app_requests=AppRequestService(store, app.requests),
+    )
+    feedme = FeedmeContext(
+        app=app,
+        authz=authz,
+        hub=hub,
+        max_message_size=settings.max_envelope_size,
+        termination_window=settings.feed_termination_window_s,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        max_output_buffer=settings.max_output_buffer,
+    )
+    return Services(accounts, authz, router, sessions, hub, app, lime, feedme)
+
+
 class TidingsServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SqliteStore(settings.data_dir, commit_window=settings.commit_window_ms / 1000)
+        self.store = open_store(settings)
+        self.app = load_app(settings.app)
         self.ws_port = settings.ws_port
         self.http_port = settings.http_port
         self.budget = Budget(settings.max_connections, settings.connection_reserve)
+        self.services: Services | None = None
         self._ws_listener: Listener | None = None
         self._http_listener: Listener | None = None
         self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
-        self.lime: LimeContext | None = None
-        self.app = App()
-        self.feedme: FeedmeContext
         self.started_at = time.time()
 
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
         self.store.open(loop)
-        registry = SessionRegistry(settings.max_sessions_per_identity)
-        registry.load(await self.store.load_sessions())
-        accounts = AccountService(
-            settings.domain,
-            self.store,
-            allow_guests=settings.allow_guests,
-            login=LoginRule(
-                settings.login_failures_free,
-                settings.login_failures_free_per_address,
-                settings.login_backoff_base_s,
-                settings.login_backoff_max_s,
-            ),
+        services = self.services = await build(
+            settings, self.store, open_broker(settings), self.app
         )
-        await accounts.load()
-        roster = RosterService(self.store, lambda text: parse_identity(text, settings.domain))
-        self.authz = Authorizer(roster, settings.api_token or None)
-        server_node = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE).text
-        notices = LimeNotices(server_node)
-        router = Router(
-            settings.domain,
-            self.store,
-            registry,
-            accounts.exists,
-            QueueLimits(
-                default_limit=settings.queue_limit,
-                default_policy=OverflowPolicy(settings.queue_policy),
-            ),
-            notices=notices,
-            server_node=server_node,
-        )
-        presence = PresenceService(registry, self.authz, self.store, router)
-        schemes = ["plain", "key"] + (["guest"] if settings.allow_guests else [])
-        self.lime = LimeContext(
-            domain=settings.domain,
-            server_node=Node(SERVER_NAME, settings.domain, SERVER_INSTANCE),
-            scheme_options=schemes,
-            max_envelope_size=settings.max_envelope_size,
-            max_output_buffer=settings.max_output_buffer,
-            establish_timeout=settings.establish_timeout_s,
-            rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst,
-            router=router,
-            registry=registry,
-            accounts=accounts,
-            roster=roster,
-            presence=presence,
-            authz=self.authz,
-        )
-        lime = self.lime
-        lime.sessions = SessionService(
-            router, registry, self.store, notices, server_node, max_limit=10_000_000
-        )
+        lime, feedme = services.lime, services.feedme
         lime.spawn(
-            lime.sessions.collect_forever(
+            services.sessions.collect_forever(
                 SessionGcLimits(settings.session_idle_s, settings.sessions_per_identity),
                 settings.session_gc_interval_s,
             )
         )
-        self.app = load_app(settings.app)
-        hub = FeedHub(self.store, InProcessBroker())
-        self.feedme = FeedmeContext(
-            app=self.app,
-            authz=self.authz,
-            hub=hub,
-            max_message_size=settings.max_envelope_size,
-            termination_window=settings.feed_termination_window_s,
-            rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst,
-            max_output_buffer=settings.max_output_buffer,
-        )
-        self.app.hub = hub
-        self.app.sessions = lime.sessions
-        lime.app_requests = AppRequestService(self.store, self.app.requests)
+        self.app.bind(services.hub, services.sessions)
         self.app.set_state(ServerState.STARTING)
         await self.app.emit("starting")
-        feedme = self.feedme
+        accounts = services.accounts
 
         def feedme_listener(request: Any) -> FeedmeConnection:
             return FeedmeConnection(feedme, self._token_identity(request, accounts))
@@ -186,7 +222,7 @@ class TidingsServer:
         )
         self._ws_listener.start()
         self.ws_port = self._ws_listener.port
-        await self._start_http()
+        await self._start_http(services)
         self._prune_task = loop.create_task(self._prune_message_ids())
         self.app.set_state(ServerState.STARTED)
         await self.app.emit("start")
@@ -206,13 +242,12 @@ class TidingsServer:
             raise Refused(401, "The token is not a valid API key")
         return identity
 
-    async def _start_http(self) -> None:
-        assert self.lime is not None
+    async def _start_http(self, services: Services) -> None:
         app = create_app(
             self._metrics,
-            self.feedme.hub,
-            self.authz,
-            self.lime.sessions,
+            services.hub,
+            services.authz,
+            services.sessions,
             max_body=self.settings.http_max_body,
         )
         settings = self.settings
@@ -226,7 +261,6 @@ class TidingsServer:
             access_log=False,
             timeout_keep_alive=settings.http_keep_alive_s,  # type: ignore[arg-type]
         )
-        self._http = _HttpServer(config)
         render_metrics = metrics_page(self._metrics)
         problem = {
             "type": "urn:tidings:error:connection-limit",
@@ -248,43 +282,50 @@ class TidingsServer:
                 return http_response(200, "OK", render_metrics(), METRICS_MEDIA_TYPE)
             return None
 
-        self._http_listener = Listener(
-            "HTTP",
-            listening_socket(settings.host, settings.http_port),
-            self.budget,
-            self._http.protocols(settings.header_timeout_s),
-            limit=min(settings.http_max_connections, settings.max_connections),
-            refusal=http_response(
-                503,
-                "Service Unavailable",
-                json.dumps(problem).encode(),
-                "application/problem+json",
-                headers={"Retry-After": "5"},
-            ),
-            exempt=exempt,
-            header_timeout=settings.header_timeout_s,
-        )
+        def listener(protocols: ProtocolFactory) -> Listener:
+            return Listener(
+                "HTTP",
+                listening_socket(settings.host, settings.http_port),
+                self.budget,
+                protocols,
+                limit=min(settings.http_max_connections, settings.max_connections),
+                refusal=http_response(
+                    503,
+                    "Service Unavailable",
+                    json.dumps(problem).encode(),
+                    "application/problem+json",
+                    headers={"Retry-After": "5"},
+                ),
+                exempt=exempt,
+                header_timeout=settings.header_timeout_s,
+            )
+
+        self._http = _HttpServer(config, listener, settings.header_timeout_s)
+        self._http_listener = self._http.listener
         self.http_port = self._http_listener.port
-        self._http.listener = self._http_listener
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
-        while not self._http.started and not self._http_task.done():
-            await asyncio.sleep(0.01)
+        started = asyncio.ensure_future(self._http.ready.wait())
+        await asyncio.wait({started, self._http_task}, return_when=asyncio.FIRST_COMPLETED)
         if self._http_task.done():
+            started.cancel()
             self._http_task.result()
 
     def _metrics(self) -> dict[str, tuple[str, float]]:
-        assert self.lime is not None
-        stats = self.lime.stats
-        writer = self.store.writer
+        services = self.services
+        if services is None:
+            return {}
+        lime, feedme = services.lime, services.feedme
+        stats = lime.stats
+        commits, operations = self.store.write_counts()
         return {
             "connections_total": ("counter", stats.connections),
-            "connections_open": ("gauge", len(self.lime.connections)),
+            "connections_open": ("gauge", len(lime.connections)),
             "sessions_established_total": ("counter", stats.sessions_established),
             "sessions_failed_total": ("counter", stats.sessions_failed),
             "envelopes_received_total": ("counter", stats.envelopes_in),
             "envelopes_sent_total": ("counter", stats.envelopes_out),
             "envelopes_rejected_total": ("counter", stats.envelopes_rejected),
-            "connections_throttled_total": ("counter", stats.throttled + self.feedme.throttled),
+            "connections_throttled_total": ("counter", stats.throttled + feedme.throttled),
             "connections_refused_total": ("counter", self.budget.refused),
             "tcp_connections_open": ("gauge", self.budget.open),
             "http_connections_open": (
@@ -293,18 +334,18 @@ class TidingsServer:
             ),
             "reserve_connections_open": ("gauge", self.budget.waiting),
             "accept_backoffs_total": ("counter", self.budget.backoffs),
-            "messages_routed_total": ("counter", self.lime.router.delivered),
-            "feed_deliveries_total": ("counter", self.feedme.hub.deliveries),
-            "feedme_connections_open": ("gauge", len(self.feedme.connections)),
+            "messages_routed_total": ("counter", lime.router.delivered),
+            "feed_deliveries_total": ("counter", feedme.hub.deliveries),
+            "feedme_connections_open": ("gauge", len(feedme.connections)),
             "output_stalls_total": ("counter", stats.output_stalls),
             "slow_consumers_total": ("counter", stats.slow_consumers),
-            "feedme_slow_consumers_total": ("counter", self.feedme.slow_consumers),
+            "feedme_slow_consumers_total": ("counter", feedme.slow_consumers),
             "protocol_errors_total": (
                 "counter",
-                stats.protocol_errors + self.feedme.protocol_errors,
+                stats.protocol_errors + feedme.protocol_errors,
             ),
-            "store_commits_total": ("counter", writer.batches),
-            "store_operations_total": ("counter", writer.operations),
+            "store_commits_total": ("counter", commits),
+            "store_operations_total": ("counter", operations),
             "uptime_seconds": ("gauge", time.time() - self.started_at),
         }
 
@@ -319,21 +360,23 @@ class TidingsServer:
         """Fail every session with a reason, stop listening, commit what is pending."""
         if self._prune_task is not None:
             self._prune_task.cancel()
-        if self.app.state is ServerState.STARTED:
+        services = self.services
+        if self.app.state is ServerState.STARTED and services is not None:
             self.app.set_state(ServerState.STOPPING)
-            for connection in list(self.feedme.connections):
-                connection.disconnect()
+            for feed_client in list(services.feedme.connections):
+                feed_client.disconnect()
             await self.app.emit("stopping")
         if self._ws_listener is not None:
             self._ws_listener.close()
-        if self.lime is not None:
-            for connection in list(self.lime.connections):
+        if services is not None:
+            lime = services.lime
+            for connection in list(lime.connections):
                 connection.shut_down()
-            for connection in list(self.lime.connections):
+            for connection in list(lime.connections):
                 if connection.transport is not None:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(connection.transport.wait_disconnected(), 2)
-            for task in list(self.lime.tasks):
+            for task in list(lime.tasks):
                 task.cancel()
         if self._http is not None:
             self._http.should_exit = True
@@ -390,11 +433,22 @@ class _HttpProtocol(H11Protocol):
 
 
 class _HttpServer(uvicorn.Server):
-    """uvicorn's server on our ``Listener`` instead of ``loop.create_server``'s accept loop."""
+    """uvicorn's server on our ``Listener`` instead of ``loop.create_server``'s accept loop.
 
-    listener: Listener | None = None
+    ``listener`` makes the listener from this server's protocol factory; ``ready`` is set once
+    it accepts."""
 
-    def protocols(self, header_timeout: float) -> ProtocolFactory:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        listener: Callable[[ProtocolFactory], Listener],
+        header_timeout: float,
+    ) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+        self.listener = listener(self._protocols(header_timeout))
+
+    def _protocols(self, header_timeout: float) -> ProtocolFactory:
         config = self.config
 
         def make(slot: Slot) -> asyncio.BaseProtocol:
@@ -406,11 +460,11 @@ class _HttpServer(uvicorn.Server):
         return make
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        assert self.listener is not None
         await self.lifespan.startup()
         self.listener.start()
         self.servers = [self.listener]  # type: ignore[list-item]  # close, wait_closed: enough
         self.started = True
+        self.ready.set()
 
 
 def load_app(spec: str) -> App:

@@ -157,6 +157,11 @@ class App:
         for listener in self.listeners.get(event, ()):
             await call_handler(listener, *args)
 
+    def bind(self, hub: FeedHub, sessions: SessionService) -> None:
+        """The server running this app gives it its hub and sessions, once, at start."""
+        self.hub = hub
+        self.sessions = sessions
+
     def set_state(self, state: ServerState) -> None:
         self.state = state
 

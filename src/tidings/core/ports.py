@@ -240,6 +240,9 @@ class MessageStore(Transactional, Protocol):
     async def forget_message_ids(self, older_than: float) -> int:
         """Forget dedupe keys accepted before ``older_than``; how many."""
 
+    def write_counts(self) -> tuple[int, int]:
+        """Commits and operations so far, for ``/metrics``."""
+
     async def queue_snapshot(
         self, identity: str, instance: str, limit: int
     ) -> list[QueueSnapshotEntry]:
@@ -306,9 +309,20 @@ __all__ = [
     "RequestStore",
     "RosterStore",
     "StateTable",
+    "Store",
     "Transactional",
     "settling",
 ]
+
+
+class Store(MessageStore, RequestStore, AccountStore, RosterStore, FeedStore, Protocol):
+    """A whole storage backend, as the server opens and closes it (SQLite, memory, ...)."""
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start (the SQLite writer thread, say) on the server's loop."""
+
+    def close(self) -> None:
+        """Commit what is queued, then stop (safe to call twice)."""
 
 
 class Broker(Protocol):

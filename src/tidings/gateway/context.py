@@ -54,11 +54,12 @@ class LimeContext:
     roster: RosterService
     presence: PresenceService
     authz: Authorizer
+    sessions: SessionService
+    app_requests: AppRequestService
     stats: Stats = field(default_factory=Stats)
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    sessions: SessionService | None = None
-    app_requests: AppRequestService | None = None
+
 
     def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)

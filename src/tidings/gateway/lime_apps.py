@@ -9,9 +9,9 @@ from ..core.app_requests import AppRequest
 from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid
 from ..core.sessions import LiveSession
-from ..protocol.lime import Command, CommandMethod, ReasonCode
+from ..protocol.lime import Command, CommandMethod
 from .context import LimeContext
-from .lime_resource import Unsupported, authorize, no_method, no_resource, resource_of
+from .lime_resource import authorize, no_method, no_resource, resource_of
 from .lime_sessions import persist_step
 
 APPS_PREFIX: Final = "/apps/"
@@ -22,8 +22,6 @@ async def apps_resource(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
     service = ctx.app_requests
-    if service is None:
-        raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED, "No app is loaded")
     if len(rest) != 1:
         raise no_resource(command)
     if command.method is not CommandMethod.SET:

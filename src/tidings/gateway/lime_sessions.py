@@ -26,13 +26,11 @@ from ..protocol.lime import (
     Message,
     Notification,
     NotificationEvent,
-    ReasonCode,
     encode_envelope,
 )
 from .context import LimeContext
 from .errors import lime_reason
 from .lime_resource import (
-    Unsupported,
     authorize,
     collection,
     no_method,
@@ -113,8 +111,6 @@ async def sessions_resource(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
     service = ctx.sessions
-    if service is None:
-        raise Unsupported(ReasonCode.COMMAND_RESOURCE_NOT_SUPPORTED, "Sessions are not enabled")
     await authorize(ctx, live, Resource.SESSIONS, owner, command)
     method = command.method
     if not rest:

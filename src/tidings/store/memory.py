@@ -119,6 +119,16 @@ class MemoryStore:
         self._delegations: dict[str, dict[str, str]] = {}
         self._feeds: dict[tuple[str, str], str] = {}
 
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to start: every operation completes on the loop."""
+
+    def close(self) -> None:
+        """Nothing to commit: the state goes with the process."""
+
+    def write_counts(self) -> tuple[int, int]:
+        """Commits and operations so far (for /metrics): memory commits nothing."""
+        return (0, 0)
+
     def _complete(self, done: Callable[[Any], None] | None, result: Any) -> None:
         if done is not None:
             asyncio.get_running_loop().call_soon(done, result)

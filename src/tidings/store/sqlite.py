@@ -108,6 +108,11 @@ class SqliteStore:
             raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
         return self._writer
 
+    def write_counts(self) -> tuple[int, int]:
+        """Commits and operations so far (for /metrics); zeros once closed."""
+        writer = self._writer
+        return (writer.batches, writer.operations) if writer is not None else (0, 0)
+
     def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None:
             raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
