@@ -39,7 +39,7 @@ from ..protocol.feedme import (
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
 from .flow import ReadThrottle
-from .frames import FrameError, check_control, check_reserved_bits, check_text, close_reply
+from .frames import FrameError, answer_control, check_reserved_bits, check_text
 from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
@@ -160,17 +160,9 @@ class FeedmeConnection(WSListener):
                 data = frame.get_payload_as_bytes()
                 if len(data) <= self.ctx.max_message_size:
                     check_text(data)  # a longer one is the conversation's violation
-            elif kind is WSMsgType.PING:
-                check_control(frame)
-                transport.send_pong(frame.get_payload_as_bytes())
-                return
-            elif kind is WSMsgType.CLOSE:
-                check_control(frame)
-                if self._writer is not None:
-                    self._writer.flush()
-                self._closed = True  # nothing may follow our close frame
-                transport.send_close(close_reply(frame))
-                transport.disconnect()
+            elif kind is WSMsgType.PING or kind is WSMsgType.CLOSE:
+                if answer_control(transport, frame, self._writer):
+                    self._closed = True  # nothing may follow our close frame
                 return
             elif kind is WSMsgType.CONTINUATION:
                 raise FrameError(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from picows import WSCloseCode, WSFrame, WSMsgType
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
+
+from .framing import CorkedWriter
 
 
 class FrameError(Exception):
@@ -110,3 +112,17 @@ def check_control(frame: WSFrame) -> None:
     """Control frames (ping, pong, close) are never fragmented (section 5.5)."""
     if not frame.fin:
         raise FrameError(WSCloseCode.PROTOCOL_ERROR, "A control frame is fragmented")
+
+
+def answer_control(transport: WSTransport, frame: WSFrame, writer: CorkedWriter | None) -> bool:
+    """Answer a ping (pong) or a client's close (close, after what was written); True for a
+    close, after which the connection must write nothing more. Raises ``FrameError``."""
+    check_control(frame)
+    if frame.msg_type is WSMsgType.PING:
+        transport.send_pong(frame.get_payload_as_bytes())
+        return False
+    if writer is not None:
+        writer.flush()
+    transport.send_close(close_reply(frame))
+    transport.disconnect()
+    return True

@@ -45,10 +45,9 @@ from .flow import ReadThrottle
 from .frames import (
     FrameError,
     Reassembler,
-    check_control,
+    answer_control,
     check_reserved_bits,
     check_text,
-    close_reply,
 )
 from .framing import CorkedWriter
 from .lime_apps import APPS_PREFIX
@@ -126,17 +125,9 @@ class LimeConnection(WSListener):
                 if message is None:
                     return
                 kind, data = message
-            elif kind is WSMsgType.PING:
-                check_control(frame)
-                transport.send_pong(frame.get_payload_as_bytes())
-                return
-            elif kind is WSMsgType.CLOSE:
-                check_control(frame)
-                if self._writer is not None:
-                    self._writer.flush()
-                self._closed = True  # nothing may follow our close frame
-                transport.send_close(close_reply(frame))
-                transport.disconnect()
+            elif kind is WSMsgType.PING or kind is WSMsgType.CLOSE:
+                if answer_control(transport, frame, self._writer):
+                    self._closed = True  # nothing may follow our close frame
                 return
             elif kind is WSMsgType.BINARY:
                 self._fragments.add(frame)  # refused below; added to keep the fragment order
