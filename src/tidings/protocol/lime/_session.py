@@ -2,10 +2,14 @@
 
 The server controls every state change; the client can only ask for one. ``ServerSession`` takes
 the frames a client sends and returns the envelopes the application must act on, answering on
-its own whatever the protocol alone decides (negotiation, ids, malformed envelopes, finishing).
-It makes no policy decisions: an ``AuthenticationRequested`` event
+its own whatever the protocol alone decides (negotiation, ids, malformed envelopes, finishing,
+the establishment deadline). It makes no policy decisions: an ``AuthenticationRequested`` event
 goes to the caller, which calls ``establish()`` or ``fail()``. ``ClientSession`` is the mirror
 image used by the SDK.
+
+Deadlines follow the Feedme conversation: the machine names them on the caller's clock
+(``next_deadline()``) and the caller calls ``expire(now)`` when its timer fires, so the rule
+lives here and the clock stays with the I/O layer.
 
 Both look every received envelope up in the tables of ``_state.py``, compiled once at import
 into one handler per (role, state, key): the per-message cost is one dict lookup and one call.
@@ -112,6 +116,7 @@ class _SessionMachine:
         self._state = SessionState.NEW
         self._row = rows[SessionState.NEW]
         self._from: str | UnsetType = UNSET
+        self._deadline: float | None = None
         self._outbox: list[bytes] = []
 
     @property
@@ -173,6 +178,8 @@ class _SessionMachine:
     def _enter(self, state: SessionState) -> None:
         self._state = state
         self._row = self._rows[state]
+        if state is SessionState.ESTABLISHED or state in FINAL_STATES:
+            self._deadline = None
 
     def _ended(self) -> SessionEnded | None:
         if self._state in FINAL_STATES:
@@ -286,21 +293,53 @@ class ServerSession(_SessionMachine):
         encryption_options: Sequence[str] = ("none",),
         max_envelope_size: int = 64 * 1024,
         new_session_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        establish_timeout: float | None = None,
+        now: float | None = None,
     ) -> None:
+        """``establish_timeout`` (seconds) starts at ``now``, a reading of the caller's clock:
+        a session not established by then fails with 16 on ``expire()``. None: no deadline.
+        Raises ``ValueError`` for empty option lists or a timeout without ``now``."""
         super().__init__(Role.SERVER, _SERVER_ROWS, max_envelope_size)
         if not scheme_options or not compression_options or not encryption_options:
             raise ValueError("scheme, compression and encryption options must not be empty")
+        if establish_timeout is not None:
+            if now is None or not establish_timeout > 0:
+                raise ValueError("establish_timeout must be positive and come with now")
+            self._deadline = now + establish_timeout
         self.server_node = server_node
         self._server = self._from = server_node.text
         self.scheme_options = list(scheme_options)
         self.compression_options = list(compression_options)
         self.encryption_options = list(encryption_options)
+        self.establish_timeout = establish_timeout
         self._new_session_id = new_session_id
 
     @property
     def _deciding(self) -> bool:
         """The application is checking the credentials (``AWAITING_DECISION`` is in force)."""
         return self._row is _SERVER_AWAITING
+
+    # -- deadline ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When the session must be established by, on the caller's clock; None once it is
+        established or has ended (or without ``establish_timeout``). The caller arms one timer
+        for it and calls ``expire()`` when it fires."""
+        return self._deadline
+
+    def expire(self, now: float) -> SessionEnded | None:
+        """Fail the session with 16 if ``now`` is at or past the deadline; else do nothing.
+
+        Returns the ``SessionEnded`` it caused (the failed envelope is in ``data_to_send()``).
+        A timer that fires early changes nothing: arm it again from ``next_deadline()``.
+        """
+        deadline = self._deadline
+        if deadline is None or now < deadline:
+            return None
+        return self._fail_with(
+            ReasonCode.SESSION_NEGOTIATION_TIMEOUT,
+            f"The session was not established within {self.establish_timeout:g} s",
+        )
 
     # -- steps (see _state.Step) ---------------------------------------------------------------
 

@@ -14,8 +14,9 @@ session has ended.
 
 Not in the tables, because they are not about the order of envelopes: a frame that does not
 decode fails the session, except that an established server answers an invalid message or
-command request on its own id when it can (``ServerSession._reject``); and what our own calls
-may do (``establish``, ``finish``, ``send`` raise ``InvalidState`` out of turn).
+command request on its own id when it can (``ServerSession._reject``); the establishment
+deadline, which is a matter of time (``ServerSession.next_deadline``/``expire``); and what our
+own calls may do (``establish``, ``finish``, ``send`` raise ``InvalidState`` out of turn).
 """
 
 from __future__ import annotations
