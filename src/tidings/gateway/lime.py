@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from typing import Any
@@ -70,6 +71,8 @@ class LimeConnection(WSListener):
             context.server_node,
             context.scheme_options,
             max_envelope_size=context.max_envelope_size,
+            establish_timeout=context.establish_timeout,
+            now=time.monotonic(),
         )
         self.transport: WSTransport | None = None
         self.live: LiveSession | None = None
@@ -98,9 +101,7 @@ class LimeConnection(WSListener):
         self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.stats.connections += 1
-        self._timer = asyncio.get_running_loop().call_later(
-            self.ctx.establish_timeout, self._establish_timed_out
-        )
+        self._arm_timer()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
@@ -329,16 +330,22 @@ class LimeConnection(WSListener):
             self.transport.send_close(self._close_code)
             self.transport.disconnect()
 
-    def _establish_timed_out(self) -> None:
-        if self.live is None and not self.session.is_closed:
-            self.session.fail(
-                Reason(
-                    code=ReasonCode.SESSION_NEGOTIATION_TIMEOUT,
-                    description=f"The session was not established within "
-                    f"{self.ctx.establish_timeout:g} s",
-                )
-            )
+    def _arm_timer(self) -> None:
+        """One timer for the session's deadline (the rule is the session's, the clock ours)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.session.next_deadline()
+        if deadline is None or self._closed:
+            return
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.session.expire(time.monotonic()) is not None:
             self._flush()
+        self._arm_timer()  # a timer may fire early by the loop's clock resolution
 
     # -- session establishment ------------------------------------------------------------------
 

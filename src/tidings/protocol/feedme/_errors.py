@@ -1,8 +1,9 @@
 """Exceptions and violation cases of the Feedme protocol layer.
 
-Hierarchy::
+Hierarchy (each class also subclasses its namesake in ``tidings.protocol``,
+so ``except ProtocolError`` catches every one of them)::
 
-    FeedmeError
+    FeedmeError (ProtocolError)
     ├── LocalProtocolError      we tried to do something Feedme forbids (our bug)
     │   └── InvalidState        the call does not fit the conversation's state
     ├── RemoteProtocolError     the peer broke the spec; never raised by the
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .. import _errors as _shared
+
 __all__ = [
     "DeltaError",
     "DeltaErrorCode",
@@ -29,15 +32,15 @@ __all__ = [
 ]
 
 
-class FeedmeError(Exception):
+class FeedmeError(_shared.ProtocolError):
     """Base class of every error raised by ``tidings.protocol.feedme``."""
 
 
-class LocalProtocolError(FeedmeError):
+class LocalProtocolError(FeedmeError, _shared.LocalProtocolError):
     """We tried to send something the peer would reject or that breaks sequencing."""
 
 
-class InvalidState(LocalProtocolError):
+class InvalidState(LocalProtocolError, _shared.InvalidState):
     """The call is not allowed in the conversation's current state (e.g. after close)."""
 
 
@@ -65,7 +68,7 @@ class ViolationCase(StrEnum):
         return "UNEXPECTED_MESSAGE"
 
 
-class RemoteProtocolError(FeedmeError):
+class RemoteProtocolError(FeedmeError, _shared.RemoteProtocolError):
     """The peer sent an invalid or out-of-sequence message.
 
     ``diagnostics`` is exactly what the server put (or would put) in the

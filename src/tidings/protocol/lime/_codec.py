@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .._errors import RemoteProtocolError
 from .._nesting import MAX_DEPTH, nested_deeper_than
 from ._envelopes import Command, Envelope, Message, Notification, Session
 from ._reasons import Reason, ReasonCode
@@ -39,8 +40,8 @@ _KIND_NAMES: Final[dict[type[Envelope], str]] = {
 }
 
 
-class EnvelopeError(Exception):
-    """A frame that is not a valid envelope.
+class EnvelopeError(RemoteProtocolError):
+    """A frame that is not a valid envelope; ``reason`` is what to fail or answer with.
 
     ``kind`` and ``envelope_id`` are set when the frame was at least a JSON object of a known
     envelope type, so the caller can answer that envelope instead of failing the session.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Final
 
+from .._errors import RemoteProtocolError
+
 MAX_PART_LENGTH: Final = 1023
 """Longest name, domain or instance the LIME spec's node pattern admits."""
 
@@ -17,8 +19,8 @@ _FORBIDDEN_IN_NAME: Final = frozenset("\"&'/:<>@")
 _FORBIDDEN_IN_DOMAIN: Final = frozenset("/@")
 
 
-class InvalidNode(ValueError):
-    """A string that is not a LIME node or identity."""
+class InvalidNode(RemoteProtocolError, ValueError):
+    """A string that is not a LIME node or identity (a ``ValueError`` too, as parsers raise)."""
 
 
 class Node:
