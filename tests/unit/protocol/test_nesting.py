@@ -16,8 +16,7 @@ tricky_text = st.text(alphabet=st.sampled_from('[]{}"\\ab\u00e9'), max_size=8)
 scalars = st.none() | st.booleans() | st.integers() | tricky_text
 documents = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(tricky_text, inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_text, inner, max_size=3),
     max_leaves=40,
 )
 

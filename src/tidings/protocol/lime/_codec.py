@@ -17,7 +17,7 @@ from .._nesting import MAX_DEPTH, nested_deeper_than
 from ._envelopes import Command, Envelope, Message, Notification, Session
 from ._reasons import Reason, ReasonCode
 
-__all__ = ["EnvelopeError", "decode_envelope", "encode_envelope", "envelope_kind"]
+__all__ = ["EnvelopeError", "decode_envelope", "encode_envelope"]
 
 _CLASSIFY_ORDER: Final[tuple[tuple[str, type[Envelope]], ...]] = (
     ("content", Message),
@@ -57,10 +57,6 @@ class EnvelopeError(RemoteProtocolError):
         self.reason = reason
         self.kind = kind
         self.envelope_id = envelope_id
-
-
-def envelope_kind(envelope_type: type[Envelope]) -> str:
-    return _KIND_NAMES[envelope_type]
 
 
 def decode_envelope(data: bytes) -> Envelope:
