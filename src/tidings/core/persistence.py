@@ -20,11 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
-from .model import UNCLAIMED, OverflowPolicy, PersistenceState, QueueBound, QueueEntry, TrimResult
+from .model import (
+    UNCLAIMED,
+    OverflowPolicy,
+    PersistenceState,
+    QueueBound,
+    QueueEntry,
+    SessionRecord,
+    TrimResult,
+)
 from .ports import MessageStore, NoticeFactory, settling
 from .queue_policy import QueuePolicy
 from .queues import MAX_SNAPSHOT, check_limit, check_pattern, matches
@@ -174,16 +183,15 @@ class SessionService:
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
         self._store.transact(self._policy.session_deletion(identity, name), settling(future))
         result = await future
+        self._router.ledger.settle(result)
         record = self._registry.record(identity, name)
-        record.depth = max(0, record.depth - result.removed.get((identity, name), 0))
         if self._registry.live(identity, name) is None and record.depth == 0:
             self._registry.forget(identity, name)
         else:
             # Reconnected, or messages were queued after the delete was submitted: those are
             # in a queue again, so the session must go on existing (and be stored as such).
             await self._store.save_session(record)
-        for notice in result.notices:
-            self._router.apply_trim(TrimResult(notices=[notice]))
+        self._router.deliver_notices(result)
         return sum(result.removed.values())
 
     async def collect(self, limits: SessionGcLimits, now: float | None = None) -> list[str]:
@@ -283,17 +291,8 @@ class SessionService:
             taken.append(record)
         if not entries:
             return NotifyOutcome(message_id, [], refused)
-        for record in taken:
-            record.depth += 1
-        try:
-            result = await self._write(entries, (self._server_node, message_id), bounds)
-        except BaseException:
-            for record in taken:
-                record.depth -= 1
-            raise
+        result = await self._write(entries, (self._server_node, message_id), bounds, taken)
         if result.duplicate:
-            for record in taken:
-                record.depth -= 1
             return NotifyOutcome(message_id, [], refused)
         for record, seq, entry in zip(taken, result.seqs, entries, strict=True):
             self._router.deliver_stored(record, seq, entry.payload)
@@ -304,13 +303,22 @@ class SessionService:
         entries: list[QueueEntry],
         dedupe: tuple[str, str] | None,
         bounds: list[QueueBound],
+        targets: Sequence[SessionRecord] = (),
     ) -> TrimResult:
+        """A bounded append of one entry per record of ``targets``, settled in the ledger."""
+        ledger = self._router.ledger
+        ledger.reserve(targets)
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
         self._store.transact(
             self._policy.bounded_append(entries, dedupe, bounds, None), settling(future)
         )
-        result = await future
-        self._router.apply_trim(result)
+        try:
+            result = await future
+        except BaseException as exc:
+            ledger.settle_append(targets, exc)
+            raise
+        ledger.settle_append(targets, result)
+        self._router.deliver_notices(result)
         return result
 
     # -- persistent sessions --------------------------------------------------------------

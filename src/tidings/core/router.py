@@ -39,6 +39,7 @@ from .model import (
     TrimResult,
 )
 from .ports import MessageStore, NoticeFactory
+from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
 from .sessions import DeliveryEvent, LiveSession, SessionRegistry
 
@@ -69,6 +70,9 @@ class Router:
         self.server_node = server_node
         self.policy = QueuePolicy(notices, server_node) if notices is not None else None
         self._registry = registry
+        self.ledger = QueueLedger(registry)
+        """The only writer of session depths: reserved before each write, settled from its
+        result."""
         self._identity_exists = identity_exists
         self.limits = limits
         self.delivered = 0
@@ -150,8 +154,10 @@ class Router:
             )
             return None
         entries = _queued(targets, sender_address, message_id, payload)
+        self.ledger.reserve(targets)
 
         def appended(result: AppendResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             self._appended(sender, message_id, targets, payload, result)
 
         self._store.append(entries, (sender_address, message_id), appended)
@@ -175,9 +181,8 @@ class Router:
         payload: bytes,
         result: AppendResult | BaseException,
     ) -> None:
+        """Tell the sender and write to live sessions (the ledger has settled the depths)."""
         if isinstance(result, BaseException) or result.duplicate:
-            for record in targets:
-                record.depth -= 1
             if isinstance(result, BaseException):
                 sender.outlet.notify(
                     message_id,
@@ -240,17 +245,15 @@ class Router:
             QueueEntry(r.identity, r.instance, sender_address, None, False, payload)
             for r in targets
         ]
-        for record in targets:
-            record.depth += 1
+        self.ledger.reserve(targets)
         policy = self.policy
         if bounds and policy is not None:
 
             def kept_bounded(result: TrimResult | BaseException) -> None:
+                self.ledger.settle_append(targets, result)
                 if isinstance(result, BaseException):
-                    for record in targets:
-                        record.depth -= 1
                     return
-                self.apply_trim(result)
+                self.deliver_notices(result)
                 for record, seq in zip(targets, result.seqs, strict=True):
                     self._deliver_if_live(record, seq, payload)
 
@@ -258,9 +261,8 @@ class Router:
             return
 
         def kept(result: AppendResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             if isinstance(result, BaseException):
-                for record in targets:
-                    record.depth -= 1
                 return
             for record, seq in zip(targets, result.seqs, strict=True):
                 self._deliver_if_live(record, seq, payload)
@@ -273,7 +275,7 @@ class Router:
             return
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
-            record.depth -= 1
+            self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
 
     def acknowledge(
@@ -291,8 +293,7 @@ class Router:
         record = destination.record
 
         def removed(count: int | BaseException) -> None:
-            if isinstance(count, int):
-                record.depth -= count
+            self.ledger.settle_removal(record, count)
             if then is not None:
                 then()
 
@@ -356,8 +357,7 @@ class Router:
         unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
         if unclaimed is not None and unclaimed.depth:
             moved = await self._store.claim_unclaimed(live.identity, live.instance)
-            unclaimed.depth -= moved
-            live.record.depth += moved
+            self.ledger.settle_claim(unclaimed, live.record, moved)
         await self.replay(live)
 
     def _end_guests_of(self, identity: str) -> None:
@@ -403,7 +403,7 @@ class Router:
             elif entry.message_id is not None:
                 self._tell_sender_dispatched(entry.sender, entry.message_id)
         if discard:
-            live.record.depth -= len(discard)
+            self.ledger.settle_removal(live.record, len(discard))
             self._store.discard(discard)
         return complete
 
@@ -486,11 +486,11 @@ class Router:
         policy = self.policy
         assert policy is not None
         entries = _queued(targets, sender_address, message_id, payload)
+        self.ledger.reserve(targets)
 
         def appended(result: TrimResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             if isinstance(result, TrimResult) and result.refused:
-                for record in targets:
-                    record.depth -= 1
                 sender.outlet.notify(
                     message_id,
                     DeliveryEvent.FAILED,
@@ -502,7 +502,7 @@ class Router:
                 )
                 return
             if isinstance(result, TrimResult):
-                self.apply_trim(result)
+                self.deliver_notices(result)
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
@@ -540,17 +540,13 @@ class Router:
             live.cursor = seq
             self.delivered += 1
 
-    def apply_trim(self, result: TrimResult) -> None:
-        """Account for rows a bounded write removed, and deliver the notices it made."""
-        registry = self._registry
-        for (identity, instance), count in result.removed.items():
-            registry.record(identity, instance).depth -= count
+    def deliver_notices(self, result: TrimResult) -> None:
+        """Write the notices a policy transaction queued to their live sessions (the ledger
+        has counted them)."""
         for notice in result.notices:
             self._deliver_notice(notice)
 
     def _deliver_notice(self, notice: Notice) -> None:
-        record = self._registry.record(notice.identity, notice.instance)
-        record.depth += 1
         live = self._registry.live(notice.identity, notice.instance)
         if live is None or live.replaying or not live.available:
             return
@@ -558,7 +554,7 @@ class Router:
             return  # the connection is closing: the notice stays queued for the next one
         live.cursor = max(live.cursor, notice.seq)
         if not notice.needs_ack:
-            record.depth -= 1
+            self.ledger.settle_removal(self._registry.record(notice.identity, notice.instance), 1)
             self._store.discard([notice.seq])
 
     # -- helpers -----------------------------------------------------------------------------
@@ -592,7 +588,5 @@ def _offline(identity: str, instance: str | None) -> NotFound:
 def _queued(
     targets: list[SessionRecord], sender: str, message_id: str, payload: bytes
 ) -> list[QueueEntry]:
-    """One acknowledged entry per target session, counted in its depth before it is stored."""
-    for record in targets:
-        record.depth += 1
+    """One acknowledged entry per target session."""
     return [QueueEntry(r.identity, r.instance, sender, message_id, True, payload) for r in targets]
