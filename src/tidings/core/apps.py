@@ -123,9 +123,9 @@ class App:
 
     def request(self, name: str) -> Callable[[RequestHandler], RequestHandler]:
         """A request LIME clients make with ``set /apps/{name}``. The handler is a plain
-        function ``(AppRequest, AppState) -> dict | None`` run inside the store's transaction:
-        with a persistent session's nonce, its writes and the memento commit together. It may
-        run more than once before one run commits, so it must not act outside ``AppState``."""
+        function ``(AppRequest, AppState) -> dict | None`` run in a worker thread: its writes
+        (and a persistent session's memento) commit together if what it read is unchanged,
+        else it runs again, so it must not act outside ``AppState``."""
 
         def register(handler: RequestHandler) -> RequestHandler:
             self.requests[_name(name)] = handler

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final
 
-from .errors import Conflict, ErrorId, TidingsError
+from .errors import TidingsError
 from .model import (
     GapState,
     Notice,
@@ -35,10 +35,8 @@ from .model import (
     QueueRow,
     TrimResult,
 )
-from .ports import NoticeFactory, QueueTransaction, StateTable
+from .ports import NoticeFactory, QueueTransaction
 from .queues import MAX_LOST_LISTED, dropped_error, expired_error
-
-T = TypeVar("T")
 
 NO_SEQ: Final = 2**63 - 1
 """Above every sequence number (SQLite's largest integer)."""
@@ -170,22 +168,3 @@ class QueuePolicy:
             and row.sender not in (self.server_node, node)
         )
 
-
-def app_step(
-    persist: PersistStep | None, work: Callable[[StateTable], T]
-) -> Callable[[QueueTransaction], T]:
-    """Run ``work`` over the app state; with ``persist``, check the nonce first and store the
-    memento after, in the same transaction. A stale nonce raises ``Conflict``."""
-
-    def step(tx: QueueTransaction) -> T:
-        if persist is not None and not tx.nonce_is_current(persist):
-            raise Conflict(
-                ErrorId.STALE_NONCE,
-                "The nonce is not the session's current one (another instance began it)",
-            )
-        result = work(tx.state)
-        if persist is not None and persist.memento is not None:
-            tx.store_memento(persist)
-        return result
-
-    return step
