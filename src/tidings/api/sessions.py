@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from ..core.authz import Authorizer
-from ..core.persistence import SessionService
+from ..core.session_service import SessionService
 from .guard import bearer_guard
 
 

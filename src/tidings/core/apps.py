@@ -26,7 +26,7 @@ from ..protocol.feedme import Delta, FeedKey
 from .app_requests import RequestHandler
 from .errors import ErrorId, Unavailable
 from .feeds import FeedHub, Handler, ServerState, call_handler
-from .persistence import NotifyOutcome, SessionService
+from .session_service import NotifyOutcome, SessionService
 
 log = logging.getLogger("tidings.app")
 

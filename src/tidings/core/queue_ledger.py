@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .model import AppendResult, SessionRecord, TrimResult
-from .sessions import SessionRegistry
+from .session_registry import SessionRegistry
 
 
 class QueueLedger:

@@ -41,7 +41,7 @@ from .model import (
 from .ports import MessageStore, NoticeFactory
 from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
-from .sessions import DeliveryEvent, LiveSession, SessionRegistry
+from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
 

@@ -21,7 +21,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.login_throttle import source_key
-from ..core.sessions import DeliveryEvent, LiveSession
+from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
     AuthenticationRequested,

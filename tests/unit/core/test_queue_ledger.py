@@ -19,7 +19,7 @@ from tidings.core.model import UNCLAIMED, AppendResult, PersistStep, QueueBound,
 from tidings.core.ports import QueueTransaction, settling
 from tidings.core.queue_ledger import QueueLedger
 from tidings.core.queue_policy import QueuePolicy
-from tidings.core.sessions import SessionRegistry
+from tidings.core.session_registry import SessionRegistry
 from tidings.store.memory import MemoryStore
 
 SERVER = "postmaster@x/server"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.unit.core.outlets import Recorder
 from tidings.core.router import Router
-from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.core.session_registry import LiveSession, SessionRegistry
 from tidings.store.sqlite import SqliteStore
 
 

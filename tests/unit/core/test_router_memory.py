@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from tidings.core.errors import ErrorId, TidingsError
 from tidings.core.model import DeliveryEvent, OverflowPolicy
-from tidings.core.persistence import SessionService
 from tidings.core.router import QueueLimits, Router
-from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.core.session_registry import LiveSession, SessionRegistry
+from tidings.core.session_service import SessionService
 from tidings.store.memory import MemoryStore
 
 SERVER = "postmaster@x/server"

@@ -1,5 +1,7 @@
-"""Named sessions of an identity: listing, limits, deletion, garbage collection, server-side
-notify, and the persistent-session protocol (begin / nonce / memento / end).
+"""``SessionService``: what clients and apps do with named sessions (the sessions resource):
+listing, limits, deletion, garbage collection, server-side notify, and the persistent-session
+protocol (begin / nonce / memento / end). The sessions themselves, durable records and live
+connections, are kept by ``session_registry.SessionRegistry``.
 
 Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
 
@@ -38,7 +40,7 @@ from .ports import MessageStore, NoticeFactory, settling
 from .queue_policy import QueuePolicy
 from .queues import MAX_SNAPSHOT, check_limit, check_pattern, matches
 from .router import Router
-from .sessions import SessionRegistry
+from .session_registry import SessionRegistry
 
 MAX_SESSION_NAME = 128
 
