@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol.feedme import Delta, FeedKey
+from .address import parse_identity
 from .app_requests import RequestHandler
 from .errors import ErrorId, Unavailable
 from .feeds import FeedHub, Handler, ServerState, call_handler
@@ -211,7 +212,7 @@ class App:
         if self.sessions is None or self.state is not ServerState.STARTED:
             raise Unavailable(ErrorId.SHUTTING_DOWN, "the app's server is not started")
         return await self.sessions.notify(
-            identity,
+            parse_identity(identity),
             message_id=message_id,
             type_=type,
             content=content,

@@ -25,8 +25,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from .errors import TidingsError
+from .address import parse_address
+from .errors import Invalid, TidingsError
 from .model import (
+    UNCLAIMED,
     GapState,
     Notice,
     PersistStep,
@@ -152,8 +154,12 @@ class QueuePolicy:
         for row in rows:
             if self.owed_failure(row, node):
                 assert row.message_id is not None
+                try:
+                    sender = parse_address(row.sender)  # a node the router stored: cached
+                except Invalid:
+                    continue
                 payload = self.notices.failed(row.sender, row.message_id, error)
-                identity, _, instance = row.sender.partition("/")
+                identity, instance = sender.identity, sender.instance or UNCLAIMED
                 seq = tx.put_notice(identity, instance, self.server_node, payload)
                 made.append(Notice(identity, instance, seq, payload, False))
         return made
@@ -167,4 +173,3 @@ class QueuePolicy:
             and bool(row.sender)
             and row.sender not in (self.server_node, node)
         )
-

@@ -17,10 +17,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .address import Address, parse_address
 from .errors import (
     Conflict,
     ErrorId,
     Forbidden,
+    Invalid,
     LimitExceeded,
     NotFound,
     TidingsError,
@@ -58,7 +60,7 @@ class Router:
         domain: str,
         store: MessageStore,
         registry: SessionRegistry,
-        identity_exists: Callable[[str], Awaitable[bool]],
+        identity_exists: Callable[[Address], Awaitable[bool]],
         limits: QueueLimits = QueueLimits(),
         notices: NoticeFactory | None = None,
         server_node: str = "",
@@ -82,14 +84,17 @@ class Router:
     def send_message(
         self,
         sender: LiveSession,
-        sender_address: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None = None,
+        *,
+        on_behalf_of: Address | None = None,
     ) -> Awaitable[None] | None:
         """Route a message; raises ``TidingsError`` when it cannot be taken at all.
+
+        ``on_behalf_of`` is the delegating owner when the session sends for someone else (it
+        is then the message's sender); by default the sender is the session's own node.
 
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
@@ -99,27 +104,29 @@ class Router:
         the job (and raises the ``TidingsError``); the caller awaits it before its next message,
         so that a sender's messages keep their order. The common case returns None at once.
         """
-        self._check_domain(identity)
-        if not self._registry.knows(identity):
+        self._check_domain(to)
+        if on_behalf_of is None:
+            sender_address, creator = sender.node, sender.identity
+        else:
+            sender_address, creator = on_behalf_of.text, on_behalf_of.identity
+        if not self._registry.knows(to.identity):
             return self._send_checked(
-                sender, sender_address, message_id, identity, instance, payload, persist
+                sender, sender_address, creator, message_id, to, payload, persist
             )
-        return self._send(sender, sender_address, message_id, identity, instance, payload, persist)
+        return self._send(sender, sender_address, creator, message_id, to, payload, persist)
 
     async def _send_checked(
         self,
         sender: LiveSession,
         sender_address: str,
+        creator: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None,
     ) -> None:
-        await self.check_identity(identity)
-        pending = self._send(
-            sender, sender_address, message_id, identity, instance, payload, persist
-        )
+        await self.check_identity(to)
+        pending = self._send(sender, sender_address, creator, message_id, to, payload, persist)
         if pending is not None:
             await pending
 
@@ -127,14 +134,13 @@ class Router:
         self,
         sender: LiveSession,
         sender_address: str,
+        creator: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None,
     ) -> Awaitable[None] | None:
-        creator = sender_address.partition("/")[0]
-        targets = self._resolve(identity, instance, creator)
+        targets = self._resolve(to.identity, to.instance, creator)
         try:
             bounds = self.bounds_for(targets)
         except LimitExceeded as refusal:
@@ -303,40 +309,38 @@ class Router:
 
     # -- notifications and commands between clients ------------------------------------------
 
-    def forward_notification(self, identity: str, instance: str | None, payload: bytes) -> None:
+    def forward_notification(self, to: Address, payload: bytes) -> None:
         """Forward a client's notification; kept for the originator if it is offline."""
-        if identity.rpartition("@")[2] != self.domain or not self._registry.knows(identity):
+        if to.domain != self.domain or not self._registry.knows(to.identity):
             return
         offline = []
-        for record in self._registry.targets(identity, instance, create=False):
+        for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is None or live.replaying or not live.outlet.deliver(payload):
                 offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
             self._keep(offline, "", payload)
 
-    def forward_command(
-        self, identity: str, instance: str | None, payload: bytes
-    ) -> Awaitable[None] | None:
+    def forward_command(self, to: Address, payload: bytes) -> Awaitable[None] | None:
         """Forward a command to live sessions only: a request needs someone to answer now.
 
         Raises ``TidingsError`` when no session takes it; for an identity with no session the
         store is asked whether it exists, in the awaitable returned (which raises)."""
-        self._check_domain(identity)
-        if not self._registry.knows(identity):
-            return self._command_to_nobody(identity, instance)
+        self._check_domain(to)
+        if not self._registry.knows(to.identity):
+            return self._command_to_nobody(to)
         delivered = False
-        for record in self._registry.targets(identity, instance, create=False):
+        for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None and live.available and live.outlet.deliver(payload):
                 delivered = True
         if not delivered:
-            raise _offline(identity, instance)
+            raise _offline(to)
         return None
 
-    async def _command_to_nobody(self, identity: str, instance: str | None) -> None:
-        await self.check_identity(identity)
-        raise _offline(identity, instance)
+    async def _command_to_nobody(self, to: Address) -> None:
+        await self.check_identity(to)
+        raise _offline(to)
 
     # -- sessions coming and going ------------------------------------------------------------
 
@@ -420,8 +424,11 @@ class Router:
             await self.replay(live)
 
     def _tell_sender_dispatched(self, sender_address: str, message_id: str) -> None:
-        identity, _, instance = sender_address.partition("/")
-        sender = self._registry.live(identity, instance)
+        try:
+            address = parse_address(sender_address)  # a node the router stored: cached
+        except Invalid:
+            return
+        sender = self._registry.live(address.identity, address.instance or UNCLAIMED)
         if sender is not None and sender.wants(DeliveryEvent.DISPATCHED):
             sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
@@ -513,14 +520,17 @@ class Router:
             appended,
         )
 
-    async def check_identity(self, identity: str) -> None:
-        """Raise unless ``identity`` is served here and has an account or a session."""
-        self._check_domain(identity)
-        if not self._registry.knows(identity) and not await self._identity_exists(identity):
+    async def check_identity(self, address: Address) -> None:
+        """Raise unless ``address``'s identity is served here and has an account or a session.
+
+        Another domain is refused (``DESTINATION_NOT_FOUND``) until federation relays it."""
+        self._check_domain(address)
+        identity = address.identity
+        if not self._registry.knows(identity) and not await self._identity_exists(address):
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
-    def _check_domain(self, identity: str) -> None:
-        domain = identity.rpartition("@")[2]
+    def _check_domain(self, address: Address) -> None:
+        domain = address.domain
         if domain != self.domain:
             raise NotFound(
                 ErrorId.DESTINATION_NOT_FOUND,
@@ -577,11 +587,10 @@ class Router:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
 
 
-def _offline(identity: str, instance: str | None) -> NotFound:
+def _offline(to: Address) -> NotFound:
     return NotFound(
         ErrorId.DESTINATION_OFFLINE,
-        f"No session of {identity if instance is None else identity + '/' + instance}"
-        " is connected to take the command",
+        f"No session of {to.text} is connected to take the command",
     )
 
 

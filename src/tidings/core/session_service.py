@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .address import Address
 from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
 from .model import (
     UNCLAIMED,
@@ -250,7 +251,7 @@ class SessionService:
 
     async def notify(
         self,
-        identity: str,
+        address: Address,
         *,
         message_id: str,
         type_: str,
@@ -265,7 +266,8 @@ class SessionService:
         reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
         if session is not None and pattern is not None:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
-        await self._router.check_identity(identity)
+        await self._router.check_identity(address)
+        identity = address.identity
         if session is not None:
             names = [check_name(session)]
         else:

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from tests.unit.core.outlets import Recorder
+from tidings.core.address import Address
 from tidings.core.router import Router
 from tidings.core.session_registry import LiveSession, SessionRegistry
 from tidings.core.session_service import SessionGcLimits, SessionService
@@ -15,7 +16,7 @@ from tidings.store.sqlite import SqliteStore
 SERVER = "postmaster@localhost/server"
 
 
-async def _exists(identity: str) -> bool:
+async def _exists(identity: Address) -> bool:
     return True
 
 
