@@ -33,12 +33,12 @@ from .core.authz import Authorizer
 from .core.feeds import FeedHub, ServerState
 from .core.login_throttle import LoginRule
 from .core.model import OverflowPolicy
-from .core.persistence import SessionGcLimits, SessionService
 from .core.ports import Broker, Store
 from .core.presence import PresenceService
 from .core.roster import RosterService
 from .core.router import QueueLimits, Router
-from .core.sessions import SessionRegistry
+from .core.session_registry import SessionRegistry
+from .core.session_service import SessionGcLimits, SessionService
 from .gateway.admission import (
     Budget,
     Listener,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tidings.core.app_requests import StateChanges, app_commit
 from tidings.core.errors import Conflict, ErrorId, TidingsError
 from tidings.core.model import (
     AppendResult,
@@ -22,8 +23,8 @@ from tidings.core.model import (
     SessionRecord,
     TrimResult,
 )
-from tidings.core.ports import QueueTransaction, StateTable, settling
-from tidings.core.queue_policy import QueuePolicy, app_step
+from tidings.core.ports import QueueTransaction, settling
+from tidings.core.queue_policy import QueuePolicy
 from tidings.core.queues import MAX_LOST_LISTED
 
 SERVER = "postmaster@x/server"
@@ -413,40 +414,35 @@ async def test_the_snapshot_leaves_out_notices(store: Any) -> None:
 # -- app state ------------------------------------------------------------------------------
 
 
-async def test_app_steps_commit_with_the_memento_or_not_at_all(store: Any) -> None:
+async def test_app_commits_go_with_the_memento_only_if_their_reads_are_unchanged(
+    store: Any,
+) -> None:
     state = await store.begin_persistence(BOB, "a")
     assert state.nonce is not None
-
-    def put(table: StateTable) -> str | None:
-        before = table.get("n")
-        table.put("n", "1")
-        table.put("other", "2")
-        return before
-
     persist = PersistStep(BOB, "a", state.nonce, "m1")
-    assert await complete(store.transact, app_step(persist, put)) is None
+    first = StateChanges(reads={"n": None}, writes={"n": "1", "other": "2"})
+    assert await complete(store.transact, app_commit(persist, first)) is True
+    assert await store.app_state_get("n") == "1"
+    assert await store.app_state_keys("") == ["n", "other"]
+    assert await store.app_state_keys("o") == ["other"]
+    assert (await store.persistence_of(BOB))["a"].memento == "m1"
 
-    def fail(table: StateTable) -> None:
-        table.put("n", "2")
-        raise ValueError("the handler's bug")
-
-    with pytest.raises(ValueError):
-        await complete(store.transact, app_step(PersistStep(BOB, "a", state.nonce, "m2"), fail))
+    # what it read changed since (n was None): nothing is written, the memento stays
+    stale_read = StateChanges(reads={"n": None}, writes={"n": "2"})
+    again = PersistStep(BOB, "a", state.nonce, "m2")
+    assert await complete(store.transact, app_commit(again, stale_read)) is False
+    listing = StateChanges(listings={"": ["n"]}, writes={"x": "1"})
+    assert await complete(store.transact, app_commit(again, listing)) is False
     stale = PersistStep(BOB, "a", "not-the-nonce", "m3")
     with pytest.raises(Conflict) as raised:
-        await complete(store.transact, app_step(stale, put))
+        await complete(store.transact, app_commit(stale, StateChanges(writes={"n": "3"})))
     assert raised.value.error_id is ErrorId.STALE_NONCE
-
-    def read(table: StateTable) -> tuple[Any, ...]:
-        return table.get("n"), table.keys(""), table.keys("o"), table.delete("other")
-
-    assert await complete(store.transact, app_step(None, read)) == (
-        "1",
-        ["n", "other"],
-        ["other"],
-        True,
-    )
+    assert await store.app_state_get("n") == "1"
     assert (await store.persistence_of(BOB))["a"].memento == "m1"
+
+    deleting = StateChanges(reads={"other": "2"}, writes={"other": None})
+    assert await complete(store.transact, app_commit(None, deleting)) is True
+    assert await store.app_state_keys("") == ["n"] and await store.app_state_get("other") is None
 
 
 # -- accounts, keys, roster, feeds ----------------------------------------------------------

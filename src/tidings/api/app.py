@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..core.authz import Authorizer
 from ..core.feeds import FeedHub
-from ..core.persistence import SessionService
+from ..core.session_service import SessionService
 from . import feeds, problems
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit

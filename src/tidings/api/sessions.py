@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from ..core.address import parse_identity
 from ..core.authz import Authorizer
-from ..core.persistence import SessionService
+from ..core.session_service import SessionService
 from .guard import bearer_guard
 
 
@@ -70,7 +71,7 @@ def router(sessions: SessionService, authz: Authorizer) -> APIRouter:
     )
     async def notify(identity: str, notification: Notification) -> Notified:
         outcome = await sessions.notify(
-            identity,
+            parse_identity(identity),
             message_id=notification.id or str(uuid.uuid4()),
             type_=notification.type,
             content=notification.content,

@@ -16,6 +16,7 @@ from typing import Any, Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from .address import Address
 from .documents import FieldTypes, check_fields
 from .errors import ErrorId, Forbidden, Invalid, LimitExceeded, NotFound
 from .login_throttle import LoginRule, LoginThrottle
@@ -117,10 +118,10 @@ class AccountService:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
 
-    async def exists(self, identity: str) -> bool:
+    async def exists(self, identity: Address) -> bool:
         """Is there such an account? Accounts added by another process are found too."""
-        name, _, domain = identity.partition("@")
-        if domain != self.domain:
+        name = identity.name
+        if identity.domain != self.domain:
             return False
         if name in self._names:
             return True
@@ -157,7 +158,7 @@ class AccountService:
     # -- authentication ---------------------------------------------------------------------
 
     async def authenticate(
-        self, identity: str, scheme: str, secret: str | None, *, source: str | None = None
+        self, node: Address, scheme: str, secret: str | None, *, source: str | None = None
     ) -> Principal:
         """Check a session's credentials; ``secret`` is the decoded password or key, ``source``
         the client's address as ``login_throttle.source_key`` gives it (None: unknown).
@@ -166,7 +167,7 @@ class AccountService:
         per source only (a key cannot be guessed, and counting them per identity would only let
         anyone lock a key's owner out): see ``login_throttle``.
         """
-        name, _, domain = identity.partition("@")
+        name, domain, identity = node.name, node.domain, node.identity
         if domain != self.domain:
             raise Forbidden(
                 ErrorId.BAD_CREDENTIALS, f"This server serves the domain {self.domain!r} only"

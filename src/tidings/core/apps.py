@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol.feedme import Delta, FeedKey
+from .address import parse_identity
 from .app_requests import RequestHandler
 from .errors import ErrorId, Unavailable
 from .feeds import FeedHub, Handler, ServerState, call_handler
-from .persistence import NotifyOutcome, SessionService
+from .session_service import NotifyOutcome, SessionService
 
 log = logging.getLogger("tidings.app")
 
@@ -123,9 +124,9 @@ class App:
 
     def request(self, name: str) -> Callable[[RequestHandler], RequestHandler]:
         """A request LIME clients make with ``set /apps/{name}``. The handler is a plain
-        function ``(AppRequest, AppState) -> dict | None`` run inside the store's transaction:
-        with a persistent session's nonce, its writes and the memento commit together. It may
-        run more than once before one run commits, so it must not act outside ``AppState``."""
+        function ``(AppRequest, AppState) -> dict | None`` run in a worker thread: its writes
+        (and a persistent session's memento) commit together if what it read is unchanged,
+        else it runs again, so it must not act outside ``AppState``."""
 
         def register(handler: RequestHandler) -> RequestHandler:
             self.requests[_name(name)] = handler
@@ -216,7 +217,7 @@ class App:
         if self.sessions is None or self.state is not ServerState.STARTED:
             raise Unavailable(ErrorId.SHUTTING_DOWN, "the app's server is not started")
         return await self.sessions.notify(
-            identity,
+            parse_identity(identity),
             message_id=message_id,
             type_=type,
             content=content,

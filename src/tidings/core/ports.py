@@ -4,9 +4,9 @@ Stores (``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``Re
 are implemented by ``store/`` adapters (memory, SQLite; PostgreSQL next) and pass one contract
 suite (tests/contract). Adapters supply transactions and I/O, never policy: rules that need
 several reads and writes to be atomic (bounded queues, gap markers, who is told, persistent
-sessions) are core functions that a store runs inside one transaction through the narrow
-``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and ``NoticeFactory`` are implemented by
-the gateway.
+sessions, app requests) are core functions that a store runs inside one transaction through
+the narrow ``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and ``NoticeFactory`` are
+implemented by the gateway.
 
 Hot-path calls (``append``, ``acknowledge``, ``discard``, ``transact``) take a completion
 callback rather than returning an awaitable: the router submits thousands of them a second and a
@@ -259,7 +259,15 @@ class MessageStore(Transactional, Protocol):
 
 
 class RequestStore(Transactional, Protocol):
-    """App state for app request handlers (committed through ``transact``)."""
+    """App state for app request handlers: read (committed rows) with the coroutines below,
+    outside any transaction; written through ``transact`` (``core.app_requests.app_commit``
+    checks that what was read is unchanged)."""
+
+    async def app_state_get(self, key: str) -> str | None:
+        """The committed value of ``key``."""
+
+    async def app_state_keys(self, prefix: str) -> list[str]:
+        """The committed keys starting with ``prefix``, in order."""
 
 
 class AccountStore(Protocol):

@@ -12,7 +12,7 @@ from .errors import ErrorId, Invalid
 from .model import RoutingRule
 from .ports import MessageStore
 from .router import Router
-from .sessions import LiveSession, SessionRegistry
+from .session_registry import LiveSession, SessionRegistry
 
 STATUSES: Final = ("available", "busy", "away", "invisible", "unavailable")
 """Best first: an identity shows the best status among its sessions."""

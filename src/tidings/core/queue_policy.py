@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final
 
-from .errors import Conflict, ErrorId, TidingsError
+from .address import parse_address
+from .errors import Invalid, TidingsError
 from .model import (
+    UNCLAIMED,
     GapState,
     Notice,
     PersistStep,
@@ -35,10 +37,8 @@ from .model import (
     QueueRow,
     TrimResult,
 )
-from .ports import NoticeFactory, QueueTransaction, StateTable
+from .ports import NoticeFactory, QueueTransaction
 from .queues import MAX_LOST_LISTED, dropped_error, expired_error
-
-T = TypeVar("T")
 
 NO_SEQ: Final = 2**63 - 1
 """Above every sequence number (SQLite's largest integer)."""
@@ -154,8 +154,12 @@ class QueuePolicy:
         for row in rows:
             if self.owed_failure(row, node):
                 assert row.message_id is not None
+                try:
+                    sender = parse_address(row.sender)  # a node the router stored: cached
+                except Invalid:
+                    continue
                 payload = self.notices.failed(row.sender, row.message_id, error)
-                identity, _, instance = row.sender.partition("/")
+                identity, instance = sender.identity, sender.instance or UNCLAIMED
                 seq = tx.put_notice(identity, instance, self.server_node, payload)
                 made.append(Notice(identity, instance, seq, payload, False))
         return made
@@ -169,23 +173,3 @@ class QueuePolicy:
             and bool(row.sender)
             and row.sender not in (self.server_node, node)
         )
-
-
-def app_step(
-    persist: PersistStep | None, work: Callable[[StateTable], T]
-) -> Callable[[QueueTransaction], T]:
-    """Run ``work`` over the app state; with ``persist``, check the nonce first and store the
-    memento after, in the same transaction. A stale nonce raises ``Conflict``."""
-
-    def step(tx: QueueTransaction) -> T:
-        if persist is not None and not tx.nonce_is_current(persist):
-            raise Conflict(
-                ErrorId.STALE_NONCE,
-                "The nonce is not the session's current one (another instance began it)",
-            )
-        result = work(tx.state)
-        if persist is not None and persist.memento is not None:
-            tx.store_memento(persist)
-        return result
-
-    return step

@@ -17,10 +17,12 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .address import Address, parse_address
 from .errors import (
     Conflict,
     ErrorId,
     Forbidden,
+    Invalid,
     LimitExceeded,
     NotFound,
     TidingsError,
@@ -39,8 +41,9 @@ from .model import (
     TrimResult,
 )
 from .ports import MessageStore, NoticeFactory
+from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
-from .sessions import DeliveryEvent, LiveSession, SessionRegistry
+from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
 
@@ -57,7 +60,7 @@ class Router:
         domain: str,
         store: MessageStore,
         registry: SessionRegistry,
-        identity_exists: Callable[[str], Awaitable[bool]],
+        identity_exists: Callable[[Address], Awaitable[bool]],
         limits: QueueLimits = QueueLimits(),
         notices: NoticeFactory | None = None,
         server_node: str = "",
@@ -69,6 +72,9 @@ class Router:
         self.server_node = server_node
         self.policy = QueuePolicy(notices, server_node) if notices is not None else None
         self._registry = registry
+        self.ledger = QueueLedger(registry)
+        """The only writer of session depths: reserved before each write, settled from its
+        result."""
         self._identity_exists = identity_exists
         self.limits = limits
         self.delivered = 0
@@ -78,14 +84,17 @@ class Router:
     def send_message(
         self,
         sender: LiveSession,
-        sender_address: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None = None,
+        *,
+        on_behalf_of: Address | None = None,
     ) -> Awaitable[None] | None:
         """Route a message; raises ``TidingsError`` when it cannot be taken at all.
+
+        ``on_behalf_of`` is the delegating owner when the session sends for someone else (it
+        is then the message's sender); by default the sender is the session's own node.
 
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
@@ -95,27 +104,29 @@ class Router:
         the job (and raises the ``TidingsError``); the caller awaits it before its next message,
         so that a sender's messages keep their order. The common case returns None at once.
         """
-        self._check_domain(identity)
-        if not self._registry.knows(identity):
+        self._check_domain(to)
+        if on_behalf_of is None:
+            sender_address, creator = sender.node, sender.identity
+        else:
+            sender_address, creator = on_behalf_of.text, on_behalf_of.identity
+        if not self._registry.knows(to.identity):
             return self._send_checked(
-                sender, sender_address, message_id, identity, instance, payload, persist
+                sender, sender_address, creator, message_id, to, payload, persist
             )
-        return self._send(sender, sender_address, message_id, identity, instance, payload, persist)
+        return self._send(sender, sender_address, creator, message_id, to, payload, persist)
 
     async def _send_checked(
         self,
         sender: LiveSession,
         sender_address: str,
+        creator: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None,
     ) -> None:
-        await self.check_identity(identity)
-        pending = self._send(
-            sender, sender_address, message_id, identity, instance, payload, persist
-        )
+        await self.check_identity(to)
+        pending = self._send(sender, sender_address, creator, message_id, to, payload, persist)
         if pending is not None:
             await pending
 
@@ -123,14 +134,13 @@ class Router:
         self,
         sender: LiveSession,
         sender_address: str,
+        creator: str,
         message_id: str | None,
-        identity: str,
-        instance: str | None,
+        to: Address,
         payload: bytes,
         persist: PersistStep | None,
     ) -> Awaitable[None] | None:
-        creator = sender_address.partition("/")[0]
-        targets = self._resolve(identity, instance, creator)
+        targets = self._resolve(to.identity, to.instance, creator)
         try:
             bounds = self.bounds_for(targets)
         except LimitExceeded as refusal:
@@ -150,8 +160,10 @@ class Router:
             )
             return None
         entries = _queued(targets, sender_address, message_id, payload)
+        self.ledger.reserve(targets)
 
         def appended(result: AppendResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             self._appended(sender, message_id, targets, payload, result)
 
         self._store.append(entries, (sender_address, message_id), appended)
@@ -175,9 +187,8 @@ class Router:
         payload: bytes,
         result: AppendResult | BaseException,
     ) -> None:
+        """Tell the sender and write to live sessions (the ledger has settled the depths)."""
         if isinstance(result, BaseException) or result.duplicate:
-            for record in targets:
-                record.depth -= 1
             if isinstance(result, BaseException):
                 sender.outlet.notify(
                     message_id,
@@ -240,17 +251,15 @@ class Router:
             QueueEntry(r.identity, r.instance, sender_address, None, False, payload)
             for r in targets
         ]
-        for record in targets:
-            record.depth += 1
+        self.ledger.reserve(targets)
         policy = self.policy
         if bounds and policy is not None:
 
             def kept_bounded(result: TrimResult | BaseException) -> None:
+                self.ledger.settle_append(targets, result)
                 if isinstance(result, BaseException):
-                    for record in targets:
-                        record.depth -= 1
                     return
-                self.apply_trim(result)
+                self.deliver_notices(result)
                 for record, seq in zip(targets, result.seqs, strict=True):
                     self._deliver_if_live(record, seq, payload)
 
@@ -258,9 +267,8 @@ class Router:
             return
 
         def kept(result: AppendResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             if isinstance(result, BaseException):
-                for record in targets:
-                    record.depth -= 1
                 return
             for record, seq in zip(targets, result.seqs, strict=True):
                 self._deliver_if_live(record, seq, payload)
@@ -273,7 +281,7 @@ class Router:
             return
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
-            record.depth -= 1
+            self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
 
     def acknowledge(
@@ -291,8 +299,7 @@ class Router:
         record = destination.record
 
         def removed(count: int | BaseException) -> None:
-            if isinstance(count, int):
-                record.depth -= count
+            self.ledger.settle_removal(record, count)
             if then is not None:
                 then()
 
@@ -302,40 +309,38 @@ class Router:
 
     # -- notifications and commands between clients ------------------------------------------
 
-    def forward_notification(self, identity: str, instance: str | None, payload: bytes) -> None:
+    def forward_notification(self, to: Address, payload: bytes) -> None:
         """Forward a client's notification; kept for the originator if it is offline."""
-        if identity.rpartition("@")[2] != self.domain or not self._registry.knows(identity):
+        if to.domain != self.domain or not self._registry.knows(to.identity):
             return
         offline = []
-        for record in self._registry.targets(identity, instance, create=False):
+        for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is None or live.replaying or not live.outlet.deliver(payload):
                 offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
             self._keep(offline, "", payload)
 
-    def forward_command(
-        self, identity: str, instance: str | None, payload: bytes
-    ) -> Awaitable[None] | None:
+    def forward_command(self, to: Address, payload: bytes) -> Awaitable[None] | None:
         """Forward a command to live sessions only: a request needs someone to answer now.
 
         Raises ``TidingsError`` when no session takes it; for an identity with no session the
         store is asked whether it exists, in the awaitable returned (which raises)."""
-        self._check_domain(identity)
-        if not self._registry.knows(identity):
-            return self._command_to_nobody(identity, instance)
+        self._check_domain(to)
+        if not self._registry.knows(to.identity):
+            return self._command_to_nobody(to)
         delivered = False
-        for record in self._registry.targets(identity, instance, create=False):
+        for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None and live.available and live.outlet.deliver(payload):
                 delivered = True
         if not delivered:
-            raise _offline(identity, instance)
+            raise _offline(to)
         return None
 
-    async def _command_to_nobody(self, identity: str, instance: str | None) -> None:
-        await self.check_identity(identity)
-        raise _offline(identity, instance)
+    async def _command_to_nobody(self, to: Address) -> None:
+        await self.check_identity(to)
+        raise _offline(to)
 
     # -- sessions coming and going ------------------------------------------------------------
 
@@ -356,8 +361,7 @@ class Router:
         unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
         if unclaimed is not None and unclaimed.depth:
             moved = await self._store.claim_unclaimed(live.identity, live.instance)
-            unclaimed.depth -= moved
-            live.record.depth += moved
+            self.ledger.settle_claim(unclaimed, live.record, moved)
         await self.replay(live)
 
     def _end_guests_of(self, identity: str) -> None:
@@ -403,7 +407,7 @@ class Router:
             elif entry.message_id is not None:
                 self._tell_sender_dispatched(entry.sender, entry.message_id)
         if discard:
-            live.record.depth -= len(discard)
+            self.ledger.settle_removal(live.record, len(discard))
             self._store.discard(discard)
         return complete
 
@@ -420,8 +424,11 @@ class Router:
             await self.replay(live)
 
     def _tell_sender_dispatched(self, sender_address: str, message_id: str) -> None:
-        identity, _, instance = sender_address.partition("/")
-        sender = self._registry.live(identity, instance)
+        try:
+            address = parse_address(sender_address)  # a node the router stored: cached
+        except Invalid:
+            return
+        sender = self._registry.live(address.identity, address.instance or UNCLAIMED)
         if sender is not None and sender.wants(DeliveryEvent.DISPATCHED):
             sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
@@ -486,11 +493,11 @@ class Router:
         policy = self.policy
         assert policy is not None
         entries = _queued(targets, sender_address, message_id, payload)
+        self.ledger.reserve(targets)
 
         def appended(result: TrimResult | BaseException) -> None:
+            self.ledger.settle_append(targets, result)
             if isinstance(result, TrimResult) and result.refused:
-                for record in targets:
-                    record.depth -= 1
                 sender.outlet.notify(
                     message_id,
                     DeliveryEvent.FAILED,
@@ -502,7 +509,7 @@ class Router:
                 )
                 return
             if isinstance(result, TrimResult):
-                self.apply_trim(result)
+                self.deliver_notices(result)
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
@@ -513,14 +520,17 @@ class Router:
             appended,
         )
 
-    async def check_identity(self, identity: str) -> None:
-        """Raise unless ``identity`` is served here and has an account or a session."""
-        self._check_domain(identity)
-        if not self._registry.knows(identity) and not await self._identity_exists(identity):
+    async def check_identity(self, address: Address) -> None:
+        """Raise unless ``address``'s identity is served here and has an account or a session.
+
+        Another domain is refused (``DESTINATION_NOT_FOUND``) until federation relays it."""
+        self._check_domain(address)
+        identity = address.identity
+        if not self._registry.knows(identity) and not await self._identity_exists(address):
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
-    def _check_domain(self, identity: str) -> None:
-        domain = identity.rpartition("@")[2]
+    def _check_domain(self, address: Address) -> None:
+        domain = address.domain
         if domain != self.domain:
             raise NotFound(
                 ErrorId.DESTINATION_NOT_FOUND,
@@ -540,17 +550,13 @@ class Router:
             live.cursor = seq
             self.delivered += 1
 
-    def apply_trim(self, result: TrimResult) -> None:
-        """Account for rows a bounded write removed, and deliver the notices it made."""
-        registry = self._registry
-        for (identity, instance), count in result.removed.items():
-            registry.record(identity, instance).depth -= count
+    def deliver_notices(self, result: TrimResult) -> None:
+        """Write the notices a policy transaction queued to their live sessions (the ledger
+        has counted them)."""
         for notice in result.notices:
             self._deliver_notice(notice)
 
     def _deliver_notice(self, notice: Notice) -> None:
-        record = self._registry.record(notice.identity, notice.instance)
-        record.depth += 1
         live = self._registry.live(notice.identity, notice.instance)
         if live is None or live.replaying or not live.available:
             return
@@ -558,7 +564,7 @@ class Router:
             return  # the connection is closing: the notice stays queued for the next one
         live.cursor = max(live.cursor, notice.seq)
         if not notice.needs_ack:
-            record.depth -= 1
+            self.ledger.settle_removal(self._registry.record(notice.identity, notice.instance), 1)
             self._store.discard([notice.seq])
 
     # -- helpers -----------------------------------------------------------------------------
@@ -581,18 +587,15 @@ class Router:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
 
 
-def _offline(identity: str, instance: str | None) -> NotFound:
+def _offline(to: Address) -> NotFound:
     return NotFound(
         ErrorId.DESTINATION_OFFLINE,
-        f"No session of {identity if instance is None else identity + '/' + instance}"
-        " is connected to take the command",
+        f"No session of {to.text} is connected to take the command",
     )
 
 
 def _queued(
     targets: list[SessionRecord], sender: str, message_id: str, payload: bytes
 ) -> list[QueueEntry]:
-    """One acknowledged entry per target session, counted in its depth before it is stored."""
-    for record in targets:
-        record.depth += 1
+    """One acknowledged entry per target session."""
     return [QueueEntry(r.identity, r.instance, sender, message_id, True, payload) for r in targets]

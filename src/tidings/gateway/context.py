@@ -9,11 +9,11 @@ from typing import Any
 from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
 from ..core.authz import Authorizer
-from ..core.persistence import SessionService
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
 from ..core.router import Router
-from ..core.sessions import SessionRegistry
+from ..core.session_registry import SessionRegistry
+from ..core.session_service import SessionService
 from ..protocol.lime import Node
 
 

@@ -22,7 +22,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.login_throttle import source_key
-from ..core.sessions import DeliveryEvent, LiveSession
+from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
     AuthenticationRequested,
@@ -360,7 +360,7 @@ class LimeConnection(WSListener):
         try:
             secret = _secret(request.scheme, request.authentication)
             principal = await ctx.accounts.authenticate(
-                node.identity, request.scheme, secret, source=source_key(peer)
+                node, request.scheme, secret, source=source_key(peer)
             )
         except TidingsError as error:
             if error.error_id is ErrorId.LOGIN_THROTTLED:
@@ -414,9 +414,7 @@ class LimeConnection(WSListener):
             if persist is not None:
                 message = _replace(message, metadata=without_persistence(message.metadata))
             payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
-            pending = self.ctx.router.send_message(
-                live, live.node, message_id, to.identity, to.instance, payload, persist
-            )
+            pending = self.ctx.router.send_message(live, message_id, to, payload, persist)
         except TidingsError as error:
             self._refuse_message(message_id, error)
             return None
@@ -434,11 +432,12 @@ class LimeConnection(WSListener):
     ) -> None:
         try:
             owner = await self._owner(live, message.from_, "message")
-            sender = owner.text if owner.identity != live.identity else live.node
-            pp = live.node if owner.identity != live.identity else UNSET
+            on_behalf_of = owner if owner.identity != live.identity else None
+            sender = owner.text if on_behalf_of is not None else live.node
+            pp = live.node if on_behalf_of is not None else UNSET
             payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
             pending = self.ctx.router.send_message(
-                live, sender, message_id, to.identity, to.instance, payload
+                live, message_id, to, payload, on_behalf_of=on_behalf_of
             )
             if pending is not None:
                 await pending
@@ -485,7 +484,7 @@ class LimeConnection(WSListener):
         router = self.ctx.router
 
         def forward() -> None:
-            router.forward_notification(to.identity, to.instance, payload)
+            router.forward_notification(to, payload)
 
         if notification.event in ACKNOWLEDGING_EVENTS:
             router.acknowledge(live, to.text, notification.id, forward)
@@ -507,7 +506,7 @@ class LimeConnection(WSListener):
         if to is not None and to.text != self._server and to.identity != self._server_identity:
             payload = encode_envelope(_replace(command, from_=live.node, to=to.text))
             try:
-                pending = self.ctx.router.forward_command(to.identity, to.instance, payload)
+                pending = self.ctx.router.forward_command(to, payload)
             except TidingsError as error:
                 self._fail_command(command, error)
                 return None

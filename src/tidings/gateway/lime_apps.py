@@ -8,7 +8,7 @@ from typing import Any, Final
 from ..core.app_requests import AppRequest
 from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid
-from ..core.sessions import LiveSession
+from ..core.session_registry import LiveSession
 from ..protocol.lime import Command, CommandMethod
 from .context import LimeContext
 from .lime_resource import authorize, no_method, no_resource, resource_of

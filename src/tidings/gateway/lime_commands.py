@@ -14,7 +14,7 @@ import msgspec
 
 from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
-from ..core.sessions import DeliveryEvent, LiveSession
+from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
     Command,

@@ -8,7 +8,7 @@ import msgspec
 
 from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Invalid
-from ..core.sessions import LiveSession
+from ..core.session_registry import LiveSession
 from ..protocol.lime import UNSET, Command, CommandMethod, Reason, ReasonCode
 from .context import LimeContext
 

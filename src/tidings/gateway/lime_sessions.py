@@ -18,7 +18,7 @@ from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.model import PersistStep
 from ..core.queues import GAP_TYPE
-from ..core.sessions import LiveSession
+from ..core.session_registry import LiveSession
 from ..protocol.lime import (
     UNSET,
     Command,

@@ -284,6 +284,14 @@ class MemoryStore:
             if session.last_seen < seen_before and key[1] != ""
         ]
 
+    # -- app state (read outside transactions; written through ``transact``) ----------------
+
+    async def app_state_get(self, key: str) -> str | None:
+        return self._state.app_state.get(key)
+
+    async def app_state_keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in self._state.app_state if key.startswith(prefix))
+
     # -- accounts -----------------------------------------------------------------------------
 
     async def create_account(self, name: str, password_hash: str | None) -> None:

@@ -416,6 +416,17 @@ class SqliteStore:
 
         self.writer.submit(operation, done)
 
+    async def app_state_get(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM app_state WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def app_state_keys(self, prefix: str) -> list[str]:
+        rows = self._read(
+            "SELECT key FROM app_state WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        )
+        return [str(row[0]) for row in rows]
+
     async def queue_snapshot(
         self, identity: str, instance: str, limit: int
     ) -> list[QueueSnapshotEntry]:

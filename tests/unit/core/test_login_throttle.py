@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings.core.accounts import AccountService
+from tidings.core.address import parse_address
 from tidings.core.errors import ErrorId, Forbidden, LimitExceeded
 from tidings.core.login_throttle import (
     FORGET_AFTER_BACKOFFS,
@@ -237,7 +238,7 @@ async def accounts(store: SqliteStore, clock: Clock, hasher: CountingHasher) -> 
 async def fail(accounts: AccountService, identity: str, password: str, **kw: Any) -> str:
     """Authenticate and expect a refusal; its error id."""
     with pytest.raises((Forbidden, LimitExceeded)) as refused:
-        await accounts.authenticate(identity, "plain", password, **kw)
+        await accounts.authenticate(parse_address(identity), "plain", password, **kw)
     return str(refused.value.error_id)
 
 
@@ -261,7 +262,7 @@ async def test_after_the_free_failures_even_the_right_password_waits(accounts, h
         assert await fail(accounts, ALICE, "guess") == ErrorId.BAD_CREDENTIALS
     verified = hasher.verified
     with pytest.raises(LimitExceeded) as throttled:
-        await accounts.authenticate(ALICE, "plain", "alice-pw")
+        await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw")
     assert throttled.value.error_id is ErrorId.LOGIN_THROTTLED
     assert throttled.value.message == "Too many failed logins: try again in 1 s"
     assert throttled.value.details == {"retry_after_s": 1.0}
@@ -269,13 +270,13 @@ async def test_after_the_free_failures_even_the_right_password_waits(accounts, h
     clock.now += 0.55
     assert "try again in 0.5 s" in str(await _throttled_message(accounts, ALICE))
     clock.now += 0.45
-    principal = await accounts.authenticate(ALICE, "plain", "alice-pw")
+    principal = await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw")
     assert principal.identity == ALICE and not principal.guest
 
 
 async def _throttled_message(accounts: AccountService, identity: str) -> str:
     with pytest.raises(LimitExceeded) as throttled:
-        await accounts.authenticate(identity, "plain", "whatever")
+        await accounts.authenticate(parse_address(identity), "plain", "whatever")
     return throttled.value.message
 
 
@@ -283,7 +284,7 @@ async def test_a_success_resets_the_identity(accounts, clock):
     for _ in range(RULE.free_failures + 1):
         await fail(accounts, ALICE, "guess")
     clock.now += 1
-    await accounts.authenticate(ALICE, "plain", "alice-pw")
+    await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw")
     for _ in range(RULE.free_failures):  # free again
         assert await fail(accounts, ALICE, "guess") == ErrorId.BAD_CREDENTIALS
 
@@ -294,7 +295,7 @@ async def test_the_wait_never_exceeds_the_bound(accounts, clock):
         await fail(accounts, ALICE, "guess")
     assert "try again in 8 s" in await _throttled_message(accounts, ALICE)
     clock.now += RULE.backoff_max_s
-    await accounts.authenticate(ALICE, "plain", "alice-pw")
+    await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw")
 
 
 async def test_an_unknown_name_is_throttled_the_same_way(accounts):
@@ -313,20 +314,20 @@ async def test_an_address_spraying_names_is_throttled_and_others_are_not(account
     for n in range(RULE.free_failures_per_address + 1):
         await fail(accounts, f"user{n}@localhost", "guess", source="10.0.0.1")
     assert await fail(accounts, ALICE, "alice-pw", source="10.0.0.1") == ErrorId.LOGIN_THROTTLED
-    await accounts.authenticate(ALICE, "plain", "alice-pw", source="10.0.0.2")
+    await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw", source="10.0.0.2")
 
 
 async def test_a_success_does_not_reset_its_address(accounts):
     for n in range(RULE.free_failures_per_address):
         await fail(accounts, f"user{n}@localhost", "guess", source="10.0.0.1")
-    await accounts.authenticate(ALICE, "plain", "alice-pw", source="10.0.0.1")
+    await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw", source="10.0.0.1")
     await fail(accounts, "user9@localhost", "guess", source="10.0.0.1")
     assert await fail(accounts, ALICE, "alice-pw", source="10.0.0.1") == ErrorId.LOGIN_THROTTLED
 
 
 async def test_attempts_sent_together_cannot_outrun_the_throttle(accounts, hasher):
     results = await asyncio.gather(
-        *(accounts.authenticate(ALICE, "plain", "guess") for _ in range(10)),
+        *(accounts.authenticate(parse_address(ALICE), "plain", "guess") for _ in range(10)),
         return_exceptions=True,
     )
     ids = [getattr(result, "error_id", None) for result in results]
@@ -340,11 +341,11 @@ async def test_wrong_keys_count_per_address_not_per_identity(accounts):
     key = await accounts.create_key("alice")
     for _ in range(RULE.free_failures_per_address + 1):
         with pytest.raises(Forbidden):
-            await accounts.authenticate(ALICE, "key", "tdk_guess", source="10.0.0.1")
+            await accounts.authenticate(parse_address(ALICE), "key", "tdk_guess", source="10.0.0.1")
     with pytest.raises(LimitExceeded):
-        await accounts.authenticate(ALICE, "key", key, source="10.0.0.1")
-    await accounts.authenticate(ALICE, "key", key, source="10.0.0.2")
-    await accounts.authenticate(ALICE, "plain", "alice-pw", source="10.0.0.2")
+        await accounts.authenticate(parse_address(ALICE), "key", key, source="10.0.0.1")
+    await accounts.authenticate(parse_address(ALICE), "key", key, source="10.0.0.2")
+    await accounts.authenticate(parse_address(ALICE), "plain", "alice-pw", source="10.0.0.2")
 
 
 async def test_the_identity_throttle_does_not_stop_a_key(accounts):
@@ -352,7 +353,7 @@ async def test_the_identity_throttle_does_not_stop_a_key(accounts):
     for _ in range(RULE.free_failures + 1):
         await fail(accounts, ALICE, "guess")
     assert await fail(accounts, ALICE, "alice-pw") == ErrorId.LOGIN_THROTTLED
-    await accounts.authenticate(ALICE, "key", key)
+    await accounts.authenticate(parse_address(ALICE), "key", key)
 
 
 async def test_feedme_tokens_count_per_address(accounts):
@@ -377,4 +378,4 @@ async def test_the_old_password_of_a_password_change_is_throttled_too(accounts, 
     assert await fail(accounts, ALICE, "alice-pw") == ErrorId.LOGIN_THROTTLED  # same identity
     clock.now += 1
     await accounts.update_profile("alice", {**change, "oldPassword": "alice-pw"}, merge=True)
-    await accounts.authenticate(ALICE, "plain", "new-pw")
+    await accounts.authenticate(parse_address(ALICE), "plain", "new-pw")

@@ -11,12 +11,13 @@ import asyncio
 from pathlib import Path
 
 from tests.unit.core.outlets import Recorder
+from tidings.core.address import Address, parse_address
 from tidings.core.router import Router
-from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.core.session_registry import LiveSession, SessionRegistry
 from tidings.store.sqlite import SqliteStore
 
 
-async def _exists(identity: str) -> bool:
+async def _exists(identity: Address) -> bool:
     return True
 
 
@@ -31,7 +32,7 @@ async def test_a_notification_written_to_a_closing_connection_stays_queued(tmp_p
         first = LiveSession("bob@localhost", "a", closing, record, guest=True)
         await router.attach(first)
         notification = b'{"id":"m1","from":"alice@localhost/x","event":"received"}'
-        router.forward_notification("bob@localhost", "a", notification)
+        router.forward_notification(parse_address("bob@localhost/a"), notification)
         await store.barrier()  # the kept copy is committed and its completion has run
         router.detach(first)
         fresh = Recorder(closing=False)

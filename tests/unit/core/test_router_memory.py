@@ -17,11 +17,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tidings.core.address import Address, parse_address
 from tidings.core.errors import ErrorId, TidingsError
 from tidings.core.model import DeliveryEvent, OverflowPolicy
-from tidings.core.persistence import SessionService
 from tidings.core.router import QueueLimits, Router
-from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.core.session_registry import LiveSession, SessionRegistry
+from tidings.core.session_service import SessionService
 from tidings.store.memory import MemoryStore
 
 SERVER = "postmaster@x/server"
@@ -59,8 +60,8 @@ class Client:
     def end(self, error: TidingsError) -> None: ...
 
 
-async def _anyone(identity: str) -> bool:
-    return identity != "nobody@x"
+async def _anyone(address: Address) -> bool:
+    return address.identity != "nobody@x"
 
 
 def world(limit: int = 10, policy: OverflowPolicy = OverflowPolicy.REJECT_NEW) -> Any:
@@ -81,9 +82,8 @@ async def connect(router: Router, registry: SessionRegistry, identity: str, inst
 async def send(
     router: Router, sender: LiveSession, to: str, instance: str | None, mid: str | None
 ) -> None:
-    pending = router.send_message(
-        sender, sender.node, mid, to, instance, f"{sender.node}:{mid}".encode()
-    )
+    address = parse_address(to if instance is None else f"{to}/{instance}")
+    pending = router.send_message(sender, mid, address, f"{sender.node}:{mid}".encode())
     if pending is not None:
         await pending
 
@@ -149,7 +149,7 @@ async def test_unknown_identities_are_refused_after_asking_the_store() -> None:
     with pytest.raises(TidingsError) as refused:
         await send(router, alice, "nobody@x", None, "m1")
     assert refused.value.error_id is ErrorId.ACCOUNT_NOT_FOUND
-    pending = router.forward_command("carol@x", None, b"{}")
+    pending = router.forward_command(parse_address("carol@x"), b"{}")
     assert pending is not None
     with pytest.raises(TidingsError) as offline:
         await pending
@@ -159,7 +159,9 @@ async def test_unknown_identities_are_refused_after_asking_the_store() -> None:
 async def test_session_service_notify_delete_and_persistence() -> None:
     store, registry, router = world()
     sessions = SessionService(router, registry, store, Notices(), SERVER)
-    outcome = await sessions.notify(BOB, message_id="n1", type_="t", content=1, session="a")
+    outcome = await sessions.notify(
+        parse_address(BOB), message_id="n1", type_="t", content=1, session="a"
+    )
     assert outcome.sessions == ["a"] and registry.record(BOB, "a").depth == 1
     state = await sessions.begin(BOB, "a")
     assert (await sessions.info(BOB, "a"))["persistent"]
@@ -273,3 +275,15 @@ async def _run_script(policy: OverflowPolicy, script: list[Step]) -> None:
     # every acknowledged message that is neither queued, acknowledged nor refused was dropped
     # and its sender told
     assert set(told) <= set(sent) - queued - refused
+
+
+async def test_another_domain_is_refused_before_anything_is_stored() -> None:
+    store, registry, router = world()
+    alice, _ = await connect(router, registry, "alice@x", "p")
+    with pytest.raises(TidingsError) as refused:
+        await send(router, alice, "bob@elsewhere", None, "m1")
+    assert refused.value.error_id is ErrorId.DESTINATION_NOT_FOUND
+    assert refused.value.message == (
+        "The domain 'elsewhere' is not served here (this server is 'x')"
+    )
+    assert not await store.was_stored(alice.node, "m1")

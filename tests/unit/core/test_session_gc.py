@@ -6,16 +6,17 @@ import asyncio
 from pathlib import Path
 
 from tests.unit.core.outlets import Recorder
-from tidings.core.persistence import SessionGcLimits, SessionService
+from tidings.core.address import Address
 from tidings.core.router import Router
-from tidings.core.sessions import LiveSession, SessionRegistry
+from tidings.core.session_registry import LiveSession, SessionRegistry
+from tidings.core.session_service import SessionGcLimits, SessionService
 from tidings.gateway.lime_sessions import LimeNotices
 from tidings.store.sqlite import SqliteStore
 
 SERVER = "postmaster@localhost/server"
 
 
-async def _exists(identity: str) -> bool:
+async def _exists(identity: Address) -> bool:
     return True
 
 

@@ -1,5 +1,5 @@
-"""Sessions known to the server: durable records for every named session, live ones for those
-connected now.
+"""``SessionRegistry``: the sessions known to the server, durable records for every named
+session and ``LiveSession`` objects for those connected now (what ``SessionService`` acts on).
 
 A session is an identity plus an instance name (a LIME node). Its record and queue outlive its
 connections; ``LiveSession`` is the part that exists only while a connection is attached.

@@ -1,5 +1,7 @@
-"""Named sessions of an identity: listing, limits, deletion, garbage collection, server-side
-notify, and the persistent-session protocol (begin / nonce / memento / end).
+"""``SessionService``: what clients and apps do with named sessions (the sessions resource):
+listing, limits, deletion, garbage collection, server-side notify, and the persistent-session
+protocol (begin / nonce / memento / end). The sessions themselves, durable records and live
+connections, are kept by ``session_registry.SessionRegistry``.
 
 Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
 
@@ -20,16 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .address import Address
 from .errors import Conflict, ErrorId, Invalid, NotFound, TidingsError
-from .model import UNCLAIMED, OverflowPolicy, PersistenceState, QueueBound, QueueEntry, TrimResult
+from .model import (
+    UNCLAIMED,
+    OverflowPolicy,
+    PersistenceState,
+    QueueBound,
+    QueueEntry,
+    SessionRecord,
+    TrimResult,
+)
 from .ports import MessageStore, NoticeFactory, settling
 from .queue_policy import QueuePolicy
 from .queues import MAX_SNAPSHOT, check_limit, check_pattern, matches
 from .router import Router
-from .sessions import SessionRegistry
+from .session_registry import SessionRegistry
 
 MAX_SESSION_NAME = 128
 
@@ -174,16 +186,15 @@ class SessionService:
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
         self._store.transact(self._policy.session_deletion(identity, name), settling(future))
         result = await future
+        self._router.ledger.settle(result)
         record = self._registry.record(identity, name)
-        record.depth = max(0, record.depth - result.removed.get((identity, name), 0))
         if self._registry.live(identity, name) is None and record.depth == 0:
             self._registry.forget(identity, name)
         else:
             # Reconnected, or messages were queued after the delete was submitted: those are
             # in a queue again, so the session must go on existing (and be stored as such).
             await self._store.save_session(record)
-        for notice in result.notices:
-            self._router.apply_trim(TrimResult(notices=[notice]))
+        self._router.deliver_notices(result)
         return sum(result.removed.values())
 
     async def collect(self, limits: SessionGcLimits, now: float | None = None) -> list[str]:
@@ -240,7 +251,7 @@ class SessionService:
 
     async def notify(
         self,
-        identity: str,
+        address: Address,
         *,
         message_id: str,
         type_: str,
@@ -255,7 +266,8 @@ class SessionService:
         reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
         if session is not None and pattern is not None:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
-        await self._router.check_identity(identity)
+        await self._router.check_identity(address)
+        identity = address.identity
         if session is not None:
             names = [check_name(session)]
         else:
@@ -283,17 +295,8 @@ class SessionService:
             taken.append(record)
         if not entries:
             return NotifyOutcome(message_id, [], refused)
-        for record in taken:
-            record.depth += 1
-        try:
-            result = await self._write(entries, (self._server_node, message_id), bounds)
-        except BaseException:
-            for record in taken:
-                record.depth -= 1
-            raise
+        result = await self._write(entries, (self._server_node, message_id), bounds, taken)
         if result.duplicate:
-            for record in taken:
-                record.depth -= 1
             return NotifyOutcome(message_id, [], refused)
         for record, seq, entry in zip(taken, result.seqs, entries, strict=True):
             self._router.deliver_stored(record, seq, entry.payload)
@@ -304,13 +307,22 @@ class SessionService:
         entries: list[QueueEntry],
         dedupe: tuple[str, str] | None,
         bounds: list[QueueBound],
+        targets: Sequence[SessionRecord] = (),
     ) -> TrimResult:
+        """A bounded append of one entry per record of ``targets``, settled in the ledger."""
+        ledger = self._router.ledger
+        ledger.reserve(targets)
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
         self._store.transact(
             self._policy.bounded_append(entries, dedupe, bounds, None), settling(future)
         )
-        result = await future
-        self._router.apply_trim(result)
+        try:
+            result = await future
+        except BaseException as exc:
+            ledger.settle_append(targets, exc)
+            raise
+        ledger.settle_append(targets, result)
+        self._router.deliver_notices(result)
         return result
 
     # -- persistent sessions --------------------------------------------------------------
