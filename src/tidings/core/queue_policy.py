@@ -4,7 +4,7 @@ Each function here builds the *work* of one store transaction: the store runs it
 transaction (on its writer thread, for SQLite) with a ``QueueTransaction``, so that every adapter
 applies the same rules and only supplies the transaction. The work may encode notices (through
 the core's ``NoticeFactory``) but touches no event-loop state; its ``TrimResult`` is applied on
-the loop afterwards (``QueueBook.trimmed``).
+the loop afterwards (``QueueLedger.settle_append`` or ``settle``, then ``Router.deliver_notices``).
 
 The rules (see ``queues`` for the policies and docs/lime.md for what clients see):
 
