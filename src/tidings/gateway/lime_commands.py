@@ -179,8 +179,6 @@ async def execute_command(
     return _success(command, server, live.node, type_, resource)
 
 
-
-
 async def _presence(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
