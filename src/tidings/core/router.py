@@ -14,8 +14,9 @@ parses them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .address import Address, parse_address
 from .errors import (
@@ -355,13 +356,20 @@ class Router:
                     ErrorId.SESSION_TAKEN_OVER, "The session was taken over by a new connection"
                 )
             )
-        # Acknowledgements sent by the previous connection of this node may still be in the
-        # writer's queue: let them commit so the backlog does not bring those messages back.
-        await self._store.barrier()
-        unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
-        if unclaimed is not None and unclaimed.depth:
-            moved = await self._store.claim_unclaimed(live.identity, live.instance)
-            self.ledger.settle_claim(unclaimed, live.record, moved)
+        # A resume of the connection meanwhile must not replay before the inbox is claimed:
+        # this is the replay (``catch_up`` leaves it alone while one runs).
+        live.replay_running = True
+        try:
+            # Acknowledgements sent by the previous connection of this node may still be in the
+            # writer's queue: let them commit so the backlog does not bring those messages back.
+            await self._store.barrier()
+            unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
+            if unclaimed is not None and unclaimed.depth:
+                moved = await self._store.claim_unclaimed(live.identity, live.instance)
+                self.ledger.settle_claim(unclaimed, live.record, moved)
+        except BaseException:
+            live.replay_running = False
+            raise
         await self.replay(live)
 
     def _end_guests_of(self, identity: str) -> None:
@@ -412,14 +420,20 @@ class Router:
         return complete
 
     def stall(self, live: LiveSession) -> None:
-        """The client is behind reading: what comes for it waits in its queue from now on."""
+        """The client is behind reading (its outlet took nothing): what comes for it waits in
+        its queue from now on, until ``resume``."""
         live.behind = True
         live.replaying = True
 
-    async def catch_up(self, live: LiveSession) -> None:
-        """The client has read what it was behind: write what waited, then go live again.
-        A replay still running (awaiting the store) goes on by itself."""
+    def resume(self, live: LiveSession) -> Coroutine[Any, Any, None]:
+        """The client has read what it was behind: from now on it may go live again, once
+        ``catch_up`` (returned, to be run as a task) has written what waited. Called at once,
+        so that a stall before the task runs is not forgotten."""
         live.behind = False
+        return self.catch_up(live)
+
+    async def catch_up(self, live: LiveSession) -> None:
+        """A replay still running (awaiting the store) goes on by itself."""
         if not live.replay_running:
             await self.replay(live)
 

@@ -219,7 +219,11 @@ class LimeConnection(WSListener):
         """An envelope from someone else; not written (False) when the connection is closing
         or its client is behind reading: it stays in the session's queue, and the router
         writes it when the client has caught up."""
-        if self._closed or self._stalled or self._writer is None:
+        if self._closed or self._writer is None:
+            return False
+        if self._stalled:
+            if self.live is not None:
+                self.ctx.router.stall(self.live)  # its next writes wait for the replay too
             return False
         self._writer.write_text(payload)
         self.ctx.stats.envelopes_out += 1
@@ -285,7 +289,7 @@ class LimeConnection(WSListener):
         if self._throttle is not None:
             self._throttle.release()
         if self.live is not None and not self._closed:
-            self.ctx.spawn(self.ctx.router.catch_up(self.live))
+            self.ctx.spawn(self.ctx.router.resume(self.live))
 
     def _drop_slow_consumer(self) -> None:
         """Abort at once: a graceful close would wait for the client to read it all."""
@@ -328,7 +332,8 @@ class LimeConnection(WSListener):
             if session.failure is not None:
                 self.ctx.stats.sessions_failed += 1
             self.transport.send_close(self._close_code)
-            self.transport.disconnect()
+            # a client not reading would hold a graceful close (and its file) open for good
+            self.transport.disconnect(graceful=not self._stalled)
 
     def _arm_timer(self) -> None:
         """One timer for the session's deadline (the rule is the session's, the clock ours)."""
