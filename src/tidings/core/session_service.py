@@ -298,8 +298,6 @@ class SessionService:
         result = await self._write(entries, (self._server_node, message_id), bounds, taken)
         if result.duplicate:
             return NotifyOutcome(message_id, [], refused)
-        for record, seq, entry in zip(taken, result.seqs, entries, strict=True):
-            self._router.deliver_stored(record, seq, entry.payload)
         return NotifyOutcome(message_id, [r.instance for r in taken], refused)
 
     async def _write(
@@ -309,21 +307,26 @@ class SessionService:
         bounds: list[QueueBound],
         targets: Sequence[SessionRecord] = (),
     ) -> TrimResult:
-        """A bounded append of one entry per record of ``targets``, settled in the ledger."""
+        """A bounded append of one entry per record of ``targets``, settled in the ledger and
+        written to the live ones in the write's own completion: before any later write's, so
+        that a later message cannot move a live session's cursor past this one."""
         ledger = self._router.ledger
+        router = self._router
         ledger.reserve(targets)
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
-        self._store.transact(
-            self._policy.bounded_append(entries, dedupe, bounds, None), settling(future)
-        )
-        try:
-            result = await future
-        except BaseException as exc:
-            ledger.settle_append(targets, exc)
-            raise
-        ledger.settle_append(targets, result)
-        self._router.deliver_notices(result)
-        return result
+        settle = settling(future)
+
+        def written(result: TrimResult | BaseException) -> None:
+            ledger.settle_append(targets, result)
+            if not isinstance(result, BaseException):
+                router.deliver_notices(result)
+                if not result.duplicate:
+                    for record, seq, entry in zip(targets, result.seqs, entries, strict=False):
+                        router.deliver_stored(record, seq, entry.payload)
+            settle(result)
+
+        self._store.transact(self._policy.bounded_append(entries, dedupe, bounds, None), written)
+        return await future
 
     # -- persistent sessions --------------------------------------------------------------
 

@@ -287,3 +287,23 @@ async def test_another_domain_is_refused_before_anything_is_stored() -> None:
         "The domain 'elsewhere' is not served here (this server is 'x')"
     )
     assert not await store.was_stored(alice.node, "m1")
+
+
+async def test_a_server_notify_is_written_live_before_a_message_stored_after_it() -> None:
+    """The notify's completion writes it; a later message's completion (same batch) must not
+    move the cursor past it first (it was written only after the notify's coroutine resumed)."""
+    store, registry, router = world()
+    alice, _ = await connect(router, registry, "alice@x", "p")
+    _, bob_out = await connect(router, registry, BOB, "a")
+    sessions = SessionService(router, registry, store, Notices(), SERVER)
+    notify = asyncio.get_running_loop().create_task(
+        sessions.notify(parse_address(BOB), message_id="n1", type_="t", content=1, session="a")
+    )
+    await asyncio.sleep(0)  # one loop step: the notify's write is submitted, not yet completed
+    await send(router, alice, BOB, "a", "m2")
+    await notify
+    await store.barrier()
+    assert [json.loads(p)["id"] if p.startswith(b"{") else p for p in bob_out.written] == [
+        "n1",
+        b"alice@x/p:m2",
+    ]
