@@ -29,6 +29,8 @@ class ServerProcess:
     ws_port: int = 0
     http_port: int = 0
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    _lines: threading.Condition = field(default_factory=threading.Condition)
+    _seen: list[str] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -66,6 +68,9 @@ class ServerProcess:
             assert process.stdout is not None
             for line in process.stdout:
                 self.output.append(line)
+                with self._lines:
+                    self._seen.append(line)
+                    self._lines.notify_all()
                 match = READY.search(line)
                 if match is not None and not found:
                     found.append(match)
@@ -88,6 +93,19 @@ class ServerProcess:
         found = re.search(rf"^tidings_{re.escape(name)} (\S+)$", metrics, re.M)
         assert found is not None, f"no tidings_{name} in /metrics"
         return float(found.group(1))
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """Block until the server prints a line containing ``text`` (since start); the line."""
+
+        def found() -> str | None:
+            return next((line for line in self._seen if text in line), None)
+
+        with self._lines:
+            if not self._lines.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"the server never printed {text!r}:\n{self.tail()}")
+            line = found()
+            assert line is not None
+            return line
 
     def tail(self, lines: int = 30) -> str:
         return "".join(list(self.output)[-lines:])

@@ -40,6 +40,10 @@ class Settings:
     max_output_buffer: int = 1024 * 1024
     """Bytes written to one connection that its client has not read yet, beyond which nothing
     more is written to it live (LIME: it catches up from its queue; Feedme: disconnected)."""
+    stall_timeout_s: float = 60.0
+    """How long a LIME client may stay over ``max_output_buffer`` without reading enough to
+    get below it; then it is dropped as a slow consumer (its queue keeps what it had not
+    acknowledged), so that it cannot hold a connection slot for good."""
     queue_limit: int = 10_000
     """Default number of envelopes a session's queue holds before new ones are refused."""
     commit_window_ms: float = 1.0
@@ -130,6 +134,7 @@ class Settings:
             "max_output_buffer",
             "must be 65536 .. 1073741824 bytes",
         )
+        _check(0 < self.stall_timeout_s <= 86400, "stall_timeout_s", "must be > 0 and <= 86400")
         _check(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
         _check(self.broker == "in-process", "broker", "must be 'in-process'")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")

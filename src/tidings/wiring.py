@@ -137,6 +137,7 @@ async def build(
         scheme_options=["plain", "key"] + (["guest"] if settings.allow_guests else []),
         max_envelope_size=settings.max_envelope_size,
         max_output_buffer=settings.max_output_buffer,
+        stall_timeout=settings.stall_timeout_s,
         establish_timeout=settings.establish_timeout_s,
         rate_limit=settings.rate_limit,
         rate_burst=settings.rate_burst,

@@ -4,6 +4,7 @@ reads again. A Feedme client that falls as far behind is disconnected."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -131,3 +132,33 @@ async def publish(http: httpx.AsyncClient, feed: str, data: dict[str, object]) -
     )
     assert response.status_code == 200, response.text
     return int(response.json()["delivered"])
+
+
+async def test_a_reader_that_never_catches_up_is_dropped_after_the_stall_timeout(tmp_path):
+    """Stalled and never written an answer (so the 4x bound never trips), it would otherwise
+    hold its connection for good; its queue keeps what it had not acknowledged."""
+    config = tmp_path / "tidings.toml"
+    config.write_text(
+        "max_output_buffer = 65536\nstall_timeout_s = 1\nrate_limit = 100000\nrate_burst = 100000\n"
+    )
+    server = ServerProcess(tmp_path / "data", args=["--allow-guests", "--config", str(config)])
+    server.start()
+    try:
+        target = f"guest-{uuid.uuid4().hex[:8]}@localhost/r"
+        reader = await stalled_reader(server, target)
+        sender = await WireClient.guest(server.ws_url, f"guest-{uuid.uuid4().hex[:8]}@localhost/s")
+        await sender.set_receipt("accepted")
+        for n in range(300):  # 12 MB: more than the socket buffers take
+            sender.send({"id": f"m{n}", "to": target, "type": "text/plain", "content": BODY})
+        await sender.expect(lambda e: e.get("id") == "m299", timeout=60)
+        line = await asyncio.to_thread(server.wait_for_line, "as a slow consumer")
+        assert target in line
+        assert server.metric("slow_consumers_total") == 1
+        await reader.close()
+        again = await stalled_reader(server, target)  # the queue kept the rest for it
+        again.reader._limit = 1 << 30  # type: ignore[attr-defined]
+        first = json.loads((await again.recv(timeout=30)).payload)  # type: ignore[union-attr]
+        assert first["id"].startswith("m")
+        await WireClient.close_all()
+    finally:
+        server.stop()

@@ -45,6 +45,7 @@ class LimeContext:
     scheme_options: list[str]
     max_envelope_size: int
     max_output_buffer: int
+    stall_timeout: float
     establish_timeout: float
     rate_limit: float
     rate_burst: int

@@ -87,6 +87,7 @@ class LimeConnection(WSListener):
         self._max_size = context.max_envelope_size
         self._fragments = Reassembler(context.max_envelope_size)
         self._writer: CorkedWriter | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._stalled = False
         """The client is behind reading (output over ``max_output_buffer``): messages for it
         stay in its queue and it is not read until it catches up."""
@@ -105,6 +106,8 @@ class LimeConnection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
         self.ctx.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -277,6 +280,9 @@ class LimeConnection(WSListener):
             return
         self._stalled = True
         self.ctx.stats.output_stalls += 1
+        self._stall_timer = asyncio.get_running_loop().call_later(
+            self.ctx.stall_timeout, self._drop_slow_consumer
+        )
         if self._throttle is not None:
             self._throttle.hold()
         if self.live is not None:
@@ -286,6 +292,9 @@ class LimeConnection(WSListener):
         if not self._stalled:
             return
         self._stalled = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._throttle is not None:
             self._throttle.release()
         if self.live is not None and not self._closed:
@@ -293,13 +302,16 @@ class LimeConnection(WSListener):
 
     def _drop_slow_consumer(self) -> None:
         """Abort at once: a graceful close would wait for the client to read it all."""
+        if self._closed:
+            return
         self.ctx.stats.slow_consumers += 1
         self._closed = True
         self.ctx.stats.sessions_failed += 1
         log.warning(
-            "dropped %s: more than %d bytes unread",
+            "dropped %s as a slow consumer: over max_output_buffer (%d bytes) for %g s or by 4x",
             self.live.node if self.live is not None else "a connection",
-            4 * self.ctx.max_output_buffer,
+            self.ctx.max_output_buffer,
+            self.ctx.stall_timeout,
         )
         if self.transport is not None:
             self.transport.disconnect(graceful=False)
