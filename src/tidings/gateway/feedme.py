@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ from ..protocol.feedme import (
     PreparedRevelation,
 )
 from ..protocol.feedme import InvalidState as FeedmeInvalidState
+from .deadline import DeadlineTimer
 from .flow import ReadThrottle
 from .frames import FrameError, answer_control, check_reserved_bits, check_text
 from .framing import CorkedWriter
@@ -122,7 +122,7 @@ class FeedmeConnection(WSListener):
             termination_window=context.termination_window,
         )
         self.transport: WSTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self.conversation.next_deadline, self._expire)
         self._closed = False
         self._writer: CorkedWriter | None = None
         self._throttle: ReadThrottle | None = None
@@ -143,8 +143,7 @@ class FeedmeConnection(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self.conversation.receive_close()
         self.conversation.events_received()
         self.ctx.hub.disconnected(self.client_id)
@@ -365,18 +364,13 @@ class FeedmeConnection(WSListener):
             self._writer.write_text(payload)
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
+        if self._closed:
             self._timer.cancel()
-            self._timer = None
-        deadline = self.conversation.next_deadline()
-        if deadline is None or self._closed:
-            return
-        delay = max(0.0, deadline - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+        else:
+            self._timer.arm()
 
-    def _expire(self) -> None:
-        self._timer = None
-        self.conversation.expire(time.monotonic())
+    def _expire(self, now: float) -> None:
+        self.conversation.expire(now)
         events = self.conversation.events_received()
         self._flush()
         if any(isinstance(event, HandshakeTimedOut) for event in events):

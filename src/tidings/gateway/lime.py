@@ -41,6 +41,7 @@ from ..protocol.lime import (
     parse_node,
 )
 from .context import LimeContext
+from .deadline import DeadlineTimer
 from .errors import lime_reason
 from .flow import ReadThrottle
 from .frames import (
@@ -79,7 +80,7 @@ class LimeConnection(WSListener):
         self._server = context.server_node.text
         self._throttle: ReadThrottle | None = None
         self._waiting: deque[Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self.session.next_deadline, self._expire)
         self._closed = False
         self._breached = False
         """The client broke RFC 6455: nothing after that frame is read."""
@@ -102,15 +103,14 @@ class LimeConnection(WSListener):
         self._throttle = ReadThrottle(self.ctx.rate_limit, self.ctx.rate_burst, transport)
         self.ctx.connections.add(self)
         self.ctx.stats.connections += 1
-        self._arm_timer()
+        self._timer.arm()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         self.ctx.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         live = self.live
         if live is not None and self.ctx.router.detach(live):
             self.ctx.presence.forget(live)
@@ -347,22 +347,11 @@ class LimeConnection(WSListener):
             # a client not reading would hold a graceful close (and its file) open for good
             self.transport.disconnect(graceful=not self._stalled)
 
-    def _arm_timer(self) -> None:
-        """One timer for the session's deadline (the rule is the session's, the clock ours)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self.session.next_deadline()
-        if deadline is None or self._closed:
-            return
-        delay = max(0.0, deadline - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self.session.expire(time.monotonic()) is not None:
+    def _expire(self, now: float) -> None:
+        if self.session.expire(now) is not None:
             self._flush()
-        self._arm_timer()  # a timer may fire early by the loop's clock resolution
+        if not self._closed:
+            self._timer.arm()  # a timer may fire early by the loop's clock resolution
 
     # -- session establishment ------------------------------------------------------------------
 
@@ -390,8 +379,7 @@ class LimeConnection(WSListener):
             return
         if self._closed:
             return
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         try:
             record = ctx.registry.open(principal.identity, instance)
         except TidingsError as error:
