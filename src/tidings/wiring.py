@@ -30,8 +30,9 @@ from .core.accounts import SERVER_NAME, AccountService
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.authz import Authorizer
+from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
-from .core.login_throttle import LoginRule
+from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
 from .core.ports import Broker, Store
 from .core.presence import PresenceService
@@ -198,8 +199,8 @@ class TidingsServer:
         await self.app.emit("starting")
         accounts = services.accounts
 
-        def feedme_listener(request: Any) -> FeedmeConnection:
-            return FeedmeConnection(feedme, self._token_identity(request, accounts))
+        def feedme_listener(request: Any, peer: object) -> FeedmeConnection:
+            return FeedmeConnection(feedme, self._token_identity(request, peer, accounts))
 
         self._ws_listener = Listener(
             "WebSocket",
@@ -207,7 +208,7 @@ class TidingsServer:
             self.budget,
             websocket_protocols(
                 make_router(
-                    {"lime": lambda request: LimeConnection(lime), "feedme": feedme_listener}
+                    {"lime": lambda request, peer: LimeConnection(lime), "feedme": feedme_listener}
                 ),
                 handshake_timeout=settings.header_timeout_s,
                 max_frame_size=4 * settings.max_envelope_size,
@@ -232,13 +233,17 @@ class TidingsServer:
         return f"The server is at its limit of {self.settings.max_connections} connections"
 
     @staticmethod
-    def _token_identity(request: Any, accounts: AccountService) -> str | None:
-        """The identity of a Feedme connection's ``?token=`` (an API key), if it has one."""
+    def _token_identity(request: Any, peer: object, accounts: AccountService) -> str | None:
+        """The identity of a Feedme connection's ``?token=`` (an API key), if it has one;
+        failures count against the client's address like failed logins (429 once throttled)."""
         query = request.path.decode("latin-1").partition("?")[2]
         tokens = parse_qs(query).get("token")
         if not tokens:
             return None
-        identity = accounts.identity_for_key(tokens[0])
+        try:
+            identity = accounts.identity_for_key(tokens[0], source_key(peer))
+        except LimitExceeded as throttled:
+            raise Refused(429, throttled.message) from None
         if identity is None:
             raise Refused(401, "The token is not a valid API key")
         return identity

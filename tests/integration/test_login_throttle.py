@@ -117,3 +117,30 @@ async def test_the_owner_elsewhere_waits_only_the_identity_backoff(server):
     assert 0 < wait <= BASE_S  # the identity's first backoff, nothing for the owner's address
     await asyncio.sleep(wait)
     assert (await attempt(server, owner, "dave", "dave-pw"))["state"] == "established"
+
+
+async def feedme_upgrade(server: ServerProcess, source: str, token: str) -> int:
+    """The HTTP status of a Feedme upgrade with ``?token=`` from ``source``."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.ws_port, local_addr=(source, 0)
+    )
+    writer.write(
+        f"GET /?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: feedme\r\n\r\n".encode()
+    )
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return int(status.split()[1])
+
+
+async def test_feedme_token_guesses_are_throttled_per_address(server):
+    made = server.tidings("account", "key", "carol")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split()[-1]
+    guesser = "127.0.0.41"
+    guesses = FREE_PER_ADDRESS + 1  # the free ones, then the one that starts the backoff
+    statuses = [await feedme_upgrade(server, guesser, "tdk_guess") for _ in range(guesses)]
+    assert statuses == [401] * guesses
+    assert await feedme_upgrade(server, guesser, key) == 429  # even the right key waits there
+    assert await feedme_upgrade(server, "127.0.0.42", key) == 101  # another address is not held

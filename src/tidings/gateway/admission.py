@@ -105,10 +105,12 @@ class Budget:
 class Slot:
     """An admitted connection's place in the budget; ``release`` once its transport closed."""
 
-    __slots__ = ("_listener",)
+    __slots__ = ("_listener", "peer")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, peer: object = None) -> None:
         self._listener: Listener | None = listener
+        self.peer = peer
+        """The client's address (``getpeername()``), for rules that count per address."""
 
     def release(self) -> None:
         """Idempotent: the place is given back once, however often this is called."""
@@ -247,7 +249,11 @@ class Listener:
             self.loop.add_reader(self._sock.fileno(), self._accept)
 
     def admit(self, conn: socket.socket) -> None:
-        slot = Slot(self)
+        try:
+            peer: object = conn.getpeername()
+        except OSError:
+            peer = None  # already gone: the hand-over fails at once
+        slot = Slot(self, peer)
         self.open += 1
         self.budget.open += 1
         task = self.loop.create_task(self._hand_over(conn, slot))
@@ -384,7 +390,7 @@ class _WebSocketProtocol(WSProtocol):  # type: ignore[misc]
 
 
 def websocket_protocols(
-    route: Callable[[Any], Any],
+    route: Callable[[Any, object], Any],
     *,
     handshake_timeout: float,
     max_frame_size: int,
@@ -400,7 +406,7 @@ def websocket_protocols(
             None,  # host and port: a client's
             None,  # path: a client's
             False,  # is_client_side
-            route,
+            lambda request: route(request, slot.peer),
             logger,
             True,  # disconnect_on_exception
             handshake_timeout,

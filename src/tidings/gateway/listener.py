@@ -12,7 +12,8 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
-ListenerFactory = Callable[[WSUpgradeRequest], WSListener]
+ListenerFactory = Callable[[WSUpgradeRequest, object], WSListener]
+"""Makes the listener of an upgrade request; the second argument is the client's address."""
 
 
 class Refused(Exception):
@@ -31,16 +32,18 @@ def offered_subprotocols(request: WSUpgradeRequest) -> list[str]:
     return offered
 
 
-def make_router(protocols: dict[str, ListenerFactory]) -> Callable[[WSUpgradeRequest], Any]:
+def make_router(
+    protocols: dict[str, ListenerFactory],
+) -> Callable[[WSUpgradeRequest, object], Any]:
     """A picows listener factory that answers with the first offered protocol we speak."""
     names = ", ".join(protocols)
 
-    def route(request: WSUpgradeRequest) -> Any:
+    def route(request: WSUpgradeRequest, peer: object) -> Any:
         for name in offered_subprotocols(request):
             factory = protocols.get(name)
             if factory is not None:
                 try:
-                    listener = factory(request)
+                    listener = factory(request, peer)
                 except Refused as refusal:
                     return WSUpgradeResponseWithListener(
                         WSUpgradeResponse.create_error_response(
