@@ -199,7 +199,10 @@ class Settings:
 
 def setting_help() -> dict[str, str]:
     """Each setting's docstring (the string under its field), for the command line's help."""
-    tree = ast.parse(inspect.getsource(Settings))
+    try:
+        tree = ast.parse(inspect.getsource(Settings))
+    except (OSError, TypeError):
+        return {}  # no source shipped (a frozen build): options without help text
     body = tree.body[0].body  # type: ignore[attr-defined]
     found: dict[str, str] = {}
     for field_node, doc_node in itertools.pairwise(body):
