@@ -40,6 +40,7 @@ from .core.roster import RosterService
 from .core.router import QueueLimits, Router
 from .core.session_registry import SessionRegistry
 from .core.session_service import SessionGcLimits, SessionService
+from .core.trust import TrustCircles
 from .gateway.admission import (
     Budget,
     Listener,
@@ -86,6 +87,7 @@ class Services:
 
     accounts: AccountService
     authz: Authorizer
+    trust: TrustCircles
     router: Router
     sessions: SessionService
     hub: FeedHub
@@ -94,12 +96,11 @@ class Services:
     feedme: FeedmeContext
 
 
-async def build(
-    settings: Settings, store: Store, broker: Broker, app: App
-) -> Services:
+async def build(settings: Settings, store: Store, broker: Broker, app: App) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here."""
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
+    trust = TrustCircles(store, store)
     accounts = AccountService(
         settings.domain,
         store,
@@ -110,10 +111,13 @@ async def build(
             settings.login_backoff_base_s,
             settings.login_backoff_max_s,
         ),
+        changed=trust.forget,
     )
     await accounts.load()
-    roster = RosterService(store, lambda text: parse_identity(text, settings.domain))
-    authz = Authorizer(roster, settings.api_token or None)
+    roster = RosterService(
+        store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
+    )
+    authz = Authorizer(roster, trust, settings.api_token or None)
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
     router = Router(
@@ -128,9 +132,7 @@ async def build(
         notices=notices,
         server_node=server.text,
     )
-    sessions = SessionService(
-        router, registry, store, notices, server.text, max_limit=10_000_000
-    )
+    sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
     hub = FeedHub(store, broker)
     lime = LimeContext(
         domain=settings.domain,
@@ -161,7 +163,7 @@ async def build(
         rate_burst=settings.rate_burst,
         max_output_buffer=settings.max_output_buffer,
     )
-    return Services(accounts, authz, router, sessions, hub, app, lime, feedme)
+    return Services(accounts, authz, trust, router, sessions, hub, app, lime, feedme)
 
 
 class TidingsServer:

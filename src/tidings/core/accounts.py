@@ -91,8 +91,11 @@ class AccountService:
         login: LoginRule | None = None,
         hasher: PasswordHasher | None = None,
         clock: Callable[[], float] = time.monotonic,
+        changed: Callable[[str], None] = lambda identity: None,
     ) -> None:
         self.domain = domain
+        self._changed = changed
+        """Told the identity whose account settings changed or went (trust circles)."""
         self._store = store
         self.allow_guests = allow_guests
         self._hasher = hasher if hasher is not None else PasswordHasher()
@@ -138,9 +141,11 @@ class AccountService:
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         await self._store.create_account(name, password_hash)  # Conflict if it exists
         self._names.add(name)
+        self._changed(f"{name}@{self.domain}")
 
     async def remove(self, name: str) -> None:
         self._names.discard(name)
+        self._changed(f"{name}@{self.domain}")
         if not await self._store.delete_account(name):
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {name!r}")
 
@@ -299,6 +304,7 @@ class AccountService:
             password_hash = await asyncio.to_thread(self._hasher.hash, password)
         merged = {**account.profile, **profile} if merge else profile
         await self._store.update_account(name, password_hash=password_hash, profile=merged)
+        self._changed(f"{name}@{self.domain}")
 
     @staticmethod
     def _check_password(password: str) -> None:

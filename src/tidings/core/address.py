@@ -18,6 +18,7 @@ from .errors import ErrorId, Invalid
 
 __all__ = ["Address", "NodeAddress", "parse_address", "parse_identity"]
 
+
 class Address(Protocol):
     """A parsed node or identity, as the core reads it."""
 

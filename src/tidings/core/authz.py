@@ -26,6 +26,9 @@ class Resource(StrEnum):
     """Envelopes sent with another identity's ``from``: on its behalf."""
     COMMANDS = "commands"
     FEEDS = "feeds"
+    KEYS = "keys"
+    """Published node info (the key directory): looked up by those the owner accepts
+    messages from."""
     SERVER_API = "server-api"
     """The HTTP routes that act as the server (publish, notify, read queues)."""
 
@@ -54,9 +57,16 @@ class Roster(Protocol):
     async def is_delegate(self, owner: str, delegate: str, envelope_type: str) -> bool: ...
 
 
+class Acceptance(Protocol):
+    """Whom an identity accepts messages from (``core.trust.TrustCircles``)."""
+
+    async def accepts(self, sender: str, recipient: str) -> bool: ...
+
+
 class Authorizer:
-    def __init__(self, roster: Roster, api_token: str | None = None) -> None:
+    def __init__(self, roster: Roster, trust: Acceptance, api_token: str | None = None) -> None:
         self._roster = roster
+        self._trust = trust
         self._api_token = api_token.encode() if api_token else None
 
     async def check(
@@ -91,6 +101,15 @@ class Authorizer:
                     "or sharePresence is false)",
                 )
             raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may change its presence")
+        if resource is Resource.KEYS:
+            if method is Method.READ or method is Method.SUBSCRIBE:
+                if await self._trust.accepts(actor, owner):
+                    return
+                raise Forbidden(
+                    ErrorId.NOT_SHARED,
+                    f"{owner} accepts messages (and key lookups) only from its contacts",
+                )
+            raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may publish or revoke its keys")
         envelope_type = _ENVELOPE_TYPES.get(resource)
         if envelope_type is not None and method is Method.SEND:
             if await self._roster.is_delegate(owner, actor, envelope_type):

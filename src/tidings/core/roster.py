@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from .documents import FieldTypes, check_fields
@@ -31,10 +32,17 @@ ENVELOPE_TYPES: Final = frozenset({"message", "notification", "command"})
 
 
 class RosterService:
-    def __init__(self, store: RosterStore, normalize_identity: Any) -> None:
+    def __init__(
+        self,
+        store: RosterStore,
+        normalize_identity: Any,
+        changed: Callable[[str], None] = lambda owner: None,
+    ) -> None:
         self._store = store
         self._normalize = normalize_identity
         """Callable turning a user-supplied identity into ``name@domain`` (or raising Invalid)."""
+        self._changed = changed
+        """Told the owner whose contacts changed (the trust circles read them again)."""
 
     # -- contacts ---------------------------------------------------------------------------
 
@@ -63,9 +71,12 @@ class RosterService:
         if merge and contact["identity"] in existing:
             contact = {**existing[contact["identity"]], **contact}
         await self._store.put_contact(owner, contact)
+        self._changed(owner)
 
     async def delete_contact(self, owner: str, identity: str) -> None:
-        if not await self._store.delete_contact(owner, self._normalize(identity)):
+        removed = await self._store.delete_contact(owner, self._normalize(identity))
+        self._changed(owner)
+        if not removed:
             raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"{identity} is not in the contacts")
 
     async def shares_presence_with(self, owner: str, viewer: str) -> bool:

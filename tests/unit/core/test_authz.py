@@ -20,6 +20,7 @@ import pytest
 from tidings.core.authz import Authorizer, Method, Resource
 from tidings.core.errors import ErrorId, Forbidden
 from tidings.core.roster import RosterService
+from tidings.core.trust import TrustCircles
 from tidings.store.sqlite import SqliteStore
 
 OWNER = "owner@localhost"
@@ -66,6 +67,12 @@ MATRIX: dict[tuple[Resource, Method], dict[str, ErrorId | None]] = {
         for method in (Method.READ, Method.SUBSCRIBE)
     },
     **{(Resource.PRESENCE, method): ANYONE_ELSE_FORBIDDEN for method in (Method.WRITE,)},
+    # the owner has no account saying otherwise: it accepts messages (and lookups) from anyone
+    **{
+        (Resource.KEYS, method): {**dict.fromkeys(ACTORS, OK), "anonymous": ErrorId.FORBIDDEN}
+        for method in (Method.READ, Method.SUBSCRIBE)
+    },
+    **{(Resource.KEYS, method): ANYONE_ELSE_FORBIDDEN for method in (Method.WRITE, Method.DELETE)},
     (Resource.MESSAGES, Method.SEND): {
         "owner": OK,
         "friend": ErrorId.NOT_DELEGATED,
@@ -89,7 +96,8 @@ MATRIX: dict[tuple[Resource, Method], dict[str, ErrorId | None]] = {
 async def authz(tmp_path: Path) -> AsyncIterator[Authorizer]:
     store = SqliteStore(tmp_path)
     store.open(asyncio.get_running_loop())
-    roster = RosterService(store, lambda text: text)
+    trust = TrustCircles(store, store)
+    roster = RosterService(store, lambda text: text, changed=trust.forget)
     await roster.put_contact(OWNER, {"identity": "friend@localhost"}, merge=False)
     await roster.put_contact(
         OWNER, {"identity": "hidden@localhost", "sharePresence": False}, merge=False
@@ -97,7 +105,7 @@ async def authz(tmp_path: Path) -> AsyncIterator[Authorizer]:
     await roster.put_delegation(
         OWNER, {"target": "delegate@localhost", "envelopeTypes": ["message"]}
     )
-    yield Authorizer(roster, api_token="s3cret")
+    yield Authorizer(roster, trust, api_token="s3cret")
     store.close()
 
 
@@ -147,7 +155,34 @@ def test_the_bearer_token(authz):
 
 
 def test_without_a_token_the_server_api_is_closed(tmp_path):
-    closed = Authorizer(RosterService(None, str), api_token=None)  # type: ignore[arg-type]
+    closed = Authorizer(RosterService(None, str), None, api_token=None)  # type: ignore[arg-type]
     with pytest.raises(Forbidden) as refusal:
         closed.bearer("Bearer ")
     assert "api_token" in refusal.value.message
+
+
+async def test_keys_of_an_account_closed_to_strangers_only_its_accepted_contacts_read(tmp_path):
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    try:
+        trust = TrustCircles(store, store)
+        roster = RosterService(store, lambda text: text, changed=trust.forget)
+        authz = Authorizer(roster, trust)
+        await store.create_account("owner", None)
+        await roster.put_contact(OWNER, {"identity": "friend@localhost"}, merge=False)
+        await roster.put_contact(
+            OWNER, {"identity": "asked@localhost", "isPending": True}, merge=False
+        )
+        assert await authz.allows("stranger@localhost", Resource.KEYS, Method.READ, OWNER)
+        await store.update_account("owner", profile={"allowUnknownSender": False})
+        trust.forget(OWNER)
+        for actor in (OWNER, "friend@localhost"):
+            await authz.check(actor, Resource.KEYS, Method.READ, OWNER)
+        for actor in ("stranger@localhost", "asked@localhost"):
+            with pytest.raises(Forbidden) as refusal:
+                await authz.check(actor, Resource.KEYS, Method.SUBSCRIBE, OWNER)
+            assert refusal.value.error_id is ErrorId.NOT_SHARED
+        await roster.delete_contact(OWNER, "friend@localhost")  # forgets the circle itself
+        assert not await authz.allows("friend@localhost", Resource.KEYS, Method.READ, OWNER)
+    finally:
+        store.close()

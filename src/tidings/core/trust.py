@@ -1,0 +1,114 @@
+"""Trust scopes: how close a message's sender is to its recipient, and whom a recipient accepts.
+
+mm-platform computes a scope for every received message from two circles of keys: the
+recipient's own devices (``self``) and its friends (``friends``), everyone else ``public``
+(reference 2.5, devices first). Tidings keeps the circles on the server, per identity: another
+instance of the same identity is ``self``; an identity in the recipient's contacts that is not
+pending is ``friends``. The recipient's account decides whether ``public`` senders may reach it
+at all (``allowUnknownSender``), and the same rule decides who may look up its keys.
+
+Circles are cached per identity because the router asks on every delivery; whoever changes a
+contact or an account calls ``forget`` (one process: several nodes share changes through the
+broker, issue 11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from .ports import AccountStore, RosterStore
+
+DEFAULT_CAPACITY: Final = 100_000
+
+
+class Scope(StrEnum):
+    SELF = "self"
+    FRIENDS = "friends"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    """What an identity trusts: its accepted contacts, and whether strangers may write."""
+
+    friends: frozenset[str] = frozenset()
+    allow_unknown: bool = True
+
+
+def scope_of(sender: str, recipient: str, circle: Circle) -> Scope:
+    """The scope of a message from identity ``sender`` to identity ``recipient``."""
+    if sender == recipient:
+        return Scope.SELF
+    if sender in circle.friends:
+        return Scope.FRIENDS
+    return Scope.PUBLIC
+
+
+class TrustCircles:
+    """The circles of identities, loaded from the roster and account stores on first use."""
+
+    def __init__(
+        self,
+        roster: RosterStore,
+        accounts: AccountStore,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self._roster = roster
+        self._accounts = accounts
+        self._capacity = capacity
+        self._circles: dict[str, Circle] = {}
+        self._generation = 0
+        """Bumped by ``forget``: a load that started before a change does not cache its
+        (possibly stale) answer."""
+
+    def cached(self, identity: str) -> Circle | None:
+        return self._circles.get(identity)
+
+    async def circle(self, identity: str) -> Circle:
+        found = self._circles.get(identity)
+        if found is not None:
+            return found
+        generation = self._generation
+        loaded = await self._load(identity)
+        if self._generation == generation:
+            self._remember(identity, loaded)
+        return loaded
+
+    def scope(self, sender: str, recipient: str) -> Scope | None:
+        """The scope now, or None when the recipient's circle is not loaded (``circle`` it)."""
+        if sender == recipient:
+            return Scope.SELF
+        circle = self._circles.get(recipient)
+        return None if circle is None else scope_of(sender, recipient, circle)
+
+    async def accepts(self, sender: str, recipient: str) -> bool:
+        """May identity ``sender`` write to (and look up the keys of) identity ``recipient``?"""
+        if sender == recipient:
+            return True
+        circle = await self.circle(recipient)
+        return circle.allow_unknown or sender in circle.friends
+
+    def forget(self, identity: str) -> None:
+        """The identity's contacts or account changed: read them again next time."""
+        self._circles.pop(identity, None)
+        self._generation += 1
+
+    async def _load(self, identity: str) -> Circle:
+        name, _, _domain = identity.partition("@")
+        account = await self._accounts.get_account(name)
+        allow_unknown = True if account is None else account.profile.get("allowUnknownSender")
+        friends = frozenset(
+            contact["identity"]
+            for contact in await self._roster.contacts(identity)
+            if not contact.get("isPending", False)
+        )
+        return Circle(friends, allow_unknown is not False)
+
+    def _remember(self, identity: str, circle: Circle) -> None:
+        circles = self._circles
+        if len(circles) >= self._capacity:
+            del circles[next(iter(circles))]  # the oldest loaded; it loads again when asked
+        circles[identity] = circle
