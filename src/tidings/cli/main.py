@@ -160,15 +160,49 @@ Password = Annotated[
 ]
 Key = Annotated[str | None, typer.Option(help="API key (key scheme).", show_default=False)]
 Instance = Annotated[str, typer.Option(help="Session (instance) name.")]
+KeyDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-dir",
+        help="Folder of end-to-end node keys (default: $XDG_DATA_HOME/tidings/keys).",
+        show_default=False,
+    ),
+]
 
 
-def _client(url: str, who: str, password: str | None, key: str | None, instance: str) -> Any:
+def _client(
+    url: str,
+    who: str,
+    password: str | None,
+    key: str | None,
+    instance: str,
+    *,
+    e2e: bool = False,
+    key_dir: Path | None = None,
+) -> Any:
     from ..sdk import Client
 
     if (password is None) == (key is None):
         _fail("give exactly one of --password or --key")
     identity = who if "@" in who else f"{who}@{Settings().domain}"
-    return Client(url, identity, instance=instance, password=password, key=key, reconnect=False)
+    return Client(
+        url,
+        identity,
+        instance=instance,
+        password=password,
+        key=key,
+        reconnect=False,
+        e2e=e2e,
+        key_dir=key_dir,
+        on_rejected=_print_rejection,
+    )
+
+
+def _print_rejection(rejection: Any) -> None:
+    err.print(
+        f"[yellow]rejected[/yellow] sealed message {rejection.id} from {rejection.sender} "
+        f"({rejection.kind}): {rejection.description}"
+    )
 
 
 @app.command()
@@ -181,18 +215,29 @@ def send(
     url: Url = DEFAULT_URL,
     instance: Instance = "cli",
     content_type: Annotated[str, typer.Option("--type", help="Content type.")] = "text/plain",
+    sealed: Annotated[
+        bool,
+        typer.Option(
+            "--sealed",
+            help="Seal end to end for the recipient's devices (it must have connected once "
+            "with keys, e.g. 'tidings listen').",
+        ),
+    ] = False,
+    key_dir: KeyDir = None,
 ) -> None:
     """Send one message and wait until the server has stored it (accepted)."""
     from ..sdk import TidingsClientError
 
     async def run() -> str:
-        async with _client(url, who, password, key, instance) as client:
+        client = _client(url, who, password, key, instance, e2e=sealed, key_dir=key_dir)
+        async with client:
             content: Any = text
             if content_type == "application/json" or content_type.endswith("+json"):
                 import json
 
                 content = json.loads(text)
-            message_id: str = await client.send_message(to, content, content_type)
+            send = client.send_sealed if sealed else client.send_message
+            message_id: str = await send(to, content, content_type)
             return message_id
 
     try:
@@ -209,13 +254,18 @@ def listen(
     url: Url = DEFAULT_URL,
     instance: Instance = "cli",
     count: Annotated[int, typer.Option(help="Exit after this many messages (0: never).")] = 0,
+    key_dir: KeyDir = None,
 ) -> None:
-    """Print each received message as one JSON envelope per line (and acknowledge it)."""
+    """Print each received message as one JSON envelope per line (and acknowledge it).
+
+    The node has end-to-end keys (published when it connects): sealed messages are printed
+    opened, with the sender node their signature proves as "verifiedSender"; one that does
+    not verify is reported on stderr and not printed."""
     from ..protocol.lime import encode_envelope
     from ..sdk import TidingsClientError
 
     async def run() -> None:
-        async with _client(url, who, password, key, instance) as client:
+        async with _client(url, who, password, key, instance, e2e=True, key_dir=key_dir) as client:
             taken = 0
             async for message in client.messages():
                 sys.stdout.write(encode_envelope(message.envelope).decode() + "\n")

@@ -12,7 +12,9 @@ this client had not acknowledged. The client composes small pieces, each hiding 
 - ``Receipts`` (``_receipts``): ``send_message(wait=...)`` waits for delivery events;
 - ``Receiver`` and ``Inbox`` (``_receiver``, ``_inbox``): deduplication by (sender, id) and
   acknowledgement when the application takes a message; iterators wait across reconnections;
-- ``Pipeline`` (``_pipeline``): message layers every message passes, out and in.
+- ``Pipeline`` (``_pipeline``): message layers every message passes, out and in;
+- ``EndToEnd`` (``_sealing``, with ``e2e=True``): node keys, their publication on every new
+  session, sealing (``send_sealed``) and opening of end-to-end sealed messages.
 
 Acknowledgement point (``auto_ack=True``, the default): a message counts as taken, and is
 acknowledged, at the moment the iterator hands it over. Before ``__anext__`` returns it, the
@@ -29,10 +31,13 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
+import msgspec
+
+from tidings.protocol.e2e import SEALED_TYPE
 from tidings.protocol.lime import (
     UNSET,
     ClientSession,
@@ -51,6 +56,7 @@ from tidings.protocol.lime import (
 
 from ._backoff import Backoff
 from ._dedupe import SeenMessages
+from ._directory import Directory, KeyOwner
 from ._exceptions import (
     ClientClosed,
     CommandFailed,
@@ -61,12 +67,14 @@ from ._exceptions import (
     reason_parts,
 )
 from ._iterators import Envelopes, Messages
+from ._keystore import KeyStore
 from ._link import Link, LinkHandlers, first
 from ._outbox import Outbox
 from ._pipeline import MessageLayer, Pipeline
 from ._receipts import WAITABLE_EVENTS, Receipts
 from ._receiver import Receiver
 from ._reconnect import Reconnector
+from ._sealing import COPY_SUFFIX, EndToEnd, Rejection, SealingFailed
 from ._signal import Signal
 from ._transport import Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage, encode_document
@@ -106,6 +114,13 @@ class Client:
     ``ping_interval`` applies only to that default). ``layers`` are ``MessageLayer``s every
     message passes on its way out and in.
 
+    ``e2e=True`` (implied by ``key_dir``) gives the node end-to-end keys, kept in ``key_dir``
+    (default: the XDG data folder, ``tidings/keys``) and created on first use; every new
+    session publishes the node's signed node info, ``send_sealed`` seals, and sealed messages
+    arrive opened (``ReceivedMessage.verified_sender``). One that does not verify is never
+    delivered: it is acknowledged, logged, kept in ``rejections`` and passed to
+    ``on_rejected``. Directory answers are cached ``directory_ttl`` seconds.
+
     Use it as an async context manager (``async with Client(...) as client``), or call
     ``await client.connect()`` and ``await client.close()``.
     """
@@ -129,6 +144,10 @@ class Client:
         max_in_flight: int = 1000,
         transport: Transport | None = None,
         layers: Sequence[MessageLayer] = (),
+        e2e: bool = False,
+        key_dir: str | os.PathLike[str] | None = None,
+        on_rejected: Callable[[Rejection], None] | None = None,
+        directory_ttl: float = 30.0,
     ) -> None:
         if sum((password is not None, key is not None, guest)) != 1:
             raise ValueError("give exactly one of password=, key= or guest=True")
@@ -144,6 +163,14 @@ class Client:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._dedupe = (dedupe_size, dedupe_path)
+        self._e2e: EndToEnd | None = None
+        if e2e or key_dir is not None:
+            self._e2e = EndToEnd(
+                KeyStore(key_dir),
+                Directory(self._directory_request, ttl=directory_ttl),
+                on_rejected=on_rejected,
+            )
+            layers = (*layers, self._e2e)
         self._pipeline = Pipeline(layers)
         self._outbox = Outbox(max_in_flight)
         self._receipts = Receipts()
@@ -359,6 +386,107 @@ class Client:
             self._receipts.forget(message_id, waiter)
         return message_id
 
+    async def send_sealed(
+        self,
+        to: str,
+        content: Any,
+        type: str = "text/plain",
+        *,
+        id: str | None = None,
+        wait: WaitFor = "accepted",
+        timeout: float | None = 30.0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send a message sealed end to end: readable by every current device of ``to``'s
+        identity and by this identity's other devices (they get a copy, id ``<id>:copy``),
+        signed by this node. The server sees only ciphertext (and the metadata, which is not
+        sealed). Raises ``SealingFailed`` when ``to`` has published no keys; otherwise as
+        ``send_message``.
+        """
+        e2e = self._sealing()
+        await self._wait_live()
+        message_id = id if id is not None else str(uuid.uuid4())
+        sealed, copy = await e2e.seal(message_id, to, type, content)
+        if copy:
+            own = self._node.identity
+            await self.send_message(
+                own, sealed, SEALED_TYPE, id=message_id + COPY_SUFFIX, wait=None, timeout=timeout
+            )
+        return await self.send_message(
+            to, sealed, SEALED_TYPE, id=message_id, wait=wait, timeout=timeout, metadata=metadata
+        )
+
+    def _sealing(self) -> EndToEnd:
+        if self._e2e is None:
+            raise SealingFailed("this client has no keys: create it with e2e=True or key_dir=")
+        return self._e2e
+
+    # -- the key directory -------------------------------------------------------------------
+
+    @property
+    def sign_id(self) -> str:
+        """This node's signing key id (``SealingFailed`` before the session is established)."""
+        return self._sealing().keys.sign_id
+
+    @property
+    def box_id(self) -> str:
+        return self._sealing().keys.box_id
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        """Sealed messages refused lately (latest 256), oldest first."""
+        return list(self._e2e.rejections) if self._e2e is not None else []
+
+    async def devices(self, identity: str) -> list[dict[str, Any]]:
+        """The current node info of ``identity``'s devices, each verified."""
+        devices = await self._sealing().directory.devices(parse_node(identity).identity)
+        return [msgspec.to_builtins(info) for info in devices]
+
+    async def key_owner(self, sign_id: str) -> KeyOwner | None:
+        """Who published ``sign_id`` (verified) and whether it is revoked; None if nobody."""
+        return await self._sealing().directory.owner(sign_id)
+
+    async def revoke_key(self, sign_id: str) -> None:
+        """Revoke one of this identity's keys for good (a lost device, a retired key)."""
+        e2e = self._sealing()
+        await self.command(CommandMethod.DELETE, f"/keys/{sign_id}")
+        e2e.directory.forget()
+
+    async def rotate_keys(self, *, revoke_old: bool = False) -> str:
+        """Give this node a new key and publish it; the old one stays in the key folder, so
+        messages sealed to it can still be opened. Returns the new ``sign_id``."""
+        e2e = self._sealing()
+        link = await self._wait_live()
+        old = e2e.keys.sign_id
+        e2e.rotate()
+        await self._publish_keys(link)
+        if revoke_old:
+            await self.revoke_key(old)
+        return e2e.keys.sign_id
+
+    async def _directory_request(
+        self, method: str, uri: str, resource: Any, type: str | None
+    ) -> CommandResult:
+        return await self.command(method, uri, resource, type=type)
+
+    async def _publish_keys(self, link: Link) -> None:
+        e2e = self._sealing()
+        e2e.use_node(self._node.text)
+        type_, document = e2e.node_info()
+        response = await link.request(
+            Command(
+                id=str(uuid.uuid4()),
+                method=CommandMethod.SET,
+                uri="/keys",
+                type=type_,
+                resource=encode_document(document, type_),
+            )
+        )
+        if response.status is not CommandStatus.SUCCESS:
+            code, description = reason_parts(response.reason)
+            raise CommandFailed(code, f"set /keys failed: {description}", response.id or "")
+        e2e.directory.forget(self._node.identity)
+
     async def _room_in_outbox(self) -> None:
         """Backpressure: wait while ``max_in_flight`` messages are still unaccepted."""
         while not self._outbox.has_room:
@@ -460,6 +588,8 @@ class Client:
             async with asyncio.timeout(self._connect_timeout):
                 await link.open(self._transport, self.url)
                 await self._set_receipt(link)
+                if self._e2e is not None:
+                    await self._publish_keys(link)
         except TimeoutError:
             link.disconnect()
             raise ConnectError(

@@ -12,7 +12,14 @@ from tidings.protocol.lime import UNSET, Command, Message, Raw
 
 from ._dedupe import MessageKey
 
-__all__ = ["CommandResult", "ReceivedMessage", "decode_document", "encode_document", "is_json_type"]
+__all__ = [
+    "CommandResult",
+    "OpenedMessage",
+    "ReceivedMessage",
+    "decode_document",
+    "encode_document",
+    "is_json_type",
+]
 
 
 def is_json_type(media_type: str) -> bool:
@@ -43,13 +50,23 @@ def decode_document(raw: Raw) -> Any:
     return msgspec.json.decode(bytes(raw))
 
 
+class OpenedMessage(Message, frozen=True, kw_only=True):
+    """A sealed message, opened: plaintext ``type`` and ``content``, and the node whose
+    published key signed it. Only the SDK's sealing layer makes one: no metadata a sender
+    writes can pass for it."""
+
+    verified_sender: str = msgspec.field(name="verifiedSender")
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     """A message delivered to this client.
 
     ``sender`` is the node the server stamped in ``from``; ``content`` is decoded (a ``str`` for
     ``text/plain`` and other non-JSON types, the JSON value for JSON types). ``envelope`` is the
-    message exactly as it came off the wire.
+    message exactly as it came off the wire (for a sealed message: as opened).
+    ``verified_sender`` is the node whose published key signed a sealed message (None for a
+    message that was not sealed: then only the server vouches for ``sender``).
     """
 
     id: str | None
@@ -59,6 +76,7 @@ class ReceivedMessage:
     content: Any
     metadata: dict[str, Any] | None
     envelope: Message
+    verified_sender: str | None = None
 
     @classmethod
     def from_envelope(cls, message: Message) -> ReceivedMessage:
@@ -70,6 +88,7 @@ class ReceivedMessage:
             content=decode_document(message.content),
             metadata=message.metadata if message.metadata is not UNSET else None,
             envelope=message,
+            verified_sender=message.verified_sender if isinstance(message, OpenedMessage) else None,
         )
 
     @property
