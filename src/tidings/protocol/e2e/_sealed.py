@@ -176,8 +176,8 @@ def seal(
     recipient = parse_node(to).to_identity().text
     if not 0 < len(message_id) <= MAX_ID_LENGTH - len(COPY_SUFFIX):
         raise ValueError(f"A sealed message id has 1 to {MAX_ID_LENGTH - len(COPY_SUFFIX)} chars")
-    if "\n" in message_id:
-        raise ValueError("A sealed message id may not contain a line feed")
+    if not _one_line(message_id):
+        raise ValueError("A sealed message id may not contain a line feed (and must be UTF-8)")
     if not 0 < len(content_type) <= MAX_TYPE_LENGTH:
         raise ValueError(f"A content type has 1 to {MAX_TYPE_LENGTH} characters")
     box_ids = sorted(set(recipients))
@@ -246,7 +246,7 @@ def open_sealed(
         raise _fail(OpenFailure.MALFORMED, "The sealed content nests too deeply")
     try:
         inner = _inner_decoder.decode(plaintext)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError):
         raise _fail(OpenFailure.MALFORMED, "The plaintext is not {type, content}") from None
     return Opened(inner.type, inner.content, sender.text, sealed.sign_id, recipient.text, is_copy)
 
@@ -263,15 +263,16 @@ def _decode(content: object) -> SealedContent:
                 raise _fail(OpenFailure.MALFORMED, "The sealed content nests too deeply")
             return _decoder.decode(text)
         return msgspec.convert(content, SealedContent)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        # msgspec lets invalid UTF-8 through as UnicodeDecodeError
         raise _fail(OpenFailure.MALFORMED, f"Not a sealed message: {exc}") from None
 
 
 def _check_form(sealed: SealedContent) -> tuple[Node, Node, bytes]:
     """What the schema cannot say: canonical base64 of the right sizes, addresses that parse,
     no line feed to confuse the signed lines, one entry per device."""
-    if "\n" in sealed.id:
-        raise _fail(OpenFailure.MALFORMED, "The id contains a line feed")
+    if not _one_line(sealed.id):
+        raise _fail(OpenFailure.MALFORMED, "The id contains a line feed or is not UTF-8")
     try:
         sender = parse_node(sealed.sender)
         recipient = parse_node(sealed.to)
@@ -295,6 +296,15 @@ def _check_form(sealed: SealedContent) -> tuple[Node, Node, bytes]:
     if not _TAG_BYTES <= len(ciphertext) <= MAX_CIPHERTEXT_BYTES:
         raise _fail(OpenFailure.MALFORMED, "The ciphertext has an impossible length")
     return sender, recipient, ciphertext
+
+
+def _one_line(text: str) -> bool:
+    """Fit for a line of the signed bytes: no line feed, and encodable (no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\n" not in text
 
 
 def _b64(text: str, size: int | None = None, what: str = "value") -> bytes:
