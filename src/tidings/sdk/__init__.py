@@ -25,6 +25,7 @@ from ._exceptions import (
     TidingsClientError,
 )
 from ._iterators import Envelopes, Incoming, IncomingSource, Messages
+from ._keystore import KeyFileError, KeyStore
 from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._pipeline import MessageLayer
 from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
@@ -46,6 +47,8 @@ __all__ = [
     "Gap",
     "Incoming",
     "IncomingSource",
+    "KeyFileError",
+    "KeyStore",
     "LimeError",
     "MessageFailed",
     "MessageKey",
