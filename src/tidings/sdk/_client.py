@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
-from tidings.protocol.e2e import SEALED_TYPE
+from tidings.protocol.e2e import COPY_SUFFIX, SEALED_TYPE
 from tidings.protocol.lime import (
     UNSET,
     ClientSession,
@@ -74,7 +74,7 @@ from ._pipeline import MessageLayer, Pipeline
 from ._receipts import WAITABLE_EVENTS, Receipts
 from ._receiver import Receiver
 from ._reconnect import Reconnector
-from ._sealing import COPY_SUFFIX, EndToEnd, Rejection, SealingFailed
+from ._sealing import EndToEnd, Rejection, SealingFailed
 from ._signal import Signal
 from ._transport import Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage, encode_document

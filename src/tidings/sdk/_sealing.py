@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from tidings.protocol.e2e import (
+    COPY_SUFFIX,
     SEALED_TYPE,
     E2EError,
     NodeKeys,
@@ -36,8 +37,6 @@ __all__ = ["COPY_SUFFIX", "EndToEnd", "Rejection", "SealingFailed"]
 
 logger = logging.getLogger("tidings.sdk")
 
-COPY_SUFFIX: Final = ":copy"
-"""The id suffix of the copy a sender sends its own other devices."""
 KEY_LIFETIME_S: Final = 30 * 86400
 """How long a publication of our node info is valid; every connection publishes anew."""
 REJECTIONS_KEPT: Final = 256
@@ -152,7 +151,7 @@ class EndToEnd:
             return None  # our own copy for our other devices, come back to us
         try:
             opened = open_sealed(
-                msgspec.json.decode(message.content),
+                message.content,
                 message_id=message_id or "",
                 envelope_from=sender,
                 envelope_to=message.to if message.to is not UNSET else "",
@@ -161,9 +160,6 @@ class EndToEnd:
             await self._check_key(opened.sign_id, opened.sender)
         except E2EError as refusal:
             self._reject(message_id, sender, refusal.kind, str(refusal))
-            return None
-        except msgspec.DecodeError as exc:
-            self._reject(message_id, sender, "malformed", f"not JSON: {exc}")
             return None
         return OpenedMessage(
             id=message.id,
