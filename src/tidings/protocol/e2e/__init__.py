@@ -8,5 +8,26 @@ from __future__ import annotations
 
 from ._errors import E2EError, InvalidKey
 from ._ids import KEY_BYTES, box_id_of, decode_key, encode_key
+from ._node_info import (
+    NODE_INFO_TYPE,
+    NodeInfo,
+    Signer,
+    node_info_signed_bytes,
+    sign_node_info,
+    verify_node_info,
+)
 
-__all__ = ["KEY_BYTES", "E2EError", "InvalidKey", "box_id_of", "decode_key", "encode_key"]
+__all__ = [
+    "KEY_BYTES",
+    "NODE_INFO_TYPE",
+    "E2EError",
+    "InvalidKey",
+    "NodeInfo",
+    "Signer",
+    "box_id_of",
+    "decode_key",
+    "encode_key",
+    "node_info_signed_bytes",
+    "sign_node_info",
+    "verify_node_info",
+]
