@@ -440,7 +440,7 @@ class Client:
     async def devices(self, identity: str) -> list[dict[str, Any]]:
         """The current node info of ``identity``'s devices, each verified."""
         devices = await self._sealing().directory.devices(parse_node(identity).identity)
-        return [msgspec.to_builtins(info) for info in devices]
+        return [info.document() for info in devices]
 
     async def key_owner(self, sign_id: str) -> KeyOwner | None:
         """Who published ``sign_id`` (verified) and whether it is revoked; None if nobody."""

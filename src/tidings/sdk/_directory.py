@@ -18,9 +18,8 @@ from tidings.protocol.e2e import E2EError, NodeInfo, verify_node_info
 from ._exceptions import CommandFailed
 from ._types import CommandResult
 
-__all__ = ["NODE_INFO_TYPE", "Directory", "KeyOwner"]
+__all__ = ["Directory", "KeyOwner"]
 
-NODE_INFO_TYPE: Final = "application/vnd.tidings.node-info+json"
 NOT_FOUND: Final = 67
 """LIME's "resource not found": a key never published."""
 
@@ -102,4 +101,4 @@ def _owner(document: Any, sign_id: str) -> KeyOwner | None:
         info = verify_node_info(published)
     except E2EError:
         return None
-    return KeyOwner(info, revoked) if info.signId == sign_id else None
+    return KeyOwner(info, revoked) if info.sign_id == sign_id else None

@@ -19,6 +19,7 @@ import msgspec
 
 from tidings.protocol.e2e import (
     COPY_SUFFIX,
+    NODE_INFO_TYPE,
     SEALED_TYPE,
     E2EError,
     NodeKeys,
@@ -28,7 +29,7 @@ from tidings.protocol.e2e import (
 )
 from tidings.protocol.lime import UNSET, Message, Raw
 
-from ._directory import NODE_INFO_TYPE, Directory
+from ._directory import Directory
 from ._exceptions import TidingsClientError
 from ._keystore import KeyStore
 from ._types import OpenedMessage
@@ -124,8 +125,8 @@ class EndToEnd:
                 "(an SDK client with keys, or 'tidings listen')"
             )
         mine = [] if recipient == own else await self.directory.devices(own)
-        others = [d.boxId for d in mine if d.boxId != self.keys.box_id]
-        box_ids = sorted({d.boxId for d in devices} | set(others))
+        others = [d.box_id for d in mine if d.box_id != self.keys.box_id]
+        box_ids = sorted({d.box_id for d in devices} | set(others))
         sealed = seal(
             self.keys,
             message_id=message_id,

@@ -9,6 +9,14 @@ from __future__ import annotations
 from ._errors import E2EError, InvalidKey
 from ._ids import KEY_BYTES, box_id_of, decode_key, encode_key
 from ._keys import SECRET_BYTES, SIGNATURE_BYTES, NodeKeys, verify
+from ._node_info import (
+    NODE_INFO_TYPE,
+    NodeInfo,
+    Signer,
+    node_info_signed_bytes,
+    sign_node_info,
+    verify_node_info,
+)
 from ._sealed import (
     COPY_SUFFIX,
     MAX_CIPHERTEXT_BYTES,
@@ -27,20 +35,26 @@ __all__ = [
     "KEY_BYTES",
     "MAX_CIPHERTEXT_BYTES",
     "MAX_KEY_ENTRIES",
+    "NODE_INFO_TYPE",
     "SEALED_TYPE",
     "SECRET_BYTES",
     "SIGNATURE_BYTES",
     "E2EError",
     "InvalidKey",
     "KeyEntry",
+    "NodeInfo",
     "NodeKeys",
     "OpenFailure",
     "Opened",
     "SealedContent",
+    "Signer",
     "box_id_of",
     "decode_key",
     "encode_key",
+    "node_info_signed_bytes",
     "open_sealed",
     "seal",
+    "sign_node_info",
     "verify",
+    "verify_node_info",
 ]
