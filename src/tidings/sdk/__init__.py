@@ -12,6 +12,7 @@ Example::
 from ._backoff import Backoff
 from ._client import Client, WaitFor
 from ._dedupe import MessageKey, SeenMessages
+from ._directory import KeyOwner
 from ._exceptions import (
     AuthenticationFailed,
     ClientClosed,
@@ -28,6 +29,7 @@ from ._iterators import Envelopes, Incoming, IncomingSource, Messages
 from ._keystore import KeyFileError, KeyStore
 from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._pipeline import MessageLayer
+from ._sealing import Rejection, SealingFailed
 from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
@@ -48,6 +50,7 @@ __all__ = [
     "Incoming",
     "IncomingSource",
     "KeyFileError",
+    "KeyOwner",
     "KeyStore",
     "LimeError",
     "MessageFailed",
@@ -56,7 +59,9 @@ __all__ = [
     "Messages",
     "PersistentSession",
     "ReceivedMessage",
+    "Rejection",
     "RequestTimeout",
+    "SealingFailed",
     "SeenMessages",
     "SessionFailed",
     "TidingsClientError",

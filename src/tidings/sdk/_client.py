@@ -35,8 +35,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
-import msgspec
-
 from tidings.protocol.e2e import COPY_SUFFIX, SEALED_TYPE
 from tidings.protocol.lime import (
     UNSET,
