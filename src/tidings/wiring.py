@@ -32,6 +32,7 @@ from .core.apps import App
 from .core.authz import Authorizer
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
+from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
 from .core.ports import Broker, Store
@@ -152,6 +153,7 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         authz=authz,
         sessions=sessions,
         app_requests=AppRequestService(store, app.requests),
+        keys=KeyDirectory(store, authz),
     )
     feedme = FeedmeContext(
         app=app,

@@ -39,6 +39,13 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.SESSION_CONNECTED: 409,
     ErrorId.STALE_NONCE: 409,
     ErrorId.APP_REFUSED: 422,
+    ErrorId.KEY_MALFORMED: 422,
+    ErrorId.KEY_BAD_SIGNATURE: 422,
+    ErrorId.KEY_NODE_MISMATCH: 403,
+    ErrorId.KEY_OWNED_ELSEWHERE: 409,
+    ErrorId.KEY_STALE: 409,
+    ErrorId.KEY_REVOKED: 410,
+    ErrorId.KEY_EXPIRY_OUT_OF_RANGE: 422,
 }
 
 HTTP_ERROR_IDS: Final[dict[int, str]] = {

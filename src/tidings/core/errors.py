@@ -44,6 +44,13 @@ class ErrorId(StrEnum):
     STALE_NONCE = "stale-nonce"
     APP_REFUSED = "app-refused"
     INVALID_DELTA = "invalid-delta"
+    KEY_MALFORMED = "key-malformed"
+    KEY_BAD_SIGNATURE = "key-bad-signature"
+    KEY_NODE_MISMATCH = "key-node-mismatch"
+    KEY_OWNED_ELSEWHERE = "key-owned-elsewhere"
+    KEY_STALE = "key-stale"
+    KEY_REVOKED = "key-revoked"
+    KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
 
 
 class TidingsError(Exception):

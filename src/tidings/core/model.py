@@ -175,3 +175,20 @@ class QueueSnapshotEntry:
     message_id: str | None
     payload: bytes
     enqueued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPublication:
+    """One accepted node info publication: the key directory keeps every one, never edits one.
+
+    ``document`` is the node info JSON as published (signature included), handed out again
+    as is; ``revoked`` (ms) is filled in by reads when the key has been revoked."""
+
+    sign_id: str
+    identity: str
+    instance: str
+    published: int
+    """Milliseconds since the epoch, as signed."""
+    expires: int
+    document: str
+    revoked: int | None = None

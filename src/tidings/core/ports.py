@@ -1,12 +1,12 @@
 """Every interface the core needs from the outside: storage, connections, wire encoding.
 
-Stores (``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore``)
-are implemented by ``store/`` adapters (memory, SQLite; PostgreSQL next) and pass one contract
-suite (tests/contract). Adapters supply transactions and I/O, never policy: rules that need
-several reads and writes to be atomic (bounded queues, gap markers, who is told, persistent
-sessions, app requests) are core functions that a store runs inside one transaction through
-the narrow ``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and ``NoticeFactory`` are
-implemented by the gateway.
+Stores (``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore``,
+``KeyDirectoryStore``) are implemented by ``store/`` adapters (memory, SQLite; PostgreSQL next)
+and pass one contract suite (tests/contract). Adapters supply transactions and I/O, never
+policy: rules that need several reads and writes to be atomic (bounded queues, gap markers, who
+is told, persistent sessions, app requests) are core functions that a store runs inside one
+transaction through the narrow ``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and
+``NoticeFactory`` are implemented by the gateway.
 
 Hot-path calls (``append``, ``acknowledge``, ``discard``, ``transact``) take a completion
 callback rather than returning an awaitable: the router submits thousands of them a second and a
@@ -26,6 +26,7 @@ from .model import (
     AppendResult,
     DeliveryEvent,
     GapState,
+    KeyPublication,
     PersistenceState,
     PersistStep,
     QueuedEnvelope,
@@ -75,6 +76,9 @@ class Outlet(Protocol):
 
     def observe(self, identity: str, presence: dict[str, Any]) -> None:
         """Push a presence change of a contact the client subscribed to."""
+
+    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
+        """Push a change of another resource the client subscribed to (``owner``'s)."""
 
     def end(self, error: TidingsError) -> None:
         """End the client's session (taken over, shutting down)."""
@@ -304,12 +308,38 @@ class FeedStore(Protocol):
     ) -> None: ...
 
 
+class KeyDirectoryStore(Protocol):
+    """The key directory: every accepted node info publication, and revocations, kept for good.
+
+    The store keeps what it is given; ``core.key_directory`` decides what may be published."""
+
+    async def add_key_publication(self, publication: KeyPublication) -> None:
+        """Keep a publication (its ``revoked`` is ignored); ``Conflict`` (``KEY_STALE``) when
+        one of the same ``sign_id`` and ``published`` is kept already."""
+
+    async def key_publication(self, sign_id: str) -> KeyPublication | None:
+        """The latest publication of ``sign_id`` (highest ``published``), with ``revoked`` set
+        when the key is revoked; None when it was never published."""
+
+    async def key_publications_of(self, identity: str) -> list[KeyPublication]:
+        """The latest publication of every key ``identity`` published, revoked and expired ones
+        included (with ``revoked`` set), ordered by ``sign_id``."""
+
+    async def key_history(self, sign_id: str) -> list[KeyPublication]:
+        """Every publication of ``sign_id``, oldest first (``revoked`` set on each when revoked)."""
+
+    async def revoke_key(self, sign_id: str, revoked: int, by: str) -> int:
+        """Record that node ``by`` revoked ``sign_id`` at ``revoked`` (ms). A key is revoked
+        once: a second call keeps the first record. Returns the revocation time in force."""
+
+
 __all__ = [
     "AccountStore",
     "Broker",
     "Done",
     "FeedClient",
     "FeedStore",
+    "KeyDirectoryStore",
     "MessageStore",
     "NoticeFactory",
     "Outlet",
@@ -323,7 +353,9 @@ __all__ = [
 ]
 
 
-class Store(MessageStore, RequestStore, AccountStore, RosterStore, FeedStore, Protocol):
+class Store(
+    MessageStore, RequestStore, AccountStore, RosterStore, FeedStore, KeyDirectoryStore, Protocol
+):
     """A whole storage backend, as the server opens and closes it (SQLite, memory, ...)."""
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:

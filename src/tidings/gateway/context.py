@@ -9,6 +9,7 @@ from typing import Any
 from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
 from ..core.authz import Authorizer
+from ..core.key_directory import KeyDirectory
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
 from ..core.router import Router
@@ -57,6 +58,7 @@ class LimeContext:
     authz: Authorizer
     sessions: SessionService
     app_requests: AppRequestService
+    keys: KeyDirectory
     stats: Stats = field(default_factory=Stats)
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)

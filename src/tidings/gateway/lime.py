@@ -112,8 +112,10 @@ class LimeConnection(WSListener):
         self.ctx.connections.discard(self)
         self._timer.cancel()
         live = self.live
-        if live is not None and self.ctx.router.detach(live):
-            self.ctx.presence.forget(live)
+        if live is not None:
+            self.ctx.keys.forget(live)
+            if self.ctx.router.detach(live):
+                self.ctx.presence.forget(live)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self._closed or self._breached:
@@ -257,13 +259,18 @@ class LimeConnection(WSListener):
         self._write(encode_envelope(notification))
 
     def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        self.observe_resource(
+            identity, f"lime://{identity}/presence", "application/vnd.lime.presence+json", presence
+        )
+
+    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
         command = Command(
-            from_=identity,
+            from_=owner,
             to=self.live.node if self.live is not None else UNSET,
             method=CommandMethod.OBSERVE,
-            uri=f"lime://{identity}/presence",
-            type="application/vnd.lime.presence+json",
-            resource=msgspec.Raw(msgspec.json.encode(presence)),
+            uri=uri,
+            type=type_,
+            resource=msgspec.Raw(msgspec.json.encode(resource)),
         )
         self._write(encode_envelope(command))
 

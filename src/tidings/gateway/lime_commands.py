@@ -15,6 +15,7 @@ import msgspec
 from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.session_registry import DeliveryEvent, LiveSession
+from ..protocol.e2e import NODE_INFO_TYPE
 from ..protocol.lime import (
     UNSET,
     Command,
@@ -279,6 +280,49 @@ async def _delegations(
     raise no_method(command)
 
 
+async def _keys(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    """``/keys``: the key directory. ``lime://ID/keys`` is ID's current node infos (get),
+    followed with subscribe/unsubscribe; ``set /keys`` publishes the session's own node info;
+    ``/keys/{signId}`` (percent-encoded, as base64 may hold '/') is the latest publication of
+    one key (get) or revokes it (delete)."""
+    method = command.method
+    directory = ctx.keys
+    if not rest:
+        if method is CommandMethod.SET:
+            await authorize(ctx, live, Resource.KEYS, owner, command)
+            await directory.publish(live, resource_of(command))
+            return None
+        if method is CommandMethod.GET:
+            return collection(NODE_INFO_TYPE, await directory.keys_of(live.identity, owner))
+        if method is CommandMethod.SUBSCRIBE:
+            outlet = live.outlet
+
+            def observe(identity: str, document: dict[str, Any]) -> None:
+                outlet.observe_resource(
+                    identity, f"lime://{identity}/keys", NODE_INFO_TYPE, document
+                )
+
+            await directory.subscribe(live, owner, observe)
+            return None
+        if method is CommandMethod.UNSUBSCRIBE:
+            directory.unsubscribe(live, owner)
+            return None
+        raise no_method(command)
+    sign_id = "/".join(rest)  # an unencoded '/' of base64 splits the path: join it again
+    named = command.uri is not UNSET and str(command.uri).startswith("lime://")
+    if method is CommandMethod.GET:
+        document = await directory.key(live.identity, sign_id)
+        if named and document["identity"] != owner:
+            raise TidingsError(ErrorId.RESOURCE_NOT_FOUND, f"{owner} published no key {sign_id}")
+        return NODE_INFO_TYPE, document
+    if method is CommandMethod.DELETE:
+        await directory.revoke(live, sign_id)
+        return None
+    raise no_method(command)
+
+
 async def _ping(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
@@ -301,6 +345,7 @@ _RESOURCES: Final[dict[str, Handler]] = {
     "account": _account,
     "contacts": _contacts,
     "delegations": _delegations,
+    "keys": _keys,
     "ping": _ping,
     "sessions": sessions_resource,
 }

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..core.errors import Conflict, ErrorId
@@ -23,6 +23,7 @@ from ..core.model import (
     Account,
     AppendResult,
     GapState,
+    KeyPublication,
     OverflowPolicy,
     PersistenceState,
     PersistStep,
@@ -108,7 +109,8 @@ class _State:
 
 
 class MemoryStore:
-    """``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore`` and ``RequestStore``."""
+    """``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore`` and
+    ``KeyDirectoryStore``."""
 
     def __init__(self) -> None:
         self._state = _State()
@@ -118,6 +120,11 @@ class MemoryStore:
         self._contacts: dict[str, dict[str, str]] = {}
         self._delegations: dict[str, dict[str, str]] = {}
         self._feeds: dict[tuple[str, str], str] = {}
+        self._key_history: dict[str, list[KeyPublication]] = {}
+        """Every publication per signId, oldest first."""
+        self._key_owners: dict[str, set[str]] = {}
+        """The signIds each identity published."""
+        self._revocations: dict[str, tuple[int, str]] = {}
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: every operation completes on the loop."""
@@ -377,6 +384,41 @@ class MemoryStore:
 
     async def delete_delegation(self, owner: str, target: str) -> bool:
         return self._delegations.get(owner, {}).pop(target, None) is not None
+
+    # -- key directory ------------------------------------------------------------------------
+
+    async def add_key_publication(self, publication: KeyPublication) -> None:
+        history = self._key_history.setdefault(publication.sign_id, [])
+        if any(kept.published == publication.published for kept in history):
+            raise Conflict(
+                ErrorId.KEY_STALE,
+                f"A publication of {publication.sign_id} at {publication.published} is kept",
+            )
+        history.append(replace(publication, revoked=None))
+        history.sort(key=lambda kept: kept.published)
+        self._key_owners.setdefault(publication.identity, set()).add(publication.sign_id)
+
+    def _with_revocation(self, publication: KeyPublication) -> KeyPublication:
+        revocation = self._revocations.get(publication.sign_id)
+        return publication if revocation is None else replace(publication, revoked=revocation[0])
+
+    async def key_publication(self, sign_id: str) -> KeyPublication | None:
+        history = self._key_history.get(sign_id)
+        return self._with_revocation(history[-1]) if history else None
+
+    async def key_publications_of(self, identity: str) -> list[KeyPublication]:
+        found = []
+        for sign_id in sorted(self._key_owners.get(identity, ())):
+            latest = self._key_history[sign_id][-1]
+            if latest.identity == identity:
+                found.append(self._with_revocation(latest))
+        return found
+
+    async def key_history(self, sign_id: str) -> list[KeyPublication]:
+        return [self._with_revocation(kept) for kept in self._key_history.get(sign_id, [])]
+
+    async def revoke_key(self, sign_id: str, revoked: int, by: str) -> int:
+        return self._revocations.setdefault(sign_id, (revoked, by))[0]
 
 
 class _Transaction:

@@ -23,6 +23,7 @@ from ..core.model import (
     Account,
     AppendResult,
     GapState,
+    KeyPublication,
     OverflowPolicy,
     PersistenceState,
     PersistStep,
@@ -404,6 +405,63 @@ class SqliteStore:
         )
         return bool(result)
 
+    # -- key directory ----------------------------------------------------------------------
+
+    async def add_key_publication(self, publication: KeyPublication) -> None:
+        row = (
+            publication.sign_id,
+            publication.published,
+            publication.identity,
+            publication.instance,
+            publication.expires,
+            publication.document,
+        )
+        try:
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT INTO key_publications (sign_id, published, identity, instance,"
+                    " expires, document) VALUES (?,?,?,?,?,?)",
+                    row,
+                )
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                ErrorId.KEY_STALE,
+                f"A publication of {publication.sign_id} at {publication.published} is kept",
+            ) from None
+
+    async def key_publication(self, sign_id: str) -> KeyPublication | None:
+        rows = self._read(
+            f"{_PUBLICATIONS} WHERE p.sign_id=? ORDER BY p.published DESC LIMIT 1", (sign_id,)
+        )
+        return _publication(rows[0]) if rows else None
+
+    async def key_publications_of(self, identity: str) -> list[KeyPublication]:
+        rows = self._read(
+            f"{_PUBLICATIONS} WHERE p.identity=? AND p.published = (SELECT max(q.published)"
+            " FROM key_publications q WHERE q.sign_id = p.sign_id) ORDER BY p.sign_id",
+            (identity,),
+        )
+        return [_publication(row) for row in rows]
+
+    async def key_history(self, sign_id: str) -> list[KeyPublication]:
+        rows = self._read(f"{_PUBLICATIONS} WHERE p.sign_id=? ORDER BY p.published", (sign_id,))
+        return [_publication(row) for row in rows]
+
+    async def revoke_key(self, sign_id: str, revoked: int, by: str) -> int:
+        def operation(connection: sqlite3.Connection) -> int:
+            connection.execute(
+                "INSERT OR IGNORE INTO key_revocations (sign_id, revoked, revoked_by)"
+                " VALUES (?,?,?)",
+                (sign_id, revoked, by),
+            )
+            row = connection.execute(
+                "SELECT revoked FROM key_revocations WHERE sign_id=?", (sign_id,)
+            ).fetchone()
+            return int(row[0])
+
+        return int(await self._write(operation))
+
     # -- transactions for core policy (bounded queues, persistent sessions, app state) -------
 
     def transact(
@@ -559,6 +617,16 @@ def _insert_once(
 
 def _args_key(args: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(args.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+_PUBLICATIONS: Final = (
+    "SELECT p.sign_id, p.identity, p.instance, p.published, p.expires, p.document, r.revoked"
+    " FROM key_publications p LEFT JOIN key_revocations r ON r.sign_id = p.sign_id"
+)
+
+
+def _publication(row: Any) -> KeyPublication:
+    return KeyPublication(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
 def _account(row: Any) -> Account:

@@ -62,6 +62,19 @@ class ReasonCode(IntEnum):
     """The destination session was garbage-collected while the message was still queued."""
     SESSION_NONCE_STALE = 125
     """A persistent-session request carried a nonce that is not the session's current one."""
+    # The key directory (``set``/``delete`` on ``/keys``), from 130.
+    KEY_SIGNATURE_INVALID = 130
+    """A published node info whose signature does not verify with its ``signId``."""
+    KEY_NODE_MISMATCH = 131
+    """A node info naming another node than the session that publishes it."""
+    KEY_OWNED_BY_ANOTHER_NODE = 132
+    """A ``signId`` that another node published first (a key belongs to one node)."""
+    KEY_PUBLICATION_STALE = 133
+    """A node info not newer than the latest one accepted for its key (a replay)."""
+    KEY_REVOKED = 134
+    """A revoked key: it is never published again."""
+    KEY_EXPIRY_OUT_OF_RANGE = 135
+    """A node info already expired, expiring too far ahead, or published in the future."""
 
 
 VALIDATION_INVALID_URI = ReasonCode.VALIDATION_INVALID_METHOD
