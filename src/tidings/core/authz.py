@@ -27,8 +27,12 @@ class Resource(StrEnum):
     COMMANDS = "commands"
     FEEDS = "feeds"
     KEYS = "keys"
-    """Published node info (the key directory): looked up by those the owner accepts
-    messages from."""
+    """Published node info (the key directory): listed by those the owner accepts messages
+    from."""
+    KEY_OWNERS = "key-owners"
+    """Who owns a key one already knows (``get /keys/{signId}``): any identity, since whoever
+    received a sealed message must check the key that signed it, and a key id is learned only
+    from a message it signed or a listing one was allowed."""
     SERVER_API = "server-api"
     """The HTTP routes that act as the server (publish, notify, read queues)."""
 
@@ -88,6 +92,8 @@ class Authorizer:
         if actor is None:
             raise Forbidden(ErrorId.FORBIDDEN, f"The {resource} resource needs an identity")
         if owner is None or owner == actor:
+            return
+        if resource is Resource.KEY_OWNERS and method is Method.READ:
             return
         if resource in OWN_ONLY:
             raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may use its {resource}")

@@ -188,23 +188,30 @@ class KeyDirectory:
     # -- lookups ------------------------------------------------------------------------------
 
     async def keys_of(self, viewer: str | None, identity: str) -> list[dict[str, Any]]:
-        """The current node infos of ``identity`` (latest per key, unrevoked, unexpired), as
-        published; ``Forbidden`` (``not-shared``) when ``identity`` does not accept ``viewer``."""
+        """The current node infos of ``identity``: one per node (instance), its latest
+        published key that is unrevoked and unexpired, as published. A node that published a
+        new key (rotation) is listed with that one: senders seal for the new key, while the old
+        one still verifies what it signed until it is revoked. ``Forbidden`` (``not-shared``)
+        when ``identity`` does not accept ``viewer``."""
         await self._authz.check(viewer, Resource.KEYS, Method.READ, identity)
         now = self.now_ms()
-        return [
-            _document(publication)
-            for publication in await self._store.key_publications_of(identity)
-            if publication.revoked is None and publication.expires > now
-        ]
+        latest: dict[str, KeyPublication] = {}
+        for publication in await self._store.key_publications_of(identity):
+            if publication.revoked is not None or publication.expires <= now:
+                continue
+            known = latest.get(publication.instance)
+            if known is None or publication.published > known.published:
+                latest[publication.instance] = publication
+        return [_document(publication) for publication in latest.values()]
 
     async def key(self, viewer: str | None, sign_id: str) -> dict[str, Any]:
         """The latest publication of ``sign_id`` (``revoked`` added when revoked), expired or
-        not; ``NotFound`` when never published, ``Forbidden`` as for ``keys_of``."""
+        not; ``NotFound`` when never published. Any identity may ask (``KEY_OWNERS``): a
+        recipient checks the key of a sealed message's sender whoever that sender accepts."""
         latest = await self._store.key_publication(sign_id)
         if latest is None:
             raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"The key {sign_id} was never published")
-        await self._authz.check(viewer, Resource.KEYS, Method.READ, latest.identity)
+        await self._authz.check(viewer, Resource.KEY_OWNERS, Method.READ, latest.identity)
         return _document(latest)
 
     async def history(self, sign_id: str) -> list[dict[str, Any]]:

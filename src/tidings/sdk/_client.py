@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
+from urllib.parse import quote
 
 from tidings.protocol.e2e import COPY_SUFFIX, SEALED_TYPE
 from tidings.protocol.lime import (
@@ -447,7 +448,7 @@ class Client:
     async def revoke_key(self, sign_id: str) -> None:
         """Revoke one of this identity's keys for good (a lost device, a retired key)."""
         e2e = self._sealing()
-        await self.command(CommandMethod.DELETE, f"/keys/{sign_id}")
+        await self.command(CommandMethod.DELETE, f"/keys/{quote(sign_id, safe='')}")
         e2e.directory.forget()
 
     async def rotate_keys(self, *, revoke_old: bool = False) -> str:

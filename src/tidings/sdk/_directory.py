@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 from tidings.protocol.e2e import E2EError, NodeInfo, verify_node_info
 
@@ -73,7 +74,7 @@ class Directory:
         if cached is not None and self._clock() < cached[0]:
             return cached[1]
         try:
-            answer = await self._request("get", f"/keys/{sign_id}", None, None)
+            answer = await self._request("get", f"/keys/{quote(sign_id, safe='')}", None, None)
         except CommandFailed as failure:
             if failure.code != NOT_FOUND:
                 raise

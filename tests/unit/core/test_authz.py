@@ -73,6 +73,10 @@ MATRIX: dict[tuple[Resource, Method], dict[str, ErrorId | None]] = {
         for method in (Method.READ, Method.SUBSCRIBE)
     },
     **{(Resource.KEYS, method): ANYONE_ELSE_FORBIDDEN for method in (Method.WRITE, Method.DELETE)},
+    (Resource.KEY_OWNERS, Method.READ): {
+        **dict.fromkeys(ACTORS, OK),
+        "anonymous": ErrorId.FORBIDDEN,
+    },
     (Resource.MESSAGES, Method.SEND): {
         "owner": OK,
         "friend": ErrorId.NOT_DELEGATED,

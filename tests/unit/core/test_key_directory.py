@@ -258,7 +258,8 @@ async def test_a_closed_identity_is_looked_up_only_by_accepted_contacts(world: W
     assert len(await world.directory.keys_of(ALICE, ALICE)) == 1
     await world.directory.key(BOB, signer.sign_id)
     await refused(ErrorId.NOT_SHARED, world.directory.keys_of(CAROL, ALICE))  # pending
-    await refused(ErrorId.NOT_SHARED, world.directory.key(CAROL, signer.sign_id))
+    await world.directory.key(CAROL, signer.sign_id)  # it signed something carol holds
+    await refused(ErrorId.FORBIDDEN, world.directory.key(None, signer.sign_id))
     await refused(ErrorId.NOT_SHARED, world.directory.keys_of("eve@localhost", ALICE))
     await refused(ErrorId.NOT_SHARED, world.directory.subscribe(CAROLS, ALICE, lambda *a: None))
     await refused(ErrorId.FORBIDDEN, world.directory.keys_of(None, ALICE))
