@@ -182,11 +182,24 @@ async def test_times_out_of_range_are_refused(world: World, published: int, expi
 
 
 async def test_times_at_the_bounds_are_accepted(world: World) -> None:
+    early, late = TestSigner(), TestSigner()
     await world.directory.publish(
-        LAPTOP, info(TestSigner(), published=NOW_MS + MAX_CLOCK_SKEW_MS, expires=NOW_MS + DAY_MS)
+        LAPTOP, info(early, published=NOW_MS + MAX_CLOCK_SKEW_MS, expires=NOW_MS + DAY_MS)
     )
-    await world.directory.publish(LAPTOP, info(TestSigner(), expires=NOW_MS + MAX_LIFETIME_MS))
-    assert len(await world.directory.keys_of(ALICE, ALICE)) == 2
+    await world.directory.publish(LAPTOP, info(late, expires=NOW_MS + MAX_LIFETIME_MS))
+    for signer in (early, late):
+        assert (await world.directory.key(ALICE, signer.sign_id))["signId"] == signer.sign_id
+
+
+async def test_the_current_set_lists_each_node_once_with_its_latest_key(world: World) -> None:
+    old, new = TestSigner(), TestSigner()
+    await world.directory.publish(LAPTOP, info(old, published=NOW_MS - 1000))
+    await world.directory.publish(LAPTOP, info(new, published=NOW_MS))
+    listed = await world.directory.keys_of(ALICE, ALICE)
+    assert [item["signId"] for item in listed] == [new.sign_id]
+    await world.directory.revoke(LAPTOP, new.sign_id)  # the old key is current again
+    listed = await world.directory.keys_of(ALICE, ALICE)
+    assert [item["signId"] for item in listed] == [old.sign_id]
 
 
 async def test_an_expired_key_leaves_the_current_set_but_stays_known(world: World) -> None:
