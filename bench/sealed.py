@@ -9,8 +9,12 @@ per run. Each run sends COUNT messages with at most WINDOW unaccepted (``send_me
 ``send_sealed`` with ``wait=None``) and ends when every device has taken (and acknowledged)
 every message: encrypt, route with receipts, store, deliver, decrypt.
 
-  plainN    ``send_message`` of a text whose JSON is as long as the sealed content would be
   sealedN   ``send_sealed`` of SIZE characters of text: sealed for N devices, opened by each
+  plainN    ``send_message`` of a text whose JSON is as long as the sealed content would be,
+            paced at the rate sealedN reached in the same repetition: the server's cost per
+            message grows when messages stop arriving in batches (DESIGN.md section 4), so
+            sealed and plain are compared at the same offered rate
+  fullN     the same plain messages as fast as the window lets (the throughput baseline)
 
 Reported per message: wall rate, the server's CPU (from /proc over the run; the server does no
 per-message crypto, so sealed should cost what plain does for the same bytes), and this
@@ -36,11 +40,18 @@ from harness import bench_session, run_driver, start_tidings
 from tidings.protocol.e2e import NodeKeys, seal
 from tidings.sdk import Client
 
-MODES = ("plain1", "sealed1", "plain3", "sealed3")
+MODES = ("sealed1", "plain1", "full1", "sealed3", "plain3", "full3")
 
 
 async def one_run(
-    url: str, server_pid: int, mode: str, count: int, size: int, window: int, keys: Path
+    url: str,
+    server_pid: int,
+    mode: str,
+    count: int,
+    size: int,
+    window: int,
+    keys: Path,
+    pace: float | None,
 ) -> Any:
     devices = int(mode[-1])
     sealed = mode.startswith("sealed")
@@ -58,7 +69,7 @@ async def one_run(
         ]
         sender = await stack.enter_async_context(client("alice", "a1"))
         if not sealed:
-            text = "x" * _sealed_length(size, devices)
+            text = "x" * _sealed_length(size, devices)  # the same bytes on the wire
         taken = [0] * devices
 
         async def drain(n: int, device: Client) -> None:
@@ -70,8 +81,10 @@ async def one_run(
         start_server, start_cpu, start = cpu_ticks(server_pid), time.process_time(), time.time()
         readers = [asyncio.create_task(drain(n, d)) for n, d in enumerate(receivers)]
         send = sender.send_sealed if sealed else sender.send_message
-        for _ in range(count):
+        for n in range(count):
             await send("bob@localhost", text, wait=None)
+            if pace is not None:  # one message at a time, as sealing spaces them
+                await asyncio.sleep(max(0.0, start + (n + 1) / pace - time.time()))
         await asyncio.wait_for(asyncio.gather(*readers), 300)
         elapsed = time.time() - start
         server_s = (cpu_ticks(server_pid) - start_server) / CLK_TCK
@@ -108,12 +121,14 @@ def main() -> None:
     with bench_session(args.src):
         for rep in range(args.reps):
             for mode in modes:
+                sealed_runs = results.get("sealed" + mode[-1], [])
+                pace = sealed_runs[-1]["rate"] if mode.startswith("plain") and sealed_runs else None
                 server = start_tidings("--allow-guests")
                 try:
                     with tempfile.TemporaryDirectory() as keys:
                         run = one_run(
                             server.url, server.pid, mode, args.count, args.size, args.window,
-                            Path(keys),
+                            Path(keys), pace,
                         )  # fmt: skip
                         result = asyncio.run(run)
                 finally:
