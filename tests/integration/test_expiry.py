@@ -1,4 +1,4 @@
-"""Expiring messages on a real ``tidings serve`` (issue 9): ``tidings.expireAfter``, the sweep,
+"""Expiring messages on a real ``tidings serve``: ``tidings.expireAfter``, the sweep,
 delivery-time expiry, expiry across a restart, ``tidings.realtime``.
 
 Expiry needs time to pass: messages expire after 200 ms and tests wait for what follows (the

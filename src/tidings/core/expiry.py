@@ -1,4 +1,4 @@
-"""Expiring messages: how long a message may wait for its recipient (issue 9).
+"""Expiring messages: how long a message may wait for its recipient.
 
 A message may say, in its metadata, how long it is worth delivering:
 

@@ -1,4 +1,4 @@
--- Expiring messages (issue 9): every envelope row carries the wall-clock time it expires
+-- Expiring messages: every envelope row carries the wall-clock time it expires
 -- (seconds since the epoch; NULL for server bookkeeping: gap markers, kept failures). Rows
 -- queued by an earlier version expire 7 days after they were queued, the longest expiry.
 ALTER TABLE queue ADD COLUMN expires_at REAL;
