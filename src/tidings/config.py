@@ -57,6 +57,12 @@ class Settings:
     """Time a connection has to establish its session."""
     message_id_retention_s: float = 7 * 24 * 3600.0
     """How long (sender, id) pairs are remembered to drop sender-side duplicates."""
+    message_ttl_s: float = 7 * 24 * 3600.0
+    """How long a message that gives no ``tidings.expireAfter`` may wait for its recipient;
+    then it is removed and its sender gets ``failed`` 123 (1 s .. 7 days)."""
+    expiry_sweep_interval_s: float = 5.0
+    """How often expired queued messages are removed and their senders told (a message is
+    never delivered after its expiry, whether the sweep has run or not)."""
     queue_policy: str = "reject-new"
     """Overflow policy of sessions that set none: ``reject-new`` (121) or ``drop-oldest`` (122)."""
     session_idle_s: float = 30 * 24 * 3600.0
@@ -121,6 +127,16 @@ class Settings:
             self.queue_policy in ("reject-new", "drop-oldest"),
             "queue_policy",
             "must be 'reject-new' or 'drop-oldest'",
+        )
+        _check(
+            1 <= self.message_ttl_s <= 7 * 24 * 3600,
+            "message_ttl_s",
+            "must be 1 .. 604800 seconds (7 days)",
+        )
+        _check(
+            0 < self.expiry_sweep_interval_s <= 7 * 24 * 3600,
+            "expiry_sweep_interval_s",
+            "must be > 0 and <= 604800 seconds",
         )
         _check(self.session_idle_s >= 0, "session_idle_s", "must be >= 0")
         _check(self.sessions_per_identity >= 0, "sessions_per_identity", "must be >= 0")

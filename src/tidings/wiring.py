@@ -129,6 +129,7 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         QueueLimits(
             default_limit=settings.queue_limit,
             default_policy=OverflowPolicy(settings.queue_policy),
+            message_ttl=settings.message_ttl_s,
         ),
         notices=notices,
         server_node=server.text,
@@ -198,6 +199,7 @@ class TidingsServer:
                 settings.session_gc_interval_s,
             )
         )
+        lime.spawn(services.router.sweep_forever(settings.expiry_sweep_interval_s))
         self.app.bind(services.hub, services.sessions)
         self.app.set_state(ServerState.STARTING)
         await self.app.emit("starting")

@@ -356,6 +356,115 @@ async def test_reject_new_is_an_append_without_bounds(store: Any) -> None:
     assert await ids(store) == ["m0", "m1"]
 
 
+# -- expiring messages: stored expiry, sweep, delivery-time expiry ----------------------------
+
+
+def expiring(sender: str, message_id: str | None, at: float | None, instance: str = "a") -> Any:
+    return QueueEntry(BOB, instance, sender, message_id, True, b"x", at)
+
+
+async def sweep(store: Any, now: float, delivered: dict[Any, int] | None = None) -> Any:
+    return await complete(store.transact, POLICY.expiry(now, (-1.0, 0), 100, delivered or {}))
+
+
+async def test_entries_carry_their_expiry_into_the_backlog(store: Any) -> None:
+    await append(store, expiring("s/1", "m1", 1000.5), expiring("s/1", "m2", None))
+    assert [(r.message_id, r.expires_at) for r in await queue(store)] == [
+        ("m1", 1000.5),
+        ("m2", None),
+    ]
+
+
+async def test_expired_rows_come_in_expiry_order_after_a_key(store: Any) -> None:
+    first = await append(
+        store,
+        expiring("s/1", "late", 30.0),
+        expiring("s/1", "early", 10.0),
+        expiring("s/1", "b", 20.0, "b"),
+        expiring("s/1", "future", 99.0),
+        expiring("s/1", "never", None),
+    )
+
+    def read(now: float, after: tuple[float, int], limit: int) -> Any:
+        return complete(store.transact, lambda tx: tx.expired(now, after, limit))
+
+    found = await read(50.0, (-1.0, 0), 10)
+    assert [(e.row.message_id, e.instance, e.expires_at) for e in found] == [
+        ("early", "a", 10.0),
+        ("b", "b", 20.0),
+        ("late", "a", 30.0),
+    ]
+    assert found[0].row.seq == first.seqs[1] and found[0].row.needs_ack
+    assert [e.row.message_id for e in await read(50.0, (-1.0, 0), 2)] == ["early", "b"]
+    after = (found[1].expires_at, found[1].row.seq)
+    assert [e.row.message_id for e in await read(50.0, after, 10)] == ["late"]
+    in_a = await complete(
+        store.transact, lambda tx: tx.expired_in(BOB, "a", 50.0, after=first.seqs[0], limit=10)
+    )
+    assert [e.row.message_id for e in in_a] == ["early"]  # "late" is not after the cursor
+
+
+async def test_the_sweep_removes_tells_the_sender_and_marks_a_gap(store: Any) -> None:
+    await append(
+        store,
+        expiring("alice@x/p", "m0", 10.0),
+        expiring("alice@x/p", "m1", 100.0),
+        expiring("alice@x/p", "m2", 10.0),
+    )
+    swept = await sweep(store, 50.0)
+    assert (swept.scanned, swept.expired) == (2, 2)
+    rows = await queue(store)
+    assert rows[0].message_id == "m1"  # the marker takes the place of the last one removed
+    assert gap_of(rows[1:])["dropped"] == 2
+    assert [x["id"] for x in gap_of(rows[1:])["lost"]] == ["m0", "m2"]
+    told = [json.loads(r.payload) for r in await queue(store, "p", "alice@x")]
+    assert [(t["failed"], t["why"]) for t in told] == [
+        ("m0", "message-expired"),
+        ("m2", "message-expired"),
+    ]
+    assert swept.result.removed == {(BOB, "a"): 2}
+    assert sorted((n.identity, n.needs_ack) for n in swept.result.notices) == [
+        ("alice@x", False),
+        ("alice@x", False),
+        (BOB, True),
+    ]
+    # gap markers and kept failures never expire; nothing is due twice
+    again = await sweep(store, 10_000.0)
+    rows = await queue(store)
+    assert again.expired == 1 and len(rows) == 1 and gap_of(rows)["dropped"] == 3
+    assert len(await queue(store, "p", "alice@x")) == 3
+
+
+async def test_the_sweep_leaves_what_a_live_connection_holds(store: Any) -> None:
+    first = await append(
+        store, expiring("alice@x/p", "m0", 10.0), expiring("alice@x/p", "m1", 10.0)
+    )
+    swept = await sweep(store, 50.0, {(BOB, "a"): first.seqs[0]})
+    assert (swept.scanned, swept.expired) == (2, 1)
+    assert [r.message_id for r in await queue(store) if r.sender != SERVER] == ["m0"]
+
+
+async def test_session_expiry_after_a_cursor(store: Any) -> None:
+    first = await append(
+        store,
+        *(expiring("alice@x/p", f"m{i}", 10.0) for i in range(3)),
+        expiring("c@x/c", "n", 90.0),
+    )
+    result = await complete(
+        store.transact, POLICY.session_expiry(BOB, "a", 50.0, first.seqs[0], 100)
+    )
+    assert result.removed == {(BOB, "a"): 2}
+    rows = await queue(store)
+    assert [r.message_id for r in rows if r.sender != SERVER] == ["m0", "n"]
+    assert gap_of([r for r in rows if r.sender == SERVER])["dropped"] == 2
+
+
+async def test_a_claimed_inbox_keeps_its_expiry(store: Any) -> None:
+    await append(store, expiring("s/1", "m", 10.0, ""))
+    await store.claim_unclaimed(BOB, "a")
+    assert [r.expires_at for r in await queue(store)] == [10.0]
+
+
 # -- persistent sessions -------------------------------------------------------------------
 
 

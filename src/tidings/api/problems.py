@@ -35,6 +35,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.INVALID_DELTA: 409,
     ErrorId.QUEUE_DROPPED: 409,
     ErrorId.SESSION_EXPIRED: 410,
+    ErrorId.MESSAGE_EXPIRED: 410,
     ErrorId.SESSION_NOT_FOUND: 404,
     ErrorId.SESSION_CONNECTED: 409,
     ErrorId.STALE_NONCE: 409,

@@ -39,6 +39,7 @@ class ErrorId(StrEnum):
     SESSION_TAKEN_OVER = "session-taken-over"
     QUEUE_DROPPED = "queue-dropped"
     SESSION_EXPIRED = "session-expired"
+    MESSAGE_EXPIRED = "message-expired"
     SESSION_NOT_FOUND = "session-not-found"
     SESSION_CONNECTED = "session-connected"
     STALE_NONCE = "stale-nonce"

@@ -50,6 +50,9 @@ class QueueEntry:
     message_id: str | None
     needs_ack: bool
     payload: bytes
+    expires_at: float | None = None
+    """Wall-clock time (seconds since the epoch) after which the envelope is not delivered but
+    expired (its sender told); None: it never expires (server bookkeeping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class QueuedEnvelope:
     needs_ack: bool
     payload: bytes
     enqueued_at: float
+    expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +121,16 @@ class QueueRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredRow:
+    """An envelope row past its expiry, with the session whose queue holds it."""
+
+    identity: str
+    instance: str
+    expires_at: float
+    row: QueueRow
+
+
+@dataclass(frozen=True, slots=True)
 class GapState:
     """A session's current gap marker: its queue row and what it counts so far."""
 
@@ -158,6 +172,19 @@ class TrimResult:
     removed: dict[tuple[str, str], int] = field(default_factory=dict)
     """Rows removed per session (dropped envelopes, replaced gap markers)."""
     notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPass:
+    """One transaction of the expiry sweep: what it did, and where the next one goes on."""
+
+    result: TrimResult
+    scanned: int
+    """Expired rows read (some may have been left: in the hands of a live connection)."""
+    expired: int
+    """Rows removed as expired."""
+    last: tuple[float, int]
+    """(expires_at, seq) of the last row read: the next pass reads after it."""
 
 
 @dataclass(frozen=True, slots=True)

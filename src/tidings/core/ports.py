@@ -25,6 +25,7 @@ from .model import (
     Account,
     AppendResult,
     DeliveryEvent,
+    ExpiredRow,
     GapState,
     KeyPublication,
     PersistenceState,
@@ -158,6 +159,16 @@ class QueueTransaction(Protocol):
 
     def delete(self, seqs: Sequence[int]) -> None:
         """Remove queue rows (of any kind)."""
+
+    def expired(self, now: float, after: tuple[float, int], limit: int) -> list[ExpiredRow]:
+        """Envelopes of every session whose expiry is at or before ``now``, in (expires_at,
+        seq) order, starting after ``after``; at most ``limit``."""
+
+    def expired_in(
+        self, identity: str, instance: str, now: float, *, after: int, limit: int
+    ) -> list[ExpiredRow]:
+        """The session's envelopes past ``after`` (a sequence number) whose expiry is at or
+        before ``now``, in sequence order; at most ``limit``."""
 
     def gap(self, identity: str, instance: str) -> GapState | None:
         """The session's gap marker, if it has one."""

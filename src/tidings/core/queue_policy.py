@@ -16,19 +16,24 @@ The rules (see ``queues`` for the policies and docs/lime.md for what clients see
 - each dropped message's sender is told once (``failed``, kept in the sender's own queue), unless
   it needs no acknowledgement, has no id, or came from the server or the session itself;
 - the session gets one gap marker at the head of its queue that counts every drop since it last
-  acknowledged a marker and names at most ``MAX_LOST_LISTED`` of the lost.
+  acknowledged a marker and names at most ``MAX_LOST_LISTED`` of the lost;
+- an envelope past its expiry (``core.expiry``) goes the same way: removed, its sender told
+  (``MESSAGE_EXPIRED``), counted in the gap marker; unless it is in the hands of a live
+  connection (the sweep leaves those).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from .address import parse_address
 from .errors import Invalid, TidingsError
 from .model import (
     UNCLAIMED,
+    ExpiredRow,
+    ExpiryPass,
     GapState,
     Notice,
     PersistStep,
@@ -38,8 +43,9 @@ from .model import (
     TrimResult,
 )
 from .ports import NoticeFactory, QueueTransaction
-from .queues import MAX_LOST_LISTED, dropped_error, expired_error
+from .queues import MAX_LOST_LISTED, dropped_error, expired_error, message_expired_error
 
+Key = tuple[str, str]
 NO_SEQ: Final = 2**63 - 1
 """Above every sequence number (SQLite's largest integer)."""
 
@@ -124,9 +130,68 @@ class QueuePolicy:
             rows = delivered + rows
         if not rows:
             return
+        node = f"{identity}/{instance}"
+        self._remove(tx, identity, instance, rows, dropped_error(node), removed, made)
+
+    def expiry(
+        self, now: float, after: tuple[float, int], limit: int, delivered: Mapping[Key, int]
+    ) -> Callable[[QueueTransaction], ExpiryPass]:
+        """One pass of the expiry sweep over every session: the envelopes expired at ``now``
+        (at most ``limit``, after ``after``) are removed, each sender owed an answer is told
+        (``MESSAGE_EXPIRED``) and each session's gap marker moves, as drop-oldest does.
+
+        ``delivered`` maps live sessions to their connection's cursor: envelopes up to it are
+        in the client's hands (awaiting its ``received``) and are left alone."""
+
+        def work(tx: QueueTransaction) -> ExpiryPass:
+            found = tx.expired(now, after, limit)
+            if not found:
+                return ExpiryPass(TrimResult(), 0, 0, after)
+            last = (found[-1].expires_at, found[-1].row.seq)
+            due = [e for e in found if e.row.seq > delivered.get((e.identity, e.instance), 0)]
+            return ExpiryPass(self._expire(tx, due), len(found), len(due), last)
+
+        return work
+
+    def session_expiry(
+        self, identity: str, instance: str, now: float, after: int, limit: int
+    ) -> Callable[[QueueTransaction], TrimResult]:
+        """Expire the session's envelopes past ``after`` (its connection's cursor) that are
+        expired at ``now``: what a write found expired before the sweep came to it."""
+
+        def work(tx: QueueTransaction) -> TrimResult:
+            found = tx.expired_in(identity, instance, now, after=after, limit=limit)
+            return self._expire(tx, found)
+
+        return work
+
+    def _expire(self, tx: QueueTransaction, found: Sequence[ExpiredRow]) -> TrimResult:
+        by_session: dict[Key, list[QueueRow]] = {}
+        for expired in found:
+            by_session.setdefault((expired.identity, expired.instance), []).append(expired.row)
+        removed: dict[Key, int] = {}
+        made: list[Notice] = []
+        for (identity, instance), rows in by_session.items():
+            rows.sort(key=lambda row: row.seq)
+            error = message_expired_error(f"{identity}/{instance}")
+            self._remove(tx, identity, instance, rows, error, removed, made)
+        return TrimResult(removed=removed, notices=made)
+
+    def _remove(
+        self,
+        tx: QueueTransaction,
+        identity: str,
+        instance: str,
+        rows: Sequence[QueueRow],
+        error: TidingsError,
+        removed: dict[Key, int],
+        made: list[Notice],
+    ) -> None:
+        """Delete the session's ``rows`` (in sequence order), tell their senders ``error``, and
+        count them in the session's gap marker (one, cumulative, at the last removed row)."""
         tx.delete([row.seq for row in rows])
         node = f"{identity}/{instance}"
-        made.extend(self._tell_senders(tx, node, rows, dropped_error(node)))
+        made.extend(self._tell_senders(tx, node, rows, error))
         lost = [{"from": r.sender, "id": r.message_id} for r in rows if r.message_id]
         dropped = len(rows)
         gap_seq = rows[-1].seq

@@ -41,6 +41,13 @@ def expired_error(node: str) -> TidingsError:
     )
 
 
+def message_expired_error(node: str) -> TidingsError:
+    return TidingsError(
+        ErrorId.MESSAGE_EXPIRED,
+        f"The message expired before {node} received it",
+    )
+
+
 def check_pattern(pattern: str) -> str:
     """A session-name pattern: shell-style glob (``*``, ``?``, ``[...]``), matched in full."""
     if not pattern or len(pattern) > 256:

@@ -5,7 +5,9 @@ The delivery contract (DESIGN.md section 3) lives here:
   in one group-committed write, and only then ``accepted`` and written to the live sessions;
 - it stays queued until the destination acknowledges it (``received``); a reconnecting session
   gets its backlog in order before anything new;
-- a full queue refuses the message as a whole with an explicit failure, never silently.
+- a full queue refuses the message as a whole with an explicit failure, never silently;
+- every queued entry carries the time it expires (``core.expiry``): an expired entry is never
+  written to a recipient; it is removed, its sender told, its session told of the gap.
 
 Envelope bytes come ready-made from the gateway (the sender already stamped); the router never
 parses them.
@@ -13,7 +15,10 @@ parses them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import enum
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +37,7 @@ from .errors import (
 from .model import (
     UNCLAIMED,
     AppendResult,
+    ExpiryPass,
     Notice,
     OverflowPolicy,
     PersistStep,
@@ -41,18 +47,22 @@ from .model import (
     SessionRecord,
     TrimResult,
 )
-from .ports import MessageStore, NoticeFactory
+from .ports import MessageStore, NoticeFactory, settling
 from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 
 BACKLOG_PAGE = 1000
+EXPIRY_PASS = 500
+"""Expired rows one sweep transaction handles (several passes when more are due)."""
 
 
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
     default_limit: int = 10_000
     default_policy: OverflowPolicy = OverflowPolicy.REJECT_NEW
+    message_ttl: float = 7 * 24 * 3600.0
+    """Seconds a message that gives no ``expireAfter`` may wait for its recipient."""
 
 
 class Router:
@@ -91,11 +101,17 @@ class Router:
         persist: PersistStep | None = None,
         *,
         on_behalf_of: Address | None = None,
+        expire_after: float | None = None,
+        realtime: bool = False,
     ) -> Awaitable[None] | None:
         """Route a message; raises ``TidingsError`` when it cannot be taken at all.
 
         ``on_behalf_of`` is the delegating owner when the session sends for someone else (it
         is then the message's sender); by default the sender is the session's own node.
+
+        ``expire_after`` (seconds; default ``limits.message_ttl``) bounds how long it may wait
+        in queues. ``realtime``: when no destination session is online it is refused at once
+        with ``MESSAGE_EXPIRED`` (dropped, if it has no id) instead of being queued.
 
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
@@ -110,11 +126,30 @@ class Router:
             sender_address, creator = sender.node, sender.identity
         else:
             sender_address, creator = on_behalf_of.text, on_behalf_of.identity
+        expires_at = self.expiry_of(expire_after)
         if not self._registry.knows(to.identity):
             return self._send_checked(
-                sender, sender_address, creator, message_id, to, payload, persist
+                sender,
+                sender_address,
+                creator,
+                message_id,
+                to,
+                payload,
+                persist,
+                expires_at,
+                realtime,
             )
-        return self._send(sender, sender_address, creator, message_id, to, payload, persist)
+        return self._send(
+            sender,
+            sender_address,
+            creator,
+            message_id,
+            to,
+            payload,
+            persist,
+            expires_at,
+            realtime,
+        )
 
     async def _send_checked(
         self,
@@ -125,9 +160,21 @@ class Router:
         to: Address,
         payload: bytes,
         persist: PersistStep | None,
+        expires_at: float,
+        realtime: bool,
     ) -> None:
         await self.check_identity(to)
-        pending = self._send(sender, sender_address, creator, message_id, to, payload, persist)
+        pending = self._send(
+            sender,
+            sender_address,
+            creator,
+            message_id,
+            to,
+            payload,
+            persist,
+            expires_at,
+            realtime,
+        )
         if pending is not None:
             await pending
 
@@ -140,8 +187,17 @@ class Router:
         to: Address,
         payload: bytes,
         persist: PersistStep | None,
+        expires_at: float,
+        realtime: bool,
     ) -> Awaitable[None] | None:
         targets = self._resolve(to.identity, to.instance, creator)
+        if realtime and not self._any_online(targets):
+            if message_id is None:
+                return None  # nobody to tell: "now or never" is never
+            raise TidingsError(
+                ErrorId.MESSAGE_EXPIRED,
+                f"No session of {to.text} is online to take a realtime message now",
+            )
         try:
             bounds = self.bounds_for(targets)
         except LimitExceeded as refusal:
@@ -153,19 +209,19 @@ class Router:
                 raise TidingsError(
                     ErrorId.INVALID_ARGUMENT, "A persistent-session message needs an id"
                 )
-            self._send_unacknowledged(sender_address, targets, payload, bounds)
+            self._send_unacknowledged(sender_address, targets, payload, bounds, expires_at)
             return None
         if bounds or persist is not None:
             self._send_bounded(
-                sender, sender_address, message_id, targets, payload, bounds, persist
+                sender, sender_address, message_id, targets, payload, bounds, persist, expires_at
             )
             return None
-        entries = _queued(targets, sender_address, message_id, payload)
+        entries = _queued(targets, sender_address, message_id, payload, expires_at)
         self.ledger.reserve(targets)
 
         def appended(result: AppendResult | BaseException) -> None:
             self.ledger.settle_append(targets, result)
-            self._appended(sender, message_id, targets, payload, result)
+            self._appended(sender, message_id, targets, payload, result, expires_at)
 
         self._store.append(entries, (sender_address, message_id), appended)
         return None
@@ -187,6 +243,7 @@ class Router:
         targets: list[SessionRecord],
         payload: bytes,
         result: AppendResult | BaseException,
+        expires_at: float,
     ) -> None:
         """Tell the sender and write to live sessions (the ledger has settled the depths)."""
         if isinstance(result, BaseException) or result.duplicate:
@@ -203,6 +260,9 @@ class Router:
             return
         if sender.wants(DeliveryEvent.ACCEPTED):
             sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+        if expires_at <= time.time():
+            self._expire_in(targets)  # expired while it was being stored: never written
+            return
         dispatched = False
         registry = self._registry
         for record, seq in zip(targets, result.seqs, strict=True):
@@ -226,7 +286,8 @@ class Router:
         sender_address: str,
         targets: list[SessionRecord],
         payload: bytes,
-        bounds: list[QueueBound] | None = None,
+        bounds: list[QueueBound] | None,
+        expires_at: float,
     ) -> None:
         """Fire-and-forget: write to live sessions now, keep a copy for the others."""
         offline = []
@@ -239,17 +300,18 @@ class Router:
                 offline.append(record)  # closing, or behind reading: kept for it
         self.delivered += 1
         if offline:
-            self._keep(offline, sender_address, payload, bounds)
+            self._keep(offline, sender_address, payload, expires_at, bounds)
 
     def _keep(
         self,
         targets: list[SessionRecord],
         sender_address: str,
         payload: bytes,
+        expires_at: float,
         bounds: list[QueueBound] | None = None,
     ) -> None:
         entries = [
-            QueueEntry(r.identity, r.instance, sender_address, None, False, payload)
+            QueueEntry(r.identity, r.instance, sender_address, None, False, payload, expires_at)
             for r in targets
         ]
         self.ledger.reserve(targets)
@@ -262,7 +324,7 @@ class Router:
                     return
                 self.deliver_notices(result)
                 for record, seq in zip(targets, result.seqs, strict=True):
-                    self._deliver_if_live(record, seq, payload)
+                    self._deliver_if_live(record, seq, payload, expires_at)
 
             self._store.transact(policy.bounded_append(entries, None, bounds, None), kept_bounded)
             return
@@ -272,13 +334,18 @@ class Router:
             if isinstance(result, BaseException):
                 return
             for record, seq in zip(targets, result.seqs, strict=True):
-                self._deliver_if_live(record, seq, payload)
+                self._deliver_if_live(record, seq, payload, expires_at)
 
         self._store.append(entries, None, kept)
 
-    def _deliver_if_live(self, record: SessionRecord, seq: int, payload: bytes) -> None:
+    def _deliver_if_live(
+        self, record: SessionRecord, seq: int, payload: bytes, expires_at: float
+    ) -> None:
         live = self._registry.live(record.identity, record.instance)
         if live is None or live.replaying or live.cursor >= seq or not live.available:
+            return
+        if expires_at <= time.time():
+            self._expire_in([record])
             return
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
@@ -320,7 +387,7 @@ class Router:
             if live is None or live.replaying or not live.outlet.deliver(payload):
                 offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
-            self._keep(offline, "", payload)
+            self._keep(offline, "", payload, self.expiry_of())
 
     def forward_command(self, to: Address, payload: bytes) -> Awaitable[None] | None:
         """Forward a command to live sessions only: a request needs someone to answer now.
@@ -393,21 +460,34 @@ class Router:
                 page = await self._store.backlog(
                     live.identity, live.instance, live.cursor, BACKLOG_PAGE
                 )
-                if not self._write_page(live, page):
+                written = self._write_page(live, page)
+                if written is _Page.STOPPED:
                     return
+                if written is _Page.EXPIRED:
+                    # expired before the sweep came to it: expire it (and what follows it,
+                    # expired too) now, then read on from the cursor (its gap marker first)
+                    await self._expire_after_cursor(live)
+                    continue
                 if len(page) < BACKLOG_PAGE:
                     break
             live.replaying = live.behind  # it fell behind on the last page: catch_up follows
         finally:
             live.replay_running = False
 
-    def _write_page(self, live: LiveSession, page: list[QueuedEnvelope]) -> bool:
-        """Write a backlog page; False when the connection stopped taking it part way."""
+    def _write_page(self, live: LiveSession, page: list[QueuedEnvelope]) -> _Page:
+        """Write a backlog page up to its first expired entry (EXPIRED: expire it, then read
+        on); STOPPED when the connection stopped taking it part way."""
         discard = []
-        complete = True
+        complete = _Page.COMPLETE
+        now = time.time()
         for entry in page:
+            if entry.expires_at is not None and entry.expires_at <= now:
+                if self.policy is None:
+                    continue  # nobody to tell (no notices): left unwritten for the sweep
+                complete = _Page.EXPIRED
+                break
             if not live.outlet.deliver(entry.payload):
-                complete = False  # the rest stays queued, for this connection or the next
+                complete = _Page.STOPPED  # the rest stays queued, for this connection or the next
                 break
             live.cursor = entry.seq
             if not entry.needs_ack:
@@ -418,6 +498,80 @@ class Router:
             self.ledger.settle_removal(live.record, len(discard))
             self._store.discard(discard)
         return complete
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    async def _expire_after_cursor(self, live: LiveSession) -> None:
+        """Expire what is due in the live session's queue past its cursor, and wait for it."""
+        policy = self.policy
+        assert policy is not None  # _write_page stops at expired entries only with a policy
+        future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
+        self._store.transact(
+            policy.session_expiry(
+                live.identity, live.instance, time.time(), live.cursor, EXPIRY_PASS
+            ),
+            settling(future),
+        )
+        self._expired(await future)
+
+    def _expire_in(self, records: list[SessionRecord]) -> None:
+        """Expire what is due in these sessions' queues past their live cursors (a write
+        found an entry expired): submitted, applied when it commits."""
+        policy = self.policy
+        if policy is None:
+            return  # no notices to tell anyone with: the entry waits in the queue, unwritten
+        now = time.time()
+
+        def expired(result: TrimResult | BaseException) -> None:
+            if not isinstance(result, BaseException):
+                self._expired(result)
+
+        for record in records:
+            live = self._registry.live(record.identity, record.instance)
+            after = live.cursor if live is not None else 0
+            self._store.transact(
+                policy.session_expiry(record.identity, record.instance, now, after, EXPIRY_PASS),
+                expired,
+            )
+
+    def _expired(self, result: TrimResult) -> None:
+        self.ledger.settle(result)
+        self.deliver_notices(result)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Remove every queued envelope expired at ``now`` (default: the wall clock), except
+        those in the hands of a live connection; their senders are told (``MESSAGE_EXPIRED``)
+        and their sessions get a gap marker. Returns how many were removed."""
+        policy = self.policy
+        if policy is None:
+            return 0
+        now = time.time() if now is None else now
+        after = (-1.0, 0)
+        total = 0
+        while True:
+            delivered = {
+                (live.identity, live.instance): live.cursor
+                for live in self._registry.all_live()
+                if live.cursor
+            }
+            future: asyncio.Future[ExpiryPass] = asyncio.get_running_loop().create_future()
+            self._store.transact(
+                policy.expiry(now, after, EXPIRY_PASS, delivered), settling(future)
+            )
+            done = await future
+            self._expired(done.result)
+            total += done.expired
+            if done.scanned < EXPIRY_PASS:
+                return total
+            after = done.last
+
+    async def sweep_forever(self, interval: float) -> None:
+        """Run ``sweep`` now and then every ``interval`` seconds until cancelled (a storage
+        error waits for the next round)."""
+        while True:
+            with contextlib.suppress(TidingsError):
+                await self.sweep()
+            await asyncio.sleep(interval)
 
     def stall(self, live: LiveSession) -> None:
         """The client is behind reading (its outlet took nothing): what comes for it waits in
@@ -503,10 +657,11 @@ class Router:
         payload: bytes,
         bounds: list[QueueBound],
         persist: PersistStep | None,
+        expires_at: float,
     ) -> None:
         policy = self.policy
         assert policy is not None
-        entries = _queued(targets, sender_address, message_id, payload)
+        entries = _queued(targets, sender_address, message_id, payload, expires_at)
         self.ledger.reserve(targets)
 
         def appended(result: TrimResult | BaseException) -> None:
@@ -527,7 +682,7 @@ class Router:
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
-            self._appended(sender, message_id, targets, payload, plain)
+            self._appended(sender, message_id, targets, payload, plain, expires_at)
 
         self._store.transact(
             policy.bounded_append(entries, (sender_address, message_id), bounds, persist),
@@ -551,16 +706,17 @@ class Router:
                 f"The domain {domain!r} is not served here (this server is {self.domain!r})",
             )
 
-    def deliver_stored(self, record: SessionRecord, seq: int, payload: bytes) -> None:
+    def deliver_stored(
+        self, record: SessionRecord, seq: int, payload: bytes, expires_at: float | None = None
+    ) -> None:
         """Write a just-stored envelope that needs an acknowledgement to its live session."""
         live = self._registry.live(record.identity, record.instance)
-        if (
-            live is not None
-            and not live.replaying
-            and live.cursor < seq
-            and live.available
-            and live.outlet.deliver(payload)
-        ):
+        if live is None or live.replaying or live.cursor >= seq or not live.available:
+            return
+        if expires_at is not None and expires_at <= time.time():
+            self._expire_in([record])
+            return
+        if live.outlet.deliver(payload):
             live.cursor = seq
             self.delivered += 1
 
@@ -600,6 +756,30 @@ class Router:
     def _limit_of(self, record: SessionRecord) -> int:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
 
+    def _any_online(self, targets: list[SessionRecord]) -> bool:
+        """Whether a target session is connected and available (a realtime message's test)."""
+        registry = self._registry
+        for record in targets:
+            live = registry.live(record.identity, record.instance)
+            if live is not None and live.available:
+                return True
+        return False
+
+    def expiry_of(self, expire_after: float | None = None) -> float:
+        """When an entry queued now expires: after ``expire_after`` seconds, by default the
+        server's ``message_ttl``."""
+        return time.time() + (expire_after if expire_after is not None else self.limits.message_ttl)
+
+
+class _Page(enum.Enum):
+    """How far a backlog page was written."""
+
+    COMPLETE = 1
+    STOPPED = 2
+    """The connection took no more (closing, or its client is behind reading)."""
+    EXPIRED = 3
+    """It stopped before an entry past its expiry."""
+
 
 def _offline(to: Address) -> NotFound:
     return NotFound(
@@ -609,7 +789,10 @@ def _offline(to: Address) -> NotFound:
 
 
 def _queued(
-    targets: list[SessionRecord], sender: str, message_id: str, payload: bytes
+    targets: list[SessionRecord], sender: str, message_id: str, payload: bytes, expires_at: float
 ) -> list[QueueEntry]:
     """One acknowledged entry per target session."""
-    return [QueueEntry(r.identity, r.instance, sender, message_id, True, payload) for r in targets]
+    return [
+        QueueEntry(r.identity, r.instance, sender, message_id, True, payload, expires_at)
+        for r in targets
+    ]

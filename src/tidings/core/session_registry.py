@@ -128,6 +128,10 @@ class SessionRegistry:
     def live_of(self, identity: str) -> dict[str, LiveSession]:
         return self._live.get(identity, {})
 
+    def all_live(self) -> Iterator[LiveSession]:
+        for sessions in self._live.values():
+            yield from sessions.values()
+
     def attach(self, live: LiveSession) -> LiveSession | None:
         """Register a live session; returns the one it displaced, if any."""
         sessions = self._live.setdefault(live.identity, {})

@@ -291,7 +291,17 @@ class SessionService:
                 continue
             node = f"{identity}/{name}"
             payload = self._notices.message(node, message_id, type_, content)
-            entries.append(QueueEntry(identity, name, self._server_node, message_id, True, payload))
+            entries.append(
+                QueueEntry(
+                    identity,
+                    name,
+                    self._server_node,
+                    message_id,
+                    True,
+                    payload,
+                    self._router.expiry_of(),
+                )
+            )
             taken.append(record)
         if not entries:
             return NotifyOutcome(message_id, [], refused)
@@ -322,7 +332,7 @@ class SessionService:
                 router.deliver_notices(result)
                 if not result.duplicate:
                     for record, seq, entry in zip(targets, result.seqs, entries, strict=False):
-                        router.deliver_stored(record, seq, entry.payload)
+                        router.deliver_stored(record, seq, entry.payload, entry.expires_at)
             settle(result)
 
         self._store.transact(self._policy.bounded_append(entries, dedupe, bounds, None), written)

@@ -21,6 +21,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Invalid, TidingsError
+from ..core.expiry import expire_after_s, is_realtime
 from ..core.login_throttle import source_key
 from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.lime import (
@@ -419,14 +420,32 @@ class LimeConnection(WSListener):
         except InvalidNode as exc:
             self._refuse_message(message_id, Invalid(ErrorId.INVALID_ADDRESS, str(exc)))
             return None
+        metadata = message.metadata
+        expire_after: float | None = None
+        realtime = False
+        if metadata is not UNSET:
+            try:
+                expire_after = expire_after_s(metadata)
+            except TidingsError as error:
+                self._refuse_message(message_id, error)
+                return None
+            realtime = is_realtime(metadata)
         if (message.from_ is not UNSET and message.from_ != live.node) or message.pp is not UNSET:
-            return self._send_on_behalf(live, message, to, message_id)
+            return self._send_on_behalf(live, message, to, message_id, expire_after, realtime)
         try:
-            persist = persist_step(live, message.metadata)
+            persist = persist_step(live, metadata)
             if persist is not None:
-                message = _replace(message, metadata=without_persistence(message.metadata))
+                message = _replace(message, metadata=without_persistence(metadata))
             payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
-            pending = self.ctx.router.send_message(live, message_id, to, payload, persist)
+            pending = self.ctx.router.send_message(
+                live,
+                message_id,
+                to,
+                payload,
+                persist,
+                expire_after=expire_after,
+                realtime=realtime,
+            )
         except TidingsError as error:
             self._refuse_message(message_id, error)
             return None
@@ -440,7 +459,13 @@ class LimeConnection(WSListener):
             self._refuse_message(message_id, error)
 
     async def _send_on_behalf(
-        self, live: LiveSession, message: Message, to: Node, message_id: str | None
+        self,
+        live: LiveSession,
+        message: Message,
+        to: Node,
+        message_id: str | None,
+        expire_after: float | None,
+        realtime: bool,
     ) -> None:
         try:
             owner = await self._owner(live, message.from_, "message")
@@ -449,7 +474,13 @@ class LimeConnection(WSListener):
             pp = live.node if on_behalf_of is not None else UNSET
             payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
             pending = self.ctx.router.send_message(
-                live, message_id, to, payload, on_behalf_of=on_behalf_of
+                live,
+                message_id,
+                to,
+                payload,
+                on_behalf_of=on_behalf_of,
+                expire_after=expire_after,
+                realtime=realtime,
             )
             if pending is not None:
                 await pending

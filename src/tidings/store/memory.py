@@ -22,6 +22,7 @@ from ..core.errors import Conflict, ErrorId
 from ..core.model import (
     Account,
     AppendResult,
+    ExpiredRow,
     GapState,
     KeyPublication,
     OverflowPolicy,
@@ -51,6 +52,12 @@ class _Row:
     payload: bytes
     enqueued_at: float
     kind: int
+    expires_at: float | None = None
+
+    @property
+    def head(self) -> tuple[str, str | None, bool]:
+        """(sender, message id, needs acknowledgement): a ``QueueRow`` without its seq."""
+        return (self.sender, self.message_id, self.needs_ack)
 
 
 @dataclass(slots=True)
@@ -205,7 +212,9 @@ class MemoryStore:
         self, identity: str, instance: str, after_seq: int, limit: int
     ) -> list[QueuedEnvelope]:
         rows = [
-            QueuedEnvelope(seq, r.sender, r.message_id, r.needs_ack, r.payload, r.enqueued_at)
+            QueuedEnvelope(
+                seq, r.sender, r.message_id, r.needs_ack, r.payload, r.enqueued_at, r.expires_at
+            )
             for seq, r in self._state.rows((identity, instance))
             if seq > after_seq
         ]
@@ -455,6 +464,30 @@ class _Transaction:
         for seq in seqs:
             self._state.remove(seq)
 
+    def expired(self, now: float, after: tuple[float, int], limit: int) -> list[ExpiredRow]:
+        found = sorted(
+            (
+                ExpiredRow(key[0], key[1], row.expires_at, QueueRow(seq, *row.head))
+                for key, rows in self._state.queues.items()
+                for seq, row in rows.items()
+                if row.expires_at is not None
+                and row.expires_at <= now
+                and (row.expires_at, seq) > after
+            ),
+            key=lambda expired: (expired.expires_at, expired.row.seq),
+        )
+        return found[:limit]
+
+    def expired_in(
+        self, identity: str, instance: str, now: float, *, after: int, limit: int
+    ) -> list[ExpiredRow]:
+        found = [
+            ExpiredRow(identity, instance, row.expires_at, QueueRow(seq, *row.head))
+            for seq, row in self._state.rows((identity, instance))
+            if seq > after and row.expires_at is not None and row.expires_at <= now
+        ]
+        return found[:limit]
+
     def gap(self, identity: str, instance: str) -> GapState | None:
         for seq, row in self._state.rows((identity, instance)):
             if row.kind == QueueKind.GAP:
@@ -523,7 +556,15 @@ def _insert_once(
     return [
         state.add(
             (e.identity, e.instance),
-            _Row(e.sender, e.message_id, e.needs_ack, e.payload, now, QueueKind.ENVELOPE),
+            _Row(
+                e.sender,
+                e.message_id,
+                e.needs_ack,
+                e.payload,
+                now,
+                QueueKind.ENVELOPE,
+                e.expires_at,
+            ),
         )
         for e in entries
     ]

@@ -22,6 +22,7 @@ from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
     Account,
     AppendResult,
+    ExpiredRow,
     GapState,
     KeyPublication,
     OverflowPolicy,
@@ -196,11 +197,11 @@ class SqliteStore:
         self, identity: str, instance: str, after_seq: int, limit: int
     ) -> list[QueuedEnvelope]:
         rows = self._read(
-            "SELECT seq, sender, msg_id, needs_ack, payload, enqueued_at FROM queue"
+            "SELECT seq, sender, msg_id, needs_ack, payload, enqueued_at, expires_at FROM queue"
             " WHERE identity=? AND instance=? AND seq>? ORDER BY seq LIMIT ?",
             (identity, instance, after_seq, limit),
         )
-        return [QueuedEnvelope(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+        return [QueuedEnvelope(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
 
     async def claim_unclaimed(self, identity: str, instance: str) -> int:
         def operation(connection: sqlite3.Connection) -> int:
@@ -600,7 +601,7 @@ def _insert_once(
     for entry in entries:
         cursor = connection.execute(
             "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
-            " enqueued_at) VALUES (?,?,?,?,?,?,?)",
+            " enqueued_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
             (
                 entry.identity,
                 entry.instance,
@@ -609,6 +610,7 @@ def _insert_once(
                 entry.needs_ack,
                 entry.payload,
                 now,
+                entry.expires_at,
             ),
         )
         seqs.append(cursor.lastrowid or 0)
@@ -667,6 +669,30 @@ class _Transaction:
 
     def delete(self, seqs: Sequence[int]) -> None:
         self._connection.executemany("DELETE FROM queue WHERE seq=?", [(seq,) for seq in seqs])
+
+    def expired(self, now: float, after: tuple[float, int], limit: int) -> list[ExpiredRow]:
+        # queue_by_expiry: a range of the (expires_at, seq) index, only the expired rows
+        rows = self._connection.execute(
+            "SELECT identity, instance, expires_at, seq, sender, msg_id, needs_ack FROM queue"
+            " WHERE expires_at <= ? AND (expires_at, seq) > (?, ?)"
+            " ORDER BY expires_at, seq LIMIT ?",
+            (now, after[0], after[1], limit),
+        ).fetchall()
+        return [ExpiredRow(r[0], r[1], r[2], QueueRow(r[3], r[4], r[5], bool(r[6]))) for r in rows]
+
+    def expired_in(
+        self, identity: str, instance: str, now: float, *, after: int, limit: int
+    ) -> list[ExpiredRow]:
+        rows = self._connection.execute(
+            "SELECT expires_at, seq, sender, msg_id, needs_ack FROM queue INDEXED BY"
+            " queue_by_session WHERE identity=? AND instance=? AND seq>? AND expires_at <= ?"
+            " ORDER BY seq LIMIT ?",
+            (identity, instance, after, now, limit),
+        ).fetchall()
+        return [
+            ExpiredRow(identity, instance, r[0], QueueRow(r[1], r[2], r[3], bool(r[4])))
+            for r in rows
+        ]
 
     def gap(self, identity: str, instance: str) -> GapState | None:
         row = self._connection.execute(

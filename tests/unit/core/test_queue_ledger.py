@@ -54,6 +54,7 @@ steps = st.lists(
         st.tuples(st.just("discard"), st.sampled_from(NAMES), st.integers(0, 4), st.just(0)),
         st.tuples(st.just("claim"), st.sampled_from(NAMES[:2]), st.just(0), st.just(0)),
         st.tuples(st.just("delete"), st.sampled_from(NAMES[:2]), st.just(0), st.just(0)),
+        st.tuples(st.just("expire"), st.sampled_from(NAMES), st.integers(0, 30), st.just(0)),
     ),
     max_size=30,
 )
@@ -87,7 +88,10 @@ async def _run(script: list[tuple[Any, ...]]) -> None:
             records = [registry.record(BOB, name) for name in names]
             counter += 1
             mid = "same" if action == "append" and flag else f"m{counter}"  # same: duplicates
-            entries = [QueueEntry(BOB, n, sender, mid, True, mid.encode()) for n in names]
+            # each entry expires at its step number: "expire" sweeps up to a step
+            entries = [
+                QueueEntry(BOB, n, sender, mid, True, mid.encode(), float(counter)) for n in names
+            ]
             ledger.reserve(records)
             result: Any
             if action == "append":
@@ -124,6 +128,13 @@ async def _run(script: list[tuple[Any, ...]]) -> None:
             ledger.settle_claim(registry.record(BOB, UNCLAIMED), registry.record(BOB, arg), moved)
         elif action == "delete":
             ledger.settle(await _transact(store, policy.session_deletion(BOB, arg)))
+        elif action == "expire":
+            if flag % 2:  # the sweep, over every session
+                swept = await _transact(store, policy.expiry(float(flag), (-1.0, 0), 1000, {}))
+                ledger.settle(swept.result)
+            else:  # what a write found expired in one session
+                work = policy.session_expiry(BOB, arg, float(flag), 0, 1000)
+                ledger.settle(await _transact(store, work))
         await store.barrier()
         for record in list(registry.all_records()):
             rows = await store.backlog(record.identity, record.instance, 0, 1000)

@@ -1,0 +1,46 @@
+"""A data folder written by the version before expiring messages opens and upgrades in place:
+its queued envelopes get an expiry (7 days after they were queued), server rows get none."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from tidings.core.model import QueueKind
+from tidings.store.sqlite import DATABASE_FILE, SqliteStore, _migrations
+
+EXPIRY_MIGRATION = "0005_message_expiry.sql"
+
+
+def _previous_version(path: Path) -> None:
+    """The schema as the previous version left it: every migration before expiry."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
+    for name, script in _migrations():
+        if name >= EXPIRY_MIGRATION:
+            break
+        connection.executescript(
+            f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
+        )
+    connection.executemany(
+        "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
+        " kind) VALUES ('bob@x', 'a', ?, ?, 1, x'00', 1000.0, ?)",
+        [("alice@x/p", "m1", QueueKind.ENVELOPE), ("postmaster@x/server", "gap-1", QueueKind.GAP)],
+    )
+    connection.close()
+
+
+async def test_an_existing_data_folder_upgrades(tmp_path: Path) -> None:
+    _previous_version(tmp_path / DATABASE_FILE)
+    for _ in range(2):  # the second open finds the migration applied: nothing changes
+        store = SqliteStore(tmp_path)
+        store.open(asyncio.get_running_loop())
+        try:
+            rows = await store.backlog("bob@x", "a", 0, 10)
+            assert [(r.message_id, r.expires_at) for r in rows] == [
+                ("m1", 1000.0 + 604800),
+                ("gap-1", None),
+            ]
+        finally:
+            store.close()
