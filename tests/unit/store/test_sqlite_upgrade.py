@@ -10,7 +10,7 @@ from pathlib import Path
 from tidings.core.model import QueueKind
 from tidings.store.sqlite import DATABASE_FILE, SqliteStore, _migrations
 
-EXPIRY_MIGRATION = "0005_message_expiry.sql"
+EXPIRY_MIGRATION = "0006_message_expiry.sql"
 
 
 def _previous_version(path: Path) -> None:
