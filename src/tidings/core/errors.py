@@ -44,6 +44,7 @@ class ErrorId(StrEnum):
     STALE_NONCE = "stale-nonce"
     APP_REFUSED = "app-refused"
     INVALID_DELTA = "invalid-delta"
+    UNKNOWN_SENDER = "unknown-sender"
 
 
 class TidingsError(Exception):

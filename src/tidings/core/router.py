@@ -8,12 +8,16 @@ The delivery contract (DESIGN.md section 3) lives here:
 - a full queue refuses the message as a whole with an explicit failure, never silently.
 
 Envelope bytes come ready-made from the gateway (the sender already stamped); the router never
-parses them.
+parses them. It stamps each message's trust scope at delivery with the ``stamp`` it is given
+(the scope of that moment: see ``_scoped``), and refuses at send time the messages of senders
+that the recipient's circle does not accept (``allowUnknownSender``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +49,13 @@ from .ports import MessageStore, NoticeFactory
 from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from .trust import Circle, Scope, TrustCircles, scope_of
 
 BACKLOG_PAGE = 1000
+log = logging.getLogger("tidings.router")
+
+Stamp = Callable[[bytes, Scope], bytes]
+"""Writes a message's trust scope into its encoded envelope (the same bytes when it is there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,8 @@ class Router:
         limits: QueueLimits = QueueLimits(),
         notices: NoticeFactory | None = None,
         server_node: str = "",
+        trust: TrustCircles | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         self.domain = domain
         self._store = store
@@ -79,6 +90,10 @@ class Router:
         self._identity_exists = identity_exists
         self.limits = limits
         self.delivered = 0
+        self._trust = trust if stamp is not None else None
+        """Without one (unit tests of other rules), messages go unstamped and unrefused."""
+        self._stamp: Stamp = stamp if stamp is not None else _unstamped
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -110,11 +125,18 @@ class Router:
             sender_address, creator = sender.node, sender.identity
         else:
             sender_address, creator = on_behalf_of.text, on_behalf_of.identity
-        if not self._registry.knows(to.identity):
+        known = self._registry.knows(to.identity)
+        trust = self._trust
+        circle = None
+        if trust is not None and creator != to.identity:
+            circle = trust.cached(to.identity)
+            if circle is None:
+                known = False  # the circle that decides whether the sender may write: loaded
+        if not known:
             return self._send_checked(
                 sender, sender_address, creator, message_id, to, payload, persist
             )
-        return self._send(sender, sender_address, creator, message_id, to, payload, persist)
+        return self._send(sender, sender_address, creator, message_id, to, payload, persist, circle)
 
     async def _send_checked(
         self,
@@ -126,8 +148,15 @@ class Router:
         payload: bytes,
         persist: PersistStep | None,
     ) -> None:
-        await self.check_identity(to)
-        pending = self._send(sender, sender_address, creator, message_id, to, payload, persist)
+        if not self._registry.knows(to.identity):
+            await self.check_identity(to)
+        trust = self._trust
+        circle = None
+        if trust is not None and creator != to.identity:
+            circle = await trust.circle(to.identity)
+        pending = self._send(
+            sender, sender_address, creator, message_id, to, payload, persist, circle
+        )
         if pending is not None:
             await pending
 
@@ -140,7 +169,11 @@ class Router:
         to: Address,
         payload: bytes,
         persist: PersistStep | None,
+        circle: Circle | None = None,
     ) -> Awaitable[None] | None:
+        """``circle`` is the recipient's, loaded (None: the sender is the recipient)."""
+        if circle is not None:
+            payload = self._admit(creator, to.identity, circle, payload)
         targets = self._resolve(to.identity, to.instance, creator)
         try:
             bounds = self.bounds_for(targets)
@@ -153,11 +186,11 @@ class Router:
                 raise TidingsError(
                     ErrorId.INVALID_ARGUMENT, "A persistent-session message needs an id"
                 )
-            self._send_unacknowledged(sender_address, targets, payload, bounds)
+            self._send_unacknowledged(sender_address, targets, payload, bounds, creator)
             return None
         if bounds or persist is not None:
             self._send_bounded(
-                sender, sender_address, message_id, targets, payload, bounds, persist
+                sender, sender_address, creator, message_id, targets, payload, bounds, persist
             )
             return None
         entries = _queued(targets, sender_address, message_id, payload)
@@ -165,10 +198,49 @@ class Router:
 
         def appended(result: AppendResult | BaseException) -> None:
             self.ledger.settle_append(targets, result)
-            self._appended(sender, message_id, targets, payload, result)
+            self._appended(sender, creator, message_id, targets, payload, result)
 
         self._store.append(entries, (sender_address, message_id), appended)
         return None
+
+    def _admit(self, creator: str, recipient: str, circle: Circle, payload: bytes) -> bytes:
+        """Refuse a ``public`` sender that the recipient does not accept; stamp the scope of
+        now (so that a delivery that follows at once finds it right and copies nothing)."""
+        scope = scope_of(creator, recipient, circle)
+        if scope is Scope.PUBLIC and not circle.allow_unknown:
+            raise Forbidden(
+                ErrorId.UNKNOWN_SENDER,
+                f"{recipient} accepts messages only from its contacts",
+            )
+        return self._stamp(payload, scope)
+
+    def _scope(self, sender_address: str, recipient: str) -> Scope | None:
+        """The scope of a message from the node ``sender_address`` to identity ``recipient``
+        now; None when the recipient's circle is not loaded."""
+        trust = self._trust
+        if trust is None:
+            return Scope.PUBLIC  # stamped by _unstamped: nothing happens
+        return trust.scope(sender_address.partition("/")[0], recipient)
+
+    def _await_circle(self, live: LiveSession) -> None:
+        """``live``'s identity has no circle loaded (a contact or account change forgot it, or
+        the cache let it go) and a message for it came: rather than block, or guess a scope,
+        deliveries to it wait in its queue, as while it is behind reading, and a replay loads the
+        circle and writes them in order (what was not stored yet, the caller keeps)."""
+        live.replaying = True
+        if live.replay_running:
+            return  # the replay under way reads the circle before its next page
+        live.replay_running = True
+        task = asyncio.get_running_loop().create_task(self.replay(live))
+        self._tasks.add(task)
+        task.add_done_callback(self._replayed)
+
+    def _replayed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        # Unavailable: the store closed, the server is stopping
+        if error is not None and not isinstance(error, Unavailable):
+            log.error("a replay failed", exc_info=error)
 
     async def _resend_or_refuse(
         self, sender: LiveSession, sender_address: str, message_id: str, refusal: LimitExceeded
@@ -183,6 +255,7 @@ class Router:
     def _appended(
         self,
         sender: LiveSession,
+        creator: str,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -205,15 +278,15 @@ class Router:
             sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
         dispatched = False
         registry = self._registry
+        scope = self._scope(creator, targets[0].identity) if targets else None
+        stamped = payload if scope is None else self._stamp(payload, scope)
         for record, seq in zip(targets, result.seqs, strict=True):
             live = registry.live(record.identity, record.instance)
-            if (
-                live is not None
-                and not live.replaying
-                and live.cursor < seq
-                and live.available
-                and live.outlet.deliver(payload)
-            ):
+            if live is None or live.replaying or live.cursor >= seq or not live.available:
+                continue
+            if scope is None:
+                self._await_circle(live)  # stored: the replay writes it
+            elif live.outlet.deliver(stamped):
                 live.cursor = seq
                 dispatched = True
         if dispatched:
@@ -227,15 +300,21 @@ class Router:
         targets: list[SessionRecord],
         payload: bytes,
         bounds: list[QueueBound] | None = None,
+        creator: str = "",
     ) -> None:
         """Fire-and-forget: write to live sessions now, keep a copy for the others."""
         offline = []
         registry = self._registry
+        scope = self._scope(creator, targets[0].identity) if targets else None
+        stamped = payload if scope is None else self._stamp(payload, scope)
         for record in targets:
             live = registry.live(record.identity, record.instance)
             if live is None or live.replaying or not live.available:
                 offline.append(record)
-            elif not live.outlet.deliver(payload):
+            elif scope is None:
+                offline.append(record)  # kept, and written by the replay that loads the circle
+                self._await_circle(live)
+            elif not live.outlet.deliver(stamped):
                 offline.append(record)  # closing, or behind reading: kept for it
         self.delivered += 1
         if offline:
@@ -262,7 +341,7 @@ class Router:
                     return
                 self.deliver_notices(result)
                 for record, seq in zip(targets, result.seqs, strict=True):
-                    self._deliver_if_live(record, seq, payload)
+                    self._deliver_if_live(record, seq, payload, sender_address)
 
             self._store.transact(policy.bounded_append(entries, None, bounds, None), kept_bounded)
             return
@@ -272,14 +351,24 @@ class Router:
             if isinstance(result, BaseException):
                 return
             for record, seq in zip(targets, result.seqs, strict=True):
-                self._deliver_if_live(record, seq, payload)
+                self._deliver_if_live(record, seq, payload, sender_address)
 
         self._store.append(entries, None, kept)
 
-    def _deliver_if_live(self, record: SessionRecord, seq: int, payload: bytes) -> None:
+    def _deliver_if_live(
+        self, record: SessionRecord, seq: int, payload: bytes, sender_address: str
+    ) -> None:
+        """A kept entry, just written: a message (from ``sender_address``) or, without a
+        sender, a forwarded notification (not stamped)."""
         live = self._registry.live(record.identity, record.instance)
         if live is None or live.replaying or live.cursor >= seq or not live.available:
             return
+        if sender_address:
+            scope = self._scope(sender_address, record.identity)
+            if scope is None:
+                self._await_circle(live)
+                return
+            payload = self._stamp(payload, scope)
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
             self.ledger.settle_removal(record, 1)
@@ -389,11 +478,18 @@ class Router:
         live.replaying = True
         live.replay_running = True
         try:
+            trust = self._trust
             while live.available and self._registry.live(live.identity, live.instance) is live:
                 page = await self._store.backlog(
                     live.identity, live.instance, live.cursor, BACKLOG_PAGE
                 )
-                if not self._write_page(live, page):
+                circle = None
+                if trust is not None:
+                    # the scopes of the moment the page is written (nothing awaits in between)
+                    circle = trust.cached(live.identity) or await trust.circle(live.identity)
+                    if self._registry.live(live.identity, live.instance) is not live:
+                        break
+                if not self._write_page(live, page, circle):
                     return
                 if len(page) < BACKLOG_PAGE:
                     break
@@ -401,12 +497,30 @@ class Router:
         finally:
             live.replay_running = False
 
-    def _write_page(self, live: LiveSession, page: list[QueuedEnvelope]) -> bool:
-        """Write a backlog page; False when the connection stopped taking it part way."""
+    def _write_page(
+        self, live: LiveSession, page: list[QueuedEnvelope], circle: Circle | None
+    ) -> bool:
+        """Write a backlog page; False when the connection stopped taking it part way.
+
+        Messages from clients are stamped with their scope by ``circle`` (the recipient's, or
+        None for no stamping); the server's own entries (gap markers, notices: sender
+        ``server_node``) and kept notifications (no sender) go as they are."""
         discard = []
         complete = True
+        stamp = self._stamp
+        identity = live.identity
+        server = self.server_node
+        last_sender = ""
+        scope = Scope.PUBLIC
         for entry in page:
-            if not live.outlet.deliver(entry.payload):
+            payload = entry.payload
+            sender = entry.sender
+            if circle is not None and sender and sender != server:
+                if sender != last_sender:
+                    last_sender = sender
+                    scope = scope_of(sender.partition("/")[0], identity, circle)
+                payload = stamp(payload, scope)
+            if not live.outlet.deliver(payload):
                 complete = False  # the rest stays queued, for this connection or the next
                 break
             live.cursor = entry.seq
@@ -498,6 +612,7 @@ class Router:
         self,
         sender: LiveSession,
         sender_address: str,
+        creator: str,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -527,7 +642,7 @@ class Router:
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
-            self._appended(sender, message_id, targets, payload, plain)
+            self._appended(sender, creator, message_id, targets, payload, plain)
 
         self._store.transact(
             policy.bounded_append(entries, (sender_address, message_id), bounds, persist),
@@ -599,6 +714,10 @@ class Router:
 
     def _limit_of(self, record: SessionRecord) -> int:
         return record.queue_limit if record.queue_limit is not None else self.limits.default_limit
+
+
+def _unstamped(payload: bytes, scope: Scope) -> bytes:
+    return payload
 
 
 def _offline(to: Address) -> NotFound:

@@ -39,6 +39,7 @@ from ..protocol.lime import (
     SessionEnded,
     encode_envelope,
     parse_node,
+    scoped_metadata,
 )
 from .context import LimeContext
 from .deadline import DeadlineTimer
@@ -416,9 +417,13 @@ class LimeConnection(WSListener):
             return self._send_on_behalf(live, message, to, message_id)
         try:
             persist = persist_step(live, message.metadata)
+            metadata = message.metadata
             if persist is not None:
-                message = _replace(message, metadata=without_persistence(message.metadata))
-            payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
+                metadata = without_persistence(metadata)
+            # the scope first, where the router stamps it at delivery (protocol.lime._scope)
+            payload = encode_envelope(
+                _replace(message, from_=live.node, to=to.text, metadata=scoped_metadata(metadata))
+            )
             pending = self.ctx.router.send_message(live, message_id, to, payload, persist)
         except TidingsError as error:
             self._refuse_message(message_id, error)
@@ -440,7 +445,15 @@ class LimeConnection(WSListener):
             on_behalf_of = owner if owner.identity != live.identity else None
             sender = owner.text if on_behalf_of is not None else live.node
             pp = live.node if on_behalf_of is not None else UNSET
-            payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
+            payload = encode_envelope(
+                _replace(
+                    message,
+                    from_=sender,
+                    to=to.text,
+                    pp=pp,
+                    metadata=scoped_metadata(message.metadata),
+                )
+            )
             pending = self.ctx.router.send_message(
                 live, message_id, to, payload, on_behalf_of=on_behalf_of
             )

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.protocol.lime import UNSET, Command, Message, Raw
+from tidings.protocol.lime import SCOPE_KEY, UNSET, Command, Message, Raw
 
 from ._dedupe import MessageKey
 
@@ -50,6 +50,11 @@ class ReceivedMessage:
     ``sender`` is the node the server stamped in ``from``; ``content`` is decoded (a ``str`` for
     ``text/plain`` and other non-JSON types, the JSON value for JSON types). ``envelope`` is the
     message exactly as it came off the wire.
+
+    ``scope`` is the trust scope the server stamped when it delivered the message (its
+    ``metadata["tidings.scope"]``): ``"self"`` from another node of this identity, ``"friends"``
+    from an accepted contact, ``"public"`` from anyone else (and from the server itself); None
+    from a server that stamps none.
     """
 
     id: str | None
@@ -59,17 +64,21 @@ class ReceivedMessage:
     content: Any
     metadata: dict[str, Any] | None
     envelope: Message
+    scope: str | None = None
 
     @classmethod
     def from_envelope(cls, message: Message) -> ReceivedMessage:
+        metadata = message.metadata if message.metadata is not UNSET else None
+        scope = metadata.get(SCOPE_KEY) if metadata is not None else None
         return cls(
             id=message.id if message.id is not UNSET else None,
             sender=message.from_ if message.from_ is not UNSET else "",
             to=message.to if message.to is not UNSET else None,
             type=message.type,
             content=decode_document(message.content),
-            metadata=message.metadata if message.metadata is not UNSET else None,
+            metadata=metadata,
             envelope=message,
+            scope=scope if isinstance(scope, str) else None,
         )
 
     @property
