@@ -65,5 +65,8 @@ def _stamp_slowly(payload: bytes, scope: str) -> bytes:
         message = _DECODER.decode(payload)
     except msgspec.DecodeError:
         return payload
-    metadata = scoped_metadata(message.metadata if message.metadata is not UNSET else None, scope)
+    metadata = message.metadata if message.metadata is not UNSET else None
+    if metadata and next(iter(metadata)) == SCOPE_KEY and metadata[SCOPE_KEY] == scope:
+        return payload
+    metadata = scoped_metadata(metadata, scope)
     return _ENCODER.encode(msgspec.structs.replace(message, metadata=metadata))
