@@ -9,7 +9,7 @@ The delivery contract (DESIGN.md section 3) lives here:
 
 Envelope bytes come ready-made from the gateway (the sender already stamped); the router never
 parses them. It stamps each message's trust scope at delivery with the ``stamp`` it is given
-(the scope of that moment: see ``_scoped``), and refuses at send time the messages of senders
+(the scope of that moment: see ``_scope``), and refuses at send time the messages of senders
 that the recipient's circle does not accept (``allowUnknownSender``).
 """
 
@@ -56,6 +56,9 @@ log = logging.getLogger("tidings.router")
 
 Stamp = Callable[[bytes, Scope], bytes]
 """Writes a message's trust scope into its encoded envelope (the same bytes when it is there)."""
+_Admitted = tuple[str, Circle | None]
+"""Who sent a message (its identity), and the recipient's circle it was admitted by (None: to
+its own identity, or no scopes). A plain tuple: one is made per message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,11 @@ class Router:
 
         ``on_behalf_of`` is the delegating owner when the session sends for someone else (it
         is then the message's sender); by default the sender is the session's own node.
+
+        ``payload`` is a message envelope encoded with ``tidings.scope`` = ``public`` first in
+        its metadata (``protocol.lime.scoped_metadata``): the router stamps the scope when it
+        differs. A ``public`` sender that the recipient does not accept is refused
+        (``UNKNOWN_SENDER``).
 
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
@@ -172,8 +180,9 @@ class Router:
         circle: Circle | None = None,
     ) -> Awaitable[None] | None:
         """``circle`` is the recipient's, loaded (None: the sender is the recipient)."""
-        if circle is not None:
+        if self._trust is not None:
             payload = self._admit(creator, to.identity, circle, payload)
+        admitted: _Admitted = (creator, circle)
         targets = self._resolve(to.identity, to.instance, creator)
         try:
             bounds = self.bounds_for(targets)
@@ -186,11 +195,11 @@ class Router:
                 raise TidingsError(
                     ErrorId.INVALID_ARGUMENT, "A persistent-session message needs an id"
                 )
-            self._send_unacknowledged(sender_address, targets, payload, bounds, creator)
+            self._send_unacknowledged(sender_address, targets, payload, bounds)
             return None
         if bounds or persist is not None:
             self._send_bounded(
-                sender, sender_address, creator, message_id, targets, payload, bounds, persist
+                sender, sender_address, admitted, message_id, targets, payload, bounds, persist
             )
             return None
         entries = _queued(targets, sender_address, message_id, payload)
@@ -198,20 +207,26 @@ class Router:
 
         def appended(result: AppendResult | BaseException) -> None:
             self.ledger.settle_append(targets, result)
-            self._appended(sender, creator, message_id, targets, payload, result)
+            self._appended(sender, admitted, message_id, targets, payload, result)
 
         self._store.append(entries, (sender_address, message_id), appended)
         return None
 
-    def _admit(self, creator: str, recipient: str, circle: Circle, payload: bytes) -> bytes:
+    def _admit(self, creator: str, recipient: str, circle: Circle | None, payload: bytes) -> bytes:
         """Refuse a ``public`` sender that the recipient does not accept; stamp the scope of
-        now (so that a delivery that follows at once finds it right and copies nothing)."""
+        now, so that a live delivery that follows finds it right (``payload`` comes encoded
+        with ``public``, the commonest: those are not touched at all). ``circle`` is None for a
+        message to the sender's own identity."""
+        if circle is None:
+            return self._stamp(payload, Scope.SELF)
         scope = scope_of(creator, recipient, circle)
-        if scope is Scope.PUBLIC and not circle.allow_unknown:
-            raise Forbidden(
-                ErrorId.UNKNOWN_SENDER,
-                f"{recipient} accepts messages only from its contacts",
-            )
+        if scope is Scope.PUBLIC:
+            if not circle.allow_unknown:
+                raise Forbidden(
+                    ErrorId.UNKNOWN_SENDER,
+                    f"{recipient} accepts messages only from its contacts",
+                )
+            return payload
         return self._stamp(payload, scope)
 
     def _scope(self, sender_address: str, recipient: str) -> Scope | None:
@@ -255,7 +270,7 @@ class Router:
     def _appended(
         self,
         sender: LiveSession,
-        creator: str,
+        admitted: _Admitted,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -278,13 +293,22 @@ class Router:
             sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
         dispatched = False
         registry = self._registry
-        scope = self._scope(creator, targets[0].identity) if targets else None
-        stamped = payload if scope is None else self._stamp(payload, scope)
+        stamped: bytes | None = payload
+        creator, circle = admitted
+        trust = self._trust
+        if circle is not None and trust is not None:
+            # the payload says the scope of admission; the circle may have changed since
+            recipient = targets[0].identity
+            now = trust.cached(recipient)
+            if now is None:
+                stamped = None
+            elif now is not circle:
+                stamped = self._stamp(payload, scope_of(creator, recipient, now))
         for record, seq in zip(targets, result.seqs, strict=True):
             live = registry.live(record.identity, record.instance)
             if live is None or live.replaying or live.cursor >= seq or not live.available:
                 continue
-            if scope is None:
+            if stamped is None:
                 self._await_circle(live)  # stored: the replay writes it
             elif live.outlet.deliver(stamped):
                 live.cursor = seq
@@ -300,21 +324,16 @@ class Router:
         targets: list[SessionRecord],
         payload: bytes,
         bounds: list[QueueBound] | None = None,
-        creator: str = "",
     ) -> None:
-        """Fire-and-forget: write to live sessions now, keep a copy for the others."""
+        """Fire-and-forget: write to live sessions now (``payload`` carries the scope admitted
+        just now), keep a copy for the others."""
         offline = []
         registry = self._registry
-        scope = self._scope(creator, targets[0].identity) if targets else None
-        stamped = payload if scope is None else self._stamp(payload, scope)
         for record in targets:
             live = registry.live(record.identity, record.instance)
             if live is None or live.replaying or not live.available:
                 offline.append(record)
-            elif scope is None:
-                offline.append(record)  # kept, and written by the replay that loads the circle
-                self._await_circle(live)
-            elif not live.outlet.deliver(stamped):
+            elif not live.outlet.deliver(payload):
                 offline.append(record)  # closing, or behind reading: kept for it
         self.delivered += 1
         if offline:
@@ -612,7 +631,7 @@ class Router:
         self,
         sender: LiveSession,
         sender_address: str,
-        creator: str,
+        admitted: _Admitted,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -642,7 +661,7 @@ class Router:
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
-            self._appended(sender, creator, message_id, targets, payload, plain)
+            self._appended(sender, admitted, message_id, targets, payload, plain)
 
         self._store.transact(
             policy.bounded_append(entries, (sender_address, message_id), bounds, persist),

@@ -165,6 +165,16 @@ async def test_a_live_recipient_whose_circle_was_forgotten_gets_its_messages_in_
     assert not bob.replaying
 
 
+async def test_a_contact_added_while_the_store_writes_counts_at_delivery() -> None:
+    store, registry, router, trust = world()
+    _, bob_out = await connect(router, registry, f"{BOB}/a")
+    ann, _ = await connect(router, registry, "ann@x/p")
+    await send(router, ann, f"{BOB}/a", "m1")  # admitted as public, not written yet
+    await befriend(store, trust, BOB, "ann@x")
+    await trust.circle(BOB)  # loaded again before the write completes
+    assert scope_of(await bob_out.next()) == "friends"
+
+
 async def test_public_senders_are_refused_when_the_account_says_so() -> None:
     store, registry, router, trust = world()
     await store.create_account("bob", None)

@@ -25,6 +25,9 @@ PLACEHOLDER: Final = "public"
 """What a message is encoded with before its delivery decides (the commonest scope)."""
 
 _MARKER: Final = b'"metadata":{"' + SCOPE_KEY.encode() + b'":"'
+_MARKER_LENGTH: Final = len(_MARKER)
+_QUOTED: Final = {scope: f'{scope}"'.encode() for scope in ("self", "friends", "public")}
+"""A known value and the quote that ends it: a value that starts so is that value."""
 _ONLY_SCOPE: Final[dict[str, Any]] = {SCOPE_KEY: PLACEHOLDER}
 _DECODER: Final = msgspec.json.Decoder(Message)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -50,13 +53,13 @@ def stamp_scope(payload: bytes, scope: str) -> bytes:
     that does not decode as a message is returned unchanged."""
     at = payload.find(_MARKER)
     if at > 0 and payload.find(b"{", 1, at) < 0:
-        start = at + len(_MARKER)
+        start = at + _MARKER_LENGTH
+        quoted = _QUOTED.get(scope)
+        if quoted is not None and payload.startswith(quoted, start):
+            return payload  # the common case: nothing changed since the message was encoded
         end = payload.find(b'"', start)
         if end > 0 and payload.find(b"\\", start, end) < 0:
-            value = scope.encode()
-            if end - start == len(value) and payload.startswith(value, start):
-                return payload
-            return b"".join((payload[:start], value, payload[end:]))
+            return b"".join((payload[:start], scope.encode(), payload[end:]))
     return _stamp_slowly(payload, scope)
 
 
