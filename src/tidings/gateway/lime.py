@@ -63,6 +63,8 @@ ACKNOWLEDGING_EVENTS = frozenset(
     {NotificationEvent.RECEIVED, NotificationEvent.CONSUMED, NotificationEvent.FAILED}
 )
 _replace = msgspec.structs.replace
+_PUBLIC_ONLY = scoped_metadata(None)
+"""The metadata of a message that has none (shared, never changed)."""
 
 
 class LimeConnection(WSListener):
@@ -421,8 +423,9 @@ class LimeConnection(WSListener):
             if persist is not None:
                 metadata = without_persistence(metadata)
             # the scope first, where the router stamps it at delivery (protocol.lime._scope)
+            scoped = _PUBLIC_ONLY if metadata is UNSET else scoped_metadata(metadata)
             payload = encode_envelope(
-                _replace(message, from_=live.node, to=to.text, metadata=scoped_metadata(metadata))
+                _replace(message, from_=live.node, to=to.text, metadata=scoped)
             )
             pending = self.ctx.router.send_message(live, message_id, to, payload, persist)
         except TidingsError as error:
