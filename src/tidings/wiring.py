@@ -58,7 +58,7 @@ from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
-from .protocol.lime import Node
+from .protocol.lime import Node, stamp_scope
 from .store.memory import MemoryStore
 from .store.sqlite import SqliteStore
 
@@ -133,6 +133,8 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         ),
         notices=notices,
         server_node=server.text,
+        trust=trust,
+        stamp=stamp_scope,
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
     hub = FeedHub(store, broker)

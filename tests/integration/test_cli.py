@@ -47,11 +47,14 @@ def test_send_then_listen_prints_the_envelope(server: ServerProcess):
         "2",
     )
     assert listened.returncode == 0, listened.stderr
-    assert json.loads(listened.stdout.splitlines()[0])["content"] == "note to self"
+    mine = json.loads(listened.stdout.splitlines()[0])
+    assert mine["content"] == "note to self"
+    assert mine["metadata"]["tidings.scope"] == "self"
     envelope = json.loads(listened.stdout.splitlines()[1])
     assert envelope["id"] == message_id
     assert envelope["content"] == "hello from the cli"
     assert envelope["from"] == "alice@localhost/cli"
+    assert envelope["metadata"]["tidings.scope"] == "public"
 
 
 def test_send_to_unknown_account_fails_with_the_reason(server: ServerProcess):

@@ -332,7 +332,7 @@ class TestPersistence:
         client.send(persistent(till, "buy 0", "b0", r1["nonce"], "hello"))
         await accepted(client, "b0")
         delivered = await shopper.expect_id("b0")
-        assert "metadata" not in delivered, "the nonce stays at the server"
+        assert delivered["metadata"] == {"tidings.scope": "public"}, "the nonce stays at the server"
         again = await begin(client, "buyer")
         assert again["crashed"] is True and again["memento"] == "hello"
         assert again["nonce"] != r1["nonce"]

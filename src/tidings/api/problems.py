@@ -27,6 +27,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.NOT_DELEGATED: 403,
     ErrorId.NOT_SHARED: 403,
     ErrorId.FORBIDDEN: 403,
+    ErrorId.UNKNOWN_SENDER: 403,
     ErrorId.QUEUE_FULL: 429,
     ErrorId.SESSION_LIMIT: 409,
     ErrorId.STORAGE_UNAVAILABLE: 503,

@@ -52,6 +52,7 @@ class ErrorId(StrEnum):
     KEY_STALE = "key-stale"
     KEY_REVOKED = "key-revoked"
     KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
+    UNKNOWN_SENDER = "unknown-sender"
 
 
 class TidingsError(Exception):

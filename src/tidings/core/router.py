@@ -10,7 +10,9 @@ The delivery contract (DESIGN.md section 3) lives here:
   written to a recipient; it is removed, its sender told, its session told of the gap.
 
 Envelope bytes come ready-made from the gateway (the sender already stamped); the router never
-parses them.
+parses them. It stamps each message's trust scope at delivery with the ``stamp`` it is given
+(the scope of that moment: see ``_scope``), and refuses at send time the messages of senders
+that the recipient's circle does not accept (``allowUnknownSender``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -51,10 +54,18 @@ from .ports import MessageStore, NoticeFactory, settling
 from .queue_ledger import QueueLedger
 from .queue_policy import QueuePolicy
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from .trust import Circle, Scope, TrustCircles, scope_of
 
 BACKLOG_PAGE = 1000
 EXPIRY_PASS = 500
 """Expired rows one sweep transaction handles (several passes when more are due)."""
+log = logging.getLogger("tidings.router")
+
+Stamp = Callable[[bytes, Scope], bytes]
+"""Writes a message's trust scope into its encoded envelope (the same bytes when it is there)."""
+_Admitted = tuple[str, Circle | None]
+"""Who sent a message (its identity), and the recipient's circle it was admitted by (None: to
+its own identity, or no scopes). A plain tuple: one is made per message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,8 @@ class Router:
         limits: QueueLimits = QueueLimits(),
         notices: NoticeFactory | None = None,
         server_node: str = "",
+        trust: TrustCircles | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         self.domain = domain
         self._store = store
@@ -89,6 +102,10 @@ class Router:
         self._identity_exists = identity_exists
         self.limits = limits
         self.delivered = 0
+        self._trust = trust if stamp is not None else None
+        """Without one (unit tests of other rules), messages go unstamped and unrefused."""
+        self._stamp: Stamp = stamp if stamp is not None else _unstamped
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -113,6 +130,11 @@ class Router:
         in queues. ``realtime``: when no destination session is online it is refused at once
         with ``MESSAGE_EXPIRED`` (dropped, if it has no id) instead of being queued.
 
+        ``payload`` is a message envelope encoded with ``tidings.scope`` = ``public`` first in
+        its metadata (``protocol.lime.scoped_metadata``): the router stamps the scope when it
+        differs. A ``public`` sender that the recipient does not accept is refused
+        (``UNKNOWN_SENDER``).
+
         ``persist`` makes it a persistent-session request: the nonce is checked and the memento
         committed in the same transaction as the message (stale nonce: ``failed``).
 
@@ -127,7 +149,14 @@ class Router:
         else:
             sender_address, creator = on_behalf_of.text, on_behalf_of.identity
         expires_at = self.expiry_of(expire_after)
-        if not self._registry.knows(to.identity):
+        known = self._registry.knows(to.identity)
+        trust = self._trust
+        circle = None
+        if trust is not None and creator != to.identity:
+            circle = trust.cached(to.identity)
+            if circle is None:
+                known = False  # the circle that decides whether the sender may write: loaded
+        if not known:
             return self._send_checked(
                 sender,
                 sender_address,
@@ -149,6 +178,7 @@ class Router:
             persist,
             expires_at,
             realtime,
+            circle,
         )
 
     async def _send_checked(
@@ -163,7 +193,12 @@ class Router:
         expires_at: float,
         realtime: bool,
     ) -> None:
-        await self.check_identity(to)
+        if not self._registry.knows(to.identity):
+            await self.check_identity(to)
+        trust = self._trust
+        circle = None
+        if trust is not None and creator != to.identity:
+            circle = await trust.circle(to.identity)
         pending = self._send(
             sender,
             sender_address,
@@ -174,6 +209,7 @@ class Router:
             persist,
             expires_at,
             realtime,
+            circle,
         )
         if pending is not None:
             await pending
@@ -189,7 +225,12 @@ class Router:
         persist: PersistStep | None,
         expires_at: float,
         realtime: bool,
+        circle: Circle | None = None,
     ) -> Awaitable[None] | None:
+        """``circle`` is the recipient's, loaded (None: the sender is the recipient)."""
+        if self._trust is not None:
+            payload = self._admit(creator, to.identity, circle, payload)
+        admitted: _Admitted = (creator, circle)
         targets = self._resolve(to.identity, to.instance, creator)
         if realtime and not self._any_online(targets):
             if message_id is None:
@@ -213,7 +254,15 @@ class Router:
             return None
         if bounds or persist is not None:
             self._send_bounded(
-                sender, sender_address, message_id, targets, payload, bounds, persist, expires_at
+                sender,
+                sender_address,
+                admitted,
+                message_id,
+                targets,
+                payload,
+                bounds,
+                persist,
+                expires_at,
             )
             return None
         entries = _queued(targets, sender_address, message_id, payload, expires_at)
@@ -221,10 +270,54 @@ class Router:
 
         def appended(result: AppendResult | BaseException) -> None:
             self.ledger.settle_append(targets, result)
-            self._appended(sender, message_id, targets, payload, result, expires_at)
+            self._appended(sender, admitted, message_id, targets, payload, result, expires_at)
 
         self._store.append(entries, (sender_address, message_id), appended)
         return None
+
+    def _admit(self, creator: str, recipient: str, circle: Circle | None, payload: bytes) -> bytes:
+        """Refuse a ``public`` sender that the recipient does not accept; stamp the scope of
+        now, so that a live delivery that follows finds it right (``payload`` comes encoded
+        with ``public``, the commonest: those are not touched at all). ``circle`` is None for a
+        message to the sender's own identity."""
+        if circle is None:
+            return self._stamp(payload, Scope.SELF)
+        if creator in circle.friends:  # scope_of, inlined: the sender is not the recipient
+            return self._stamp(payload, Scope.FRIENDS)
+        if not circle.allow_unknown:
+            raise Forbidden(
+                ErrorId.UNKNOWN_SENDER,
+                f"{recipient} accepts messages only from its contacts",
+            )
+        return payload
+
+    def _scope(self, sender_address: str, recipient: str) -> Scope | None:
+        """The scope of a message from the node ``sender_address`` to identity ``recipient``
+        now; None when the recipient's circle is not loaded."""
+        trust = self._trust
+        if trust is None:
+            return Scope.PUBLIC  # stamped by _unstamped: nothing happens
+        return trust.scope(sender_address.partition("/")[0], recipient)
+
+    def _await_circle(self, live: LiveSession) -> None:
+        """``live``'s identity has no circle loaded (a contact or account change forgot it, or
+        the cache let it go) and a message for it came: rather than block, or guess a scope,
+        deliveries to it wait in its queue, as while it is behind reading, and a replay loads the
+        circle and writes them in order (what was not stored yet, the caller keeps)."""
+        live.replaying = True
+        if live.replay_running:
+            return  # the replay under way reads the circle before its next page
+        live.replay_running = True
+        task = asyncio.get_running_loop().create_task(self.replay(live))
+        self._tasks.add(task)
+        task.add_done_callback(self._replayed)
+
+    def _replayed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        # Unavailable: the store closed, the server is stopping
+        if error is not None and not isinstance(error, Unavailable):
+            log.error("a replay failed", exc_info=error)
 
     async def _resend_or_refuse(
         self, sender: LiveSession, sender_address: str, message_id: str, refusal: LimitExceeded
@@ -239,6 +332,7 @@ class Router:
     def _appended(
         self,
         sender: LiveSession,
+        admitted: _Admitted,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -265,15 +359,24 @@ class Router:
             return
         dispatched = False
         registry = self._registry
+        stamped: bytes | None = payload
+        creator, circle = admitted
+        trust = self._trust
+        if circle is not None and trust is not None:
+            # the payload says the scope of admission; the circle may have changed since
+            recipient = targets[0].identity
+            now = trust.cached(recipient)
+            if now is None:
+                stamped = None
+            elif now is not circle:
+                stamped = self._stamp(payload, scope_of(creator, recipient, now))
         for record, seq in zip(targets, result.seqs, strict=True):
             live = registry.live(record.identity, record.instance)
-            if (
-                live is not None
-                and not live.replaying
-                and live.cursor < seq
-                and live.available
-                and live.outlet.deliver(payload)
-            ):
+            if live is None or live.replaying or live.cursor >= seq or not live.available:
+                continue
+            if stamped is None:
+                self._await_circle(live)  # stored: the replay writes it
+            elif live.outlet.deliver(stamped):
                 live.cursor = seq
                 dispatched = True
         if dispatched:
@@ -289,7 +392,8 @@ class Router:
         bounds: list[QueueBound] | None,
         expires_at: float,
     ) -> None:
-        """Fire-and-forget: write to live sessions now, keep a copy for the others."""
+        """Fire-and-forget: write to live sessions now (``payload`` carries the scope admitted
+        just now), keep a copy for the others."""
         offline = []
         registry = self._registry
         for record in targets:
@@ -324,7 +428,7 @@ class Router:
                     return
                 self.deliver_notices(result)
                 for record, seq in zip(targets, result.seqs, strict=True):
-                    self._deliver_if_live(record, seq, payload, expires_at)
+                    self._deliver_if_live(record, seq, payload, expires_at, sender_address)
 
             self._store.transact(policy.bounded_append(entries, None, bounds, None), kept_bounded)
             return
@@ -334,19 +438,32 @@ class Router:
             if isinstance(result, BaseException):
                 return
             for record, seq in zip(targets, result.seqs, strict=True):
-                self._deliver_if_live(record, seq, payload, expires_at)
+                self._deliver_if_live(record, seq, payload, expires_at, sender_address)
 
         self._store.append(entries, None, kept)
 
     def _deliver_if_live(
-        self, record: SessionRecord, seq: int, payload: bytes, expires_at: float
+        self,
+        record: SessionRecord,
+        seq: int,
+        payload: bytes,
+        expires_at: float,
+        sender_address: str,
     ) -> None:
+        """A kept entry, just written: a message (from ``sender_address``) or, without a
+        sender, a forwarded notification (not stamped)."""
         live = self._registry.live(record.identity, record.instance)
         if live is None or live.replaying or live.cursor >= seq or not live.available:
             return
         if expires_at <= time.time():
             self._expire_in([record])
             return
+        if sender_address:
+            scope = self._scope(sender_address, record.identity)
+            if scope is None:
+                self._await_circle(live)
+                return
+            payload = self._stamp(payload, scope)
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
             live.cursor = seq
             self.ledger.settle_removal(record, 1)
@@ -456,11 +573,18 @@ class Router:
         live.replaying = True
         live.replay_running = True
         try:
+            trust = self._trust
             while live.available and self._registry.live(live.identity, live.instance) is live:
                 page = await self._store.backlog(
                     live.identity, live.instance, live.cursor, BACKLOG_PAGE
                 )
-                written = self._write_page(live, page)
+                circle = None
+                if trust is not None:
+                    # the scopes of the moment the page is written (nothing awaits in between)
+                    circle = trust.cached(live.identity) or await trust.circle(live.identity)
+                    if self._registry.live(live.identity, live.instance) is not live:
+                        break
+                written = self._write_page(live, page, circle)
                 if written is _Page.STOPPED:
                     return
                 if written is _Page.EXPIRED:
@@ -474,19 +598,37 @@ class Router:
         finally:
             live.replay_running = False
 
-    def _write_page(self, live: LiveSession, page: list[QueuedEnvelope]) -> _Page:
+    def _write_page(
+        self, live: LiveSession, page: list[QueuedEnvelope], circle: Circle | None
+    ) -> _Page:
         """Write a backlog page up to its first expired entry (EXPIRED: expire it, then read
-        on); STOPPED when the connection stopped taking it part way."""
+        on); STOPPED when the connection stopped taking it part way.
+
+        Messages from clients are stamped with their scope by ``circle`` (the recipient's, or
+        None for no stamping); the server's own entries (gap markers, notices: sender
+        ``server_node``) and kept notifications (no sender) go as they are."""
         discard = []
         complete = _Page.COMPLETE
         now = time.time()
+        stamp = self._stamp
+        identity = live.identity
+        server = self.server_node
+        last_sender = ""
+        scope = Scope.PUBLIC
         for entry in page:
             if entry.expires_at is not None and entry.expires_at <= now:
                 if self.policy is None:
                     continue  # nobody to tell (no notices): left unwritten for the sweep
                 complete = _Page.EXPIRED
                 break
-            if not live.outlet.deliver(entry.payload):
+            payload = entry.payload
+            sender = entry.sender
+            if circle is not None and sender and sender != server:
+                if sender != last_sender:
+                    last_sender = sender
+                    scope = scope_of(sender.partition("/")[0], identity, circle)
+                payload = stamp(payload, scope)
+            if not live.outlet.deliver(payload):
                 complete = _Page.STOPPED  # the rest stays queued, for this connection or the next
                 break
             live.cursor = entry.seq
@@ -652,6 +794,7 @@ class Router:
         self,
         sender: LiveSession,
         sender_address: str,
+        admitted: _Admitted,
         message_id: str,
         targets: list[SessionRecord],
         payload: bytes,
@@ -682,7 +825,7 @@ class Router:
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
-            self._appended(sender, message_id, targets, payload, plain, expires_at)
+            self._appended(sender, admitted, message_id, targets, payload, plain, expires_at)
 
         self._store.transact(
             policy.bounded_append(entries, (sender_address, message_id), bounds, persist),
@@ -779,6 +922,10 @@ class _Page(enum.Enum):
     """The connection took no more (closing, or its client is behind reading)."""
     EXPIRED = 3
     """It stopped before an entry past its expiry."""
+
+
+def _unstamped(payload: bytes, scope: Scope) -> bytes:
+    return payload
 
 
 def _offline(to: Address) -> NotFound:

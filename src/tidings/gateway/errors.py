@@ -41,6 +41,7 @@ LIME_REASON: Final[dict[ErrorId, ReasonCode]] = {
     ErrorId.KEY_STALE: ReasonCode.KEY_PUBLICATION_STALE,
     ErrorId.KEY_REVOKED: ReasonCode.KEY_REVOKED,
     ErrorId.KEY_EXPIRY_OUT_OF_RANGE: ReasonCode.KEY_EXPIRY_OUT_OF_RANGE,
+    ErrorId.UNKNOWN_SENDER: ReasonCode.AUTHORIZATION_UNAUTHORIZED_SENDER,
 }
 
 

@@ -40,6 +40,7 @@ from ..protocol.lime import (
     SessionEnded,
     encode_envelope,
     parse_node,
+    scoped_metadata,
 )
 from .context import LimeContext
 from .deadline import DeadlineTimer
@@ -63,6 +64,8 @@ ACKNOWLEDGING_EVENTS = frozenset(
     {NotificationEvent.RECEIVED, NotificationEvent.CONSUMED, NotificationEvent.FAILED}
 )
 _replace = msgspec.structs.replace
+_PUBLIC_ONLY = scoped_metadata(None)
+"""The metadata of a message that has none (shared, never changed)."""
 
 
 class LimeConnection(WSListener):
@@ -435,8 +438,12 @@ class LimeConnection(WSListener):
         try:
             persist = persist_step(live, metadata)
             if persist is not None:
-                message = _replace(message, metadata=without_persistence(metadata))
-            payload = encode_envelope(_replace(message, from_=live.node, to=to.text))
+                metadata = without_persistence(metadata)
+            # the scope first, where the router stamps it at delivery (protocol.lime._scope)
+            scoped = _PUBLIC_ONLY if metadata is UNSET else scoped_metadata(metadata)
+            payload = encode_envelope(
+                _replace(message, from_=live.node, to=to.text, metadata=scoped)
+            )
             pending = self.ctx.router.send_message(
                 live,
                 message_id,
@@ -472,7 +479,15 @@ class LimeConnection(WSListener):
             on_behalf_of = owner if owner.identity != live.identity else None
             sender = owner.text if on_behalf_of is not None else live.node
             pp = live.node if on_behalf_of is not None else UNSET
-            payload = encode_envelope(_replace(message, from_=sender, to=to.text, pp=pp))
+            payload = encode_envelope(
+                _replace(
+                    message,
+                    from_=sender,
+                    to=to.text,
+                    pp=pp,
+                    metadata=scoped_metadata(message.metadata),
+                )
+            )
             pending = self.ctx.router.send_message(
                 live,
                 message_id,

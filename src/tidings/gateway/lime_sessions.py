@@ -27,6 +27,7 @@ from ..protocol.lime import (
     Notification,
     NotificationEvent,
     encode_envelope,
+    scoped_metadata,
 )
 from .context import LimeContext
 from .errors import lime_reason
@@ -45,7 +46,10 @@ MEMENTO_KEY: Final = "tidings.memento"
 
 
 class LimeNotices:
-    """``NoticeFactory`` for LIME: gap markers, kept failures, server-side notify messages."""
+    """``NoticeFactory`` for LIME: gap markers, kept failures, server-side notify messages.
+
+    The server's own messages are ``public`` (the server is no node of anyone's circles); the
+    router does not stamp them again."""
 
     def __init__(self, server_node: str) -> None:
         self.server_node = server_node
@@ -56,6 +60,7 @@ class LimeNotices:
                 id=gap_id,
                 from_=self.server_node,
                 to=node,
+                metadata=scoped_metadata(None),
                 type=GAP_TYPE,
                 content=msgspec.Raw(msgspec.json.encode({"dropped": dropped, "lost": lost})),
             )
@@ -78,6 +83,7 @@ class LimeNotices:
                 id=message_id,
                 from_=self.server_node,
                 to=node,
+                metadata=scoped_metadata(None),
                 type=type_,
                 content=msgspec.Raw(msgspec.json.encode(content)),
             )

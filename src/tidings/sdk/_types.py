@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.protocol.lime import UNSET, Command, Message, Raw
+from tidings.protocol.lime import SCOPE_KEY, UNSET, Command, Message, Raw
 
 from ._dedupe import MessageKey
 
@@ -67,6 +67,11 @@ class ReceivedMessage:
     message exactly as it came off the wire (for a sealed message: as opened).
     ``verified_sender`` is the node whose published key signed a sealed message (None for a
     message that was not sealed: then only the server vouches for ``sender``).
+
+    ``scope`` is the trust scope the server stamped when it delivered the message (its
+    ``metadata["tidings.scope"]``): ``"self"`` from another node of this identity, ``"friends"``
+    from an accepted contact, ``"public"`` from anyone else (and from the server itself); None
+    from a server that stamps none.
     """
 
     id: str | None
@@ -77,18 +82,22 @@ class ReceivedMessage:
     metadata: dict[str, Any] | None
     envelope: Message
     verified_sender: str | None = None
+    scope: str | None = None
 
     @classmethod
     def from_envelope(cls, message: Message) -> ReceivedMessage:
+        metadata = message.metadata if message.metadata is not UNSET else None
+        scope = metadata.get(SCOPE_KEY) if metadata is not None else None
         return cls(
             id=message.id if message.id is not UNSET else None,
             sender=message.from_ if message.from_ is not UNSET else "",
             to=message.to if message.to is not UNSET else None,
             type=message.type,
             content=decode_document(message.content),
-            metadata=message.metadata if message.metadata is not UNSET else None,
+            metadata=metadata,
             envelope=message,
             verified_sender=message.verified_sender if isinstance(message, OpenedMessage) else None,
+            scope=scope if isinstance(scope, str) else None,
         )
 
     @property

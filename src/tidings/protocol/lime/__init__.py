@@ -17,6 +17,7 @@ from ._envelopes import (
 )
 from ._node import InvalidNode, Node, parse_node
 from ._reasons import MESSAGE_PROCESSING_ERROR, VALIDATION_INVALID_URI, Reason, ReasonCode
+from ._scope import SCOPE_KEY, scoped_metadata, stamp_scope
 from ._session import (
     AuthenticationRequested,
     ClientSession,
@@ -37,6 +38,7 @@ from ._state import (
 __all__ = [
     "AWAITING_DECISION",
     "MESSAGE_PROCESSING_ERROR",
+    "SCOPE_KEY",
     "SESSION_ID_RULES",
     "SESSION_TRANSITIONS",
     "UNSET",
@@ -69,4 +71,6 @@ __all__ = [
     "decode_envelope",
     "encode_envelope",
     "parse_node",
+    "scoped_metadata",
+    "stamp_scope",
 ]
