@@ -190,7 +190,7 @@ async def test_realtime_to_an_online_node_is_delivered(server: ServerProcess) ->
     phone = await login(server, bob)
     await send_accepted(alice, message(bob, "now", **{"tidings.realtime": "true"}))
     (got,) = await delivered_until(phone, "now")
-    assert got["metadata"] == {"tidings.realtime": "true"}
+    assert got["metadata"] == {"tidings.scope": "public", "tidings.realtime": "true"}
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "abc", "604800001", ""])
