@@ -253,6 +253,14 @@ def hash_token(token: Any) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+def _known(value: Any, what: str) -> str:
+    """An id from a client: ours are 32 hex digits, so anything not short ASCII names nothing
+    (and never reaches the store, which could not encode it)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isascii():
+        raise NotFound(ErrorId.CONSENT_NOT_FOUND, f"No such {what}")
+    return value
+
+
 def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
@@ -543,6 +551,7 @@ class ConsentService:
         """Withdraw a pending invite (requester only; either mode). Idempotent: an invite
         that is no longer pending is returned as it is, and nobody is told again. Raises
         ``cmc-not-found``."""
+        _known(invite_id, "invite")
         why = _optional_text(reason, "reason", ErrorId.INVALID_ARGUMENT, high=MAX_REASON)
         now = self._clock()
 
@@ -568,7 +577,7 @@ class ConsentService:
 
     async def invite(self, invite_id: str, actor: str) -> Invite:
         """One of the actor's invites; ``cmc-not-found`` otherwise."""
-        invite = await self._store.consent_invite(invite_id)
+        invite = await self._store.consent_invite(_known(invite_id, "invite"))
         if invite is None or invite.requester != actor:
             raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such invite")
         return self._seen(invite, self._clock())
@@ -580,7 +589,7 @@ class ConsentService:
         return await self._store.consent_relationships_of(actor)
 
     async def relationship(self, relationship_id: str, actor: str) -> Relationship:
-        found = await self._store.consent_relationship(relationship_id)
+        found = await self._store.consent_relationship(_known(relationship_id, "relationship"))
         if found is None or not found.party(actor):
             raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such relationship")
         return found
@@ -591,6 +600,7 @@ class ConsentService:
         """End the relationship for both sides (D4), by either side; both inboxes hear of it
         and the grant goes at once. Revoking a revoked relationship returns it unchanged.
         Raises ``cmc-not-found``."""
+        _known(relationship_id, "relationship")
         why = _optional_text(reason, "reason", ErrorId.INVALID_ARGUMENT, high=MAX_REASON)
         now = self._clock()
 
@@ -627,6 +637,7 @@ class ConsentService:
         relationship's permissions, D8). Raises ``cmc-not-found``,
         ``cmc-insufficient-permissions`` (the accepter asking), ``cmc-relationship-revoked``,
         the permission errors."""
+        _known(relationship_id, "relationship")
         wanted = parse_permissions(permissions)
         text = None if message is None else parse_language_map(message, "message")
         now = self._clock()
@@ -657,6 +668,7 @@ class ConsentService:
         """The accepter accepts (the relationship's permissions become the requested ones,
         at once, D8) or refuses. Raises ``cmc-not-found``, ``cmc-insufficient-permissions``
         (the requester deciding), ``cmc-scope-request-decided``, ``cmc-relationship-revoked``."""
+        _known(scope_request_id, "scope request")
         if not isinstance(accept, bool):
             raise Invalid(ErrorId.INVALID_ARGUMENT, "accept must be true or false")
         now = self._clock()
@@ -703,6 +715,7 @@ class ConsentService:
         """A chat message from one side to the other (1..10240 characters). Raises
         ``cmc-invalid-event-content``, ``cmc-not-found``, ``cmc-relationship-revoked``,
         ``cmc-chat-disabled`` (the offer disabled chat, D15)."""
+        _known(relationship_id, "relationship")
         body = _text(text, "text", ErrorId.INVALID_EVENT_CONTENT, low=1, high=MAX_CHAT_CHARS)
         now = self._clock()
 
@@ -745,6 +758,7 @@ class ConsentService:
         """A system alert from one side to the other. ``ack_id`` defaults to the alert's id.
         Raises ``cmc-invalid-event-content``, ``cmc-not-found``, ``cmc-relationship-revoked``,
         ``cmc-system-messaging-disabled``."""
+        _known(relationship_id, "relationship")
         content = ErrorId.INVALID_EVENT_CONTENT
         if not isinstance(level, str) or level not in AlertLevel.__members__.values():
             raise Invalid(content, "level must be info, warning or critical")
@@ -796,6 +810,7 @@ class ConsentService:
         returns it unchanged. Raises ``cmc-invalid-event-content`` (wrong or missing ack id),
         ``cmc-not-found``, ``cmc-insufficient-permissions`` (the sender acking),
         ``cmc-relationship-revoked``, ``cmc-system-messaging-disabled``."""
+        _known(alert_id, "alert")
         content = ErrorId.INVALID_EVENT_CONTENT
         given = _text(ack_id, "ackId", content, low=1, high=MAX_ACK_ID)
         now = self._clock()
