@@ -119,6 +119,7 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
             settings.login_backoff_max_s,
         ),
         changed=trust.forget,
+        created_or_removed=trust.forget_all,
     )
     await accounts.load()
     roster = RosterService(

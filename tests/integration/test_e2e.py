@@ -297,3 +297,19 @@ async def _until_published(watcher: Client, identity: str) -> None:
             item = await anext(envelopes)
             if getattr(item, "method", None) == "observe":
                 return
+
+
+async def test_a_recipient_spelled_in_another_case_is_sealed_for(e2e_server, keys):
+    """LIME names and domains are case-insensitive: send_sealed finds the devices of
+    ``Bob@LocalHost`` as send_message reaches them (it refused with "no published keys")."""
+    async with (
+        node(e2e_server, "bob", "b1", keys) as bob,
+        node(e2e_server, "alice", "a1", keys) as alice,
+    ):
+        message_id = await alice.send_sealed("Bob@LocalHost/b1", "mixed case")
+        (got,) = await take(bob)
+        assert (got.id, got.content, got.verified_sender) == (
+            message_id,
+            "mixed case",
+            "alice@localhost/a1",
+        )

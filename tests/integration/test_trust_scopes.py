@@ -179,3 +179,39 @@ async def test_the_sdk_exposes_the_scope(server: ServerProcess) -> None:
                 if len(scopes) == 2:
                     break
         assert scopes == {"j1": "friends", "d1": "public"}
+
+
+async def test_a_guest_using_a_contacts_name_is_public(server: ServerProcess) -> None:
+    """A contact counts as ``friends`` only as an account: a guest may take any name that is
+    not an account's (one never created, or one removed since), so a guest using a name in the
+    recipient's contacts is a stranger (docs/e2e.md: a guest is ``public``). Otherwise it would
+    pass ``allowUnknownSender: false``, read the recipient's keys and be stamped ``friends``."""
+    ann = await login(server, "ann@localhost/guarded")
+    await add_contact(ann, "nobody-yet@localhost")
+    open_ann = await login(server, "cat@localhost/open")
+    await add_contact(open_ann, "nobody-yet@localhost")
+    await command(
+        ann,
+        id="strict",
+        method="merge",
+        uri="/account",
+        type=ACCOUNT,
+        resource={"allowUnknownSender": False},
+    )
+    impostor = await WireClient.guest(server.ws_url, "nobody-yet@localhost/g")
+    impostor.send(message("sneak", "ann@localhost/guarded"))
+    failed = await impostor.expect_id("sneak", event="failed")
+    assert failed["reason"]["code"] == 32, failed
+    keys = await impostor.command(id="keys", method="get", uri="lime://ann@localhost/keys")
+    assert keys["status"] == "failure" and keys["reason"]["code"] == 35, keys
+    impostor.send(message("open", "cat@localhost/open"))
+    assert (await received(open_ann, "text open"))["metadata"] == {SCOPE: "public"}
+    # undo for the other tests of the module
+    await command(
+        ann,
+        id="lax",
+        method="merge",
+        uri="/account",
+        type=ACCOUNT,
+        resource={"allowUnknownSender": True},
+    )

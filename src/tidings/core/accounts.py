@@ -92,10 +92,13 @@ class AccountService:
         hasher: PasswordHasher | None = None,
         clock: Callable[[], float] = time.monotonic,
         changed: Callable[[str], None] = lambda identity: None,
+        created_or_removed: Callable[[], None] = lambda: None,
     ) -> None:
         self.domain = domain
         self._changed = changed
         """Told the identity whose account settings changed or went (trust circles)."""
+        self._created_or_removed = created_or_removed
+        """Told when an account comes or goes: only accounts are friends (trust circles)."""
         self._store = store
         self.allow_guests = allow_guests
         self._hasher = hasher if hasher is not None else PasswordHasher()
@@ -142,11 +145,14 @@ class AccountService:
         await self._store.create_account(name, password_hash)  # Conflict if it exists
         self._names.add(name)
         self._changed(f"{name}@{self.domain}")
+        self._created_or_removed()
 
     async def remove(self, name: str) -> None:
         self._names.discard(name)
         self._changed(f"{name}@{self.domain}")
-        if not await self._store.delete_account(name):
+        removed = await self._store.delete_account(name)
+        self._created_or_removed()
+        if not removed:
             raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {name!r}")
 
     async def names(self) -> list[str]:

@@ -4,7 +4,9 @@ mm-platform computes a scope for every received message from two circles of keys
 recipient's own devices (``self``) and its friends (``friends``), everyone else ``public``
 (reference 2.5, devices first). Tidings keeps the circles on the server, per identity: another
 instance of the same identity is ``self``; an identity in the recipient's contacts that is not
-pending is ``friends``. The recipient's account decides whether ``public`` senders may reach it
+pending is ``friends``, provided it is an account: a guest may use any name that is not an
+account's (one never created, or one removed since), so a guest using a name in the contacts
+is ``public``. The recipient's account decides whether ``public`` senders may reach it
 at all (``allowUnknownSender``), and the same rule decides who may look up its keys.
 
 Circles are cached per identity because the router asks on every delivery; whoever changes a
@@ -96,16 +98,31 @@ class TrustCircles:
         self._circles.pop(identity, None)
         self._generation += 1
 
+    def forget_all(self) -> None:
+        """An account was created or removed: whether a contact is an account changed for
+        every circle that lists it."""
+        self._circles.clear()
+        self._generation += 1
+
     async def _load(self, identity: str) -> Circle:
         name, _, _domain = identity.partition("@")
         account = await self._accounts.get_account(name)
         allow_unknown = True if account is None else account.profile.get("allowUnknownSender")
         friends = frozenset(
-            contact["identity"]
-            for contact in await self._roster.contacts(identity)
-            if not contact.get("isPending", False)
+            [
+                contact["identity"]
+                for contact in await self._roster.contacts(identity)
+                if not contact.get("isPending", False)
+                and await self._is_account(contact["identity"], _domain)
+            ]
         )
         return Circle(friends, allow_unknown is not False)
+
+    async def _is_account(self, identity: str, domain: str) -> bool:
+        """A contact is a friend only as an account of this server: a guest can take any
+        other name."""
+        name, _, contact_domain = identity.partition("@")
+        return contact_domain == domain and await self._accounts.has_account(name)
 
     def _remember(self, identity: str, circle: Circle) -> None:
         circles = self._circles

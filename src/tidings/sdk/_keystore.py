@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -153,11 +154,21 @@ def _read(path: Path) -> NodeKeys:
     there is one that will not do."""
     try:
         with path.open("rb") as file:
+            found = os.fstat(file.fileno())
             data = file.read(_MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise KeyFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise KeyFileError(path, "not a regular file")
+    if os.name == "posix" and found.st_mode & 0o077:
+        # a secret others can read is leaked, one they can write is theirs (ssh refuses too)
+        raise KeyFileError(
+            path,
+            f"others may read or write it (mode {oct(stat.S_IMODE(found.st_mode))}): "
+            "make it 0600 if it was never exposed",
+        )
     if len(data) > _MAX_FILE_BYTES:
         raise KeyFileError(path, "too long for a key file")
     text = data.removesuffix(b"\n")

@@ -27,7 +27,7 @@ from tidings.protocol.e2e import (
     seal,
     sign_node_info,
 )
-from tidings.protocol.lime import UNSET, Message, Raw
+from tidings.protocol.lime import UNSET, Message, Raw, parse_node
 
 from ._directory import Directory
 from ._exceptions import TidingsClientError
@@ -116,8 +116,10 @@ class EndToEnd:
         """The sealed content for ``to``'s devices and ours; and whether we have other
         devices (they get a copy)."""
         assert self._node is not None
-        recipient = to.partition("/")[0]
-        own = self._node.partition("/")[0]
+        own_node = parse_node(self._node)
+        own = own_node.identity
+        # as the server reads ``to``: name and domain in lower case, the domain ours if omitted
+        recipient = parse_node(to, own_node.domain).identity
         devices = await self.directory.devices(recipient)
         if not devices:
             raise SealingFailed(

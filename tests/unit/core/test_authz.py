@@ -173,6 +173,7 @@ async def test_keys_of_an_account_closed_to_strangers_only_its_accepted_contacts
         roster = RosterService(store, lambda text: text, changed=trust.forget)
         authz = Authorizer(roster, trust)
         await store.create_account("owner", None)
+        await store.create_account("friend", None)  # only accounts are friends
         await roster.put_contact(OWNER, {"identity": "friend@localhost"}, merge=False)
         await roster.put_contact(
             OWNER, {"identity": "asked@localhost", "isPending": True}, merge=False

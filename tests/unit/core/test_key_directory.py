@@ -265,6 +265,7 @@ async def test_a_closed_identity_is_looked_up_only_by_accepted_contacts(world: W
     await closed_account(world, "alice")
     signer = TestSigner()
     await world.directory.publish(LAPTOP, info(signer))
+    await world.store.create_account("bob", None)  # only accounts are friends
     await world.roster.put_contact(ALICE, {"identity": BOB}, merge=False)
     await world.roster.put_contact(ALICE, {"identity": CAROL, "isPending": True}, merge=False)
     assert len(await world.directory.keys_of(BOB, ALICE)) == 1
@@ -330,6 +331,7 @@ async def test_unsubscribe_and_forget_stop_the_changes(world: World) -> None:
 
 async def test_a_subscriber_no_longer_accepted_hears_nothing_more(world: World) -> None:
     await closed_account(world, "alice")
+    await world.store.create_account("bob", None)  # only accounts are friends
     await world.roster.put_contact(ALICE, {"identity": BOB}, merge=False)
     heard = Heard()
     await world.directory.subscribe(BOBS, ALICE, heard)

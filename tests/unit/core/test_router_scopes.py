@@ -97,6 +97,9 @@ async def send(
 async def befriend(
     store: MemoryStore, trust: TrustCircles, owner: str, friend: str, *, pending: bool = False
 ) -> None:
+    name = friend.partition("@")[0]
+    if not await store.has_account(name):
+        await store.create_account(name, None)  # only accounts are friends (a guest is public)
     await store.put_contact(owner, {"identity": friend, "isPending": pending})
     trust.forget(owner)  # as RosterService does after a change
 
@@ -153,6 +156,7 @@ async def test_a_live_recipient_whose_circle_was_forgotten_gets_its_messages_in_
     ann, ann_out = await connect(router, registry, "ann@x/p")
     await send(router, ann, f"{BOB}/a", "m1")
     assert scope_of(await bob_out.next()) == "public"
+    await store.create_account("ann", None)
     await store.put_contact(BOB, {"identity": "ann@x"})
     trust.forget(BOB)
     await send(router, ann, f"{BOB}/a", "m2")  # the circle is loaded again at send time ...

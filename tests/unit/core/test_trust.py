@@ -32,6 +32,8 @@ def store():
 
 async def test_pending_contacts_are_not_friends_and_changes_need_forget(store):
     trust = TrustCircles(store, store)
+    await store.create_account("ann", None)
+    await store.create_account("pat", None)
     await store.put_contact(BOB, {"identity": "ann@localhost"})
     await store.put_contact(BOB, {"identity": "pat@localhost", "isPending": True})
     assert trust.scope("ann@localhost", BOB) is None  # not loaded yet
@@ -48,11 +50,26 @@ async def test_allow_unknown_sender_comes_from_the_account(store):
     trust = TrustCircles(store, store)
     await store.create_account("bob", None)
     await store.update_account("bob", profile={"allowUnknownSender": False})
+    await store.create_account("ann", None)
     await store.put_contact(BOB, {"identity": "ann@localhost"})
     assert await trust.accepts("ann@localhost", BOB)
     assert await trust.accepts(BOB, BOB)
     assert not await trust.accepts("eve@localhost", BOB)
     assert await trust.accepts("eve@localhost", "guest@localhost")  # no account: open
+
+
+async def test_only_accounts_are_friends(store):
+    """A guest may take any name that is not an account's: a contact that is no account (never
+    created, removed since, or of another domain) is no friend. Account changes need forget_all."""
+    trust = TrustCircles(store, store)
+    await store.create_account("ann", None)
+    for contact in ("ann@localhost", "zed@localhost", "ann@elsewhere"):
+        await store.put_contact(BOB, {"identity": contact})
+    assert (await trust.circle(BOB)).friends == frozenset({"ann@localhost"})
+    await store.create_account("zed", None)
+    await store.delete_account("ann")
+    trust.forget_all()
+    assert (await trust.circle(BOB)).friends == frozenset({"zed@localhost"})
 
 
 class _HeldRoster:

@@ -126,6 +126,7 @@ def test_a_bad_file_is_refused_and_left_untouched(store: KeyStore, content: byte
     path = store.path_of(NODE)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
+    path.chmod(0o600)  # as a key file is: refused for its content, not its mode
     before = path.stat()
     for attempt in (store.current, store.load, store.keys_of, store.rotate):
         with pytest.raises(KeyFileError) as caught:
@@ -146,6 +147,7 @@ def test_the_file_without_its_newline_is_accepted(store: KeyStore) -> None:
     path = store.path_of(NODE)
     path.parent.mkdir(parents=True)
     path.write_bytes(base64.b64encode(keys.secret))
+    path.chmod(0o600)
     assert store.current(NODE) == keys
 
 
@@ -184,6 +186,7 @@ def test_a_key_written_meanwhile_by_another_process_wins(
         if not store.path_of(NODE).exists():
             store.path_of(NODE).parent.mkdir(parents=True, exist_ok=True)
             store.path_of(NODE).write_bytes(base64.b64encode(theirs.secret) + b"\n")
+            store.path_of(NODE).chmod(0o600)
         return real_generate()
 
     monkeypatch.setattr(NodeKeys, "generate", generate_while_another_writes)
@@ -269,3 +272,29 @@ def test_old_messages_still_open_after_rotation(store: KeyStore) -> None:
     assert open_with(KeyStore(store.folder).keys_of(bob)) == "sealed before the rotation"
     with pytest.raises(Exception, match="not sealed for any of my keys"):
         open_with([store.current(bob)])
+
+
+@pytest.mark.parametrize("loose", [0o640, 0o604, 0o620])
+def test_a_key_file_others_may_read_or_write_is_refused(store: KeyStore, loose: int) -> None:
+    """A secret key others can read is leaked, one they can write is theirs: refused, with the
+    path and the mode named, and left as it is (ssh does the same with private keys)."""
+    keys = store.current(NODE)
+    path = store.path_of(NODE)
+    path.chmod(loose)
+    for attempt in (store.current, store.load, store.keys_of, store.rotate):
+        with pytest.raises(KeyFileError, match=f"mode 0o{loose:o}") as caught:
+            attempt(NODE)
+        assert caught.value.path == path
+    assert mode(path) == loose
+    path.chmod(0o600)
+    assert store.current(NODE) == keys
+
+
+def test_a_retired_key_file_others_may_read_is_refused(store: KeyStore) -> None:
+    store.current(NODE)
+    store.rotate(NODE)
+    (retired,) = [p for p in store.path_of(NODE).parent.iterdir() if p.name.endswith(".old.key")]
+    retired.chmod(0o644)
+    with pytest.raises(KeyFileError) as caught:
+        store.keys_of(NODE)
+    assert caught.value.path == retired
