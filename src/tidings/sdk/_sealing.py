@@ -19,6 +19,7 @@ import msgspec
 
 from tidings.protocol.e2e import (
     COPY_SUFFIX,
+    MAX_KEY_ENTRIES,
     NODE_INFO_TYPE,
     SEALED_TYPE,
     E2EError,
@@ -129,6 +130,11 @@ class EndToEnd:
         mine = [] if recipient == own else await self.directory.devices(own)
         others = [d.box_id for d in mine if d.box_id != self.keys.box_id]
         box_ids = sorted({d.box_id for d in devices} | set(others))
+        if len(box_ids) > MAX_KEY_ENTRIES:
+            raise SealingFailed(
+                f"{recipient} and this identity have {len(box_ids)} devices between them: a "
+                f"sealed message is readable by at most {MAX_KEY_ENTRIES}"
+            )
         sealed = seal(
             self.keys,
             message_id=message_id,
