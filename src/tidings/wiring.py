@@ -27,14 +27,16 @@ from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
+from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
-from .core.authz import Authorizer
+from .core.authz import Authorizer, GrantChecker, NoGrants
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
 from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
+from .core.owner_feeds import OwnerFeeds
 from .core.ports import Broker, Store
 from .core.presence import PresenceService
 from .core.roster import RosterService
@@ -92,6 +94,7 @@ class Services:
     router: Router
     sessions: SessionService
     hub: FeedHub
+    owner_feeds: OwnerFeeds
     app: App
     lime: LimeContext
     feedme: FeedmeContext
@@ -118,7 +121,8 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     roster = RosterService(
         store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
     )
-    authz = Authorizer(roster, trust, settings.api_token or None)
+    grants: GrantChecker = NoGrants()  # owner-only until the consent service grants
+    authz = Authorizer(roster, trust, settings.api_token or None, grants)
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
     router = Router(
@@ -138,6 +142,12 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
     hub = FeedHub(store, broker)
+
+    async def account_exists(identity: str) -> bool:
+        return await accounts.exists(parse_address_identity(identity))
+
+    owner_feeds = OwnerFeeds(hub, authz, settings.domain, account_exists)
+    owner_feeds.start()
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
@@ -157,18 +167,20 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         sessions=sessions,
         app_requests=AppRequestService(store, app.requests),
         keys=KeyDirectory(store, authz),
+        owner_feeds=owner_feeds,
     )
     feedme = FeedmeContext(
         app=app,
         authz=authz,
         hub=hub,
+        owner_feeds=owner_feeds,
         max_message_size=settings.max_envelope_size,
         termination_window=settings.feed_termination_window_s,
         rate_limit=settings.rate_limit,
         rate_burst=settings.rate_burst,
         max_output_buffer=settings.max_output_buffer,
     )
-    return Services(accounts, authz, trust, router, sessions, hub, app, lime, feedme)
+    return Services(accounts, authz, trust, router, sessions, hub, owner_feeds, app, lime, feedme)
 
 
 class TidingsServer:
@@ -263,6 +275,8 @@ class TidingsServer:
             services.authz,
             services.sessions,
             max_body=self.settings.http_max_body,
+            owner_feeds=services.owner_feeds,
+            identify=services.accounts.identity_for_key,
         )
         settings = self.settings
         config = uvicorn.Config(
@@ -383,6 +397,7 @@ class TidingsServer:
         if self._ws_listener is not None:
             self._ws_listener.close()
         if services is not None:
+            services.owner_feeds.stop()
             lime = services.lime
             for connection in list(lime.connections):
                 connection.shut_down()

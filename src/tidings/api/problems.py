@@ -48,6 +48,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.KEY_STALE: 409,
     ErrorId.KEY_REVOKED: 410,
     ErrorId.KEY_EXPIRY_OUT_OF_RANGE: 422,
+    ErrorId.NOT_GRANTED: 403,
 }
 
 HTTP_ERROR_IDS: Final[dict[int, str]] = {

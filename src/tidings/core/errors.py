@@ -53,6 +53,7 @@ class ErrorId(StrEnum):
     KEY_REVOKED = "key-revoked"
     KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
     UNKNOWN_SENDER = "unknown-sender"
+    NOT_GRANTED = "not-granted"
 
 
 class TidingsError(Exception):
