@@ -7,7 +7,7 @@ read with the owner's API key, a grantee's, or the api_token.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -98,8 +98,9 @@ def router(
 
 
 def _owner_routes(routes: APIRouter, owner_feeds: OwnerFeeds, caller: Any) -> None:
-    Authenticated = Annotated[Caller, Depends(caller)]
-
+    # ``Depends(caller)`` as a default: the guard is built per app, and an ``Annotated`` alias
+    # local to this function would not resolve under postponed annotations (FastAPI evaluates
+    # them in the module's globals, and would take ``who`` for a query parameter).
     @routes.post(
         "/~{owner}/{feed_name}/actions",
         response_model=Revealed,
@@ -107,7 +108,10 @@ def _owner_routes(routes: APIRouter, owner_feeds: OwnerFeeds, caller: Any) -> No
         "the api_token)",
     )
     async def publish_owned(
-        owner: str, feed_name: str, publication: Publication, who: Authenticated
+        owner: str,
+        feed_name: str,
+        publication: Publication,
+        who: Caller = Depends(caller),  # noqa: B008
     ) -> Revealed:
         feed = owner_feeds.of(owner, feed_name)
         parsed = parse_publication(publication.model_dump())
@@ -125,7 +129,10 @@ def _owner_routes(routes: APIRouter, owner_feeds: OwnerFeeds, caller: Any) -> No
         summary="An account's own feed's data (its API key, a grantee's, or the api_token)",
     )
     async def read_owned(
-        owner: str, feed_name: str, request: Request, who: Authenticated
+        owner: str,
+        feed_name: str,
+        request: Request,
+        who: Caller = Depends(caller),  # noqa: B008
     ) -> FeedDocument:
         feed = owner_feeds.of(owner, feed_name)
         args = dict(request.query_params)
