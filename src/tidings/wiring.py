@@ -100,8 +100,16 @@ class Services:
     feedme: FeedmeContext
 
 
-async def build(settings: Settings, store: Store, broker: Broker, app: App) -> Services:
-    """Every service, each given what it needs when it is made: read the graph off here."""
+async def build(
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    app: App,
+    grants: GrantChecker | None = None,
+) -> Services:
+    """Every service, each given what it needs when it is made: read the graph off here.
+
+    ``grants``: what owners granted others; none means nobody is granted anything."""
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store)
@@ -121,7 +129,8 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     roster = RosterService(
         store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
     )
-    grants: GrantChecker = NoGrants()  # owner-only until the consent service grants
+    if grants is None:
+        grants = NoGrants()  # owner-only until the consent service grants
     authz = Authorizer(roster, trust, settings.api_token or None, grants)
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
@@ -184,8 +193,9 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
 
 
 class TidingsServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, grants: GrantChecker | None = None) -> None:
         self.settings = settings
+        self._grants = grants
         self.store = open_store(settings)
         self.app = load_app(settings.app)
         self.ws_port = settings.ws_port
@@ -204,7 +214,7 @@ class TidingsServer:
         loop = asyncio.get_running_loop()
         self.store.open(loop)
         services = self.services = await build(
-            settings, self.store, open_broker(settings), self.app
+            settings, self.store, open_broker(settings), self.app, self._grants
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(
