@@ -30,9 +30,11 @@ from .core.accounts import SERVER_NAME, AccountService
 from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
-from .core.authz import Authorizer, GrantChecker, NoGrants
+from .core.authz import Authorizer, GrantChecker
+from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
+from .core.grants import Grants
 from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
@@ -98,6 +100,8 @@ class Services:
     app: App
     lime: LimeContext
     feedme: FeedmeContext
+    consent: ConsentService
+    grants: Grants
 
 
 async def build(
@@ -105,14 +109,17 @@ async def build(
     store: Store,
     broker: Broker,
     app: App,
-    grants: GrantChecker | None = None,
+    grant_checker: GrantChecker | None = None,
 ) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here.
 
-    ``grants``: what owners granted others; none means nobody is granted anything."""
+    ``grant_checker``: what authorization asks about grants, instead of the consent service's
+    ``Grants`` (tests that grant by hand)."""
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store)
+    grants = Grants(store)
+    consent = ConsentService(store, grants=grants)
     accounts = AccountService(
         settings.domain,
         store,
@@ -129,9 +136,12 @@ async def build(
     roster = RosterService(
         store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
     )
-    if grants is None:
-        grants = NoGrants()  # owner-only until the consent service grants
-    authz = Authorizer(roster, trust, settings.api_token or None, grants)
+    authz = Authorizer(
+        roster,
+        trust,
+        settings.api_token or None,
+        grant_checker if grant_checker is not None else grants,
+    )
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
     router = Router(
@@ -189,13 +199,26 @@ async def build(
         rate_burst=settings.rate_burst,
         max_output_buffer=settings.max_output_buffer,
     )
-    return Services(accounts, authz, trust, router, sessions, hub, owner_feeds, app, lime, feedme)
+    return Services(
+        accounts,
+        authz,
+        trust,
+        router,
+        sessions,
+        hub,
+        owner_feeds,
+        app,
+        lime,
+        feedme,
+        consent,
+        grants,
+    )
 
 
 class TidingsServer:
-    def __init__(self, settings: Settings, grants: GrantChecker | None = None) -> None:
+    def __init__(self, settings: Settings, grant_checker: GrantChecker | None = None) -> None:
         self.settings = settings
-        self._grants = grants
+        self._grant_checker = grant_checker
         self.store = open_store(settings)
         self.app = load_app(settings.app)
         self.ws_port = settings.ws_port
@@ -214,7 +237,7 @@ class TidingsServer:
         loop = asyncio.get_running_loop()
         self.store.open(loop)
         services = self.services = await build(
-            settings, self.store, open_broker(settings), self.app, self._grants
+            settings, self.store, open_broker(settings), self.app, self._grant_checker
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(

@@ -2,8 +2,8 @@
 process so that a test ``GrantChecker`` stands in for the consent service: a grantee opens
 ``~bob/NAME`` over Feedme and reads it over HTTP, sees bob's publications, and the moment the
 grant goes its open feed is terminated with ``ACCESS_REVOKED`` and every read is refused.
-(With the consent service merged, the consent suite drives the same path through real
-invites.)"""
+The last test drives the same path through the real consent service (invite, accept,
+revoke), called in process.)"""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Running:
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     settings = Settings(ws_port=0, http_port=0, data_dir=tmp_path, api_token=TOKEN)
     grants = FakeGrants()
-    server = TidingsServer(settings, grants=grants)
+    server = TidingsServer(settings, grant_checker=grants)
     await server.start()
     try:
         assert server.services is not None
@@ -137,3 +137,54 @@ async def test_granted_account_and_presence_reads_over_lime(running):
     assert presence["status"] == "success"
     running.grants.revoke(BOB, ANN)
     assert (await get("lime://bob@localhost/account"))["reason"]["code"] == 35
+
+
+@pytest.fixture
+async def consenting(tmp_path: Path) -> AsyncIterator[Running]:
+    """The server as wired: authorization asks the consent service's grants."""
+    settings = Settings(ws_port=0, http_port=0, data_dir=tmp_path, api_token=TOKEN)
+    server = TidingsServer(settings)
+    await server.start()
+    try:
+        assert server.services is not None
+        accounts = server.services.accounts
+        keys = {}
+        for name in ("bob", "ann"):
+            await accounts.add(name, f"{name}-password")
+            keys[name] = await accounts.create_key(name)
+        yield Running(server, FakeGrants(), keys)
+    finally:
+        await WireClient.close_all()
+        await server.stop()
+
+
+async def test_an_accepted_invite_grants_the_feed_and_revoking_it_terminates_the_open_feed(
+    consenting,
+):
+    """The consent service end to end in process: ann asks for bob's heart-* feeds, bob
+    accepts, ann's client opens ~bob/heart-rate; bob revokes and the feed is terminated."""
+    services = consenting.server.services
+    assert services is not None
+    consent = services.consent
+    async with httpx.AsyncClient() as http:
+        await publish(http, consenting, {"action_name": "init", "feed_data": {"bpm": 60}})
+    ann = await feedme(consenting, consenting.keys["ann"])
+    assert (await open_feed(ann, "~bob/heart-rate"))["ErrorCode"] == "UNAUTHORIZED"
+    _, token = await consent.create_invite(
+        ANN,
+        app_code="cardio",
+        display_name="Cardio study",
+        consent={"en": "Share your heart rate with the study"},
+        permissions=[{"resource": "feed:heart-*", "level": "read"}],
+    )
+    relationship = await consent.accept(token, BOB)
+    opened = await open_feed(ann, "~bob/heart-rate")
+    assert opened["Success"] is True and opened["FeedData"] == {"bpm": 60}
+    steps = await open_feed(ann, "~bob/steps")  # not in the grant
+    assert (steps["Success"], steps["ErrorData"]["errorId"]) == (False, "not-granted")
+    await consent.revoke(relationship.id, BOB, reason="study over")
+    terminated = await ann.expect(lambda m: m.get("MessageType") == "FeedTermination")
+    assert (terminated["FeedName"], terminated["ErrorCode"]) == (
+        "~bob/heart-rate",
+        "ACCESS_REVOKED",
+    )

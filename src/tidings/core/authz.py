@@ -70,13 +70,14 @@ GRANT_LEVELS: Final = {
 
 
 class GrantChecker(Protocol):
-    """What owners granted others (the consent service's ``core.grants.Grants``).
+    """What owners granted others: the consent service's ``core.grants.Grants`` (wired), or
+    a stand-in.
 
     ``resource`` is ``feed:NAME``, ``presence``, ``account`` or ``messages``; ``level`` is
     ``read``, ``contribute`` or ``manage``. ``listen`` calls back with ``(owner, requester)``
     after any change to what ``owner`` granted ``requester``; it returns the unsubscribe."""
 
-    async def allows(self, actor: str | None, owner: str, resource: str, level: str) -> bool: ...
+    async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool: ...
 
     def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None]: ...
 
@@ -85,7 +86,7 @@ class NoGrants:
     """Nobody granted anything: every owner's resources are its own (and the rules' other
     exceptions: contacts, delegations)."""
 
-    async def allows(self, actor: str | None, owner: str, resource: str, level: str) -> bool:
+    async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool:
         return False
 
     def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None]:

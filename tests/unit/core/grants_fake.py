@@ -13,7 +13,7 @@ class FakeGrants:
     def __init__(self) -> None:
         self._granted: dict[tuple[str, str], dict[str, str]] = {}
         self._listeners: list[Callable[[str, str], None]] = []
-        self.asked: list[tuple[str | None, str, str, str]] = []
+        self.asked: list[tuple[str, str, str, str]] = []
 
     def grant(self, owner: str, requester: str, resource: str, level: str = "read") -> None:
         self._granted.setdefault((owner, requester), {})[resource] = level
@@ -27,10 +27,8 @@ class FakeGrants:
         for listener in list(self._listeners):
             listener(owner, requester)
 
-    async def allows(self, actor: str | None, owner: str, resource: str, level: str) -> bool:
+    async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool:
         self.asked.append((actor, owner, resource, level))
-        if actor is None:
-            return False
         for pattern, granted in self._granted.get((owner, actor), {}).items():
             if fnmatchcase(resource, pattern) and LEVELS.index(granted) >= LEVELS.index(level):
                 return True
