@@ -3,7 +3,7 @@ process so that a test ``GrantChecker`` stands in for the consent service: a gra
 ``~bob/NAME`` over Feedme and reads it over HTTP, sees bob's publications, and the moment the
 grant goes its open feed is terminated with ``ACCESS_REVOKED`` and every read is refused.
 The last test drives the same path through the real consent service (invite, accept,
-revoke), called in process.)"""
+revoke), called in process."""
 
 from __future__ import annotations
 
