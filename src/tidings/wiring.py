@@ -27,9 +27,10 @@ from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
+from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
-from .core.authz import Authorizer
+from .core.authz import Authorizer, GrantChecker
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
@@ -37,6 +38,7 @@ from .core.grants import Grants
 from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
+from .core.owner_feeds import OwnerFeeds
 from .core.ports import Broker, Store
 from .core.presence import PresenceService
 from .core.roster import RosterService
@@ -94,6 +96,7 @@ class Services:
     router: Router
     sessions: SessionService
     hub: FeedHub
+    owner_feeds: OwnerFeeds
     app: App
     lime: LimeContext
     feedme: FeedmeContext
@@ -101,8 +104,17 @@ class Services:
     grants: Grants
 
 
-async def build(settings: Settings, store: Store, broker: Broker, app: App) -> Services:
-    """Every service, each given what it needs when it is made: read the graph off here."""
+async def build(
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    app: App,
+    grant_checker: GrantChecker | None = None,
+) -> Services:
+    """Every service, each given what it needs when it is made: read the graph off here.
+
+    ``grant_checker``: what authorization asks about grants, instead of the consent service's
+    ``Grants`` (tests that grant by hand)."""
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store)
@@ -125,7 +137,12 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     roster = RosterService(
         store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
     )
-    authz = Authorizer(roster, trust, settings.api_token or None)
+    authz = Authorizer(
+        roster,
+        trust,
+        settings.api_token or None,
+        grant_checker if grant_checker is not None else grants,
+    )
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
     router = Router(
@@ -145,6 +162,12 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
     hub = FeedHub(store, broker)
+
+    async def account_exists(identity: str) -> bool:
+        return await accounts.exists(parse_address_identity(identity))
+
+    owner_feeds = OwnerFeeds(hub, authz, settings.domain, account_exists)
+    owner_feeds.start()
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
@@ -164,11 +187,13 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         sessions=sessions,
         app_requests=AppRequestService(store, app.requests),
         keys=KeyDirectory(store, authz),
+        owner_feeds=owner_feeds,
     )
     feedme = FeedmeContext(
         app=app,
         authz=authz,
         hub=hub,
+        owner_feeds=owner_feeds,
         max_message_size=settings.max_envelope_size,
         termination_window=settings.feed_termination_window_s,
         rate_limit=settings.rate_limit,
@@ -176,13 +201,25 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         max_output_buffer=settings.max_output_buffer,
     )
     return Services(
-        accounts, authz, trust, router, sessions, hub, app, lime, feedme, consent, grants
+        accounts,
+        authz,
+        trust,
+        router,
+        sessions,
+        hub,
+        owner_feeds,
+        app,
+        lime,
+        feedme,
+        consent,
+        grants,
     )
 
 
 class TidingsServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, grant_checker: GrantChecker | None = None) -> None:
         self.settings = settings
+        self._grant_checker = grant_checker
         self.store = open_store(settings)
         self.app = load_app(settings.app)
         self.ws_port = settings.ws_port
@@ -201,7 +238,7 @@ class TidingsServer:
         loop = asyncio.get_running_loop()
         self.store.open(loop)
         services = self.services = await build(
-            settings, self.store, open_broker(settings), self.app
+            settings, self.store, open_broker(settings), self.app, self._grant_checker
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(
@@ -272,6 +309,8 @@ class TidingsServer:
             services.authz,
             services.sessions,
             max_body=self.settings.http_max_body,
+            owner_feeds=services.owner_feeds,
+            identify=services.accounts.identity_for_key,
         )
         settings = self.settings
         config = uvicorn.Config(
@@ -392,6 +431,7 @@ class TidingsServer:
         if self._ws_listener is not None:
             self._ws_listener.close()
         if services is not None:
+            services.owner_feeds.stop()
             lime = services.lime
             for connection in list(lime.connections):
                 connection.shut_down()

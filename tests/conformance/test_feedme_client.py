@@ -80,3 +80,76 @@ def test_real_client_with_a_token_is_identified(node_modules, app_server):
     key = app_server.tidings("account", "key", "fay").stdout.strip()
     seen = run_scenario(app_server, key)
     assert seen["open"]["data"]["who"] == "fay@localhost"
+
+
+OWNER_TOKEN = "conformance-api-token"
+
+
+@pytest.fixture(scope="module")
+def owner_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("feedme-owner-feeds"), args=["--api-token", OWNER_TOKEN]
+    )
+    for name in ("bob", "ann"):
+        assert server.tidings("account", "add", name, "--password", "pw").returncode == 0
+    server.start()
+    yield server
+    server.stop()
+
+
+def publish_owned(server: ServerProcess, key: str, feed: str, body: dict) -> None:
+    import httpx
+
+    answer = httpx.post(
+        f"{server.http_url}/feeds/{feed}/actions",
+        headers={"Authorization": f"Bearer {key}"},
+        json=body,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_real_client_opens_an_accounts_own_feed_as_its_owner(node_modules, owner_server):
+    """docs/feedme.md, Accounts' own feeds: FeedOpen of ~bob/NAME with bob's key; the owner's
+    publications reach the client, applied with their FeedMd5 verified."""
+    key = owner_server.tidings("account", "key", "bob").stdout.strip()
+    feed = "~bob/heart-rate"
+    publish_owned(owner_server, key, feed, {"action_name": "init", "feed_data": {"bpm": 60}})
+    process = subprocess.Popen(
+        ["node", str(PACKAGE / "owner_feed.js"), owner_server.ws_url, key, feed, "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=PACKAGE,
+    )
+    assert process.stdout is not None
+    seen: dict[str, list[dict]] = {}
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            seen.setdefault(event["kind"], []).append(event)
+            if event["kind"] == "open":  # the feed is open: the owner publishes twice
+                assert event["data"] == {"bpm": 60}
+                delta = {"Operation": "Increment", "Path": ["bpm"], "Value": 2}
+                publish_owned(owner_server, key, feed, {"action_name": "beat", "deltas": [delta]})
+                publish_owned(
+                    owner_server, key, feed, {"action_name": "reset", "feed_data": {"bpm": 0}}
+                )
+    finally:
+        assert process.wait(timeout=60) == 0, (seen, process.stderr and process.stderr.read())
+    assert "badServerMessage" not in seen and "timeout" not in seen, seen
+    beat, reset = seen["action"]
+    assert (beat["name"], beat["oldData"], beat["newData"]) == ("beat", {"bpm": 60}, {"bpm": 62})
+    assert (reset["name"], reset["newData"]) == ("reset", {"bpm": 0})
+    assert "done" in seen
+
+
+def test_real_client_of_another_account_is_refused(node_modules, owner_server):
+    key = owner_server.tidings("account", "key", "ann").stdout.strip()
+    args = ["node", str(PACKAGE / "owner_feed.js"), owner_server.ws_url, key, "~bob/heart-rate"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=PACKAGE)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    seen = {json.loads(line)["kind"]: json.loads(line) for line in result.stdout.splitlines()}
+    refused = seen["refused"]
+    assert refused["message"].startswith("REJECTED")
+    assert refused["code"] == "UNAUTHORIZED"
+    assert refused["data"]["errorId"] == "not-granted"

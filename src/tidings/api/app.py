@@ -12,10 +12,12 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..core.authz import Authorizer
 from ..core.feeds import FeedHub
+from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
 from . import feeds, problems
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit
+from .guard import Identify
 
 
 class _Collector(Collector):
@@ -49,12 +51,15 @@ def create_app(
     authz: Authorizer,
     sessions: SessionService | None = None,
     max_body: int = DEFAULT_LIMIT,
+    owner_feeds: OwnerFeeds | None = None,
+    identify: Identify | None = None,
 ) -> FastAPI:
-    """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time."""
+    """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
+    ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
-    app.include_router(feeds.router(hub, authz))
+    app.include_router(feeds.router(hub, authz, owner_feeds, identify))
     if sessions is not None:
         app.include_router(session_routes.router(sessions, authz))
     render_metrics = metrics_page(read_metrics)

@@ -1,18 +1,23 @@
-"""HTTP routes for published feeds: the server keeps the document, validates and reveals."""
+"""HTTP routes for published feeds: the server keeps the document, validates and reveals.
+
+``/feeds/{feed_name}``: feeds the server API publishes (write with the api_token, read by
+anyone). ``/feeds/~{owner}/{name}``: an account's own feeds (``core.owner_feeds``), written and
+read with the owner's API key, a grantee's, or the api_token.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from ..core.authz import Authorizer
 from ..core.errors import ErrorId, Invalid, NotFound
 from ..core.feeds import FeedHub
-from ..protocol.feedme import Delta, FeedKey, check_json_value, feed_md5
-from .guard import bearer_guard
+from ..core.owner_feeds import OwnerFeeds, is_owner_feed, parse_publication
+from ..protocol.feedme import FeedKey, feed_md5
+from .guard import Caller, Identify, bearer_guard, caller_guard
 
 
 class Publication(BaseModel):
@@ -41,9 +46,17 @@ class FeedDocument(BaseModel):
     feed_md5: str
 
 
-def router(hub: FeedHub, authz: Authorizer) -> APIRouter:
+def router(
+    hub: FeedHub,
+    authz: Authorizer,
+    owner_feeds: OwnerFeeds | None = None,
+    identify: Identify | None = None,
+) -> APIRouter:
     routes = APIRouter(prefix="/feeds", tags=["feeds"])
     authorized = bearer_guard(authz)
+
+    if owner_feeds is not None and identify is not None:
+        _owner_routes(routes, owner_feeds, caller_guard(authz, identify))
 
     @routes.post(
         "/{feed_name}/actions",
@@ -52,28 +65,14 @@ def router(hub: FeedHub, authz: Authorizer) -> APIRouter:
         summary="Reveal an action on a feed, updating its stored document",
     )
     async def publish(feed_name: str, publication: Publication) -> Revealed:
-        feed = _feed(feed_name, publication.feed_args)
-        deltas = None
-        if publication.deltas is not None:
-            try:
-                deltas = [msgspec.convert(d, Delta) for d in publication.deltas]
-            except (msgspec.ValidationError, ValueError) as exc:
-                raise Invalid(ErrorId.INVALID_ARGUMENT, f"Invalid delta: {exc}") from None
-        for name, value in (
-            ("action_data", publication.action_data),
-            ("feed_data", publication.feed_data),
-        ):
-            if value is not None:
-                try:
-                    check_json_value(value)
-                except ValueError as exc:
-                    raise Invalid(ErrorId.INVALID_ARGUMENT, f"{name}: {exc}") from None
+        parsed = parse_publication(publication.model_dump())
+        feed = _feed(feed_name, parsed.feed_args)
         result = await hub.publish(
             feed,
-            publication.action_name,
-            publication.action_data,
-            deltas=deltas,
-            feed_data=publication.feed_data,
+            parsed.action_name,
+            parsed.action_data,
+            deltas=parsed.deltas,
+            feed_data=parsed.feed_data,
         )
         return Revealed(
             feed_name=feed.name,
@@ -98,7 +97,60 @@ def router(hub: FeedHub, authz: Authorizer) -> APIRouter:
     return routes
 
 
+def _owner_routes(routes: APIRouter, owner_feeds: OwnerFeeds, caller: Any) -> None:
+    # ``Depends(caller)`` as a default: the guard is built per app, and an ``Annotated`` alias
+    # local to this function would not resolve under postponed annotations (FastAPI evaluates
+    # them in the module's globals, and would take ``who`` for a query parameter).
+    @routes.post(
+        "/~{owner}/{feed_name}/actions",
+        response_model=Revealed,
+        summary="Reveal an action on an account's own feed (its API key, a contributor's, or "
+        "the api_token)",
+    )
+    async def publish_owned(
+        owner: str,
+        feed_name: str,
+        publication: Publication,
+        who: Caller = Depends(caller),  # noqa: B008
+    ) -> Revealed:
+        feed = owner_feeds.of(owner, feed_name)
+        parsed = parse_publication(publication.model_dump())
+        result = await owner_feeds.publish(who.identity, feed, parsed, server=who.server)
+        return Revealed(
+            feed_name=feed.feed_name,
+            feed_args=parsed.feed_args,
+            feed_md5=result.feed_md5 or "",
+            delivered=result.delivered,
+        )
+
+    @routes.get(
+        "/~{owner}/{feed_name}",
+        response_model=FeedDocument,
+        summary="An account's own feed's data (its API key, a grantee's, or the api_token)",
+    )
+    async def read_owned(
+        owner: str,
+        feed_name: str,
+        request: Request,
+        who: Caller = Depends(caller),  # noqa: B008
+    ) -> FeedDocument:
+        feed = owner_feeds.of(owner, feed_name)
+        args = dict(request.query_params)
+        document = await owner_feeds.read(who.identity, feed, args, server=who.server)
+        return FeedDocument(
+            feed_name=feed.feed_name,
+            feed_args=args,
+            feed_data=document,
+            feed_md5=feed_md5(document),
+        )
+
+
 def _feed(name: str, args: dict[str, str]) -> FeedKey:
+    if is_owner_feed(name):
+        raise Invalid(
+            ErrorId.INVALID_ARGUMENT,
+            f"Names starting with '~' are accounts' own feeds: /feeds/~name/FEED, not {name!r}",
+        )
     try:
         return FeedKey.of(name, args)
     except (ValueError, TypeError) as exc:

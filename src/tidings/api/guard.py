@@ -1,13 +1,22 @@
-"""The bearer-token guard of the HTTP routes that act as the server: the rule is core's."""
+"""Who an HTTP request is: the server (its api_token) or an account (its API key).
+
+Authentication only: what the caller may do is core's (``Authorizer``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Header, Request
 
 from ..core.authz import Authorizer
+from ..core.errors import ErrorId, Forbidden
+from ..core.login_throttle import source_key
+
+Identify = Callable[[str, str | None], str | None]
+"""An API key (and the address it came from, for throttling) to its identity, or None
+(``AccountService.identity_for_key``)."""
 
 
 def bearer_guard(authz: Authorizer) -> Callable[..., None]:
@@ -17,3 +26,34 @@ def bearer_guard(authz: Authorizer) -> Callable[..., None]:
         authz.bearer(authorization)
 
     return authorized
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """``server``: the request carried the api_token; else ``identity`` is the key's owner."""
+
+    identity: str | None
+    server: bool = False
+
+
+def caller_guard(authz: Authorizer, identify: Identify) -> Callable[..., Caller]:
+    """A FastAPI dependency: ``Authorization: Bearer <api_token | an account's API key>``.
+
+    A missing or unknown key is 401 ``bad-credentials``; unknown keys count against the
+    client's address like failed logins (429 ``login-throttled`` once throttled)."""
+
+    def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+        if authz.is_server(authorization):
+            return Caller(None, server=True)
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme != "Bearer" or not key:
+            raise Forbidden(
+                ErrorId.BAD_CREDENTIALS, "This route needs 'Authorization: Bearer <API key>'"
+            )
+        peer = (request.client.host, request.client.port) if request.client else None
+        identity = identify(key, source_key(peer))
+        if identity is None:
+            raise Forbidden(ErrorId.BAD_CREDENTIALS, "The bearer token is not a valid API key")
+        return Caller(identity)
+
+    return caller

@@ -114,7 +114,10 @@ class App:
         return register
 
     def feed(self, name: str, *, public: bool = True) -> Callable[[Handler], Handler]:
-        """A feed; ``public=False`` refuses clients without an identity (``UNAUTHORIZED``)."""
+        """A feed; ``public=False`` refuses clients without an identity (``UNAUTHORIZED``).
+        Names starting with ``~`` are accounts' own feeds (``~name/FEED``), not the app's."""
+        if isinstance(name, str) and name.startswith("~"):
+            raise ValueError(f"feed names starting with '~' are accounts' own feeds: {name!r}")
 
         def register(handler: Handler) -> Handler:
             self.feeds[_name(name)] = FeedSpec(handler, public)

@@ -3,12 +3,16 @@ opens, HTTP routes), so that a rule is written once and a new surface cannot for
 
 A rule answers for an actor (the identity a session signed in as, None for a client without
 one), a resource kind, a method and the resource's owner. It raises ``Forbidden`` with the id
-the edges translate (``forbidden``, ``not-shared``, ``not-delegated``).
+the edges translate (``forbidden``, ``not-shared``, ``not-delegated``, ``not-granted``).
+
+What an owner granted another identity through consent (its feeds, presence, account) is asked
+of a ``GrantChecker``; ``NoGrants`` (nobody granted anything) stands in where none is wired.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -26,6 +30,9 @@ class Resource(StrEnum):
     """Envelopes sent with another identity's ``from``: on its behalf."""
     COMMANDS = "commands"
     FEEDS = "feeds"
+    """Feeds an app defines or the server API publishes (not an identity's own)."""
+    OWNER_FEEDS = "owner-feeds"
+    """An identity's own feeds, ``~name/FEED``: its owner's, and whoever it granted them."""
     KEYS = "keys"
     """Published node info (the key directory): listed by those the owner accepts messages
     from."""
@@ -53,6 +60,38 @@ delegation covers sending envelopes, not managing the account)."""
 
 _ENVELOPE_TYPES: Final = {Resource.MESSAGES: "message", Resource.COMMANDS: "command"}
 
+GRANT_LEVELS: Final = {
+    Method.READ: "read",
+    Method.SUBSCRIBE: "read",
+    Method.WRITE: "contribute",
+    Method.DELETE: "manage",
+}
+"""The grant level a method on an owner's feed needs (``read`` < ``contribute`` < ``manage``)."""
+
+
+class GrantChecker(Protocol):
+    """What owners granted others: the consent service's ``core.grants.Grants`` (wired), or
+    a stand-in.
+
+    ``resource`` is ``feed:NAME``, ``presence``, ``account`` or ``messages``; ``level`` is
+    ``read``, ``contribute`` or ``manage``. ``listen`` calls back with ``(owner, requester)``
+    after any change to what ``owner`` granted ``requester``; it returns the unsubscribe."""
+
+    async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool: ...
+
+    def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None]: ...
+
+
+class NoGrants:
+    """Nobody granted anything: every owner's resources are its own (and the rules' other
+    exceptions: contacts, delegations)."""
+
+    async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool:
+        return False
+
+    def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None]:
+        return lambda: None
+
 
 class Roster(Protocol):
     """What the rules need to know about contacts and delegations."""
@@ -68,10 +107,17 @@ class Acceptance(Protocol):
 
 
 class Authorizer:
-    def __init__(self, roster: Roster, trust: Acceptance, api_token: str | None = None) -> None:
+    def __init__(
+        self,
+        roster: Roster,
+        trust: Acceptance,
+        api_token: str | None = None,
+        grants: GrantChecker | None = None,
+    ) -> None:
         self._roster = roster
         self._trust = trust
         self._api_token = api_token.encode() if api_token else None
+        self.grants: GrantChecker = grants if grants is not None else NoGrants()
 
     async def check(
         self,
@@ -81,8 +127,17 @@ class Authorizer:
         owner: str | None = None,
         *,
         public: bool = False,
+        feed: str | None = None,
+        server: bool = False,
     ) -> None:
-        """Raise ``Forbidden`` unless ``actor`` may ``method`` the ``owner``'s ``resource``."""
+        """Raise ``Forbidden`` unless ``actor`` may ``method`` the ``owner``'s ``resource``
+        (``feed``: the feed's name without ``~owner/``, for ``OWNER_FEEDS``; ``server``: the
+        caller presented the api_token, see ``is_server``, and acts as the server, which keeps
+        every owner's feeds and may read and publish them all)."""
+        if resource is Resource.OWNER_FEEDS:
+            if not server:
+                await self._owner_feed(actor, method, owner, feed)
+            return
         if resource is Resource.FEEDS:
             if not public and actor is None:
                 raise Forbidden(ErrorId.FORBIDDEN, "This feed needs an identity (token)")
@@ -95,16 +150,24 @@ class Authorizer:
             return
         if resource is Resource.KEY_OWNERS and method is Method.READ:
             return
+        if (
+            resource is Resource.ACCOUNT
+            and method is Method.READ
+            and await self.grants.allows(actor, owner, "account", "read")
+        ):
+            return
         if resource in OWN_ONLY:
             raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may use its {resource}")
         if resource is Resource.PRESENCE:
             if method is Method.READ or method is Method.SUBSCRIBE:
                 if await self._roster.shares_presence_with(owner, actor):
                     return
+                if await self.grants.allows(actor, owner, "presence", "read"):
+                    return
                 raise Forbidden(
                     ErrorId.NOT_SHARED,
                     f"{owner} does not share its presence with {actor} (not in its contacts, "
-                    "or sharePresence is false)",
+                    "or sharePresence is false, and no presence grant)",
                 )
             raise Forbidden(ErrorId.FORBIDDEN, f"Only {owner} may change its presence")
         if resource is Resource.KEYS:
@@ -126,15 +189,47 @@ class Authorizer:
             )
         raise Forbidden(ErrorId.FORBIDDEN, f"{actor} may not {method} the {resource} of {owner}")
 
+    async def _owner_feed(
+        self, actor: str | None, method: Method, owner: str | None, feed: str | None
+    ) -> None:
+        if owner is None or feed is None:
+            raise Forbidden(ErrorId.FORBIDDEN, "An owner's feed needs its owner and its name")
+        if actor is None:
+            raise Forbidden(ErrorId.FORBIDDEN, f"The feeds of {owner} need an identity (token)")
+        if actor == owner:
+            return
+        level = GRANT_LEVELS.get(method)
+        if level is not None and await self.grants.allows(actor, owner, f"feed:{feed}", level):
+            return
+        raise Forbidden(
+            ErrorId.NOT_GRANTED,
+            f"{owner} has not granted {actor} {level or method} access to its feed {feed!r}",
+        )
+
     async def allows(
-        self, actor: str | None, resource: Resource, method: Method, owner: str | None = None
+        self,
+        actor: str | None,
+        resource: Resource,
+        method: Method,
+        owner: str | None = None,
+        *,
+        feed: str | None = None,
     ) -> bool:
-        """``check`` as a yes or no, for filtering (whose presence pushes go where)."""
+        """``check`` as a yes or no, for filtering (whose presence pushes go where, which open
+        feeds stay open)."""
         try:
-            await self.check(actor, resource, method, owner)
+            await self.check(actor, resource, method, owner, feed=feed)
         except Forbidden:
             return False
         return True
+
+    def is_server(self, authorization: str | None) -> bool:
+        """Whether ``authorization`` is ``Bearer <api_token>`` (constant time); False while
+        no api_token is set."""
+        if self._api_token is None:
+            return False
+        presented = (authorization or "").encode()
+        return hmac.compare_digest(presented, b"Bearer " + self._api_token)
 
     def bearer(self, authorization: str | None) -> None:
         """The HTTP routes that act as the server: ``Authorization: Bearer <api_token>``,

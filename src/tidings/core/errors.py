@@ -53,6 +53,7 @@ class ErrorId(StrEnum):
     KEY_REVOKED = "key-revoked"
     KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
     UNKNOWN_SENDER = "unknown-sender"
+    NOT_GRANTED = "not-granted"
     # consent (issue 10): the Pryv CMC ids where one applies, Tidings' own otherwise
     CAPABILITY_INVALID = "cmc-capability-invalid"
     CAPABILITY_EXPIRED = "cmc-capability-expired"

@@ -100,6 +100,22 @@ class FeedHub:
     def subscribers(self, feed: FeedKey) -> int:
         return len(self._open.get(feed, ()))
 
+    def is_open(self, feed: FeedKey, client_id: str) -> bool:
+        return client_id in self._open.get(feed, ())
+
+    def open_feeds(self, prefix: str, identity: str) -> list[tuple[FeedKey, str]]:
+        """(feed, client id) of the feeds named ``prefix...`` that clients of ``identity``
+        have open (a scan of the open feeds: called on grant changes, not per revelation)."""
+        clients = self.clients
+        found = []
+        for feed, ids in self._open.items():
+            if feed.name.startswith(prefix):
+                for client_id in ids:
+                    client = clients.get(client_id)
+                    if client is not None and client.identity == identity:
+                        found.append((feed, client_id))
+        return found
+
     # -- revelations ------------------------------------------------------------------------
 
     def reveal(

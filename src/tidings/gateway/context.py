@@ -10,6 +10,7 @@ from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
 from ..core.authz import Authorizer
 from ..core.key_directory import KeyDirectory
+from ..core.owner_feeds import OwnerFeeds
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
 from ..core.router import Router
@@ -59,6 +60,7 @@ class LimeContext:
     sessions: SessionService
     app_requests: AppRequestService
     keys: KeyDirectory
+    owner_feeds: OwnerFeeds | None = None
     stats: Stats = field(default_factory=Stats)
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)

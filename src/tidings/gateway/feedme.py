@@ -17,8 +17,9 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.apps import ActionRequest, App, FeedCloseRequest, FeedOpenRequest, HandshakeRequest
 from ..core.authz import Authorizer, Method, Resource
-from ..core.errors import Forbidden
+from ..core.errors import Forbidden, Invalid, TidingsError
 from ..core.feeds import INTERNAL_ERROR, FeedHub, call_handler
+from ..core.owner_feeds import OwnerFeeds, is_owner_feed
 from ..protocol.feedme import (
     Action,
     ActionResponse,
@@ -44,6 +45,7 @@ from .framing import CorkedWriter
 
 log = logging.getLogger("tidings.feedme")
 UNAUTHORIZED = "UNAUTHORIZED"
+INVALID_FEED = "INVALID_FEED"
 _client_ids = itertools.count(1)
 
 
@@ -53,6 +55,7 @@ class FeedmeContext:
     authz: Authorizer
     hub: FeedHub
     max_message_size: int
+    owner_feeds: OwnerFeeds | None = None
     handshake_timeout: float = 30.0
     termination_window: float = 30.0
     rate_limit: float = 5_000.0
@@ -326,6 +329,10 @@ class FeedmeConnection(WSListener):
             if still_opening():
                 self._send(FeedOpenResponse.error(feed, code, data))
 
+        owner_feeds = self.ctx.owner_feeds
+        if owner_feeds is not None and is_owner_feed(feed.name):
+            await self._open_owner_feed(owner_feeds, feed, still_opening)
+            return
         responder = _Responder(ok, fail)
         spec = self.ctx.app.feeds.get(feed.name)
         if spec is None:
@@ -343,6 +350,28 @@ class FeedmeConnection(WSListener):
             responder.failure(UNAUTHORIZED, {"message": refusal.message})
             return
         await _answer(spec.handler, request, responder, f"feed {feed.name!r}")
+
+    async def _open_owner_feed(
+        self, owner_feeds: OwnerFeeds, feed: FeedKey, still_opening: Any
+    ) -> None:
+        """``~name/FEED``: core decides (owner or grantee); refusals are ``UNAUTHORIZED``, a
+        malformed name ``INVALID_FEED``, each with ``message`` and ``errorId``."""
+        try:
+            opening = await owner_feeds.open(self.identity, feed)
+        except TidingsError as refusal:
+            if isinstance(refusal, Forbidden):
+                code = UNAUTHORIZED
+            elif isinstance(refusal, Invalid):
+                code = INVALID_FEED
+            else:
+                code = INTERNAL_ERROR
+            data = {"message": refusal.message, "errorId": refusal.error_id.value}
+            if still_opening():
+                self._send(FeedOpenResponse.error(feed, code, data))
+            return
+        if still_opening() and self._send(FeedOpenResponse.ok(feed, opening.document)):
+            self.ctx.hub.feed_opened(self.client_id, feed)
+            owner_feeds.opened(opening, self.identity)
 
     # -- output and timers ----------------------------------------------------------------------
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
 from ..core.authz import Resource
-from ..core.errors import ErrorId, Invalid, TidingsError
+from ..core.errors import ErrorId, Invalid, NotFound, TidingsError
+from ..core.owner_feeds import parse_publication
 from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.e2e import NODE_INFO_TYPE
+from ..protocol.feedme import feed_md5
 from ..protocol.lime import (
     UNSET,
     Command,
@@ -45,6 +47,9 @@ RECEIPT: Final = "application/vnd.lime.receipt+json"
 ACCOUNT: Final = "application/vnd.lime.account+json"
 CONTACT: Final = "application/vnd.lime.contact+json"
 DELEGATION: Final = "application/vnd.lime.delegation+json"
+FEED_PUBLICATION: Final = "application/vnd.tidings.feed-publication+json"
+FEED_REVEALED: Final = "application/vnd.tidings.feed-revealed+json"
+FEED: Final = "application/vnd.tidings.feed+json"
 
 _EMPTY: Final = msgspec.Raw(b"{}")
 _RECEIPT_EVENTS: Final = frozenset(
@@ -323,6 +328,46 @@ async def _keys(
     raise no_method(command)
 
 
+async def _feeds(
+    ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    """``/feeds/FEED``: the session's identity's own feed ``~name/FEED``;
+    ``lime://ID/feeds/FEED``: ID's (granted to the session's identity, core decides). ``set``
+    publishes (resource: a publication), ``get`` reads (query string: the feed args)."""
+    owner_feeds = ctx.owner_feeds
+    if owner_feeds is None or len(rest) != 1:
+        raise no_resource(command)
+    name, _, domain = owner.partition("@")
+    if domain != ctx.domain:
+        raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"{owner} is not an account of this server")
+    feed = owner_feeds.of(name, rest[0])
+    method = command.method
+    if method is CommandMethod.SET:
+        if command.type not in (FEED_PUBLICATION, "application/json"):
+            raise Invalid(
+                ErrorId.INVALID_ARGUMENT, f"A feed publication has the type {FEED_PUBLICATION}"
+            )
+        publication = parse_publication(resource_of(command))
+        revealed = await owner_feeds.publish(live.identity, feed, publication)
+        return FEED_REVEALED, {
+            "feed_name": feed.feed_name,
+            "feed_args": publication.feed_args,
+            "feed_md5": revealed.feed_md5 or "",
+            "delivered": revealed.delivered,
+        }
+    if method is CommandMethod.GET:
+        assert isinstance(command.uri, str)
+        args = dict(parse_qsl(command.uri.partition("?")[2]))
+        document = await owner_feeds.read(live.identity, feed, args)
+        return FEED, {
+            "feed_name": feed.feed_name,
+            "feed_args": args,
+            "feed_data": document,
+            "feed_md5": feed_md5(document),
+        }
+    raise no_method(command)
+
+
 async def _ping(
     ctx: LimeContext, live: LiveSession, owner: str, rest: list[str], command: Command
 ) -> Any:
@@ -345,6 +390,7 @@ _RESOURCES: Final[dict[str, Handler]] = {
     "account": _account,
     "contacts": _contacts,
     "delegations": _delegations,
+    "feeds": _feeds,
     "keys": _keys,
     "ping": _ping,
     "sessions": sessions_resource,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.core.authz import Authorizer, Method, Resource
+from tests.unit.core.grants_fake import FakeGrants
+from tidings.core.authz import Authorizer, Method, NoGrants, Resource
 from tidings.core.errors import ErrorId, Forbidden
 from tidings.core.roster import RosterService
 from tidings.core.trust import TrustCircles
@@ -191,3 +192,163 @@ async def test_keys_of_an_account_closed_to_strangers_only_its_accepted_contacts
         assert not await authz.allows("friend@localhost", Resource.KEYS, Method.READ, OWNER)
     finally:
         store.close()
+
+
+# -- grants (consent): an owner's feeds, presence and account, through a GrantChecker ---------
+
+GRANTEE = "grantee@localhost"
+CONTRIBUTOR = "contributor@localhost"
+GRANTED_ACTORS = {
+    "owner": OWNER,
+    "grantee": GRANTEE,  # feed:heart-* read, presence read, account read
+    "contributor": CONTRIBUTOR,  # feed:heart-rate contribute
+    "friend": "friend@localhost",  # a contact sharing presence, nothing granted
+    "stranger": "stranger@localhost",
+    "anonymous": None,
+}
+NOT_GRANTED = ErrorId.NOT_GRANTED
+# (resource, method, feed) -> {actor: None when allowed, else the error id}
+GRANT_MATRIX: dict[tuple[Resource, Method, str | None], dict[str, ErrorId | None]] = {
+    **{
+        (Resource.OWNER_FEEDS, method, "heart-rate"): {
+            "owner": OK,
+            "grantee": OK,
+            "contributor": OK,  # contribute includes read
+            "friend": NOT_GRANTED,
+            "stranger": NOT_GRANTED,
+            "anonymous": ErrorId.FORBIDDEN,
+        }
+        for method in (Method.READ, Method.SUBSCRIBE)
+    },
+    (Resource.OWNER_FEEDS, Method.WRITE, "heart-rate"): {
+        "owner": OK,
+        "grantee": NOT_GRANTED,  # read only
+        "contributor": OK,
+        "friend": NOT_GRANTED,
+        "stranger": NOT_GRANTED,
+        "anonymous": ErrorId.FORBIDDEN,
+    },
+    (Resource.OWNER_FEEDS, Method.DELETE, "heart-rate"): {
+        "owner": OK,
+        "grantee": NOT_GRANTED,
+        "contributor": NOT_GRANTED,  # manage is above contribute
+        "friend": NOT_GRANTED,
+        "stranger": NOT_GRANTED,
+        "anonymous": ErrorId.FORBIDDEN,
+    },
+    (Resource.OWNER_FEEDS, Method.READ, "steps"): {  # outside both grants' patterns
+        "owner": OK,
+        "grantee": NOT_GRANTED,
+        "contributor": NOT_GRANTED,
+        "friend": NOT_GRANTED,
+        "stranger": NOT_GRANTED,
+        "anonymous": ErrorId.FORBIDDEN,
+    },
+    **{
+        (Resource.PRESENCE, method, None): {
+            "owner": OK,
+            "grantee": OK,  # granted, though not a contact
+            "contributor": ErrorId.NOT_SHARED,
+            "friend": OK,  # the contacts rule still holds
+            "stranger": ErrorId.NOT_SHARED,
+            "anonymous": ErrorId.FORBIDDEN,
+        }
+        for method in (Method.READ, Method.SUBSCRIBE)
+    },
+    (Resource.PRESENCE, Method.WRITE, None): {
+        **dict.fromkeys(GRANTED_ACTORS, ErrorId.FORBIDDEN),
+        "owner": OK,
+    },
+    (Resource.ACCOUNT, Method.READ, None): {
+        **dict.fromkeys(GRANTED_ACTORS, ErrorId.FORBIDDEN),
+        "owner": OK,
+        "grantee": OK,
+    },
+    **{
+        (resource, method, None): {**dict.fromkeys(GRANTED_ACTORS, ErrorId.FORBIDDEN), "owner": OK}
+        for resource, method in (
+            (Resource.ACCOUNT, Method.WRITE),
+            (Resource.ACCOUNT, Method.SUBSCRIBE),
+            (Resource.CONTACTS, Method.READ),
+            (Resource.SESSIONS, Method.READ),
+        )
+    },
+}
+
+
+@pytest.fixture
+async def granted(tmp_path: Path) -> AsyncIterator[Authorizer]:
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    trust = TrustCircles(store, store)
+    roster = RosterService(store, lambda text: text, changed=trust.forget)
+    await roster.put_contact(OWNER, {"identity": "friend@localhost"}, merge=False)
+    grants = FakeGrants()
+    grants.grant(OWNER, GRANTEE, "feed:heart-*", "read")
+    grants.grant(OWNER, GRANTEE, "presence", "read")
+    grants.grant(OWNER, GRANTEE, "account", "read")
+    grants.grant(OWNER, CONTRIBUTOR, "feed:heart-rate", "contribute")
+    yield Authorizer(roster, trust, api_token="s3cret", grants=grants)
+    store.close()
+
+
+GRANT_CASES = [
+    (resource, method, feed, actor, expected)
+    for (resource, method, feed), row in GRANT_MATRIX.items()
+    for actor, expected in row.items()
+]
+
+
+@pytest.mark.parametrize(
+    ("resource", "method", "feed", "actor", "expected"),
+    GRANT_CASES,
+    ids=[f"{r}-{m}-{f}-{a}" for r, m, f, a, _ in GRANT_CASES],
+)
+async def test_grant_matrix(granted, resource, method, feed, actor, expected):
+    who = GRANTED_ACTORS[actor]
+    if expected is None:
+        await granted.check(who, resource, method, OWNER, feed=feed)
+        assert await granted.allows(who, resource, method, OWNER, feed=feed)
+    else:
+        with pytest.raises(Forbidden) as refusal:
+            await granted.check(who, resource, method, OWNER, feed=feed)
+        assert refusal.value.error_id is expected
+        assert not await granted.allows(who, resource, method, OWNER, feed=feed)
+
+
+async def test_the_grant_checker_is_asked_with_the_consent_vocabulary(granted):
+    grants = granted.grants
+    assert isinstance(grants, FakeGrants)
+    grants.asked.clear()
+    await granted.allows(GRANTEE, Resource.OWNER_FEEDS, Method.WRITE, OWNER, feed="heart-rate")
+    await granted.allows(GRANTEE, Resource.PRESENCE, Method.SUBSCRIBE, "stranger@localhost")
+    await granted.allows(GRANTEE, Resource.ACCOUNT, Method.READ, OWNER)
+    assert grants.asked == [
+        (GRANTEE, OWNER, "feed:heart-rate", "contribute"),
+        (GRANTEE, "stranger@localhost", "presence", "read"),
+        (GRANTEE, OWNER, "account", "read"),
+    ]
+
+
+async def test_a_revoked_grant_is_refused_at_the_next_check(granted):
+    grants = granted.grants
+    assert isinstance(grants, FakeGrants)
+    await granted.check(GRANTEE, Resource.OWNER_FEEDS, Method.READ, OWNER, feed="heart-rate")
+    grants.revoke(OWNER, GRANTEE)
+    for resource, feed in ((Resource.OWNER_FEEDS, "heart-rate"), (Resource.ACCOUNT, None)):
+        assert not await granted.allows(GRANTEE, resource, Method.READ, OWNER, feed=feed)
+
+
+@pytest.mark.parametrize("method", [Method.READ, Method.WRITE])
+async def test_the_server_token_acts_on_every_owners_feeds(granted, method):
+    await granted.check(None, Resource.OWNER_FEEDS, method, OWNER, feed="x", server=True)
+
+
+async def test_without_a_grant_checker_nobody_is_granted(authz):
+    assert isinstance(authz.grants, NoGrants)
+    assert not await authz.grants.allows(GRANTEE, OWNER, "feed:x", "read")
+    authz.grants.listen(lambda owner, requester: None)()  # a no-op unsubscribe
+    with pytest.raises(Forbidden) as refusal:
+        await authz.check(GRANTEE, Resource.OWNER_FEEDS, Method.READ, OWNER, feed="x")
+    assert refusal.value.error_id is ErrorId.NOT_GRANTED
+    await authz.check(OWNER, Resource.OWNER_FEEDS, Method.WRITE, OWNER, feed="x")
