@@ -117,8 +117,9 @@ async def build(
     ``Grants`` (tests that grant by hand)."""
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
-    trust = TrustCircles(store, store)
+    trust = TrustCircles(store, store, consent=store)
     grants = Grants(store)
+    grants.listen(lambda owner, requester: trust.forget(owner))  # a messages grant changed
     consent = ConsentService(store, grants=grants)
     accounts = AccountService(
         settings.domain,

@@ -284,10 +284,11 @@ class Router:
             return self._stamp(payload, Scope.SELF)
         if creator in circle.friends:  # scope_of, inlined: the sender is not the recipient
             return self._stamp(payload, Scope.FRIENDS)
-        if not circle.allow_unknown:
+        if not circle.allow_unknown and creator not in circle.granted:
             raise Forbidden(
                 ErrorId.UNKNOWN_SENDER,
-                f"{recipient} accepts messages only from its contacts",
+                f"{recipient} accepts messages only from its contacts (and those it granted "
+                "'messages' through consent)",
             )
         return payload
 

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .ports import AccountStore, RosterStore
+from .consent_model import Level, RelationshipState
+from .grants import covers
+from .ports import AccountStore, ConsentStore, RosterStore
+
+MESSAGES: Final = "messages"
+"""The consent resource that lets a requester write to an accepter who refuses strangers."""
 
 DEFAULT_CAPACITY: Final = 100_000
 
@@ -33,10 +38,16 @@ class Scope(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Circle:
-    """What an identity trusts: its accepted contacts, and whether strangers may write."""
+    """What an identity trusts: its accepted contacts, whether strangers may write, and whom
+    it granted ``messages`` through consent (they may write; their scope stays ``public``)."""
 
     friends: frozenset[str] = frozenset()
     allow_unknown: bool = True
+    granted: frozenset[str] = frozenset()
+
+    def accepts(self, sender: str) -> bool:
+        """May ``sender`` (another identity) write to the circle's owner?"""
+        return self.allow_unknown or sender in self.friends or sender in self.granted
 
 
 def scope_of(sender: str, recipient: str, circle: Circle) -> Scope:
@@ -57,9 +68,11 @@ class TrustCircles:
         accounts: AccountStore,
         *,
         capacity: int = DEFAULT_CAPACITY,
+        consent: ConsentStore | None = None,
     ) -> None:
         self._roster = roster
         self._accounts = accounts
+        self._consent = consent
         self._capacity = capacity
         self._circles: dict[str, Circle] = {}
         self._generation = 0
@@ -90,8 +103,7 @@ class TrustCircles:
         """May identity ``sender`` write to (and look up the keys of) identity ``recipient``?"""
         if sender == recipient:
             return True
-        circle = await self.circle(recipient)
-        return circle.allow_unknown or sender in circle.friends
+        return (await self.circle(recipient)).accepts(sender)
 
     def forget(self, identity: str) -> None:
         """The identity's contacts or account changed: read them again next time."""
@@ -116,7 +128,20 @@ class TrustCircles:
                 and await self._is_account(contact["identity"], _domain)
             ]
         )
-        return Circle(friends, allow_unknown is not False)
+        return Circle(friends, allow_unknown is not False, await self._granted(identity))
+
+    async def _granted(self, identity: str) -> frozenset[str]:
+        """Who ``identity`` granted ``messages`` (contribute) in an active relationship."""
+        if self._consent is None:
+            return frozenset()
+        wanted = Level.CONTRIBUTE
+        return frozenset(
+            relationship.requester
+            for relationship in await self._consent.consent_relationships_of(identity)
+            if relationship.accepter == identity
+            and relationship.state is RelationshipState.ACTIVE
+            and any(covers(p, MESSAGES, wanted) for p in relationship.permissions)
+        )
 
     async def _is_account(self, identity: str, domain: str) -> bool:
         """A contact is a friend only as an account of this server: a guest can take any

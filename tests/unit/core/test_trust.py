@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tidings.core.consent import ConsentService
 from tidings.core.trust import Circle, Scope, TrustCircles, scope_of
 from tidings.store.memory import MemoryStore
 
@@ -103,3 +104,28 @@ async def test_the_cache_is_bounded(store):
         await trust.circle(f"{name}@localhost")
     assert trust.cached("a@localhost") is None
     assert trust.cached("c@localhost") is not None
+
+
+async def test_a_consent_grant_of_messages_lets_its_requester_write_but_stays_public(store):
+    consent = ConsentService(store)
+    trust = TrustCircles(store, store, consent=store)
+    consent.grants.listen(lambda owner, requester: trust.forget(owner))
+    await store.create_account("bob", None)
+    await store.update_account("bob", profile={"allowUnknownSender": False})
+    lab = "lab@localhost"
+    assert not await trust.accepts(lab, BOB)
+    _, token = await consent.create_invite(
+        lab,
+        app_code="study",
+        display_name="Study",
+        consent={"en": "May we write to you?"},
+        permissions=[{"resource": "messages", "level": "contribute"}],
+        mode="single-use",
+        features=None,
+        expires_at=None,
+    )
+    relationship = await consent.accept(token, BOB)
+    assert await trust.accepts(lab, BOB)
+    assert trust.scope(lab, BOB) is Scope.PUBLIC
+    await consent.revoke(relationship.id, BOB)
+    assert not await trust.accepts(lab, BOB)
