@@ -59,10 +59,12 @@ async def create_invite(client: WireClient, **fields: Any) -> dict[str, Any]:
 async def observed(client: WireClient, kind: str, **data: Any) -> dict[str, Any]:
     """The next inbox event of ``kind`` (with ``data`` fields) pushed to ``client``."""
     envelope = await client.expect(
-        lambda e: e.get("method") == "observe"
-        and str(e.get("uri", "")).endswith("/consent/inbox")
-        and e["resource"]["kind"] == kind
-        and all(e["resource"]["data"].get(k) == v for k, v in data.items())
+        lambda e: (
+            e.get("method") == "observe"
+            and str(e.get("uri", "")).endswith("/consent/inbox")
+            and e["resource"]["kind"] == kind
+            and all(e["resource"]["data"].get(k) == v for k, v in data.items())
+        )
     )
     assert envelope["type"] == EVENT
     event: dict[str, Any] = envelope["resource"]
@@ -130,7 +132,7 @@ async def test_the_whole_handshake_over_lime(server: ServerProcess) -> None:
     history = (await ok(alice, "get", f"/consent/relationships/{rel}/chat?since=0"))["resource"]
     assert [m["text"] for m in history["items"]] == ["hi", "hello back"]
     first_seq = history["items"][0]["seq"]
-    later = (await ok(bob, "get", f"/consent/relationships/{rel}/chat?since={first_seq}"))
+    later = await ok(bob, "get", f"/consent/relationships/{rel}/chat?since={first_seq}")
     assert [m["text"] for m in later["resource"]["items"]] == ["hello back"]
 
     # alert + ack
@@ -189,9 +191,7 @@ async def test_the_whole_handshake_over_lime(server: ServerProcess) -> None:
     ] == wider
 
     # revoke by the accepter: both sides told, chat refused after
-    revoked = await ok(
-        bob, "delete", f"/consent/relationships/{rel}", resource={"reason": "done"}
-    )
+    revoked = await ok(bob, "delete", f"/consent/relationships/{rel}", resource={"reason": "done"})
     assert revoked["resource"]["state"] == "revoked"
     await observed(alice, "relationship-revoked")
     await observed(bob, "relationship-revoked")
