@@ -30,8 +30,10 @@ from .core.accounts import SERVER_NAME, AccountService
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.authz import Authorizer
+from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
+from .core.grants import Grants
 from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
@@ -95,6 +97,8 @@ class Services:
     app: App
     lime: LimeContext
     feedme: FeedmeContext
+    consent: ConsentService
+    grants: Grants
 
 
 async def build(settings: Settings, store: Store, broker: Broker, app: App) -> Services:
@@ -102,6 +106,8 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store)
+    grants = Grants(store)
+    consent = ConsentService(store, grants=grants)
     accounts = AccountService(
         settings.domain,
         store,
@@ -168,7 +174,9 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         rate_burst=settings.rate_burst,
         max_output_buffer=settings.max_output_buffer,
     )
-    return Services(accounts, authz, trust, router, sessions, hub, app, lime, feedme)
+    return Services(
+        accounts, authz, trust, router, sessions, hub, app, lime, feedme, consent, grants
+    )
 
 
 class TidingsServer:

@@ -53,6 +53,25 @@ class ErrorId(StrEnum):
     KEY_REVOKED = "key-revoked"
     KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
     UNKNOWN_SENDER = "unknown-sender"
+    # consent (issue 10): the Pryv CMC ids where one applies, Tidings' own otherwise
+    CAPABILITY_INVALID = "cmc-capability-invalid"
+    CAPABILITY_EXPIRED = "cmc-capability-expired"
+    CAPABILITY_CONSUMED = "cmc-capability-consumed"
+    CAPABILITY_INVALIDATED = "cmc-capability-invalidated"
+    CAPABILITY_ALREADY_ACCEPTED_BY_YOU = "cmc-capability-already-accepted-by-you"
+    CAPABILITY_TTL_OUT_OF_RANGE = "cmc-capability-ttl-out-of-range"
+    OFFER_EMPTY_PERMISSIONS = "cmc-offer-empty-permissions"
+    OFFER_INVALID_PERMISSIONS = "cmc-offer-invalid-permissions"
+    GRANTED_PERMISSIONS_NOT_SUBSET = "cmc-granted-permissions-not-subset"
+    CHAT_DISABLED = "cmc-chat-disabled"
+    SYSTEM_MESSAGING_DISABLED = "cmc-system-messaging-disabled"
+    INSUFFICIENT_PERMISSIONS = "cmc-insufficient-permissions"
+    REVOKE_FORBIDDEN = "cmc-revoke-forbidden"
+    INVALID_EVENT_CONTENT = "cmc-invalid-event-content"
+    RELATIONSHIP_REVOKED = "cmc-relationship-revoked"
+    CONSENT_NOT_FOUND = "cmc-not-found"
+    SCOPE_REQUEST_DECIDED = "cmc-scope-request-decided"
+    OWN_INVITE = "cmc-own-invite"
 
 
 class TidingsError(Exception):

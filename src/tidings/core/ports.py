@@ -1,12 +1,12 @@
 """Every interface the core needs from the outside: storage, connections, wire encoding.
 
 Stores (``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore``,
-``KeyDirectoryStore``) are implemented by ``store/`` adapters (memory, SQLite; PostgreSQL next)
-and pass one contract suite (tests/contract). Adapters supply transactions and I/O, never
-policy: rules that need several reads and writes to be atomic (bounded queues, gap markers, who
-is told, persistent sessions, app requests) are core functions that a store runs inside one
-transaction through the narrow ``QueueTransaction`` below. ``Outlet``, ``FeedClient`` and
-``NoticeFactory`` are implemented by the gateway.
+``KeyDirectoryStore``, ``ConsentStore``) are implemented by ``store/`` adapters (memory, SQLite;
+PostgreSQL next) and pass one contract suite (tests/contract). Adapters supply transactions
+and I/O, never policy: rules that need several reads and writes to be atomic (bounded queues,
+gap markers, who is told, persistent sessions, app requests, consent) are core functions that
+a store runs inside one transaction through the narrow ``QueueTransaction`` below. ``Outlet``,
+``FeedClient`` and ``NoticeFactory`` are implemented by the gateway.
 
 Hot-path calls (``append``, ``acknowledge``, ``discard``, ``transact``) take a completion
 callback rather than returning an awaitable: the router submits thousands of them a second and a
@@ -20,6 +20,18 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .consent_model import (
+    Acceptance,
+    Alert,
+    ChatMessage,
+    InboxEvent,
+    InboxKind,
+    Invite,
+    InviteStatus,
+    Refusal,
+    Relationship,
+    ScopeRequest,
+)
 from .errors import TidingsError
 from .model import (
     Account,
@@ -132,6 +144,54 @@ class StateTable(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
 
 
+class ConsentTable(Protocol):
+    """The consent rows (``core.consent_model``), inside one transaction: what ``core.consent``
+    reads and writes to make one change atomic (the accept of a single-use invite, say)."""
+
+    def invite(self, invite_id: str) -> Invite | None:
+        """The invite as stored (``accepted_by``/``refused_by`` filled in), or None."""
+
+    def invite_by_token(self, token_hash: bytes) -> Invite | None: ...
+
+    def add_invite(self, invite: Invite) -> None:
+        """Keep a new invite (its ``accepted_by``/``refused_by`` are ignored)."""
+
+    def set_invite_status(
+        self, invite_id: str, status: InviteStatus, at: float, *, expected: InviteStatus
+    ) -> bool:
+        """Change the status only if it is ``expected`` now (a conditional update); whether it
+        changed."""
+
+    def add_acceptance(self, invite_id: str, acceptance: Acceptance) -> bool:
+        """Record an acceptance unless the same identity (case-insensitive) accepted already;
+        whether it was recorded."""
+
+    def add_refusal(self, invite_id: str, refusal: Refusal) -> None: ...
+
+    def relationship(self, relationship_id: str) -> Relationship | None: ...
+
+    def put_relationship(self, relationship: Relationship) -> None:
+        """Insert or replace (by id)."""
+
+    def scope_request(self, scope_request_id: str) -> ScopeRequest | None: ...
+
+    def put_scope_request(self, request: ScopeRequest) -> None:
+        """Insert or replace (by id)."""
+
+    def add_chat(self, relationship_id: str, sender: str, text: str, at: float) -> ChatMessage:
+        """Append a chat message with the relationship's next sequence number (from 1)."""
+
+    def alert(self, alert_id: str) -> Alert | None: ...
+
+    def put_alert(self, alert: Alert) -> None:
+        """Insert or replace (by id)."""
+
+    def add_event(
+        self, identity: str, kind: InboxKind, data: dict[str, Any], at: float
+    ) -> InboxEvent:
+        """Append an event to ``identity``'s inbox with its next sequence number (from 1)."""
+
+
 class QueueTransaction(Protocol):
     """What core policy may do inside one store transaction: small, row-level operations.
 
@@ -145,6 +205,10 @@ class QueueTransaction(Protocol):
     @property
     def state(self) -> StateTable:
         """App state rows, in this transaction."""
+
+    @property
+    def consent(self) -> ConsentTable:
+        """Consent rows, in this transaction."""
 
     def insert(
         self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
@@ -347,9 +411,48 @@ class KeyDirectoryStore(Protocol):
         once: a second call keeps the first record. Returns the revocation time in force."""
 
 
+class ConsentStore(Transactional, Protocol):
+    """Invites, relationships, scope requests, chat, alerts and per-identity inboxes.
+
+    Written only through ``transact`` (``QueueTransaction.consent``), so that every write of
+    one consent operation commits together; read here (committed rows), outside any
+    transaction. The store keeps what it is given; ``core.consent`` decides."""
+
+    async def consent_invite(self, invite_id: str) -> Invite | None: ...
+    async def consent_invite_by_token(self, token_hash: bytes) -> Invite | None: ...
+
+    async def consent_invites_of(self, requester: str) -> list[Invite]:
+        """The requester's invites, oldest first."""
+
+    async def consent_relationship(self, relationship_id: str) -> Relationship | None: ...
+
+    async def consent_relationships_of(self, identity: str) -> list[Relationship]:
+        """Relationships where ``identity`` is either side (revoked ones too), oldest first."""
+
+    async def consent_relationships_between(
+        self, requester: str, accepter: str
+    ) -> list[Relationship]:
+        """The active relationships of ``requester`` with ``accepter``, oldest first."""
+
+    async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None: ...
+
+    async def consent_scope_requests(self, relationship_id: str) -> list[ScopeRequest]:
+        """The relationship's scope requests, oldest first."""
+
+    async def consent_chat(self, relationship_id: str, since: int, limit: int) -> list[ChatMessage]:
+        """Chat messages with ``seq > since``, in order, at most ``limit``."""
+
+    async def consent_alert(self, alert_id: str) -> Alert | None: ...
+
+    async def consent_inbox(self, identity: str, since: int, limit: int) -> list[InboxEvent]:
+        """Inbox events with ``seq > since``, in order, at most ``limit``."""
+
+
 __all__ = [
     "AccountStore",
     "Broker",
+    "ConsentStore",
+    "ConsentTable",
     "Done",
     "FeedClient",
     "FeedStore",
@@ -368,7 +471,14 @@ __all__ = [
 
 
 class Store(
-    MessageStore, RequestStore, AccountStore, RosterStore, FeedStore, KeyDirectoryStore, Protocol
+    MessageStore,
+    RequestStore,
+    AccountStore,
+    RosterStore,
+    FeedStore,
+    KeyDirectoryStore,
+    ConsentStore,
+    Protocol,
 ):
     """A whole storage backend, as the server opens and closes it (SQLite, memory, ...)."""
 

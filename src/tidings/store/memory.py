@@ -18,6 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from ..core.consent_model import (
+    Alert,
+    ChatMessage,
+    InboxEvent,
+    Invite,
+    Relationship,
+    ScopeRequest,
+)
 from ..core.errors import Conflict, ErrorId
 from ..core.model import (
     Account,
@@ -37,6 +45,7 @@ from ..core.model import (
     SessionRecord,
 )
 from ..core.ports import QueueTransaction
+from ._consent_memory import ConsentState, ConsentTable
 
 __all__ = ["MemoryStore"]
 
@@ -116,8 +125,8 @@ class _State:
 
 
 class MemoryStore:
-    """``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore`` and
-    ``KeyDirectoryStore``."""
+    """``MessageStore``, ``AccountStore``, ``RosterStore``, ``FeedStore``, ``RequestStore``,
+    ``KeyDirectoryStore`` and ``ConsentStore``."""
 
     def __init__(self) -> None:
         self._state = _State()
@@ -132,6 +141,7 @@ class MemoryStore:
         self._key_owners: dict[str, set[str]] = {}
         """The signIds each identity published."""
         self._revocations: dict[str, tuple[int, str]] = {}
+        self._consent = ConsentState()
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: every operation completes on the loop."""
@@ -154,11 +164,14 @@ class MemoryStore:
     ) -> None:
         saved_state = self._state.copy()
         saved_sessions = dict(self._sessions)
+        transaction = _Transaction(self, time.time())
         try:
-            result: T | BaseException = work(_Transaction(self, time.time()))
+            result: T | BaseException = work(transaction)
         except Exception as exc:
             self._state = saved_state
             self._sessions = saved_sessions
+            if transaction.saved_consent is not None:
+                self._consent = transaction.saved_consent
             result = exc
         self._complete(done, result)
 
@@ -308,6 +321,43 @@ class MemoryStore:
     async def app_state_keys(self, prefix: str) -> list[str]:
         return sorted(key for key in self._state.app_state if key.startswith(prefix))
 
+    # -- consent (written through ``transact``) -----------------------------------------------
+
+    async def consent_invite(self, invite_id: str) -> Invite | None:
+        return self._consent.invite(invite_id)
+
+    async def consent_invite_by_token(self, token_hash: bytes) -> Invite | None:
+        return self._consent.invite_by_token(token_hash)
+
+    async def consent_invites_of(self, requester: str) -> list[Invite]:
+        return self._consent.invites_of(requester)
+
+    async def consent_relationship(self, relationship_id: str) -> Relationship | None:
+        return self._consent.relationships.get(relationship_id)
+
+    async def consent_relationships_of(self, identity: str) -> list[Relationship]:
+        return self._consent.relationships_of(identity)
+
+    async def consent_relationships_between(
+        self, requester: str, accepter: str
+    ) -> list[Relationship]:
+        return self._consent.relationships_between(requester, accepter)
+
+    async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None:
+        return self._consent.scope_requests.get(scope_request_id)
+
+    async def consent_scope_requests(self, relationship_id: str) -> list[ScopeRequest]:
+        return self._consent.scope_requests_of(relationship_id)
+
+    async def consent_chat(self, relationship_id: str, since: int, limit: int) -> list[ChatMessage]:
+        return self._consent.chat_since(relationship_id, since, limit)
+
+    async def consent_alert(self, alert_id: str) -> Alert | None:
+        return self._consent.alerts.get(alert_id)
+
+    async def consent_inbox(self, identity: str, since: int, limit: int) -> list[InboxEvent]:
+        return self._consent.inbox_since(identity, since, limit)
+
     # -- accounts -----------------------------------------------------------------------------
 
     async def create_account(self, name: str, password_hash: str | None) -> None:
@@ -433,13 +483,23 @@ class MemoryStore:
 class _Transaction:
     """``core.ports.QueueTransaction`` over the memory store (rolled back if the work raises)."""
 
-    __slots__ = ("_state", "_store", "now", "state")
+    __slots__ = ("_consent", "_state", "_store", "now", "saved_consent", "state")
 
     def __init__(self, store: MemoryStore, now: float) -> None:
         self._store = store
         self._state = store._state
         self.now = now
         self.state = _StateTable(self._state.app_state)
+        self.saved_consent: ConsentState | None = None
+        self._consent: ConsentTable | None = None
+
+    @property
+    def consent(self) -> ConsentTable:
+        """The consent rows; the first use keeps a copy to restore if the work raises."""
+        if self._consent is None:
+            self.saved_consent = self._store._consent.copy()
+            self._consent = ConsentTable(self._store._consent)
+        return self._consent
 
     def insert(
         self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None

@@ -18,6 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from ..core.consent_model import (
+    Alert,
+    ChatMessage,
+    InboxEvent,
+    Invite,
+    Relationship,
+    ScopeRequest,
+)
 from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
     Account,
@@ -37,6 +45,7 @@ from ..core.model import (
     SessionRecord,
 )
 from ..core.ports import QueueTransaction
+from ._consent_sql import ConsentReads, ConsentTable
 from ._writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -83,6 +92,7 @@ class SqliteStore:
         self._commit_window = commit_window
         self._reader: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._consent = ConsentReads(self._read)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -463,6 +473,43 @@ class SqliteStore:
 
         return int(await self._write(operation))
 
+    # -- consent (written through ``transact``) -----------------------------------------------
+
+    async def consent_invite(self, invite_id: str) -> Invite | None:
+        return self._consent.invite(invite_id)
+
+    async def consent_invite_by_token(self, token_hash: bytes) -> Invite | None:
+        return self._consent.invite_by_token(token_hash)
+
+    async def consent_invites_of(self, requester: str) -> list[Invite]:
+        return self._consent.invites_of(requester)
+
+    async def consent_relationship(self, relationship_id: str) -> Relationship | None:
+        return self._consent.relationship(relationship_id)
+
+    async def consent_relationships_of(self, identity: str) -> list[Relationship]:
+        return self._consent.relationships_of(identity)
+
+    async def consent_relationships_between(
+        self, requester: str, accepter: str
+    ) -> list[Relationship]:
+        return self._consent.relationships_between(requester, accepter)
+
+    async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None:
+        return self._consent.scope_request(scope_request_id)
+
+    async def consent_scope_requests(self, relationship_id: str) -> list[ScopeRequest]:
+        return self._consent.scope_requests(relationship_id)
+
+    async def consent_chat(self, relationship_id: str, since: int, limit: int) -> list[ChatMessage]:
+        return self._consent.chat(relationship_id, since, limit)
+
+    async def consent_alert(self, alert_id: str) -> Alert | None:
+        return self._consent.alert(alert_id)
+
+    async def consent_inbox(self, identity: str, since: int, limit: int) -> list[InboxEvent]:
+        return self._consent.inbox(identity, since, limit)
+
     # -- transactions for core policy (bounded queues, persistent sessions, app state) -------
 
     def transact(
@@ -638,12 +685,13 @@ def _account(row: Any) -> Account:
 class _Transaction:
     """``core.ports.QueueTransaction`` over the writer's connection, inside its transaction."""
 
-    __slots__ = ("_connection", "now", "state")
+    __slots__ = ("_connection", "consent", "now", "state")
 
     def __init__(self, connection: sqlite3.Connection, now: float) -> None:
         self._connection = connection
         self.now = now
         self.state = _StateTable(connection)
+        self.consent = ConsentTable(connection)
 
     def insert(
         self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None

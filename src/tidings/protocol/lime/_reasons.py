@@ -75,6 +75,41 @@ class ReasonCode(IntEnum):
     """A revoked key: it is never published again."""
     KEY_EXPIRY_OUT_OF_RANGE = 135
     """A node info already expired, expiring too far ahead, or published in the future."""
+    # Consent (``/consent/...``, issue 10), from 140.
+    CONSENT_CAPABILITY_INVALID = 140
+    """``cmc-capability-invalid``."""
+    CONSENT_CAPABILITY_EXPIRED = 141
+    """``cmc-capability-expired``."""
+    CONSENT_CAPABILITY_CONSUMED = 142
+    """``cmc-capability-consumed``."""
+    CONSENT_CAPABILITY_INVALIDATED = 143
+    """``cmc-capability-invalidated``."""
+    CONSENT_ALREADY_ACCEPTED_BY_YOU = 144
+    """``cmc-capability-already-accepted-by-you``."""
+    CONSENT_TTL_OUT_OF_RANGE = 145
+    """``cmc-capability-ttl-out-of-range``."""
+    CONSENT_EMPTY_PERMISSIONS = 146
+    """``cmc-offer-empty-permissions``."""
+    CONSENT_INVALID_PERMISSIONS = 147
+    """``cmc-offer-invalid-permissions``."""
+    CONSENT_GRANT_NOT_SUBSET = 148
+    """``cmc-granted-permissions-not-subset``."""
+    CONSENT_CHAT_DISABLED = 149
+    """``cmc-chat-disabled``."""
+    CONSENT_SYSTEM_MESSAGING_DISABLED = 150
+    """``cmc-system-messaging-disabled``."""
+    CONSENT_INSUFFICIENT_PERMISSIONS = 151
+    """``cmc-insufficient-permissions``."""
+    CONSENT_REVOKE_FORBIDDEN = 152
+    """``cmc-revoke-forbidden``."""
+    CONSENT_INVALID_CONTENT = 153
+    """``cmc-invalid-event-content``."""
+    CONSENT_RELATIONSHIP_REVOKED = 154
+    """``cmc-relationship-revoked``."""
+    CONSENT_SCOPE_REQUEST_DECIDED = 155
+    """``cmc-scope-request-decided``."""
+    CONSENT_OWN_INVITE = 156
+    """``cmc-own-invite``."""
 
 
 VALIDATION_INVALID_URI = ReasonCode.VALIDATION_INVALID_METHOD
