@@ -58,6 +58,7 @@ from .gateway.context import LimeContext
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
+from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node, stamp_scope
@@ -101,13 +102,23 @@ class Services:
     grants: Grants
 
 
-async def build(settings: Settings, store: Store, broker: Broker, app: App) -> Services:
-    """Every service, each given what it needs when it is made: read the graph off here."""
+async def build(
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    app: App,
+    capability_url: Callable[[str], str] | None = None,
+) -> Services:
+    """Every service, each given what it needs when it is made: read the graph off here.
+
+    ``capability_url`` makes a capability token's absolute URL (default: on the configured
+    host and HTTP port; the server passes one that reads the port it listens on)."""
+    if capability_url is None:
+        capability_url = offer_url(lambda: f"http://{settings.host}:{settings.http_port}")
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store)
     grants = Grants(store)
-    consent = ConsentService(store, grants=grants)
     accounts = AccountService(
         settings.domain,
         store,
@@ -143,6 +154,7 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         stamp=stamp_scope,
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
+    consent = ConsentService(store, events=ChatRelay(sessions), grants=grants)
     hub = FeedHub(store, broker)
     lime = LimeContext(
         domain=settings.domain,
@@ -163,6 +175,8 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
         sessions=sessions,
         app_requests=AppRequestService(store, app.requests),
         keys=KeyDirectory(store, authz),
+        consent=consent,
+        capability_url=capability_url,
     )
     feedme = FeedmeContext(
         app=app,
@@ -177,6 +191,16 @@ async def build(settings: Settings, store: Store, broker: Broker, app: App) -> S
     return Services(
         accounts, authz, trust, router, sessions, hub, app, lime, feedme, consent, grants
     )
+
+
+def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
+    """Capability URLs: ``{http_base}/consent/offers/{token}``, the base read when a URL is
+    made (the HTTP port is known only once the server listens)."""
+
+    def url(token: str) -> str:
+        return f"{http_base()}/consent/offers/{token}"
+
+    return url
 
 
 class TidingsServer:
@@ -200,7 +224,11 @@ class TidingsServer:
         loop = asyncio.get_running_loop()
         self.store.open(loop)
         services = self.services = await build(
-            settings, self.store, open_broker(settings), self.app
+            settings,
+            self.store,
+            open_broker(settings),
+            self.app,
+            offer_url(lambda: f"http://{settings.host}:{self.http_port}"),
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(

@@ -10,14 +10,19 @@ docs/consent-lime.md lists the resources.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 import msgspec
 
-from ..core.errors import ErrorId, Forbidden, Invalid
+from ..core.address import parse_address
+from ..core.consent_model import InboxEvent, InboxKind
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
 from ..core.session_registry import LiveSession
+from ..core.session_service import SessionService
 from ..protocol.lime import UNSET, Command, CommandMethod
 from .consent_documents import (
     ALERT,
@@ -38,7 +43,9 @@ from .consent_documents import (
 from .context import LimeContext
 from .lime_resource import collection, no_method, no_resource
 
-__all__ = ["consent_resource", "forget_consent"]
+__all__ = ["ChatRelay", "consent_resource", "forget_consent"]
+
+log = logging.getLogger("tidings")
 
 PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -76,29 +83,16 @@ def _body(command: Command, *, required: bool = True) -> dict[str, Any]:
     return document
 
 
-def _text(document: dict[str, Any], name: str, *, required: bool = False) -> str | None:
-    value = document.get(name)
-    if value is None:
-        if required:
-            raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{name}' is required")
-        return None
-    if not isinstance(value, str):
-        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{name}' must be a string")
-    return value
-
-
-def _list(document: dict[str, Any], name: str) -> list[Any] | None:
-    value = document.get(name)
-    if value is not None and not isinstance(value, list):
-        raise Invalid(ErrorId.INVALID_ARGUMENT, f"'{name}' must be an array")
-    return value
+def _field(document: dict[str, Any], name: str) -> Any:
+    """A request field as sent (None when absent): the core checks its type and value."""
+    return document.get(name)
 
 
 def _decision(document: dict[str, Any]) -> bool:
     decision = document.get("decision")
     if decision not in ("accept", "refuse"):
         raise Invalid(ErrorId.INVALID_ARGUMENT, "'decision' must be 'accept' or 'refuse'")
-    return decision == "accept"
+    return bool(decision == "accept")
 
 
 async def consent_resource(
@@ -122,39 +116,31 @@ async def _invites(ctx: LimeContext, live: LiveSession, rest: list[str], command
     if not rest:
         if method is CommandMethod.GET:
             invites = await consent.invites(actor)
-            return collection(INVITE, [invite_document(i, ctx.capability_url) for i in invites])
+            return collection(INVITE, [invite_document(i) for i in invites])
         if method is CommandMethod.SET:
-            document = _body(command)
-            expires_at = document.get("expiresAt")
-            if expires_at is not None and (
-                isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
-            ):
-                raise Invalid(ErrorId.INVALID_ARGUMENT, "'expiresAt' must be Unix seconds")
-            features = document.get("features")
-            if features is not None and not isinstance(features, dict):
-                raise Invalid(ErrorId.INVALID_ARGUMENT, "'features' must be an object")
+            document = _body(command)  # the core checks every value
             invite, token = await consent.create_invite(
                 actor,
-                app_code=_text(document, "appCode", required=True),
-                display_name=_text(document, "displayName", required=True),
-                consent=document.get("consent"),
-                permissions=_list(document, "requestedPermissions") or [],
-                mode=_text(document, "mode") or "single-use",
-                features=features,
-                expires_at=float(expires_at) if expires_at is not None else None,
+                app_code=_field(document, "appCode"),
+                display_name=_field(document, "displayName"),
+                consent=_field(document, "consent"),
+                permissions=_field(document, "requestedPermissions"),
+                mode=document.get("mode", "single-use"),
+                features=_field(document, "features"),
+                expires_at=_field(document, "expiresAt"),
             )
-            created = invite_document(invite, ctx.capability_url)
+            created = invite_document(invite)
             created["capabilityUrl"] = ctx.capability_url(token)
             created["capabilityToken"] = token
             return INVITE, created
         raise no_method(command)
     invite_id = rest[0]
     if len(rest) == 1 and method is CommandMethod.GET:
-        return INVITE, invite_document(await consent.invite(invite_id, actor), ctx.capability_url)
+        return INVITE, invite_document(await consent.invite(invite_id, actor))
     if rest[1:] == ["invalidate"] and method is CommandMethod.SET:
-        reason = _text(_body(command, required=False), "reason")
+        reason = _field(_body(command, required=False), "reason")
         invite = await consent.invalidate(invite_id, actor, reason=reason)
-        return INVITE, invite_document(invite, ctx.capability_url)
+        return INVITE, invite_document(invite)
     if len(rest) <= 2:
         raise no_method(command)
     raise no_resource(command)
@@ -170,10 +156,10 @@ async def _offers(ctx: LimeContext, live: LiveSession, rest: list[str], command:
         document = _body(command)
         if _decision(document):
             relationship = await consent.accept(
-                token, live.identity, granted=_list(document, "grantedPermissions")
+                token, live.identity, granted=_field(document, "grantedPermissions")
             )
             return RELATIONSHIP, relationship_document(relationship)
-        await consent.refuse(token, live.identity, reason=_text(document, "reason"))
+        await consent.refuse(token, live.identity, reason=_field(document, "reason"))
         return None
     raise no_method(command)
 
@@ -194,14 +180,13 @@ async def _relationships(
                 await consent.relationship(relationship_id, actor)
             )
         if method is CommandMethod.DELETE:
-            reason = _text(_body(command, required=False), "reason")
+            reason = _field(_body(command, required=False), "reason")
             revoked = await consent.revoke(relationship_id, actor, reason=reason)
             return RELATIONSHIP, relationship_document(revoked)
         raise no_method(command)
     if sub == ["chat"]:
         if method is CommandMethod.SET:
-            text = _text(_body(command), "text", required=True)
-            assert text is not None
+            text = _field(_body(command), "text")
             return CHAT, chat_document(await consent.chat(relationship_id, actor, text))
         if method is CommandMethod.GET:
             since = _int_query(command, "since", 0)
@@ -213,17 +198,14 @@ async def _relationships(
         if method is not CommandMethod.SET:
             raise no_method(command)
         document = _body(command)
-        ack_required = document.get("ackRequired", False)
-        if not isinstance(ack_required, bool):
-            raise Invalid(ErrorId.INVALID_ARGUMENT, "'ackRequired' must be a boolean")
         alert = await consent.alert(
             relationship_id,
             actor,
-            level=_text(document, "level", required=True),
-            title=document.get("title"),
-            body=document.get("body"),
-            ack_required=ack_required,
-            ack_id=_text(document, "ackId"),
+            level=_field(document, "level"),
+            title=_field(document, "title"),
+            body=_field(document, "body"),
+            ack_required=document.get("ackRequired", False),
+            ack_id=_field(document, "ackId"),
         )
         return ALERT, alert_document(alert)
     if sub == ["scope-requests"]:
@@ -233,8 +215,8 @@ async def _relationships(
         request = await consent.request_scope(
             relationship_id,
             actor,
-            _list(document, "requestedPermissions") or [],
-            message=document.get("message"),
+            _field(document, "requestedPermissions"),
+            message=_field(document, "message"),
         )
         return SCOPE_REQUEST, scope_request_document(request)
     raise no_resource(command)
@@ -257,8 +239,7 @@ async def _alerts(ctx: LimeContext, live: LiveSession, rest: list[str], command:
         raise no_resource(command)
     if command.method is not CommandMethod.SET:
         raise no_method(command)
-    ack_id = _text(_body(command), "ackId", required=True)
-    assert ack_id is not None
+    ack_id = _field(_body(command), "ackId")
     return ALERT, alert_document(await ctx.consent.ack(rest[0], live.identity, ack_id))
 
 
@@ -339,3 +320,44 @@ _COLLECTIONS: Final = {
     "alerts": _alerts,
     "inbox": _inbox,
 }
+
+
+class ChatRelay:
+    """Delivers each consent chat message to the other side's sessions as a LIME message
+    (``CHAT``, ``from`` the sender's identity) through their durable queues, whichever surface
+    it was sent from: ``ConsentService``'s ``events`` hook, called after each commit."""
+
+    def __init__(self, sessions: SessionService) -> None:
+        self._sessions = sessions
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, event: InboxEvent) -> None:
+        data = event.data
+        sender = data.get("from")
+        if event.kind is not InboxKind.CHAT or event.identity == sender:
+            return  # the sender's own copy of the event: nothing to deliver
+        task = asyncio.get_running_loop().create_task(self._deliver(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, event: InboxEvent) -> None:
+        data, recipient = event.data, event.identity
+        relationship_id, seq = data["relationshipId"], data["seq"]
+        try:
+            await self._sessions.notify(
+                parse_address(recipient),
+                message_id=f"consent-chat:{relationship_id}:{seq}",
+                type_=CHAT,
+                content={
+                    "relationshipId": relationship_id,
+                    "seq": seq,
+                    "sender": data["from"],
+                    "text": data["text"],
+                    "at": int(event.at),
+                },
+                sender=data["from"],
+            )
+        except TidingsError as error:  # the chat is kept in the history all the same
+            log.warning(
+                "chat %s/%s not delivered to %s: %s", relationship_id, seq, recipient, error.message
+            )
