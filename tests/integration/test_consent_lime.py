@@ -122,6 +122,7 @@ async def test_the_whole_handshake_over_lime(server: ServerProcess) -> None:
     assert sent["resource"]["text"] == "hi"
     message = await bob.expect(lambda e: e.get("type") == CHAT)
     assert message["from"] == "alice@localhost"
+    assert message["id"] == f"consent-chat:{rel}:{sent['resource']['seq']}"
     assert message["content"]["text"] == "hi"
     assert message["content"]["relationshipId"] == rel
     await observed(bob, "chat")
