@@ -60,6 +60,7 @@ from .gateway.context import LimeContext
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
+from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node, stamp_scope
@@ -110,17 +111,21 @@ async def build(
     broker: Broker,
     app: App,
     grant_checker: GrantChecker | None = None,
+    capability_url: Callable[[str], str] | None = None,
 ) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here.
 
     ``grant_checker``: what authorization asks about grants, instead of the consent service's
-    ``Grants`` (tests that grant by hand)."""
+    ``Grants`` (tests that grant by hand). ``capability_url`` makes a capability token's
+    absolute URL (default: on the configured host and HTTP port; the server passes one that
+    reads the port it listens on)."""
+    if capability_url is None:
+        capability_url = offer_url(lambda: f"http://{settings.host}:{settings.http_port}")
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store, consent=store)
     grants = Grants(store)
     grants.listen(lambda owner, requester: trust.forget(owner))  # a messages grant changed
-    consent = ConsentService(store, grants=grants)
     accounts = AccountService(
         settings.domain,
         store,
@@ -162,6 +167,7 @@ async def build(
         stamp=stamp_scope,
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
+    consent = ConsentService(store, events=ChatRelay(sessions), grants=grants)
     hub = FeedHub(store, broker)
 
     async def account_exists(identity: str) -> bool:
@@ -189,6 +195,8 @@ async def build(
         app_requests=AppRequestService(store, app.requests),
         keys=KeyDirectory(store, authz),
         owner_feeds=owner_feeds,
+        consent=consent,
+        capability_url=capability_url,
     )
     feedme = FeedmeContext(
         app=app,
@@ -217,6 +225,16 @@ async def build(
     )
 
 
+def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
+    """Capability URLs: ``{http_base}/consent/offers/{token}``, the base read when a URL is
+    made (the HTTP port is known only once the server listens)."""
+
+    def url(token: str) -> str:
+        return f"{http_base()}/consent/offers/{token}"
+
+    return url
+
+
 class TidingsServer:
     def __init__(self, settings: Settings, grant_checker: GrantChecker | None = None) -> None:
         self.settings = settings
@@ -239,7 +257,12 @@ class TidingsServer:
         loop = asyncio.get_running_loop()
         self.store.open(loop)
         services = self.services = await build(
-            settings, self.store, open_broker(settings), self.app, self._grant_checker
+            settings,
+            self.store,
+            open_broker(settings),
+            self.app,
+            self._grant_checker,
+            offer_url(lambda: f"http://{settings.host}:{self.http_port}"),
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(

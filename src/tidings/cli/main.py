@@ -282,5 +282,236 @@ def listen(
         _fail(str(exc), 1)
 
 
+invite_app = typer.Typer(
+    no_args_is_help=True, help="Consent invites: ask another account for access (over LIME)."
+)
+app.add_typer(invite_app, name="invite")
+
+
+def _print_json(document: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _consent_call(
+    url: str,
+    who: str,
+    password: str | None,
+    key: str | None,
+    instance: str,
+    work: Callable[[Any], Awaitable[T]],
+) -> T:
+    """Run ``work(client.consent)`` in a client session; a refusal prints its error id and
+    exits 1."""
+    from ..sdk import ConsentError, TidingsClientError
+
+    async def run() -> T:
+        async with _client(url, who, password, key, instance) as client:
+            return await work(client.consent)
+
+    try:
+        return asyncio.run(run())
+    except ConsentError as exc:
+        _fail(f"{exc.error_id or int(exc.code)}: {exc.description}", 1)
+    except (TidingsClientError, OSError, ValueError) as exc:
+        _fail(str(exc), 1)
+    raise AssertionError
+
+
+def _permission(text: str) -> dict[str, str]:
+    resource, _, level = text.rpartition("=")
+    if not resource:
+        raise typer.BadParameter(f"{text!r}: expected RESOURCE=LEVEL, e.g. 'feed:hr*=read'")
+    return {"resource": resource, "level": level}
+
+
+def _language_map(texts: list[str]) -> dict[str, str]:
+    """``LANG=TEXT`` entries; a text without ``LANG=`` is English."""
+    found: dict[str, str] = {}
+    for text in texts:
+        language, sep, rest = text.partition("=")
+        if sep and language.isalpha() and 2 <= len(language) <= 3:
+            found[language] = rest
+        else:
+            found["en"] = text
+    return found
+
+
+@invite_app.command("create")
+def invite_create(
+    who: As,
+    app_code: Annotated[str, typer.Option("--app-code", help="Your application's code.")],
+    display_name: Annotated[str, typer.Option("--display-name", help="Shown to the accepter.")],
+    consent: Annotated[
+        list[str], typer.Option("--consent", help="Consent text, 'LANG=TEXT' (repeatable).")
+    ],
+    permission: Annotated[
+        list[str],
+        typer.Option(
+            "--permission",
+            help="RESOURCE=LEVEL asked for, e.g. 'feed:heart-rate*=read', 'presence=read', "
+            "'messages=contribute' (repeatable).",
+        ),
+    ],
+    mode: Annotated[str, typer.Option(help="single-use or open-link.")] = "single-use",
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Allow chat.")] = True,
+    system_messaging: Annotated[
+        bool,
+        typer.Option("--system-messaging/--no-system-messaging", help="Allow system alerts."),
+    ] = True,
+    expires_in: Annotated[
+        int | None,
+        typer.Option(help="Seconds until the link expires (60 to 2592000; default 7 days)."),
+    ] = None,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Create an invite; prints it as JSON, with its capabilityUrl to give to the accepter."""
+    import time
+
+    permissions = [_permission(p) for p in permission]
+    expires_at = time.time() + expires_in if expires_in is not None else None
+    _print_json(
+        _consent_call(
+            url,
+            who,
+            password,
+            key,
+            instance,
+            lambda c: c.create_invite(
+                app_code=app_code,
+                display_name=display_name,
+                consent=_language_map(consent),
+                permissions=permissions,
+                mode=mode,
+                features={"chat": chat, "systemMessaging": system_messaging},
+                expires_at=expires_at,
+            ),
+        )
+    )
+
+
+@invite_app.command("list")
+def invite_list(
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Your invites, one JSON document per line."""
+    for invite in _consent_call(url, who, password, key, instance, lambda c: c.list_invites()):
+        _print_json(invite)
+
+
+@invite_app.command("show")
+def invite_show(
+    invite_id: Annotated[str, typer.Argument(help="The invite's id.")],
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """One invite and its status (pending, accepted by whom and when, refused, ...)."""
+    _print_json(
+        _consent_call(url, who, password, key, instance, lambda c: c.get_invite_status(invite_id))
+    )
+
+
+@invite_app.command("invalidate")
+def invite_invalidate(
+    invite_id: Annotated[str, typer.Argument(help="The invite's id.")],
+    who: As,
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the invite).")] = None,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Close the invite's link: nobody can accept it any more (relationships made stay)."""
+    _print_json(
+        _consent_call(
+            url,
+            who,
+            password,
+            key,
+            instance,
+            lambda c: c.invalidate_capability(invite_id, reason=reason),
+        )
+    )
+
+
+@invite_app.command("accept")
+def invite_accept(
+    capability_url: Annotated[str, typer.Argument(help="The capability URL you were given.")],
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Accept an invite as yourself; prints the relationship it made as JSON."""
+    _print_json(
+        _consent_call(url, who, password, key, instance, lambda c: c.accept_invite(capability_url))
+    )
+
+
+@invite_app.command("refuse")
+def invite_refuse(
+    capability_url: Annotated[str, typer.Argument(help="The capability URL you were given.")],
+    who: As,
+    reason: Annotated[str | None, typer.Option(help="Told to the requester.")] = None,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Refuse an invite; the requester is told."""
+    _consent_call(
+        url,
+        who,
+        password,
+        key,
+        instance,
+        lambda c: c.refuse_invite(capability_url, reason=reason),
+    )
+    print("refused")
+
+
+@app.command()
+def relationships(
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Your consent relationships (either side), one JSON document per line."""
+    for relationship in _consent_call(
+        url, who, password, key, instance, lambda c: c.list_relationships()
+    ):
+        _print_json(relationship)
+
+
+@app.command()
+def chat(
+    relationship: Annotated[str, typer.Argument(help="The relationship's id.")],
+    text: Annotated[str, typer.Argument(help="The message (1 to 10240 characters).")],
+    who: As,
+    password: Password = None,
+    key: Key = None,
+    url: Url = DEFAULT_URL,
+    instance: Instance = "cli",
+) -> None:
+    """Send a chat message in a relationship; prints it as JSON (with its seq)."""
+    _print_json(
+        _consent_call(url, who, password, key, instance, lambda c: c.send_chat(relationship, text))
+    )
+
+
 def main() -> None:
     app()

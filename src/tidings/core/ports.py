@@ -109,8 +109,11 @@ class NoticeFactory(Protocol):
     def failed(self, node: str, message_id: str, error: TidingsError) -> bytes:
         """A ``failed`` notification about ``message_id``, addressed to its sender ``node``."""
 
-    def message(self, node: str, message_id: str, type_: str, content: Any) -> bytes:
-        """A message from the server to ``node`` (server-side notify)."""
+    def message(
+        self, node: str, message_id: str, type_: str, content: Any, *, sender: str | None = None
+    ) -> bytes:
+        """A message from the server to ``node`` (server-side notify); ``sender`` puts another
+        ``from`` than the server's node (a message the server delivers for an identity)."""
 
 
 class FeedClient(Protocol):

@@ -258,9 +258,14 @@ class SessionService:
         content: Any,
         session: str | None = None,
         pattern: str | None = None,
+        sender: str | None = None,
     ) -> NotifyOutcome:
         """Queue a server message for one session (created if new), for every session of the
         identity, or for the existing sessions whose name matches ``pattern`` (a glob).
+
+        ``sender`` (an identity or node) is the message's ``from`` instead of the server's
+        node, and the address its acknowledgements go to (a message the server delivers on
+        behalf of someone, such as a consent chat message).
 
         Stored once per message id (a retry with the same id is not queued twice). Full
         reject-new queues are skipped and listed in ``refused``; drop-oldest ones are trimmed."""
@@ -268,6 +273,7 @@ class SessionService:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "Give 'session' or 'pattern', not both")
         await self._router.check_identity(address)
         identity = address.identity
+        origin = sender if sender is not None else self._server_node
         if session is not None:
             names = [check_name(session)]
         else:
@@ -290,12 +296,16 @@ class SessionService:
                 )
                 continue
             node = f"{identity}/{name}"
-            payload = self._notices.message(node, message_id, type_, content)
+            payload = (
+                self._notices.message(node, message_id, type_, content)
+                if sender is None
+                else self._notices.message(node, message_id, type_, content, sender=sender)
+            )
             entries.append(
                 QueueEntry(
                     identity,
                     name,
-                    self._server_node,
+                    origin,
                     message_id,
                     True,
                     payload,
@@ -305,7 +315,7 @@ class SessionService:
             taken.append(record)
         if not entries:
             return NotifyOutcome(message_id, [], refused)
-        result = await self._write(entries, (self._server_node, message_id), bounds, taken)
+        result = await self._write(entries, (origin, message_id), bounds, taken)
         if result.duplicate:
             return NotifyOutcome(message_id, [], refused)
         return NotifyOutcome(message_id, [r.instance for r in taken], refused)

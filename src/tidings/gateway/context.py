@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
 from ..core.authz import Authorizer
+from ..core.consent import ConsentService
 from ..core.key_directory import KeyDirectory
 from ..core.owner_feeds import OwnerFeeds
 from ..core.presence import PresenceService
 from ..core.roster import RosterService
 from ..core.router import Router
-from ..core.session_registry import SessionRegistry
+from ..core.session_registry import LiveSession, SessionRegistry
 from ..core.session_service import SessionService
 from ..protocol.lime import Node
 
@@ -60,8 +62,13 @@ class LimeContext:
     sessions: SessionService
     app_requests: AppRequestService
     keys: KeyDirectory
+    consent: ConsentService
+    capability_url: Callable[[str], str]
+    """The absolute HTTP URL of a capability token (the same the HTTP API gives)."""
     owner_feeds: OwnerFeeds | None = None
     stats: Stats = field(default_factory=Stats)
+    consent_watches: dict[LiveSession, Callable[[], None]] = field(default_factory=dict)
+    """Each session's ``/consent/inbox`` subscription: how to end it."""
     connections: set[Any] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 

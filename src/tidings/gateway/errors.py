@@ -64,5 +64,14 @@ LIME_REASON: Final[dict[ErrorId, ReasonCode]] = {
 }
 
 
+CONSENT_PREFIX: Final = "cmc-"
+
+
 def lime_reason(error: TidingsError) -> Reason:
-    return Reason(code=LIME_REASON[error.error_id], description=error.message)
+    """The reason for ``error``; a consent error's description starts with its id
+    (``"cmc-capability-consumed: ..."``), so that LIME clients can tell the causes apart
+    where several ids share one code (docs/consent-lime.md)."""
+    error_id = error.error_id
+    if error_id.value.startswith(CONSENT_PREFIX):
+        return Reason(code=LIME_REASON[error_id], description=f"{error_id.value}: {error.message}")
+    return Reason(code=LIME_REASON[error_id], description=error.message)

@@ -56,6 +56,7 @@ from .frames import (
 from .framing import CorkedWriter
 from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
+from .lime_consent import forget_consent
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
 
 log = logging.getLogger("tidings.lime")
@@ -118,6 +119,7 @@ class LimeConnection(WSListener):
         live = self.live
         if live is not None:
             self.ctx.keys.forget(live)
+            forget_consent(self.ctx, live)
             if self.ctx.router.detach(live):
                 self.ctx.presence.forget(live)
 

@@ -31,6 +31,7 @@ from ..protocol.lime import (
 from .context import LimeContext
 from .errors import lime_reason
 from .lime_apps import apps_resource
+from .lime_consent import consent_resource
 from .lime_resource import (
     Unsupported,
     authorize,
@@ -386,6 +387,7 @@ def parse_identity(text: str, domain: str) -> str:
 
 _RESOURCES: Final[dict[str, Handler]] = {
     "apps": apps_resource,
+    "consent": consent_resource,
     "presence": _presence,
     "account": _account,
     "contacts": _contacts,

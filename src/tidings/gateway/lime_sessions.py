@@ -77,11 +77,13 @@ class LimeNotices:
             )
         )
 
-    def message(self, node: str, message_id: str, type_: str, content: Any) -> bytes:
+    def message(
+        self, node: str, message_id: str, type_: str, content: Any, *, sender: str | None = None
+    ) -> bytes:
         return encode_envelope(
             Message(
                 id=message_id,
-                from_=self.server_node,
+                from_=sender if sender is not None else self.server_node,
                 to=node,
                 metadata=scoped_metadata(None),
                 type=type_,

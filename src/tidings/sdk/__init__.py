@@ -11,6 +11,7 @@ Example::
 
 from ._backoff import Backoff
 from ._client import Client, WaitFor
+from ._consent import Consent, ConsentInbox, InboxEvent, capability_token
 from ._dedupe import MessageKey, SeenMessages
 from ._directory import KeyOwner
 from ._exceptions import (
@@ -19,6 +20,8 @@ from ._exceptions import (
     CommandFailed,
     ConnectError,
     ConnectionLost,
+    ConsentError,
+    InviteRefused,
     LimeError,
     MessageFailed,
     RequestTimeout,
@@ -44,11 +47,16 @@ __all__ = [
     "ConnectError",
     "Connection",
     "ConnectionLost",
+    "Consent",
+    "ConsentError",
+    "ConsentInbox",
     "Envelopes",
     "FrameReceiver",
     "Gap",
+    "InboxEvent",
     "Incoming",
     "IncomingSource",
+    "InviteRefused",
     "KeyFileError",
     "KeyOwner",
     "KeyStore",
@@ -69,4 +77,5 @@ __all__ = [
     "WaitFor",
     "WebSocketTransport",
     "backlog",
+    "capability_token",
 ]

@@ -54,6 +54,7 @@ from tidings.protocol.lime import (
 )
 
 from ._backoff import Backoff
+from ._consent import Consent
 from ._dedupe import SeenMessages
 from ._directory import Directory, KeyOwner
 from ._exceptions import (
@@ -187,11 +188,14 @@ class Client:
             established=self._on_established,
             message=self._receiver.put_message,
             notification=self._on_notification,
-            command=self._receiver.put_other,
+            command=self._on_command,
             ended=self._on_session_ended,
             lost=self._on_lost,
         )
         self._changes = Signal()  # the outbox, the connection or the phase changed
+        self._command_watchers: list[Callable[[Command], bool]] = []
+        self.consent = Consent(self)
+        """Consent: invites, capability links, relationships, chat, alerts, the live inbox."""
         self._phase = _Phase.NEW
         self._failure: TidingsClientError | None = None
         self._link: Link | None = None  # the latest established link
@@ -651,6 +655,29 @@ class Client:
             self._receipts.notify(notification)
         self._receiver.put_other(notification)
         self._changes.notify()
+
+    def _on_command(self, command: Command) -> None:
+        """A command request from the server: to the watchers that take it (``observe`` of a
+        resource a helper subscribed to), else to ``envelopes()``."""
+        taken = False
+        for watcher in list(self._command_watchers):
+            taken = watcher(command) or taken
+        if not taken:
+            self._receiver.put_other(command)
+
+    def _watch_commands(self, watcher: Callable[[Command], bool]) -> Callable[[], None]:
+        """Show ``watcher`` every command request from the server; it returns whether it
+        took the command (then ``envelopes()`` does not get it). Returns the way to stop."""
+        self._command_watchers.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._command_watchers:
+                self._command_watchers.remove(watcher)
+
+        return stop
+
+    def _watch_commands_count(self) -> int:
+        return len(self._command_watchers)
 
     def _on_session_ended(self, link: Link, ended: SessionEnded) -> None:
         if (

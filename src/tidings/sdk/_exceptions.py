@@ -12,12 +12,16 @@ Every exception the SDK raises on purpose derives from ``TidingsClientError``::
           |    +-- AuthenticationFailed   ... because it refused the credentials (code 13)
           +-- MessageFailed      a ``failed`` notification for a message this client sent
           +-- CommandFailed      a ``failure`` response to a command this client sent
+               +-- ConsentError  ... to a ``/consent/...`` command, with the ``error_id``
+    InviteRefused                ``wait_for_accept``: the single-use invite was refused
 
 ``LimeError.code`` is a ``ReasonCode`` member when the number is a known LIME or Tidings code,
 and a plain ``int`` otherwise (the spec lets servers define their own codes).
 """
 
 from __future__ import annotations
+
+import re
 
 from tidings.protocol.lime import Reason, ReasonCode, UnsetType
 
@@ -27,6 +31,8 @@ __all__ = [
     "CommandFailed",
     "ConnectError",
     "ConnectionLost",
+    "ConsentError",
+    "InviteRefused",
     "LimeError",
     "MessageFailed",
     "RequestTimeout",
@@ -113,3 +119,49 @@ class CommandFailed(LimeError):
     def __init__(self, code: int, description: str = "", command_id: str = "") -> None:
         super().__init__(code, description)
         self.command_id = command_id
+
+
+ERROR_ID_PREFIX = re.compile(r"^(cmc-[a-z0-9-]+): ")
+"""How the server puts a consent error id in a LIME reason: ``"<error-id>: <message>"``."""
+
+
+class ConsentError(CommandFailed):
+    """A ``/consent/...`` command failed: ``error_id`` is the consent error id (the same
+    ``cmc-...`` id the HTTP API gives in ``error_id``), ``code`` the LIME reason code and
+    ``description`` the server's message without the id. ``error_id`` is ``""`` when the
+    failure was not a consent error (an unknown resource, an invalid argument, ...)."""
+
+    error_id: str
+
+    def __init__(
+        self, code: int, description: str = "", command_id: str = "", error_id: str = ""
+    ) -> None:
+        super().__init__(
+            code, f"{error_id}: {description}" if error_id else description, command_id
+        )
+        self.description = description
+        self.error_id = error_id
+
+    @classmethod
+    def from_failure(cls, failure: CommandFailed) -> ConsentError:
+        """Read the error id off a failed command's reason description."""
+        found = ERROR_ID_PREFIX.match(failure.description)
+        if found is None:
+            return cls(failure.code, failure.description, failure.command_id)
+        return cls(
+            failure.code,
+            failure.description[found.end() :],
+            failure.command_id,
+            found.group(1),
+        )
+
+
+class InviteRefused(TidingsClientError):
+    """``wait_for_accept``: the single-use invite was refused (``by``, ``reason``)."""
+
+    def __init__(self, invite_id: str, by: str, reason: str | None) -> None:
+        text = f"invite {invite_id} was refused by {by}"
+        super().__init__(f"{text}: {reason}" if reason else text)
+        self.invite_id = invite_id
+        self.by = by
+        self.reason = reason
