@@ -335,6 +335,8 @@ class TidingsServer:
             max_body=self.settings.http_max_body,
             owner_feeds=services.owner_feeds,
             identify=services.accounts.identity_for_key,
+            consent=services.consent,
+            capability_url=services.lime.capability_url,
         )
         settings = self.settings
         config = uvicorn.Config(

@@ -11,9 +11,11 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.authz import Authorizer
+from ..core.consent import ConsentService
 from ..core.feeds import FeedHub
 from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
+from . import consent as consent_routes
 from . import feeds, problems
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit
@@ -53,15 +55,20 @@ def create_app(
     max_body: int = DEFAULT_LIMIT,
     owner_feeds: OwnerFeeds | None = None,
     identify: Identify | None = None,
+    consent: ConsentService | None = None,
+    capability_url: Callable[[str], str] | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
-    ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds."""
+    ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
+    ``consent`` with ``identify`` and ``capability_url`` adds the consent routes."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
     app.include_router(feeds.router(hub, authz, owner_feeds, identify))
     if sessions is not None:
         app.include_router(session_routes.router(sessions, authz))
+    if consent is not None and identify is not None and capability_url is not None:
+        app.include_router(consent_routes.router(consent, authz, identify, capability_url))
     render_metrics = metrics_page(read_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")

@@ -19,12 +19,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ..core.address import parse_address
-from ..core.consent_model import InboxEvent, InboxKind
-from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
-from ..core.session_registry import LiveSession
-from ..core.session_service import SessionService
-from ..protocol.lime import UNSET, Command, CommandMethod
-from .consent_documents import (
+from ..core.consent_documents import (
     ALERT,
     CHAT,
     EVENT,
@@ -40,6 +35,11 @@ from .consent_documents import (
     relationship_document,
     scope_request_document,
 )
+from ..core.consent_model import InboxEvent, InboxKind
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.session_registry import LiveSession
+from ..core.session_service import SessionService
+from ..protocol.lime import UNSET, Command, CommandMethod
 from .context import LimeContext
 from .lime_resource import collection, no_method, no_resource
 

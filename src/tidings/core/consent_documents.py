@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from ..core.consent_model import (
+from .consent_model import (
     Alert,
     ChatMessage,
     InboxEvent,
