@@ -26,6 +26,9 @@ class Settings:
     """WebSocket port (subprotocols lime and feedme); 0 picks a free port."""
     http_port: int = 8766
     """HTTP API port; 0 picks a free port."""
+    public_url: str = ""
+    """The HTTP API's address as others reach it (``https://chat.example.com``), used in the
+    capability URLs of consent invites; empty: ``http://{host}:{http_port}``."""
     data_dir: Path = Path("tidings-data")
     """Folder holding the SQLite database."""
     store: str = "sqlite"
@@ -113,6 +116,16 @@ class Settings:
         )
         for name in ("ws_port", "http_port"):
             _check(0 <= getattr(self, name) <= 65535, name, "must be 0-65535")
+        _check(
+            not self.public_url
+            or (
+                self.public_url.startswith(("http://", "https://"))
+                and len(self.public_url) <= 2048
+                and not any(c in self.public_url for c in " ?#")
+            ),
+            "public_url",
+            "must be empty or an http(s):// URL without query or fragment",
+        )
         _check(
             1024 <= self.max_envelope_size <= 8 * 1024 * 1024,
             "max_envelope_size",

@@ -120,7 +120,9 @@ async def build(
     absolute URL (default: on the configured host and HTTP port; the server passes one that
     reads the port it listens on)."""
     if capability_url is None:
-        capability_url = offer_url(lambda: f"http://{settings.host}:{settings.http_port}")
+        capability_url = offer_url(
+            lambda: settings.public_url or f"http://{settings.host}:{settings.http_port}"
+        )
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store, consent=store)
@@ -230,7 +232,7 @@ def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
     made (the HTTP port is known only once the server listens)."""
 
     def url(token: str) -> str:
-        return f"{http_base()}/consent/offers/{token}"
+        return f"{http_base().rstrip('/')}/consent/offers/{token}"
 
     return url
 
@@ -262,7 +264,7 @@ class TidingsServer:
             open_broker(settings),
             self.app,
             self._grant_checker,
-            offer_url(lambda: f"http://{settings.host}:{self.http_port}"),
+            offer_url(lambda: settings.public_url or f"http://{settings.host}:{self.http_port}"),
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(
