@@ -516,7 +516,10 @@ class ConsentService:
                 "accepter": actor,
                 "appCode": invite.app_code,
                 "permissions": _permissions_json(permissions),
-                "features": dict(invite.features),
+                "features": {
+                    "chat": invite.features.get("chat", True),
+                    "systemMessaging": invite.features.get("system_messaging", True),
+                },
             }
             accepted = {"inviteId": invite.id, "by": actor, "relationshipId": relationship_id}
             events = _tell(table, (invite.requester,), InboxKind.INVITE_ACCEPTED, accepted, now)
