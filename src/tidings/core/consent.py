@@ -234,12 +234,16 @@ def _expiry(value: Any, now: float) -> float:
     return float(value)
 
 
+MAX_CURSOR: Final = 2**53
+"""The largest cursor a client may give (the JSON-safe integers; SQLite's are 64-bit)."""
+
+
 def _page(since: Any, limit: Any) -> tuple[int, int]:
     for name, value in (("since", since), ("limit", limit)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(ErrorId.INVALID_ARGUMENT, f"{name} must be an integer")
-    if since < 0:
-        raise Invalid(ErrorId.INVALID_ARGUMENT, "since must be 0 or more")
+    if not 0 <= since <= MAX_CURSOR:
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"since must be 0 to {MAX_CURSOR}")
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid(ErrorId.INVALID_ARGUMENT, f"limit must be 1 to {MAX_PAGE}")
     return since, limit

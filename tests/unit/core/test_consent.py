@@ -25,7 +25,7 @@ from tidings.core.consent_model import (
     RelationshipState,
     ScopeState,
 )
-from tidings.core.errors import ErrorId, TidingsError
+from tidings.core.errors import ErrorId, Invalid, TidingsError
 from tidings.store.memory import MemoryStore
 
 NOW = 1_764_500_000.0
@@ -600,3 +600,11 @@ async def test_grants_listener_stops(service: ConsentService) -> None:
     stop()
     await service.revoke(relationship.id, ALICE)
     assert changes == [(BOB, ALICE)]
+
+
+@pytest.mark.parametrize("since", [-1, 2**53 + 1, 2**63])
+async def test_a_cursor_out_of_range_is_refused_before_the_store(
+    service: ConsentService, since: int
+) -> None:
+    with pytest.raises(Invalid):
+        await service.inbox(ALICE, since)
