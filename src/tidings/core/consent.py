@@ -427,7 +427,7 @@ class ConsentService:
         self._store = store
         self._clock = clock
         self._events = events
-        self.grants = grants if grants is not None else Grants(store)
+        self.grants = grants if grants is not None else Grants(store, clock=clock)
         self._listeners: dict[str, dict[int, InboxListener]] = {}
         self._next_listener = 0
         self._expiry_wake = asyncio.Event()
