@@ -103,9 +103,9 @@ DEFAULT_TTL_S: Final = 7 * DAY_S
 MAX_GRANT_TTL_S: Final = 365 * DAY_S
 """The furthest ahead an invite's ``grantExpiresAt`` may be."""
 EXPIRY_BATCH: Final = 100
+"""Relationships the expiry sweep reads at a time."""
 EXPIRY_SLACK_S: Final = 0.005
 """Added to the wait for the next expiry: the loop's timer may fire a little early."""
-"""Relationships the expiry sweep reads at a time."""
 MAX_EXPIRY_WAIT_S: Final = 60.0
 """The longest the expiry task sleeps without looking again (a safety net: it is woken when an
 accept makes a relationship that expires)."""
@@ -767,8 +767,7 @@ class ConsentService:
         """The requester asks for a new permission set (the whole set: accepting replaces the
         relationship's permissions, D8). Raises ``cmc-not-found``,
         ``cmc-insufficient-permissions`` (the accepter asking), ``cmc-relationship-revoked``,
-        ``cmc-relationship-expired``,
-        the permission errors."""
+        ``cmc-relationship-expired``, the permission errors."""
         _known(relationship_id, "relationship")
         wanted = parse_permissions(permissions)
         text = None if message is None else parse_language_map(message, "message")
