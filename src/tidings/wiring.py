@@ -274,6 +274,9 @@ class TidingsServer:
             )
         )
         lime.spawn(services.router.sweep_forever(settings.expiry_sweep_interval_s))
+        # relationships whose grantExpiresAt fell while the server was down expire now, the
+        # others at their time (cancelled with the other tasks in ``stop``)
+        lime.spawn(services.consent.expire_forever())
         self.app.bind(services.hub, services.sessions)
         self.app.set_state(ServerState.STARTING)
         await self.app.emit("starting")

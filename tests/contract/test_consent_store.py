@@ -215,3 +215,54 @@ async def test_chat_and_inbox_sequences_rise_per_key(store: Any) -> None:
     ]
     assert [e.seq for e in await store.consent_inbox(ALICE, 1, 10)] == [2]
     assert await store.consent_inbox("nobody@x", 0, 10) == []
+
+
+# -- relationship expiry (migration 0008) -----------------------------------------------------
+
+
+async def test_grant_expiry_and_relationship_expiry_round_trip(store: Any) -> None:
+    from dataclasses import replace
+
+    offered = replace(invite(), grant_expires_at=5000.5)
+    await transact(store, lambda t: t.add_invite(offered))
+    assert await store.consent_invite("i1") == offered
+    assert await store.consent_invite_by_token(b"t1") == offered
+    assert await store.consent_invite("i1") != invite()  # the column is kept, not dropped
+
+    expiring = replace(relationship(), expires_at=5000.5)
+    await transact(store, lambda t: t.put_relationship(expiring))
+    assert await store.consent_relationship("r1") == expiring
+    assert await store.consent_relationships_of(BOB) == [expiring]
+    assert await store.consent_relationships_between(ALICE, BOB) == [expiring]
+    expired = replace(expiring, state=RelationshipState.EXPIRED)
+    await transact(store, lambda t: t.put_relationship(expired))
+    assert await store.consent_relationship("r1") == expired
+    assert await store.consent_relationships_between(ALICE, BOB) == []
+
+
+async def test_no_expiry_reads_back_as_none(store: Any) -> None:
+    await transact(store, lambda t: t.add_invite(invite()))
+    await transact(store, lambda t: t.put_relationship(relationship()))
+    kept_invite = await store.consent_invite("i1")
+    kept = await store.consent_relationship("r1")
+    assert kept_invite is not None and kept_invite.grant_expires_at is None
+    assert kept is not None and kept.expires_at is None
+
+
+async def test_expiring_relationships_are_active_ones_soonest_first(store: Any) -> None:
+    from dataclasses import replace
+
+    rows = [
+        replace(relationship("late"), expires_at=900.0),
+        replace(relationship("soon"), expires_at=300.0),
+        replace(relationship("never"), expires_at=None),
+        replace(relationship("revoked"), expires_at=100.0, state=RelationshipState.REVOKED),
+        replace(relationship("expired"), expires_at=50.0, state=RelationshipState.EXPIRED),
+        replace(relationship("mid"), expires_at=600.0),
+    ]
+    for row in rows:
+        await transact(store, lambda t, row=row: t.put_relationship(row))
+    found = await store.consent_relationships_expiring(10)
+    assert [r.id for r in found] == ["soon", "mid", "late"]
+    assert [r.id for r in await store.consent_relationships_expiring(2)] == ["soon", "mid"]
+    assert found[0] == rows[1]

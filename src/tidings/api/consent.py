@@ -61,6 +61,13 @@ class InviteBody(_Body):
     mode: Literal["single-use", "open-link"] = "single-use"
     features: FeaturesBody | None = None
     expiresAt: int | None = Field(default=None, ge=0, le=2**53)
+    grantExpiresAt: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**53,
+        description="When the relationship made by accepting ends (Unix seconds, at most 365"
+        " days ahead; default: until revoked)",
+    )
 
 
 class AcceptBody(_Body):
@@ -142,6 +149,7 @@ def router(
             mode=body.mode,
             features=features,
             expires_at=body.expiresAt,
+            grant_expires_at=body.grantExpiresAt,
         )
         document = invite_document(invite)
         document["inviteId"] = invite.id

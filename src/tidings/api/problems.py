@@ -67,6 +67,8 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.CONSENT_NOT_FOUND: 404,
     ErrorId.SCOPE_REQUEST_DECIDED: 409,
     ErrorId.OWN_INVITE: 409,
+    ErrorId.GRANT_EXPIRY_OUT_OF_RANGE: 422,
+    ErrorId.RELATIONSHIP_EXPIRED: 410,
 }
 
 HTTP_ERROR_IDS: Final[dict[int, str]] = {

@@ -364,6 +364,13 @@ def invite_create(
         int | None,
         typer.Option(help="Seconds until the link expires (60 to 2592000; default 7 days)."),
     ] = None,
+    grant_expires_in: Annotated[
+        int | None,
+        typer.Option(
+            help="Seconds until the relationship made by accepting ends (up to 31536000; "
+            "default: until revoked)."
+        ),
+    ] = None,
     password: Password = None,
     key: Key = None,
     url: Url = DEFAULT_URL,
@@ -374,6 +381,7 @@ def invite_create(
 
     permissions = [_permission(p) for p in permission]
     expires_at = time.time() + expires_in if expires_in is not None else None
+    grant_expires_at = time.time() + grant_expires_in if grant_expires_in is not None else None
     _print_json(
         _consent_call(
             url,
@@ -389,6 +397,7 @@ def invite_create(
                 mode=mode,
                 features={"chat": chat, "systemMessaging": system_messaging},
                 expires_at=expires_at,
+                grant_expires_at=grant_expires_at,
             ),
         )
     )

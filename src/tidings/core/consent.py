@@ -6,7 +6,8 @@ SHA-256). Whoever holds the token reads the offer and, signed in, accepts or ref
 accepter is always the authenticated identity (D12). Accepting creates a relationship that
 grants the requester the permissions the accepter agreed to (``core.grants``), carries chat and
 system alerts when the offer enabled them (features come from the offer, D15), and lasts until
-either side revokes it, which ends it for both (D4).
+either side revokes it, which ends it for both (D4), or until the ``grantExpiresAt`` its invite
+set, if any (then it is ``expired``).
 
 Every operation is one store transaction (``ConsentStore.transact``): its checks, its writes
 and the inbox events of each side it concerns commit together or not at all. A single-use
@@ -15,7 +16,8 @@ that creates the relationship, so of concurrent accepts exactly one wins and the
 ``cmc-capability-consumed`` (D5). After the commit, and only then, live inbox subscribers are
 called and ``Grants`` is told when a grant changed.
 
-State machines (the ``status`` / ``state`` kept; ``expired`` is derived from the clock):
+State machines (the ``status`` / ``state`` kept; an invite's ``expired`` is derived from the
+clock, a relationship's is derived until the expiry sweep records it):
 
     invite, single-use:  pending -accept-> accepted | pending -refuse-> refused
                          pending -invalidate-> invalidated     (others: no change, idempotent)
@@ -23,15 +25,25 @@ State machines (the ``status`` / ``state`` kept; ``expired`` is derived from the
                          pending -refuse-> pending (+ refused_by)
                          pending -invalidate-> invalidated
     relationship:        active -revoke (either side)-> revoked     (revoked: idempotent)
+                         active -expires_at reached (the sweep)-> expired
+                         (revoking an expired one returns it unchanged)
     scope request:       pending -accept (accepter; applies the permissions, D8)-> accepted
                          pending -refuse (accepter)-> refused
 
 A refusal reaches the requester's inbox (D6). Errors are permanent (D14): each has one id.
+
+Expiry is in force at ``expires_at`` on every answer: ``Grants`` and the trust circles check the
+clock, and chat, alerts, acks and scope requests on an expired relationship get
+``cmc-relationship-expired``. ``expire_forever`` (a task of the server) records each expiry as
+it comes: the state becomes ``expired``, both inboxes get ``relationship-expired``, and the
+grant listeners are told, which ends feeds already open on the strength of the grant. Expiries
+that fell while the server was down are recorded when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -61,13 +73,14 @@ from .consent_model import (
     ScopeRequest,
     ScopeState,
 )
-from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound
+from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound, TidingsError
 from .grants import FEED_PREFIX, Grants
 from .ports import ConsentStore, ConsentTable, QueueTransaction, settling
 
 __all__ = [
     "DEFAULT_TTL_S",
     "MAX_CHAT_CHARS",
+    "MAX_GRANT_TTL_S",
     "MAX_PERMISSIONS",
     "MAX_TTL_S",
     "MIN_TTL_S",
@@ -87,6 +100,15 @@ DAY_S: Final = 86_400
 MIN_TTL_S: Final = 60
 MAX_TTL_S: Final = 30 * DAY_S
 DEFAULT_TTL_S: Final = 7 * DAY_S
+MAX_GRANT_TTL_S: Final = 365 * DAY_S
+"""The furthest ahead an invite's ``grantExpiresAt`` may be."""
+EXPIRY_BATCH: Final = 100
+"""Relationships the expiry sweep reads at a time."""
+EXPIRY_SLACK_S: Final = 0.005
+"""Added to the wait for the next expiry: the loop's timer may fire a little early."""
+MAX_EXPIRY_WAIT_S: Final = 60.0
+"""The longest the expiry task sleeps without looking again (a safety net: it is woken when an
+accept makes a relationship that expires)."""
 MAX_PERMISSIONS: Final = 64
 MAX_CHAT_CHARS: Final = 10_240
 MAX_LANGUAGES: Final = 32
@@ -234,6 +256,24 @@ def _expiry(value: Any, now: float) -> float:
     return float(value)
 
 
+def _grant_expiry(value: Any, now: float) -> float | None:
+    """``grantExpiresAt``: None (the relationship lasts until revoked) or Unix seconds after
+    now and at most 365 days ahead (before or after the invite's own ``expiresAt``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid(ErrorId.INVALID_ARGUMENT, "grantExpiresAt must be a number (Unix seconds)")
+    ahead = float(value) - now
+    if not (math.isfinite(ahead) and 0 < ahead <= MAX_GRANT_TTL_S):
+        raise Invalid(
+            ErrorId.GRANT_EXPIRY_OUT_OF_RANGE,
+            f"grantExpiresAt must be in the future and at most {MAX_GRANT_TTL_S} s (365 days)"
+            " from now",
+            {"maxGrantTtlSeconds": MAX_GRANT_TTL_S},
+        )
+    return float(value)
+
+
 MAX_CURSOR: Final = 2**53
 """The largest cursor a client may give (the JSON-safe integers; SQLite's are 64-bit)."""
 
@@ -339,14 +379,27 @@ def _party_relationship(table: ConsentTable, relationship_id: str, actor: str) -
     return relationship
 
 
-def _active(relationship: Relationship) -> Relationship:
-    if relationship.state is RelationshipState.REVOKED:
+def _active(relationship: Relationship, now: float) -> Relationship:
+    state = relationship.state_at(now)
+    if state is RelationshipState.REVOKED:
         raise Conflict(
             ErrorId.RELATIONSHIP_REVOKED,
             "This relationship was revoked",
             {"revokedAt": relationship.revoked_at},
         )
+    if state is RelationshipState.EXPIRED:
+        raise Conflict(
+            ErrorId.RELATIONSHIP_EXPIRED,
+            "This relationship has expired",
+            {"expiresAt": relationship.expires_at},
+        )
     return relationship
+
+
+def _seen_relationship(relationship: Relationship, now: float) -> Relationship:
+    """The relationship as seen at ``now`` (expired once past ``expires_at``)."""
+    state = relationship.state_at(now)
+    return relationship if state is relationship.state else replace(relationship, state=state)
 
 
 def _tell(
@@ -378,9 +431,11 @@ class ConsentService:
         self._store = store
         self._clock = clock
         self._events = events
-        self.grants = grants if grants is not None else Grants(store)
+        self.grants = grants if grants is not None else Grants(store, clock=clock)
         self._listeners: dict[str, dict[int, InboxListener]] = {}
         self._next_listener = 0
+        self._expiry_wake = asyncio.Event()
+        """Set when a relationship that expires is made: the expiry task looks again."""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -428,10 +483,14 @@ class ConsentService:
         mode: str = InviteMode.SINGLE_USE,
         features: dict[str, bool] | None = None,
         expires_at: float | None = None,
+        grant_expires_at: float | None = None,
     ) -> tuple[Invite, str]:
         """A new pending invite and its capability token (shown once: only its hash is
-        kept). Raises ``invalid-argument``, ``cmc-offer-empty-permissions``,
-        ``cmc-offer-invalid-permissions``, ``cmc-capability-ttl-out-of-range``."""
+        kept). ``grant_expires_at`` (Unix seconds, optional) ends the relationships its
+        acceptance makes; an invite past it can no longer be accepted (``expired``). Raises
+        ``invalid-argument``, ``cmc-offer-empty-permissions``,
+        ``cmc-offer-invalid-permissions``, ``cmc-capability-ttl-out-of-range``,
+        ``cmc-grant-expiry-out-of-range``."""
         now = self._clock()
         if not isinstance(app_code, str) or _APP_CODE.fullmatch(app_code) is None:
             raise Invalid(ErrorId.INVALID_ARGUMENT, "appCode must match [a-z0-9-]{1,64}")
@@ -443,6 +502,7 @@ class ConsentService:
         parsed_mode = _mode(mode)
         parsed_features = parse_features(features)
         expiry = _expiry(expires_at, now)
+        grant_expiry = _grant_expiry(grant_expires_at, now)
         token = secrets.token_urlsafe(32)
         invite = Invite(
             id=uuid4().hex,
@@ -457,11 +517,18 @@ class ConsentService:
             expires_at=expiry,
             status=InviteStatus.PENDING,
             token_hash=hash_token(token),
+            grant_expires_at=grant_expiry,
         )
 
         def work(table: ConsentTable) -> _Outcome[Invite]:
             table.add_invite(invite)
-            data = {"inviteId": invite.id, "mode": parsed_mode.value, "expiresAt": int(expiry)}
+            data: dict[str, Any] = {
+                "inviteId": invite.id,
+                "mode": parsed_mode.value,
+                "expiresAt": int(expiry),
+            }
+            if grant_expiry is not None:
+                data["grantExpiresAt"] = int(grant_expiry)
             return _Outcome(invite, _tell(table, (actor,), InboxKind.INVITE_CREATED, data, now))
 
         return await self._commit(work), token
@@ -510,10 +577,11 @@ class ConsentService:
                 features=dict(invite.features),
                 app_code=invite.app_code,
                 created_at=now,
+                expires_at=invite.grant_expires_at,
             )
             table.put_relationship(relationship)
             sides = (invite.requester, actor)
-            created = {
+            created: dict[str, Any] = {
                 "relationshipId": relationship_id,
                 "inviteId": invite.id,
                 "requester": invite.requester,
@@ -525,12 +593,17 @@ class ConsentService:
                     "systemMessaging": invite.features.get("system_messaging", True),
                 },
             }
+            if invite.grant_expires_at is not None:
+                created["expiresAt"] = int(invite.grant_expires_at)
             accepted = {"inviteId": invite.id, "by": actor, "relationshipId": relationship_id}
             events = _tell(table, (invite.requester,), InboxKind.INVITE_ACCEPTED, accepted, now)
             events += _tell(table, sides, InboxKind.RELATIONSHIP_CREATED, created, now)
             return _Outcome(relationship, events, (actor, invite.requester))
 
-        return await self._commit(work)
+        relationship = await self._commit(work)
+        if relationship.expires_at is not None:
+            self._expiry_wake.set()
+        return relationship
 
     async def refuse(self, token: str, actor: str, *, reason: str | None = None) -> None:
         """Refuse as ``actor``; the requester's inbox hears of it (D6). A single-use invite is
@@ -592,29 +665,32 @@ class ConsentService:
     # -- relationships --------------------------------------------------------------------
 
     async def relationships(self, actor: str) -> list[Relationship]:
-        """Relationships the actor is a side of (revoked ones too), oldest first."""
-        return await self._store.consent_relationships_of(actor)
+        """Relationships the actor is a side of (revoked and expired ones too), oldest first,
+        with their state now."""
+        now = self._clock()
+        found = await self._store.consent_relationships_of(actor)
+        return [_seen_relationship(r, now) for r in found]
 
     async def relationship(self, relationship_id: str, actor: str) -> Relationship:
         found = await self._store.consent_relationship(_known(relationship_id, "relationship"))
         if found is None or not found.party(actor):
             raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such relationship")
-        return found
+        return _seen_relationship(found, self._clock())
 
     async def revoke(
         self, relationship_id: str, actor: str, *, reason: str | None = None
     ) -> Relationship:
         """End the relationship for both sides (D4), by either side; both inboxes hear of it
-        and the grant goes at once. Revoking a revoked relationship returns it unchanged.
-        Raises ``cmc-not-found``."""
+        and the grant goes at once. Revoking a revoked or expired relationship returns it
+        unchanged. Raises ``cmc-not-found``."""
         _known(relationship_id, "relationship")
         why = _optional_text(reason, "reason", ErrorId.INVALID_ARGUMENT, high=MAX_REASON)
         now = self._clock()
 
         def work(table: ConsentTable) -> _Outcome[Relationship]:
             relationship = _party_relationship(table, relationship_id, actor)
-            if relationship.state is RelationshipState.REVOKED:
-                return _Outcome(relationship)
+            if not relationship.active_at(now):
+                return _Outcome(_seen_relationship(relationship, now))
             revoked = replace(
                 relationship,
                 state=RelationshipState.REVOKED,
@@ -630,6 +706,58 @@ class ConsentService:
 
         return await self._commit(work)
 
+    # -- expiry ---------------------------------------------------------------------------
+
+    async def expire_due(self) -> float | None:
+        """Record every expiry due now: each active relationship at or past its
+        ``expires_at`` becomes ``expired`` (its own transaction: the state and a
+        ``relationship-expired`` event in both inboxes), then the inbox listeners and the
+        grant listeners are told, once. Returns the soonest ``expires_at`` still ahead, or
+        None when no active relationship expires."""
+        while True:
+            now = self._clock()
+            upcoming = await self._store.consent_relationships_expiring(EXPIRY_BATCH)
+            due = [r for r in upcoming if r.expires_at is not None and r.expires_at <= now]
+            for relationship in due:
+                await self._expire(relationship.id, now)
+            if len(due) < len(upcoming) or len(upcoming) < EXPIRY_BATCH:
+                ahead = [r.expires_at for r in upcoming if r.expires_at is not None]
+                return min((at for at in ahead if at > now), default=None)
+
+    async def _expire(self, relationship_id: str, now: float) -> None:
+        def work(table: ConsentTable) -> _Outcome[None]:
+            relationship = table.relationship(relationship_id)
+            if relationship is None or relationship.state is not RelationshipState.ACTIVE:
+                return _Outcome(None)  # revoked (or expired) meanwhile
+            if relationship.expires_at is None or relationship.expires_at > now:
+                return _Outcome(None)
+            table.put_relationship(replace(relationship, state=RelationshipState.EXPIRED))
+            data = {"relationshipId": relationship.id, "expiresAt": int(relationship.expires_at)}
+            sides = (relationship.requester, relationship.accepter)
+            events = _tell(table, sides, InboxKind.RELATIONSHIP_EXPIRED, data, now)
+            return _Outcome(None, events, (relationship.accepter, relationship.requester))
+
+        await self._commit(work)
+
+    async def expire_forever(self, max_wait: float = MAX_EXPIRY_WAIT_S, retry: float = 1.0) -> None:
+        """Record expiries as they fall, until cancelled: first those that fell while the
+        server was down, then each at its ``expires_at`` (woken early when an accept makes a
+        relationship that expires; never asleep longer than ``max_wait``). A storage error
+        waits ``retry`` seconds and tries again."""
+        while True:
+            self._expiry_wake.clear()
+            try:
+                upcoming = await self.expire_due()
+            except TidingsError:
+                log.warning("relationship expiry: the store failed, trying again", exc_info=True)
+                wait = retry
+            else:
+                wait = max_wait
+                if upcoming is not None:
+                    wait = min(max_wait, max(upcoming - self._clock(), 0.0) + EXPIRY_SLACK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._expiry_wake.wait(), wait)
+
     # -- scope requests -------------------------------------------------------------------
 
     async def request_scope(
@@ -643,7 +771,7 @@ class ConsentService:
         """The requester asks for a new permission set (the whole set: accepting replaces the
         relationship's permissions, D8). Raises ``cmc-not-found``,
         ``cmc-insufficient-permissions`` (the accepter asking), ``cmc-relationship-revoked``,
-        the permission errors."""
+        ``cmc-relationship-expired``, the permission errors."""
         _known(relationship_id, "relationship")
         wanted = parse_permissions(permissions)
         text = None if message is None else parse_language_map(message, "message")
@@ -651,7 +779,7 @@ class ConsentService:
         request_id = uuid4().hex
 
         def work(table: ConsentTable) -> _Outcome[ScopeRequest]:
-            relationship = _active(_party_relationship(table, relationship_id, actor))
+            relationship = _active(_party_relationship(table, relationship_id, actor), now)
             if actor != relationship.requester:
                 raise Forbidden(
                     ErrorId.INSUFFICIENT_PERMISSIONS, "Only the requester asks for a new scope"
@@ -674,7 +802,8 @@ class ConsentService:
     ) -> ScopeRequest:
         """The accepter accepts (the relationship's permissions become the requested ones,
         at once, D8) or refuses. Raises ``cmc-not-found``, ``cmc-insufficient-permissions``
-        (the requester deciding), ``cmc-scope-request-decided``, ``cmc-relationship-revoked``."""
+        (the requester deciding), ``cmc-scope-request-decided``, ``cmc-relationship-revoked``,
+        ``cmc-relationship-expired``."""
         _known(scope_request_id, "scope request")
         if not isinstance(accept, bool):
             raise Invalid(ErrorId.INVALID_ARGUMENT, "accept must be true or false")
@@ -697,7 +826,7 @@ class ConsentService:
                     f"This scope request was {request.state} already",
                     {"state": request.state.value, "decidedAt": request.decided_at},
                 )
-            _active(relationship)
+            _active(relationship, now)
             state = ScopeState.ACCEPTED if accept else ScopeState.REFUSED
             decided = replace(request, state=state, decided_at=now)
             table.put_scope_request(decided)
@@ -721,13 +850,13 @@ class ConsentService:
     async def chat(self, relationship_id: str, actor: str, text: str) -> ChatMessage:
         """A chat message from one side to the other (1..10240 characters). Raises
         ``cmc-invalid-event-content``, ``cmc-not-found``, ``cmc-relationship-revoked``,
-        ``cmc-chat-disabled`` (the offer disabled chat, D15)."""
+        ``cmc-relationship-expired``, ``cmc-chat-disabled`` (the offer disabled chat, D15)."""
         _known(relationship_id, "relationship")
         body = _text(text, "text", ErrorId.INVALID_EVENT_CONTENT, low=1, high=MAX_CHAT_CHARS)
         now = self._clock()
 
         def work(table: ConsentTable) -> _Outcome[ChatMessage]:
-            relationship = _active(_party_relationship(table, relationship_id, actor))
+            relationship = _active(_party_relationship(table, relationship_id, actor), now)
             if not relationship.features.get("chat", True):
                 raise Forbidden(ErrorId.CHAT_DISABLED, "The offer disabled chat")
             message = table.add_chat(relationship.id, actor, body, now)
@@ -764,7 +893,7 @@ class ConsentService:
     ) -> Alert:
         """A system alert from one side to the other. ``ack_id`` defaults to the alert's id.
         Raises ``cmc-invalid-event-content``, ``cmc-not-found``, ``cmc-relationship-revoked``,
-        ``cmc-system-messaging-disabled``."""
+        ``cmc-relationship-expired``, ``cmc-system-messaging-disabled``."""
         _known(relationship_id, "relationship")
         content = ErrorId.INVALID_EVENT_CONTENT
         if not isinstance(level, str) or level not in AlertLevel.__members__.values():
@@ -780,7 +909,7 @@ class ConsentService:
         now = self._clock()
 
         def work(table: ConsentTable) -> _Outcome[Alert]:
-            relationship = _active(_party_relationship(table, relationship_id, actor))
+            relationship = _active(_party_relationship(table, relationship_id, actor), now)
             if not relationship.features.get("system_messaging", True):
                 raise Forbidden(
                     ErrorId.SYSTEM_MESSAGING_DISABLED, "The offer disabled system messaging"
@@ -816,7 +945,8 @@ class ConsentService:
         """The other side acknowledges an alert with its ``ack_id``; acknowledging again
         returns it unchanged. Raises ``cmc-invalid-event-content`` (wrong or missing ack id),
         ``cmc-not-found``, ``cmc-insufficient-permissions`` (the sender acking),
-        ``cmc-relationship-revoked``, ``cmc-system-messaging-disabled``."""
+        ``cmc-relationship-revoked``, ``cmc-relationship-expired``,
+        ``cmc-system-messaging-disabled``."""
         _known(alert_id, "alert")
         content = ErrorId.INVALID_EVENT_CONTENT
         given = _text(ack_id, "ackId", content, low=1, high=MAX_ACK_ID)
@@ -833,7 +963,7 @@ class ConsentService:
                 raise Forbidden(
                     ErrorId.INSUFFICIENT_PERMISSIONS, "The other side acknowledges an alert"
                 )
-            _active(relationship)
+            _active(relationship, now)
             if not relationship.features.get("system_messaging", True):
                 raise Forbidden(
                     ErrorId.SYSTEM_MESSAGING_DISABLED, "The offer disabled system messaging"

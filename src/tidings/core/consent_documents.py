@@ -66,8 +66,9 @@ def _without_none(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def offer_document(invite: Invite) -> dict[str, Any]:
-    """What a capability holder sees: no id, no token, no acceptances."""
-    return {
+    """What a capability holder sees: no id, no token, no acceptances. ``grantExpiresAt``
+    only when the invite sets one (the relationship then ends at that time)."""
+    document: dict[str, Any] = {
         "requester": invite.requester,
         "appCode": invite.app_code,
         "displayName": invite.display_name,
@@ -77,6 +78,9 @@ def offer_document(invite: Invite) -> dict[str, Any]:
         "features": _features(invite.features),
         "expiresAt": int(invite.expires_at),
     }
+    if invite.grant_expires_at is not None:
+        document["grantExpiresAt"] = int(invite.grant_expires_at)
+    return document
 
 
 def invite_document(invite: Invite, now: float | None = None) -> dict[str, Any]:
@@ -97,7 +101,10 @@ def invite_document(invite: Invite, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def relationship_document(relationship: Relationship) -> dict[str, Any]:
+def relationship_document(relationship: Relationship, now: float | None = None) -> dict[str, Any]:
+    """A relationship, its ``state`` as of ``now`` (``expired`` from ``expiresAt`` on, even
+    before the expiry sweep records it); ``expiresAt`` only when it expires."""
+    state = relationship.state_at(time.time() if now is None else now)
     return _without_none(
         {
             "id": relationship.id,
@@ -108,7 +115,8 @@ def relationship_document(relationship: Relationship) -> dict[str, Any]:
             "permissions": _permissions(relationship.permissions),
             "features": _features(relationship.features),
             "createdAt": int(relationship.created_at),
-            "state": relationship.state.value,
+            "state": state.value,
+            "expiresAt": _seconds(relationship.expires_at),
             "revokedAt": _seconds(relationship.revoked_at),
             "revokedBy": relationship.revoked_by,
             "revokeReason": relationship.revoke_reason,

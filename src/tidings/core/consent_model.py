@@ -109,10 +109,16 @@ class Invite:
     refused_by: tuple[Refusal, ...] = ()
     status_at: float | None = None
     """When ``status`` last changed (accepted, refused, invalidated); None while pending."""
+    grant_expires_at: float | None = None
+    """When the relationships made by accepting end (Unix seconds); None: until revoked."""
 
     def status_at_time(self, now: float) -> InviteStatus:
-        """The status as seen at ``now``: a pending invite past ``expires_at`` is expired."""
-        if self.status is InviteStatus.PENDING and now > self.expires_at:
+        """The status as seen at ``now``: a pending invite past ``expires_at`` is expired, and
+        so is one past ``grant_expires_at`` (accepting it would grant nothing)."""
+        if self.status is InviteStatus.PENDING and (
+            now > self.expires_at
+            or (self.grant_expires_at is not None and now >= self.grant_expires_at)
+        ):
             return InviteStatus.EXPIRED
         return self.status
 
@@ -120,6 +126,10 @@ class Invite:
 class RelationshipState(StrEnum):
     ACTIVE = "active"
     REVOKED = "revoked"
+    """Ended by either side."""
+    EXPIRED = "expired"
+    """Ended by the clock at ``expires_at``: kept once the expiry sweep has run, and derived
+    from the clock before (``Relationship.state_at``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,23 @@ class Relationship:
     revoked_at: float | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    expires_at: float | None = None
+    """When the relationship ends by itself (the invite's ``grantExpiresAt``); None: never."""
+
+    def state_at(self, now: float) -> RelationshipState:
+        """The state as seen at ``now``: an active relationship at or past ``expires_at`` is
+        expired, whether or not the sweep has recorded it yet."""
+        if (
+            self.state is RelationshipState.ACTIVE
+            and self.expires_at is not None
+            and now >= self.expires_at
+        ):
+            return RelationshipState.EXPIRED
+        return self.state
+
+    def active_at(self, now: float) -> bool:
+        """Whether the relationship grants anything at ``now``."""
+        return self.state_at(now) is RelationshipState.ACTIVE
 
     def party(self, identity: str) -> bool:
         return identity in (self.requester, self.accepter)
@@ -202,6 +229,7 @@ class InboxKind(StrEnum):
     INVITE_INVALIDATED = "invite-invalidated"
     RELATIONSHIP_CREATED = "relationship-created"
     RELATIONSHIP_REVOKED = "relationship-revoked"
+    RELATIONSHIP_EXPIRED = "relationship-expired"
     SCOPE_REQUESTED = "scope-requested"
     SCOPE_ACCEPTED = "scope-accepted"
     SCOPE_REFUSED = "scope-refused"

@@ -73,6 +73,8 @@ class ErrorId(StrEnum):
     CONSENT_NOT_FOUND = "cmc-not-found"
     SCOPE_REQUEST_DECIDED = "cmc-scope-request-decided"
     OWN_INVITE = "cmc-own-invite"
+    GRANT_EXPIRY_OUT_OF_RANGE = "cmc-grant-expiry-out-of-range"
+    RELATIONSHIP_EXPIRED = "cmc-relationship-expired"
 
 
 class TidingsError(Exception):

@@ -7,6 +7,10 @@ Feedme opens and HTTP reads of ``~owner/NAME`` feeds (``feed:NAME``), presence s
 senders (``messages``). Whoever keeps something open on the strength of a grant (an open feed,
 a presence subscription) ``listen``s and checks again when a grant of that pair changes.
 
+A relationship with an ``expires_at`` grants nothing from that instant on: every answer checks
+the clock, so an expiry is in force before the expiry sweep (``ConsentService.expire_due``)
+records it; the sweep then calls ``changed``, which is what tells the listeners.
+
 Resources are ``feed:<name>`` (a permission's ``feed:<pattern>`` matches with ``*`` wildcards,
 case-sensitive), ``presence``, ``account`` and ``messages``; levels are ordered
 ``read`` < ``contribute`` < ``manage``, and a permission allows its level and those below.
@@ -15,11 +19,12 @@ case-sensitive), ``presence``, ``account`` and ``messages``; levels are ordered
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Final
 
-from .consent_model import Level, Permission
+from .consent_model import Level, Permission, Relationship, RelationshipState
 from .errors import ErrorId, Invalid
 from .ports import ConsentStore
 
@@ -32,6 +37,9 @@ DEFAULT_CAPACITY: Final = 100_000
 
 GrantListener = Callable[[str, str], None]
 """Called with (owner, requester) after a grant between them changed."""
+
+_Loaded = tuple[tuple[float | None, tuple[Permission, ...]], ...]
+"""What a pair's relationships grant, each with its expiry (None: none)."""
 
 
 def covers(permission: Permission, resource: str, level: Level) -> bool:
@@ -49,10 +57,17 @@ class Grants:
     """Answers from the store's active relationships, cached per (actor, owner) pair until
     ``changed`` (called by ``ConsentService`` after each commit that changes a grant)."""
 
-    def __init__(self, store: ConsentStore, *, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        store: ConsentStore,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._capacity = capacity
-        self._cache: dict[tuple[str, str], tuple[Permission, ...]] = {}
+        self._clock = clock
+        self._cache: dict[tuple[str, str], _Loaded] = {}
         self._generation = 0
         """Bumped by ``changed``: a load that began before a change does not cache."""
         self._listeners: dict[int, GrantListener] = {}
@@ -71,19 +86,27 @@ class Grants:
         return any(covers(p, resource, wanted) for p in permissions)
 
     async def permissions(self, actor: str, owner: str) -> tuple[Permission, ...]:
-        """Everything ``owner`` grants ``actor`` through its active relationships."""
+        """Everything ``owner`` grants ``actor`` through its relationships active now (an
+        expired one grants nothing, swept or not)."""
         key = (actor, owner)
         found = self._cache.get(key)
-        if found is not None:
-            return found
-        generation = self._generation
-        relationships = await self._store.consent_relationships_between(actor, owner)
-        loaded = tuple(p for r in relationships for p in r.permissions)
-        if self._generation == generation:
-            if len(self._cache) >= self._capacity:
-                self._cache.clear()
-            self._cache[key] = loaded
-        return loaded
+        if found is None:
+            generation = self._generation
+            relationships = await self._store.consent_relationships_between(actor, owner)
+            found = _loaded(relationships)
+            if self._generation == generation:
+                if len(self._cache) >= self._capacity:
+                    self._cache.clear()
+                self._cache[key] = found
+        if not found:
+            return ()
+        now = self._clock()
+        return tuple(
+            p
+            for expires_at, granted in found
+            if expires_at is None or now < expires_at
+            for p in granted
+        )
 
     def listen(self, callback: GrantListener) -> Callable[[], None]:
         """Call ``callback(owner, requester)`` after each grant change; returns the function
@@ -106,3 +129,9 @@ class Grants:
                 listener(owner, requester)
             except Exception:
                 log.exception("a grant listener failed")
+
+
+def _loaded(relationships: list[Relationship]) -> _Loaded:
+    return tuple(
+        (r.expires_at, r.permissions) for r in relationships if r.state is RelationshipState.ACTIVE
+    )

@@ -432,7 +432,13 @@ class ConsentStore(Transactional, Protocol):
     async def consent_relationships_between(
         self, requester: str, accepter: str
     ) -> list[Relationship]:
-        """The active relationships of ``requester`` with ``accepter``, oldest first."""
+        """The relationships of ``requester`` with ``accepter`` whose stored state is active
+        (an expiry past but not yet swept included: the caller checks ``expires_at``), oldest
+        first."""
+
+    async def consent_relationships_expiring(self, limit: int) -> list[Relationship]:
+        """Active relationships that have an ``expires_at``, soonest first, at most ``limit``
+        (what the expiry sweep works through)."""
 
     async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None: ...
 

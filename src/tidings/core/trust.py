@@ -16,11 +16,13 @@ broker, issue 11).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .consent_model import Level, RelationshipState
+from .consent_model import Level
 from .grants import covers
 from .ports import AccountStore, ConsentStore, RosterStore
 
@@ -44,6 +46,9 @@ class Circle:
     friends: frozenset[str] = frozenset()
     allow_unknown: bool = True
     granted: frozenset[str] = frozenset()
+    granted_until: float | None = None
+    """The soonest ``expires_at`` of the relationships behind ``granted``: from then on the
+    circle is stale (``TrustCircles`` loads it again), even before the expiry sweep runs."""
 
     def accepts(self, sender: str) -> bool:
         """May ``sender`` (another identity) write to the circle's owner?"""
@@ -69,8 +74,10 @@ class TrustCircles:
         *,
         capacity: int = DEFAULT_CAPACITY,
         consent: ConsentStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._roster = roster
+        self._clock = clock
         self._accounts = accounts
         self._consent = consent
         self._capacity = capacity
@@ -80,10 +87,18 @@ class TrustCircles:
         (possibly stale) answer."""
 
     def cached(self, identity: str) -> Circle | None:
-        return self._circles.get(identity)
+        """The circle if it is loaded and current (None once a grant in it expired)."""
+        found = self._circles.get(identity)
+        if (
+            found is not None
+            and found.granted_until is not None
+            and self._clock() >= found.granted_until
+        ):
+            return None
+        return found
 
     async def circle(self, identity: str) -> Circle:
-        found = self._circles.get(identity)
+        found = self.cached(identity)
         if found is not None:
             return found
         generation = self._generation
@@ -128,20 +143,25 @@ class TrustCircles:
                 and await self._is_account(contact["identity"], _domain)
             ]
         )
-        return Circle(friends, allow_unknown is not False, await self._granted(identity))
+        granted, until = await self._granted(identity)
+        return Circle(friends, allow_unknown is not False, granted, until)
 
-    async def _granted(self, identity: str) -> frozenset[str]:
-        """Who ``identity`` granted ``messages`` (contribute) in an active relationship."""
+    async def _granted(self, identity: str) -> tuple[frozenset[str], float | None]:
+        """Who ``identity`` granted ``messages`` (contribute) in a relationship active now,
+        and the soonest expiry among those relationships."""
         if self._consent is None:
-            return frozenset()
+            return frozenset(), None
         wanted = Level.CONTRIBUTE
-        return frozenset(
-            relationship.requester
+        now = self._clock()
+        granting = [
+            relationship
             for relationship in await self._consent.consent_relationships_of(identity)
             if relationship.accepter == identity
-            and relationship.state is RelationshipState.ACTIVE
+            and relationship.active_at(now)
             and any(covers(p, MESSAGES, wanted) for p in relationship.permissions)
-        )
+        ]
+        expiries = [r.expires_at for r in granting if r.expires_at is not None]
+        return frozenset(r.requester for r in granting), min(expiries, default=None)
 
     async def _is_account(self, identity: str, domain: str) -> bool:
         """A contact is a friend only as an account of this server: a guest can take any

@@ -128,6 +128,7 @@ async def _invites(ctx: LimeContext, live: LiveSession, rest: list[str], command
                 mode=document.get("mode", "single-use"),
                 features=_field(document, "features"),
                 expires_at=_field(document, "expiresAt"),
+                grant_expires_at=_field(document, "grantExpiresAt"),
             )
             created = invite_document(invite)
             created["capabilityUrl"] = ctx.capability_url(token)

@@ -58,8 +58,9 @@ class InboxEvent:
     """One lifecycle event of the consent inbox: ``seq`` is the identity's cursor (pass it as
     ``since`` to resume after it), ``kind`` one of ``invite-created``, ``invite-accepted``,
     ``invite-refused``, ``invite-invalidated``, ``relationship-created``,
-    ``relationship-revoked``, ``scope-requested``, ``scope-accepted``, ``scope-refused``,
-    ``chat``, ``alert``, ``alert-acked``; ``data`` its document; ``at`` Unix seconds."""
+    ``relationship-revoked``, ``relationship-expired``, ``scope-requested``,
+    ``scope-accepted``, ``scope-refused``, ``chat``, ``alert``, ``alert-acked``; ``data`` its
+    document; ``at`` Unix seconds."""
 
     seq: int
     kind: str
@@ -114,12 +115,15 @@ class Consent:
         mode: Mode = "single-use",
         features: Mapping[str, bool] | None = None,
         expires_at: float | None = None,
+        grant_expires_at: float | None = None,
     ) -> dict[str, Any]:
         """Publish an invite; the answer is the invite with ``capabilityUrl`` (give it to the
         accepter) and ``capabilityToken`` (the same token, alone). ``consent`` is a language
         map (``{"en": "..."}``), ``permissions`` ``[{"resource": "feed:hr*", "level":
         "read"}, ...]``, ``features`` ``{"chat": bool, "systemMessaging": bool}`` (both true
-        by default), ``expires_at`` Unix seconds (60 s to 30 days ahead; default 7 days)."""
+        by default), ``expires_at`` Unix seconds (60 s to 30 days ahead; default 7 days),
+        ``grant_expires_at`` Unix seconds when the relationship made by accepting ends (in the
+        future, at most 365 days ahead; default: until revoked)."""
         document: dict[str, Any] = {
             "appCode": app_code,
             "displayName": display_name,
@@ -131,6 +135,8 @@ class Consent:
             document["features"] = dict(features)
         if expires_at is not None:
             document["expiresAt"] = int(expires_at)
+        if grant_expires_at is not None:
+            document["grantExpiresAt"] = int(grant_expires_at)
         created: dict[str, Any] = await self._call(CommandMethod.SET, "/consent/invites", document)
         return created
 

@@ -99,6 +99,15 @@ class ConsentState:
         ]
         return sorted(found, key=lambda r: (r.created_at, r.id))
 
+    def relationships_expiring(self, limit: int) -> list[Relationship]:
+        found = [
+            r
+            for r in self.relationships.values()
+            if r.state is RelationshipState.ACTIVE and r.expires_at is not None
+        ]
+        found.sort(key=lambda r: (r.expires_at or 0.0, r.id))
+        return found[: max(limit, 0)]
+
     def scope_requests_of(self, relationship_id: str) -> list[ScopeRequest]:
         found = [s for s in self.scope_requests.values() if s.relationship_id == relationship_id]
         return sorted(found, key=lambda s: (s.created_at, s.id))

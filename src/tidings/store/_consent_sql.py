@@ -1,4 +1,4 @@
-"""Consent rows in SQL (migration 0007): the ``ConsentTable`` over a connection inside a
+"""Consent rows in SQL (migrations 0007, 0008): the ``ConsentTable`` over a connection inside a
 transaction, the committed reads, and the row codecs they share."""
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ Read = Callable[[str, Sequence[Any]], list[Any]]
 
 _INVITE: Final = (
     "SELECT id, requester, app_code, display_name, consent, permissions, mode, features,"
-    " created_at, expires_at, status, token_hash, status_at FROM consent_invites"
+    " created_at, expires_at, status, token_hash, status_at, grant_expires_at FROM consent_invites"
 )
 _RELATIONSHIP: Final = (
     "SELECT id, invite_id, requester, accepter, permissions, features, app_code, created_at,"
-    " state, revoked_at, revoked_by, revoke_reason FROM consent_relationships"
+    " state, revoked_at, revoked_by, revoke_reason, expires_at FROM consent_relationships"
 )
 _SCOPE: Final = (
     "SELECT id, relationship_id, permissions, message, created_at, state, decided_at"
@@ -91,6 +91,7 @@ def _invite(read: Read, row: Any) -> Invite:
         accepted_by=tuple(Acceptance(a[0], a[1], a[2]) for a in accepted),
         refused_by=tuple(Refusal(r[0], r[1], r[2]) for r in refused),
         status_at=row[12],
+        grant_expires_at=row[13],
     )
 
 
@@ -108,6 +109,7 @@ def _relationship(row: Any) -> Relationship:
         revoked_at=row[9],
         revoked_by=row[10],
         revoke_reason=row[11],
+        expires_at=row[12],
     )
 
 
@@ -182,6 +184,14 @@ class ConsentReads:
         )
         return [_relationship(row) for row in rows]
 
+    def relationships_expiring(self, limit: int) -> list[Relationship]:
+        rows = self._read(
+            f"{_RELATIONSHIP} WHERE state='active' AND expires_at IS NOT NULL"
+            " ORDER BY expires_at, id LIMIT ?",
+            (limit,),
+        )
+        return [_relationship(row) for row in rows]
+
     def scope_request(self, scope_request_id: str) -> ScopeRequest | None:
         rows = self._read(f"{_SCOPE} WHERE id=?", (scope_request_id,))
         return _scope(rows[0]) if rows else None
@@ -237,8 +247,8 @@ class ConsentTable:
     def add_invite(self, invite: Invite) -> None:
         self._connection.execute(
             "INSERT INTO consent_invites (id, requester, token_hash, app_code, display_name,"
-            " consent, permissions, mode, features, created_at, expires_at, status, status_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " consent, permissions, mode, features, created_at, expires_at, status, status_at,"
+            " grant_expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 invite.id,
                 invite.requester,
@@ -253,6 +263,7 @@ class ConsentTable:
                 invite.expires_at,
                 invite.status.value,
                 invite.status_at,
+                invite.grant_expires_at,
             ),
         )
 
@@ -293,7 +304,7 @@ class ConsentTable:
         self._connection.execute(
             "INSERT OR REPLACE INTO consent_relationships (id, invite_id, requester, accepter,"
             " permissions, features, app_code, created_at, state, revoked_at, revoked_by,"
-            " revoke_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " revoke_reason, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 r.id,
                 r.invite_id,
@@ -307,6 +318,7 @@ class ConsentTable:
                 r.revoked_at,
                 r.revoked_by,
                 r.revoke_reason,
+                r.expires_at,
             ),
         )
 

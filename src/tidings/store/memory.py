@@ -343,6 +343,9 @@ class MemoryStore:
     ) -> list[Relationship]:
         return self._consent.relationships_between(requester, accepter)
 
+    async def consent_relationships_expiring(self, limit: int) -> list[Relationship]:
+        return self._consent.relationships_expiring(limit)
+
     async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None:
         return self._consent.scope_requests.get(scope_request_id)
 

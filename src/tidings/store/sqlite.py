@@ -495,6 +495,9 @@ class SqliteStore:
     ) -> list[Relationship]:
         return self._consent.relationships_between(requester, accepter)
 
+    async def consent_relationships_expiring(self, limit: int) -> list[Relationship]:
+        return self._consent.relationships_expiring(limit)
+
     async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None:
         return self._consent.scope_request(scope_request_id)
 

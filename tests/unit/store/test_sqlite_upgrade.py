@@ -44,3 +44,44 @@ async def test_an_existing_data_folder_upgrades(tmp_path: Path) -> None:
             ]
         finally:
             store.close()
+
+
+RELATIONSHIP_EXPIRY_MIGRATION = "0008_relationship_expiry.sql"
+
+
+async def test_consent_rows_of_the_version_before_relationship_expiry_never_expire(
+    tmp_path: Path,
+) -> None:
+    """Invites and relationships written before migration 0008 read back with no expiry."""
+    path = tmp_path / DATABASE_FILE
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
+    for name, script in _migrations():
+        if name >= RELATIONSHIP_EXPIRY_MIGRATION:
+            break
+        connection.executescript(
+            f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
+        )
+    connection.execute(
+        "INSERT INTO consent_invites (id, requester, token_hash, app_code, display_name, consent,"
+        " permissions, mode, features, created_at, expires_at, status, status_at) VALUES"
+        " ('i1', 'alice@x', x'01', 'study', 'S', '{\"en\":\"y\"}',"
+        ' \'[{"resource":"presence","level":"read"}]\', \'single-use\', \'{}\', 1.0, 2.0,'
+        " 'accepted', 1.5)"
+    )
+    connection.execute(
+        "INSERT INTO consent_relationships (id, invite_id, requester, accepter, permissions,"
+        " features, app_code, created_at, state) VALUES ('r1', 'i1', 'alice@x', 'bob@x',"
+        " '[{\"resource\":\"presence\",\"level\":\"read\"}]', '{}', 'study', 1.5, 'active')"
+    )
+    connection.close()
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    try:
+        invite = await store.consent_invite("i1")
+        relationship = await store.consent_relationship("r1")
+        assert invite is not None and invite.grant_expires_at is None
+        assert relationship is not None and relationship.expires_at is None
+        assert await store.consent_relationships_expiring(10) == []
+    finally:
+        store.close()

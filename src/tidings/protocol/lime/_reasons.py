@@ -110,6 +110,10 @@ class ReasonCode(IntEnum):
     """``cmc-scope-request-decided``."""
     CONSENT_OWN_INVITE = 156
     """``cmc-own-invite``."""
+    CONSENT_GRANT_EXPIRY_OUT_OF_RANGE = 157
+    """``cmc-grant-expiry-out-of-range``."""
+    CONSENT_RELATIONSHIP_EXPIRED = 158
+    """``cmc-relationship-expired``."""
 
 
 VALIDATION_INVALID_URI = ReasonCode.VALIDATION_INVALID_METHOD
