@@ -33,6 +33,7 @@ from ..core.consent_model import Invite
 from ..core.errors import ErrorId, Forbidden, TidingsError
 from ..core.login_throttle import source_key
 from .guard import Caller, Identify, caller_guard
+from .problems import PROBLEM_RESPONSES
 
 MAX_TEXT = 10_240
 """Bounds of free texts the core checks again (pydantic refuses far larger bodies first)."""
@@ -123,7 +124,7 @@ def router(
     identify: Identify,
     capability_url: Callable[[str], str],
 ) -> APIRouter:
-    routes = APIRouter(prefix="/consent", tags=["consent"])
+    routes = APIRouter(prefix="/consent", tags=["consent"], responses=PROBLEM_RESPONSES)
     guard = caller_guard(authz, identify)
 
     def account(caller: Caller = Depends(guard)) -> str:  # noqa: B008

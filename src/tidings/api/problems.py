@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,6 +77,31 @@ HTTP_ERROR_IDS: Final[dict[int, str]] = {
     405: "method-not-allowed",
 }
 """Errors raised by the HTTP layer itself (routing), not by Tidings."""
+
+
+PROBLEM_SCHEMA: Final[dict[str, Any]] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "error_id"],
+    "properties": {
+        "type": {"type": "string", "examples": ["urn:tidings:error:cmc-capability-consumed"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "error_id": {"type": "string", "examples": ["cmc-capability-consumed"]},
+    },
+}
+"""What every error answer is (``problem`` below)."""
+
+PROBLEM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    code: {
+        "description": "A problem (RFC 9457) whose error_id says what went wrong",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
+    for code in ("4XX", "5XX")
+}
+"""For a router's ``responses``: documents the error answers as they are (and replaces
+FastAPI's default 422 ``HTTPValidationError``, which Tidings never sends)."""
 
 
 def problem(

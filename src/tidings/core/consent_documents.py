@@ -1,7 +1,7 @@
-"""The JSON documents of consent objects on LIME: camelCase fields, times in Unix seconds.
+"""The JSON documents of consent objects, on HTTP and LIME: camelCase fields, times in Unix seconds.
 
 One function per object of ``core.consent_model``, and the content type each travels as
-(docs/consent-lime.md lists the fields).
+(docs/consent.md lists the fields).
 """
 
 from __future__ import annotations

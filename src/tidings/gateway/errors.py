@@ -72,7 +72,7 @@ CONSENT_PREFIX: Final = "cmc-"
 def lime_reason(error: TidingsError) -> Reason:
     """The reason for ``error``; a consent error's description starts with its id
     (``"cmc-capability-consumed: ..."``), so that LIME clients can tell the causes apart
-    where several ids share one code (docs/consent-lime.md)."""
+    where several ids share one code (docs/consent.md)."""
     error_id = error.error_id
     if error_id.value.startswith(CONSENT_PREFIX):
         return Reason(code=LIME_REASON[error_id], description=f"{error_id.value}: {error.message}")

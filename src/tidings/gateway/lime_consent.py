@@ -5,7 +5,7 @@ calls one service method as the session's own identity (the authenticated one: c
 never done on another identity's behalf, delegation or not), and answers the resulting
 document. The core decides everything else and raises ``TidingsError``s with consent error
 ids, which ``errors.lime_reason`` turns into reasons whose description starts with the id.
-docs/consent-lime.md lists the resources.
+docs/consent.md (LIME, SDK and CLI) lists the resources.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``client.consent``: invites, capability links, relationships, chat and alerts over LIME.
 
 The vocabulary is the Pryv CMC seed's (``create_invite``, ``read_offer``, ``accept_invite``,
-...); each call is one command on a ``/consent/...`` resource (docs/consent-lime.md). Answers
+...); each call is one command on a ``/consent/...`` resource (docs/consent.md). Answers
 are the server's JSON documents as dicts (camelCase keys, times in Unix seconds). A refusal is
 a ``ConsentError`` carrying the consent ``error_id`` (``cmc-capability-consumed``, ...) and the
 LIME reason code.

@@ -72,16 +72,29 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(path: Path) -> None:
-    """Apply every migration not applied yet, each in its own transaction (idempotent)."""
+    """Apply every migration not applied yet, each in its own transaction (idempotent).
+
+    Several processes may open a new data folder at once (``tidings account add`` run in
+    parallel, say): a migration that another one applied after this one looked is rolled back
+    here and skipped, not an error."""
     connection = _connect(path)
     try:
         connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)")
         applied = {row[0] for row in connection.execute("SELECT name FROM schema_migrations")}
         for name, script in _migrations():
-            if name not in applied:
+            if name in applied:
+                continue
+            try:
                 connection.executescript(
-                    f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
+                    f"BEGIN IMMEDIATE;\n{script}\n"
+                    f"INSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
                 )
+            except sqlite3.Error:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                found = "SELECT 1 FROM schema_migrations WHERE name = ?"
+                if connection.execute(found, (name,)).fetchone() is None:
+                    raise
     finally:
         connection.close()
 
