@@ -1,5 +1,6 @@
-"""The key directory part of the store contract (``core.ports.KeyDirectoryStore``): every
-publication kept, latest per key, revocations kept once; memory and SQLite alike."""
+"""The key directory part of the store contract (``core.ports.KeyDirectoryStore``): the
+latest publications of each key kept, latest per key wins, revocations kept once; memory and
+SQLite alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from tidings.core.errors import Conflict, ErrorId
-from tidings.core.model import KeyPublication
+from tidings.core.model import KEPT_PUBLICATIONS, KeyPublication
 
 ALICE = "alice@x"
 
@@ -26,7 +27,7 @@ async def test_nothing_published_reads_as_nothing(store: Any) -> None:
     assert await store.key_history("k1") == []
 
 
-async def test_every_publication_is_kept_and_the_latest_wins(store: Any) -> None:
+async def test_publications_are_kept_and_the_latest_wins(store: Any) -> None:
     await store.add_key_publication(publication("k1", 10))
     await store.add_key_publication(publication("k1", 30))
     await store.add_key_publication(publication("k1", 20))  # the store keeps, core decides
@@ -82,3 +83,13 @@ async def test_a_revocation_given_in_a_publication_is_ignored(store: Any) -> Non
     await store.add_key_publication(given)
     latest = await store.key_publication("k1")
     assert latest is not None and latest.revoked is None
+
+
+async def test_only_the_latest_publications_of_a_key_are_kept(store: Any) -> None:
+    """A node republishing in a loop (one publication per session) costs bounded storage."""
+    for n in range(KEPT_PUBLICATIONS + 3):
+        await store.add_key_publication(publication("kk", 1000 + n))
+    history = await store.key_history("kk")
+    assert [p.published for p in history] == [1000 + n for n in range(3, KEPT_PUBLICATIONS + 3)]
+    latest = await store.key_publication("kk")
+    assert latest is not None and latest.published == 1000 + KEPT_PUBLICATIONS + 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 
 class RoutingRule(StrEnum):
@@ -202,6 +202,11 @@ class QueueSnapshotEntry:
     message_id: str | None
     payload: bytes
     enqueued_at: float
+
+
+KEPT_PUBLICATIONS: Final = 4
+"""Publications of one key the directory keeps (the latest): enough to answer for a replay,
+few enough that republishing in a loop costs no storage."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -392,8 +392,10 @@ class KeyDirectoryStore(Protocol):
     The store keeps what it is given; ``core.key_directory`` decides what may be published."""
 
     async def add_key_publication(self, publication: KeyPublication) -> None:
-        """Keep a publication (its ``revoked`` is ignored); ``Conflict`` (``KEY_STALE``) when
-        one of the same ``sign_id`` and ``published`` is kept already."""
+        """Keep a publication (its ``revoked`` is ignored), and of its ``sign_id`` only the
+        latest ``KEPT_PUBLICATIONS``: every session of an SDK node publishes again, and a
+        node reconnecting in a loop must not grow the directory without end. ``Conflict``
+        (``KEY_STALE``) when one of the same ``sign_id`` and ``published`` is kept already."""
 
     async def key_publication(self, sign_id: str) -> KeyPublication | None:
         """The latest publication of ``sign_id`` (highest ``published``), with ``revoked`` set
@@ -404,7 +406,8 @@ class KeyDirectoryStore(Protocol):
         included (with ``revoked`` set), ordered by ``sign_id``."""
 
     async def key_history(self, sign_id: str) -> list[KeyPublication]:
-        """Every publication of ``sign_id``, oldest first (``revoked`` set on each when revoked)."""
+        """The kept publications of ``sign_id`` (the latest ``KEPT_PUBLICATIONS``), oldest
+        first (``revoked`` set on each when revoked)."""
 
     async def revoke_key(self, sign_id: str, revoked: int, by: str) -> int:
         """Record that node ``by`` revoked ``sign_id`` at ``revoked`` (ms). A key is revoked

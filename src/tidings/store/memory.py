@@ -28,6 +28,7 @@ from ..core.consent_model import (
 )
 from ..core.errors import Conflict, ErrorId
 from ..core.model import (
+    KEPT_PUBLICATIONS,
     Account,
     AppendResult,
     ExpiredRow,
@@ -458,6 +459,7 @@ class MemoryStore:
             )
         history.append(replace(publication, revoked=None))
         history.sort(key=lambda kept: kept.published)
+        del history[:-KEPT_PUBLICATIONS]
         self._key_owners.setdefault(publication.identity, set()).add(publication.sign_id)
 
     def _with_revocation(self, publication: KeyPublication) -> KeyPublication:

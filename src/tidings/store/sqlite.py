@@ -28,6 +28,7 @@ from ..core.consent_model import (
 )
 from ..core.errors import Conflict, ErrorId, Unavailable
 from ..core.model import (
+    KEPT_PUBLICATIONS,
     Account,
     AppendResult,
     ExpiredRow,
@@ -440,14 +441,22 @@ class SqliteStore:
             publication.expires,
             publication.document,
         )
-        try:
-            await self._write(
-                lambda c: c.execute(
-                    "INSERT INTO key_publications (sign_id, published, identity, instance,"
-                    " expires, document) VALUES (?,?,?,?,?,?)",
-                    row,
-                )
+
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO key_publications (sign_id, published, identity, instance,"
+                " expires, document) VALUES (?,?,?,?,?,?)",
+                row,
             )
+            connection.execute(
+                "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
+                " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
+                " LIMIT ?)",
+                (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
+            )
+
+        try:
+            await self._write(operation)
         except sqlite3.IntegrityError:
             raise Conflict(
                 ErrorId.KEY_STALE,
