@@ -48,6 +48,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.KEY_STALE: 409,
     ErrorId.KEY_REVOKED: 410,
     ErrorId.KEY_EXPIRY_OUT_OF_RANGE: 422,
+    ErrorId.KEY_LIMIT_REACHED: 409,
     ErrorId.NOT_GRANTED: 403,
     ErrorId.CAPABILITY_INVALID: 401,
     ErrorId.CAPABILITY_EXPIRED: 410,

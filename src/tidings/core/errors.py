@@ -52,6 +52,7 @@ class ErrorId(StrEnum):
     KEY_STALE = "key-stale"
     KEY_REVOKED = "key-revoked"
     KEY_EXPIRY_OUT_OF_RANGE = "key-expiry-out-of-range"
+    KEY_LIMIT_REACHED = "key-limit-reached"
     UNKNOWN_SENDER = "unknown-sender"
     NOT_GRANTED = "not-granted"
     # consent (issue 10): the Pryv CMC ids where one applies, Tidings' own otherwise

@@ -31,7 +31,7 @@ from typing import Any, Final, Protocol
 
 from ..protocol.e2e import E2EError, NodeInfo, verify_node_info
 from .authz import Authorizer, Method, Resource
-from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound
+from .errors import Conflict, ErrorId, Forbidden, Invalid, LimitExceeded, NotFound
 from .model import KeyPublication
 from .ports import KeyDirectoryStore
 
@@ -40,6 +40,8 @@ __all__ = ["MAX_CLOCK_SKEW_MS", "MAX_LIFETIME_MS", "KeyDirectory", "KeyListener"
 DAY_MS: Final = 86_400_000
 MAX_LIFETIME_MS: Final = 365 * DAY_MS
 """How far ahead of now a node info may expire."""
+MAX_CURRENT_KEYS: Final = 64
+"""Current (unrevoked, unexpired) keys an identity may have: what one sealed message names."""
 MAX_CLOCK_SKEW_MS: Final = 5 * 60_000
 """How far ahead of the server's clock a node info may say it was published."""
 
@@ -134,6 +136,8 @@ class KeyDirectory:
                         f"A publication of {info.sign_id} as recent as {info.published} was "
                         f"accepted already ({latest.published})",
                     )
+            else:
+                await self._check_room(info.identity)
             kept = info.document()
             await self._store.add_key_publication(
                 KeyPublication(
@@ -217,6 +221,22 @@ class KeyDirectory:
     async def history(self, sign_id: str) -> list[dict[str, Any]]:
         """Every accepted publication of ``sign_id``, oldest first (for operators and tests)."""
         return [_document(publication) for publication in await self._store.key_history(sign_id)]
+
+    async def _check_room(self, identity: str) -> None:
+        """A new key only while the identity has room: a sealed message names at most
+        ``MAX_CURRENT_KEYS`` devices, and nobody may grow the directory without end."""
+        now = self.now_ms()
+        current = [
+            p
+            for p in await self._store.key_publications_of(identity)
+            if p.revoked is None and p.expires > now
+        ]
+        if len(current) >= MAX_CURRENT_KEYS:
+            raise LimitExceeded(
+                ErrorId.KEY_LIMIT_REACHED,
+                f"{identity} has {len(current)} current keys, the most there may be: revoke "
+                "some (lost or retired devices) first",
+            )
 
     # -- subscriptions ------------------------------------------------------------------------
 

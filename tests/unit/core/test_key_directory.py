@@ -13,7 +13,12 @@ from nacl.signing import SigningKey
 
 from tidings.core.authz import Authorizer
 from tidings.core.errors import ErrorId, TidingsError
-from tidings.core.key_directory import MAX_CLOCK_SKEW_MS, MAX_LIFETIME_MS, KeyDirectory
+from tidings.core.key_directory import (
+    MAX_CLOCK_SKEW_MS,
+    MAX_CURRENT_KEYS,
+    MAX_LIFETIME_MS,
+    KeyDirectory,
+)
 from tidings.core.roster import RosterService
 from tidings.core.trust import TrustCircles
 from tidings.protocol.e2e import box_id_of, sign_node_info
@@ -339,3 +344,19 @@ async def test_a_subscriber_no_longer_accepted_hears_nothing_more(world: World) 
     await world.roster.delete_contact(ALICE, BOB)
     await world.directory.publish(PHONE, info(TestSigner(), PHONE))
     assert len(heard.changes) == 1
+
+
+async def test_an_identity_has_at_most_64_current_keys(world: World) -> None:
+    """Beyond, a sealed message could not name every device, and the directory would grow
+    without end; a revoked or expired key makes room, a renewal needs none."""
+    signers = [TestSigner() for _ in range(MAX_CURRENT_KEYS)]
+    for n, signer in enumerate(signers):
+        await world.directory.publish(Node(ALICE, f"d{n}"), info(signer, Node(ALICE, f"d{n}")))
+    extra = Node(ALICE, "extra")
+    await refused(
+        ErrorId.KEY_LIMIT_REACHED, world.directory.publish(extra, info(TestSigner(), extra))
+    )
+    renewal = info(signers[0], Node(ALICE, "d0"), published=NOW_MS + 1)
+    await world.directory.publish(Node(ALICE, "d0"), renewal)  # not a new key
+    await world.directory.revoke(Node(ALICE, "d1"), signers[1].sign_id)
+    await world.directory.publish(extra, info(TestSigner(), extra))

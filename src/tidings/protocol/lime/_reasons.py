@@ -74,6 +74,7 @@ class ReasonCode(IntEnum):
     KEY_REVOKED = 134
     """A revoked key: it is never published again."""
     KEY_EXPIRY_OUT_OF_RANGE = 135
+    KEY_LIMIT_REACHED = 136
     """A node info already expired, expiring too far ahead, or published in the future."""
     # Consent (``/consent/...``, issue 10), from 140.
     CONSENT_CAPABILITY_INVALID = 140
