@@ -63,12 +63,28 @@ def _migrations() -> list[tuple[str, str]]:
     )
 
 
+def _use_wal(connection: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL. On a brand-new file opened by several processes at once, the switch can
+    answer "database is locked" at once, without waiting for the busy timeout (it needs the
+    file to itself): try again, briefly, while another opener finishes."""
+    for attempt in range(attempts):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
+    # The busy timeout first (``timeout``): switching a new file to WAL takes a lock that
+    # another process opening the same new folder may hold for a moment.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    connection.execute("PRAGMA busy_timeout=5000")
+    _use_wal(connection)
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute("PRAGMA busy_timeout=5000")
     return connection
 
 
