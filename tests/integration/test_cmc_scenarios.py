@@ -127,6 +127,7 @@ async def test_scenario_5_deciding_needs_an_account_key(parties, cmc_server):
     async with httpx.AsyncClient(timeout=10) as anonymous:
         answer = await anonymous.post(created["capabilityUrl"] + "/accept")
     assert (answer.status_code, answer.json()["error_id"]) == (401, "bad-credentials")
+    assert answer.headers["WWW-Authenticate"].startswith("Bearer")
     status = await parties["alice"].call("GET", f"/consent/invites/{created['id']}")
     assert status["status"] == "pending"
 

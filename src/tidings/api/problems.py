@@ -125,9 +125,12 @@ def problem(
 def install(app: FastAPI) -> None:
     @app.exception_handler(TidingsError)
     async def tidings_error(request: Request, error: TidingsError) -> JSONResponse:
+        status = HTTP_STATUS[error.error_id]
         retry_after = error.details.get("retry_after_s")
-        headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after else None
-        return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message, headers)
+        headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after else {}
+        if status == 401:  # RFC 9110: a 401 names the scheme that would do
+            headers["WWW-Authenticate"] = 'Bearer realm="tidings"'
+        return problem(status, error.error_id.value, error.message, headers or None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
