@@ -87,6 +87,11 @@ async def test_the_offer_page_shows_everything_escaped(
     page = await http.get(url, headers={"Accept": "text/html"})
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    # nothing runs, frames, caches the page, or leaks its capability URL as a Referer
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "form-action 'self'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-store"
     text = page.text
     assert html.escape(MARKUP) in text and MARKUP not in text
     assert "<script" not in text.lower()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -187,7 +187,7 @@ def router(
     async def read_offer(token: str, request: Request) -> Any:
         offer = await consent.read_offer(token)
         if _wants_html(request):
-            return HTMLResponse(offer_page(offer, request.url.path))
+            return _html(offer_page(offer, request.url.path))
         return offer_document(offer)
 
     @routes.post(
@@ -225,7 +225,7 @@ def router(
         peer = (request.client.host, request.client.port) if request.client else None
         actor = identify(key, source_key(peer)) if key else None
         if actor is None:
-            return HTMLResponse(_page("Not signed in", "<p>That API key is not valid.</p>"), 401)
+            return _html(_page("Not signed in", "<p>That API key is not valid.</p>"), 401)
         try:
             if decision == "accept":
                 relationship = await consent.accept(token, actor)
@@ -234,11 +234,11 @@ def router(
                 await consent.refuse(token, actor)
                 text = "<p>Refused: the requester has been told.</p>"
             else:
-                return HTMLResponse(_page("No decision", "<p>Accept or refuse.</p>"), 422)
+                return _html(_page("No decision", "<p>Accept or refuse.</p>"), 422)
         except TidingsError as error:
             body = f"<p>{html.escape(error.error_id)}: {html.escape(error.message)}</p>"
-            return HTMLResponse(_page("Not done", body), 409)
-        return HTMLResponse(_page("Done", text))
+            return _html(_page("Not done", body), 409)
+        return _html(_page("Done", text))
 
     # -- relationships -------------------------------------------------------------------------
 
@@ -331,6 +331,22 @@ def router(
         return {"items": [event_document(e) for e in events]}
 
     return routes
+
+
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+"""The pages carry a capability in their URL: nothing may run, frame them, cache them or
+leak their address in a Referer."""
+
+
+def _html(page: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(page, status, headers=PAGE_HEADERS)
 
 
 def _wants_html(request: Request) -> bool:
