@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar, get_type_hints
 
 import typer
 import uvloop
@@ -170,32 +171,68 @@ KeyDir = Annotated[
 ]
 
 
-def _client(
-    url: str,
-    who: str,
-    password: str | None,
-    key: str | None,
-    instance: str,
-    *,
-    e2e: bool = False,
-    key_dir: Path | None = None,
-) -> Any:
-    from ..sdk import Client
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Who a client command signs in as, and where (the options every one of them takes)."""
 
-    if (password is None) == (key is None):
-        _fail("give exactly one of --password or --key")
-    identity = who if "@" in who else f"{who}@{Settings().domain}"
-    return Client(
-        url,
-        identity,
-        instance=instance,
-        password=password,
-        key=key,
-        reconnect=False,
-        e2e=e2e,
-        key_dir=key_dir,
-        on_rejected=_print_rejection,
-    )
+    who: str
+    password: str | None
+    key: str | None
+    url: str
+    instance: str
+
+    def client(self, *, e2e: bool = False, key_dir: Path | None = None) -> Any:
+        from ..sdk import Client
+
+        if (self.password is None) == (self.key is None):
+            _fail("give exactly one of --password or --key")
+        identity = self.who if "@" in self.who else f"{self.who}@{Settings().domain}"
+        return Client(
+            self.url,
+            identity,
+            instance=self.instance,
+            password=self.password,
+            key=self.key,
+            reconnect=False,
+            e2e=e2e,
+            key_dir=key_dir,
+            on_rejected=_print_rejection,
+        )
+
+
+_LOGIN_OPTIONS: Final[list[tuple[str, Any, Any]]] = [
+    ("who", As, inspect.Parameter.empty),
+    ("password", Password, None),
+    ("key", Key, None),
+    ("url", Url, DEFAULT_URL),
+    ("instance", Instance, "cli"),
+]
+
+
+def _logs_in(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` (which takes ``login: Login``) the sign-in options instead, so that
+    each client command declares them once, here."""
+    hints = get_type_hints(command, include_extras=True)
+    own = [
+        parameter.replace(annotation=hints[parameter.name])
+        for parameter in inspect.signature(command).parameters.values()
+        if parameter.name != "login"
+    ]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _LOGIN_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def run(**options: Any) -> Any:
+        login = Login(**{name: options.pop(name) for name, _, _ in _LOGIN_OPTIONS})
+        return command(login=login, **options)
+
+    parameters = own + added
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    del run.__wrapped__  # typer reads the signature above, not the wrapped function's
+    return run
 
 
 def _print_rejection(rejection: Any) -> None:
@@ -206,14 +243,11 @@ def _print_rejection(rejection: Any) -> None:
 
 
 @app.command()
+@_logs_in
 def send(
     text: Annotated[str, typer.Argument(help="The message content.")],
     to: Annotated[str, typer.Option(help="Destination: name@domain[/instance].")],
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
     content_type: Annotated[str, typer.Option("--type", help="Content type.")] = "text/plain",
     sealed: Annotated[
         bool,
@@ -229,7 +263,7 @@ def send(
     from ..sdk import TidingsClientError
 
     async def run() -> str:
-        client = _client(url, who, password, key, instance, e2e=sealed, key_dir=key_dir)
+        client = login.client(e2e=sealed, key_dir=key_dir)
         async with client:
             content: Any = text
             if content_type == "application/json" or content_type.endswith("+json"):
@@ -247,12 +281,9 @@ def send(
 
 
 @app.command()
+@_logs_in
 def listen(
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
     count: Annotated[int, typer.Option(help="Exit after this many messages (0: never).")] = 0,
     key_dir: KeyDir = None,
 ) -> None:
@@ -265,7 +296,7 @@ def listen(
     from ..sdk import TidingsClientError
 
     async def run() -> None:
-        async with _client(url, who, password, key, instance, e2e=True, key_dir=key_dir) as client:
+        async with login.client(e2e=True, key_dir=key_dir) as client:
             taken = 0
             async for message in client.messages():
                 sys.stdout.write(encode_envelope(message.envelope).decode() + "\n")
@@ -294,20 +325,13 @@ def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def _consent_call(
-    url: str,
-    who: str,
-    password: str | None,
-    key: str | None,
-    instance: str,
-    work: Callable[[Any], Awaitable[T]],
-) -> T:
+def _consent_call(login: Login, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(client.consent)`` in a client session; a refusal prints its error id and
     exits 1."""
     from ..sdk import ConsentError, TidingsClientError
 
     async def run() -> T:
-        async with _client(url, who, password, key, instance) as client:
+        async with login.client() as client:
             return await work(client.consent)
 
     try:
@@ -339,8 +363,9 @@ def _language_map(texts: list[str]) -> dict[str, str]:
 
 
 @invite_app.command("create")
+@_logs_in
 def invite_create(
-    who: As,
+    login: Login,
     app_code: Annotated[str, typer.Option("--app-code", help="Your application's code.")],
     display_name: Annotated[str, typer.Option("--display-name", help="Shown to the accepter.")],
     consent: Annotated[
@@ -371,10 +396,6 @@ def invite_create(
             "default: until revoked)."
         ),
     ] = None,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
 ) -> None:
     """Create an invite; prints it as JSON, with its capabilityUrl to give to the accepter."""
     import time
@@ -384,11 +405,7 @@ def invite_create(
     grant_expires_at = time.time() + grant_expires_in if grant_expires_in is not None else None
     _print_json(
         _consent_call(
-            url,
-            who,
-            password,
-            key,
-            instance,
+            login,
             lambda c: c.create_invite(
                 app_code=app_code,
                 display_name=display_name,
@@ -404,122 +421,85 @@ def invite_create(
 
 
 @invite_app.command("list")
+@_logs_in
 def invite_list(
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
 ) -> None:
     """Your invites, one JSON document per line."""
-    for invite in _consent_call(url, who, password, key, instance, lambda c: c.list_invites()):
+    for invite in _consent_call(login, lambda c: c.list_invites()):
         _print_json(invite)
 
 
 @invite_app.command("show")
+@_logs_in
 def invite_show(
     invite_id: Annotated[str, typer.Argument(help="The invite's id.")],
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
 ) -> None:
     """One invite and its status (pending, accepted by whom and when, refused, ...)."""
-    _print_json(
-        _consent_call(url, who, password, key, instance, lambda c: c.get_invite_status(invite_id))
-    )
+    _print_json(_consent_call(login, lambda c: c.get_invite_status(invite_id)))
 
 
 @invite_app.command("invalidate")
+@_logs_in
 def invite_invalidate(
     invite_id: Annotated[str, typer.Argument(help="The invite's id.")],
-    who: As,
+    login: Login,
     reason: Annotated[str | None, typer.Option(help="Why (kept with the invite).")] = None,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
 ) -> None:
     """Close the invite's link: nobody can accept it any more (relationships made stay)."""
     _print_json(
         _consent_call(
-            url,
-            who,
-            password,
-            key,
-            instance,
+            login,
             lambda c: c.invalidate_capability(invite_id, reason=reason),
         )
     )
 
 
 @invite_app.command("accept")
+@_logs_in
 def invite_accept(
     capability_url: Annotated[str, typer.Argument(help="The capability URL you were given.")],
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
 ) -> None:
     """Accept an invite as yourself; prints the relationship it made as JSON."""
-    _print_json(
-        _consent_call(url, who, password, key, instance, lambda c: c.accept_invite(capability_url))
-    )
+    _print_json(_consent_call(login, lambda c: c.accept_invite(capability_url)))
 
 
 @invite_app.command("refuse")
+@_logs_in
 def invite_refuse(
     capability_url: Annotated[str, typer.Argument(help="The capability URL you were given.")],
-    who: As,
+    login: Login,
     reason: Annotated[str | None, typer.Option(help="Told to the requester.")] = None,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
 ) -> None:
     """Refuse an invite; the requester is told."""
     _consent_call(
-        url,
-        who,
-        password,
-        key,
-        instance,
+        login,
         lambda c: c.refuse_invite(capability_url, reason=reason),
     )
     print("refused")
 
 
 @app.command()
+@_logs_in
 def relationships(
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
 ) -> None:
     """Your consent relationships (either side), one JSON document per line."""
-    for relationship in _consent_call(
-        url, who, password, key, instance, lambda c: c.list_relationships()
-    ):
+    for relationship in _consent_call(login, lambda c: c.list_relationships()):
         _print_json(relationship)
 
 
 @app.command()
+@_logs_in
 def chat(
     relationship: Annotated[str, typer.Argument(help="The relationship's id.")],
     text: Annotated[str, typer.Argument(help="The message (1 to 10240 characters).")],
-    who: As,
-    password: Password = None,
-    key: Key = None,
-    url: Url = DEFAULT_URL,
-    instance: Instance = "cli",
+    login: Login,
 ) -> None:
     """Send a chat message in a relationship; prints it as JSON (with its seq)."""
-    _print_json(
-        _consent_call(url, who, password, key, instance, lambda c: c.send_chat(relationship, text))
-    )
+    _print_json(_consent_call(login, lambda c: c.send_chat(relationship, text)))
 
 
 def main() -> None:
