@@ -120,9 +120,7 @@ async def build(
     absolute URL (default: on the configured host and HTTP port; the server passes one that
     reads the port it listens on)."""
     if capability_url is None:
-        capability_url = offer_url(
-            lambda: settings.public_url or f"http://{settings.host}:{settings.http_port}"
-        )
+        capability_url = offer_url(lambda: http_base(settings, settings.http_port))
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store, consent=store)
@@ -227,6 +225,11 @@ async def build(
     )
 
 
+def http_base(settings: Settings, port: int) -> str:
+    """The HTTP API's address in links the server gives out: ``public_url`` when set."""
+    return settings.public_url or f"http://{settings.host}:{port}"
+
+
 def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
     """Capability URLs: ``{http_base}/consent/offers/{token}``, the base read when a URL is
     made (the HTTP port is known only once the server listens)."""
@@ -264,7 +267,7 @@ class TidingsServer:
             open_broker(settings),
             self.app,
             self._grant_checker,
-            offer_url(lambda: settings.public_url or f"http://{settings.host}:{self.http_port}"),
+            offer_url(lambda: http_base(settings, self.http_port)),
         )
         lime, feedme = services.lime, services.feedme
         lime.spawn(

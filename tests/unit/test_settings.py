@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidings.config import ConfigError, Settings
-from tidings.wiring import offer_url
+from tidings.wiring import http_base, offer_url
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,11 @@ def test_a_public_url_must_be_a_plain_http_url(url):
 
 
 def test_capability_urls_use_the_public_url_when_set():
-    settings = Settings(public_url="https://chat.example.com/")
-    url = offer_url(lambda: settings.public_url or "http://127.0.0.1:8766")
-    assert url("tok") == "https://chat.example.com/consent/offers/tok"
+    public = Settings(public_url="https://chat.example.com/")
+    assert offer_url(lambda: http_base(public, 8766))("tok") == (
+        "https://chat.example.com/consent/offers/tok"
+    )
+    local = Settings(host="127.0.0.1")
+    assert offer_url(lambda: http_base(local, 40001))("tok") == (
+        "http://127.0.0.1:40001/consent/offers/tok"
+    )

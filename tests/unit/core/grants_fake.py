@@ -4,9 +4,9 @@ consent service's ``Grants`` does after an accept, a revocation or a scope updat
 from __future__ import annotations
 
 from collections.abc import Callable
-from fnmatch import fnmatchcase
 
-LEVELS = ("read", "contribute", "manage")
+from tidings.core.consent_model import Level, Permission
+from tidings.core.grants import covers
 
 
 class FakeGrants:
@@ -28,11 +28,16 @@ class FakeGrants:
             listener(owner, requester)
 
     async def allows(self, actor: str, owner: str, resource: str, level: str) -> bool:
+        """As ``Grants.allows``: the owner always may; a grant matches as ``covers`` says."""
         self.asked.append((actor, owner, resource, level))
-        for pattern, granted in self._granted.get((owner, actor), {}).items():
-            if fnmatchcase(resource, pattern) and LEVELS.index(granted) >= LEVELS.index(level):
-                return True
-        return False
+        if actor == owner:
+            return True
+        wanted = Level(level)
+        granted = self._granted.get((owner, actor), {})
+        return any(
+            covers(Permission(pattern, Level(given)), resource, wanted)
+            for pattern, given in granted.items()
+        )
 
     def listen(self, callback: Callable[[str, str], None]) -> Callable[[], None]:
         self._listeners.append(callback)

@@ -74,8 +74,9 @@ class ReasonCode(IntEnum):
     KEY_REVOKED = 134
     """A revoked key: it is never published again."""
     KEY_EXPIRY_OUT_OF_RANGE = 135
-    KEY_LIMIT_REACHED = 136
     """A node info already expired, expiring too far ahead, or published in the future."""
+    KEY_LIMIT_REACHED = 136
+    """A new key while the identity has as many current keys as one sealed message names."""
     # Consent (``/consent/...``, issue 10), from 140.
     CONSENT_CAPABILITY_INVALID = 140
     """``cmc-capability-invalid``."""
