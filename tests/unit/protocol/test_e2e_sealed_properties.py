@@ -9,7 +9,8 @@ import copy
 import json
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tidings.protocol.e2e import E2EError, NodeKeys, open_sealed, seal
@@ -85,9 +86,11 @@ def test_any_dict_with_the_field_names_is_refused_cleanly(content: dict[str, Any
 @settings(max_examples=300)
 @given(st.sampled_from(FIELDS), field_values)
 def test_a_real_message_with_one_field_replaced_is_refused_cleanly(field: str, value: Any) -> None:
+    assume(value != GOOD[field])  # a field given its own value back is no change
     content = copy.deepcopy(GOOD)
     content[field] = value
-    only_e2e_errors(content)
+    with pytest.raises(E2EError):
+        open_it(content)
 
 
 @settings(max_examples=200)
