@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.authz import Authorizer
-from ..core.consent import ConsentService
+from ..core.consent import MAX_ACK_ID, MAX_CHAT_CHARS, MAX_REASON, ConsentService
 from ..core.consent_documents import (
     alert_document,
     chat_document,
@@ -76,7 +76,7 @@ class AcceptBody(_Body):
 
 
 class ReasonBody(_Body):
-    reason: str | None = Field(default=None, max_length=MAX_TEXT)
+    reason: str | None = Field(default=None, max_length=MAX_REASON)
 
 
 class ScopeRequestBody(_Body):
@@ -85,7 +85,7 @@ class ScopeRequestBody(_Body):
 
 
 class ChatBody(_Body):
-    text: str = Field(max_length=4 * MAX_TEXT)
+    text: str = Field(max_length=4 * MAX_CHAT_CHARS)  # the core names a longer one precisely
 
 
 class AlertBody(_Body):
@@ -93,11 +93,11 @@ class AlertBody(_Body):
     title: LanguageMap = Field(min_length=1, max_length=32)
     body: LanguageMap = Field(min_length=1, max_length=32)
     ackRequired: bool = False
-    ackId: str | None = Field(default=None, min_length=1, max_length=128)
+    ackId: str | None = Field(default=None, min_length=1, max_length=MAX_ACK_ID)
 
 
 class AckBody(_Body):
-    ackId: str = Field(min_length=1, max_length=128)
+    ackId: str = Field(min_length=1, max_length=MAX_ACK_ID)
 
 
 class Document(BaseModel):
@@ -223,7 +223,10 @@ def router(
         key = (form.get("key") or [""])[0]
         decision = (form.get("decision") or [""])[0]
         peer = (request.client.host, request.client.port) if request.client else None
-        actor = identify(key, source_key(peer)) if key else None
+        try:
+            actor = identify(key, source_key(peer)) if key else None
+        except TidingsError as error:  # throttled: the person gets a page, not JSON
+            return _html(_page("Not signed in", f"<p>{html.escape(error.message)}</p>"), 429)
         if actor is None:
             return _html(_page("Not signed in", "<p>That API key is not valid.</p>"), 401)
         try:
@@ -259,7 +262,7 @@ def router(
     async def revoke(
         relationship_id: str,
         actor: str = actor_of,
-        reason: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
+        reason: Annotated[str | None, Query(max_length=MAX_REASON)] = None,
     ) -> dict[str, Any]:
         revoked = await consent.revoke(relationship_id, actor, reason=reason)
         return relationship_document(revoked)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar, get_type_hints
+from typing import Annotated, Any, Final, NoReturn, TypeVar, get_type_hints
 
 import typer
 import uvloop
@@ -31,7 +31,7 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Folder holding the SQ
 DEFAULT_DATA_DIR = Settings().data_dir
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -108,7 +108,6 @@ def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]
         return asyncio.run(run())
     except TidingsError as error:
         _fail(error.message, 1)
-        raise AssertionError from None
 
 
 @account_app.command("add")
@@ -340,7 +339,6 @@ def _consent_call(login: Login, work: Callable[[Any], Awaitable[T]]) -> T:
         _fail(f"{exc.error_id or int(exc.code)}: {exc.description}", 1)
     except (TidingsClientError, OSError, ValueError) as exc:
         _fail(str(exc), 1)
-    raise AssertionError
 
 
 def _permission(text: str) -> dict[str, str]:
@@ -355,7 +353,7 @@ def _language_map(texts: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for text in texts:
         language, sep, rest = text.partition("=")
-        if sep and language.isalpha() and 2 <= len(language) <= 3:
+        if sep and language.isalpha() and language.islower() and 2 <= len(language) <= 3:
             found[language] = rest
         else:
             found["en"] = text

@@ -362,3 +362,5 @@ class ChatRelay:
             log.warning(
                 "chat %s/%s not delivered to %s: %s", relationship_id, seq, recipient, error.message
             )
+        except Exception:  # a task of its own: nobody else would hear of it
+            log.exception("chat %s/%s not delivered to %s", relationship_id, seq, recipient)
