@@ -2,8 +2,8 @@
 
 mm-platform's directory answers "which keys does this identity use" and "whose key is this"
 (reference 2.7). Here the server keeps it: a node publishes its own node info (the signature is
-checked once, here, never again on reads), every accepted publication is kept, and a key is
-revoked for good by any node of the identity that owns it.
+checked once, here, never again on reads), the latest publications of each key are kept, and
+a key is revoked for good by any node of the identity that owns it.
 
 Publication rules, each with its own error id (the edges map them to wire codes):
 - the document verifies (``protocol.e2e.verify_node_info``): ``key-malformed`` or
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Protocol
@@ -37,6 +38,7 @@ from .ports import KeyDirectoryStore
 
 __all__ = ["MAX_CLOCK_SKEW_MS", "MAX_LIFETIME_MS", "KeyDirectory", "KeyListener"]
 
+log = logging.getLogger("tidings.keys")
 DAY_MS: Final = 86_400_000
 MAX_LIFETIME_MS: Final = 365 * DAY_MS
 """How far ahead of now a node info may expire."""
@@ -275,8 +277,16 @@ class KeyDirectory:
         if not listeners:
             return
         for subscriber, listener in list(listeners.items()):
-            if await self._authz.allows(subscriber.identity, Resource.KEYS, Method.READ, identity):
-                listener(identity, document)
+            # the change is stored already: one subscriber's failure is logged, not the
+            # publisher's error, and does not keep the others from hearing of it
+            try:
+                allowed = await self._authz.allows(
+                    subscriber.identity, Resource.KEYS, Method.READ, identity
+                )
+                if allowed:
+                    listener(identity, document)
+            except Exception:
+                log.exception("telling %s of %s's keys failed", subscriber.identity, identity)
 
 
 def _verified(document: Any) -> NodeInfo:

@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from ..protocol.feedme import Delta, FeedKey, check_json_value
+from .accounts import ACCOUNT_NAME
 from .authz import Authorizer, Method, Resource
 from .errors import ErrorId, Invalid, NotFound, TidingsError
 from .feeds import FeedHub, Revealed
@@ -35,7 +36,7 @@ from .feeds import FeedHub, Revealed
 log = logging.getLogger("tidings.feeds")
 
 OWNER_MARK: Final = "~"
-OWNER_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+OWNER_NAME: Final = ACCOUNT_NAME
 """An account name (``core.accounts.ACCOUNT_NAME``)."""
 FEED_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """The name of an owner's feed: 1-128 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit

@@ -102,7 +102,7 @@ class Router:
         self._identity_exists = identity_exists
         self.limits = limits
         self.delivered = 0
-        self._trust = trust if stamp is not None else None
+        self._trust = trust
         """Without one (unit tests of other rules), messages go unstamped and unrefused."""
         self._stamp: Stamp = stamp if stamp is not None else _unstamped
         self._tasks: set[asyncio.Task[None]] = set()
@@ -284,7 +284,7 @@ class Router:
             return self._stamp(payload, Scope.SELF)
         if creator in circle.friends:  # scope_of, inlined: the sender is not the recipient
             return self._stamp(payload, Scope.FRIENDS)
-        if not circle.allow_unknown and creator not in circle.granted:
+        if not circle.accepts(creator):
             raise Forbidden(
                 ErrorId.UNKNOWN_SENDER,
                 f"{recipient} accepts messages only from its contacts (and those it granted "
