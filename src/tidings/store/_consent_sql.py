@@ -4,8 +4,7 @@ transaction, the committed reads, and the row codecs they share."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from ..core.consent_model import (
@@ -26,9 +25,7 @@ from ..core.consent_model import (
     ScopeRequest,
     ScopeState,
 )
-
-Read = Callable[[str, Sequence[Any]], list[Any]]
-"""Runs a query, returns every row (the store's reader, or a transaction's connection)."""
+from ._db import Db, Read
 
 _INVITE: Final = (
     "SELECT id, requester, app_code, display_name, consent, permissions, mode, features,"
@@ -46,6 +43,21 @@ _ALERT: Final = (
     "SELECT id, relationship_id, sender, level, title, body, ack_required, ack_id, at,"
     " acked_at, acked_by FROM consent_alerts"
 )
+
+
+_RELATIONSHIP_COLUMNS: Final = (
+    "invite_id requester accepter permissions features app_code created_at state revoked_at"
+    " revoked_by revoke_reason expires_at"
+)
+_SCOPE_COLUMNS: Final = "relationship_id permissions message created_at state decided_at"
+_ALERT_COLUMNS: Final = (
+    "relationship_id sender level title body ack_required ack_id at acked_at acked_by"
+)
+
+
+def _replace(columns: str) -> str:
+    """``SET`` of an upsert that replaces every column but the key (``INSERT OR REPLACE``)."""
+    return ", ".join(f"{column}=excluded.{column}" for column in columns.split())
 
 
 def _dumps(value: Any) -> str:
@@ -231,7 +243,7 @@ class ConsentTable:
 
     __slots__ = ("_connection", "_reads")
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Db) -> None:
         self._connection = connection
         self._reads = ConsentReads(self._query)
 
@@ -278,8 +290,8 @@ class ConsentTable:
 
     def add_acceptance(self, invite_id: str, acceptance: Acceptance) -> bool:
         cursor = self._connection.execute(
-            "INSERT OR IGNORE INTO consent_acceptances (invite_id, identity_key, identity, at,"
-            " relationship_id) VALUES (?,?,?,?,?)",
+            "INSERT INTO consent_acceptances (invite_id, identity_key, identity, at,"
+            " relationship_id) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
             (
                 invite_id,
                 identity_key(acceptance.identity),
@@ -302,9 +314,10 @@ class ConsentTable:
     def put_relationship(self, relationship: Relationship) -> None:
         r = relationship
         self._connection.execute(
-            "INSERT OR REPLACE INTO consent_relationships (id, invite_id, requester, accepter,"
+            "INSERT INTO consent_relationships (id, invite_id, requester, accepter,"
             " permissions, features, app_code, created_at, state, revoked_at, revoked_by,"
-            " revoke_reason, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " revoke_reason, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            f" ON CONFLICT (id) DO UPDATE SET {_replace(_RELATIONSHIP_COLUMNS)}",
             (
                 r.id,
                 r.invite_id,
@@ -327,8 +340,9 @@ class ConsentTable:
 
     def put_scope_request(self, request: ScopeRequest) -> None:
         self._connection.execute(
-            "INSERT OR REPLACE INTO consent_scope_requests (id, relationship_id, permissions,"
-            " message, created_at, state, decided_at) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO consent_scope_requests (id, relationship_id, permissions,"
+            " message, created_at, state, decided_at) VALUES (?,?,?,?,?,?,?)"
+            f" ON CONFLICT (id) DO UPDATE SET {_replace(_SCOPE_COLUMNS)}",
             (
                 request.id,
                 request.relationship_id,
@@ -358,8 +372,9 @@ class ConsentTable:
     def put_alert(self, alert: Alert) -> None:
         a = alert
         self._connection.execute(
-            "INSERT OR REPLACE INTO consent_alerts (id, relationship_id, sender, level, title,"
-            " body, ack_required, ack_id, at, acked_at, acked_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO consent_alerts (id, relationship_id, sender, level, title,"
+            " body, ack_required, ack_id, at, acked_at, acked_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            f" ON CONFLICT (id) DO UPDATE SET {_replace(_ALERT_COLUMNS)}",
             (
                 a.id,
                 a.relationship_id,

@@ -1,10 +1,13 @@
-"""A group-commit writer: one thread, one SQLite connection, one fsync per batch.
+"""A group-commit writer: one thread, one database connection, one commit (fsync) per batch.
 
-Operations are plain functions of a connection. The thread takes every operation queued while
-the previous batch was committing, runs each inside its own savepoint (so one failing operation
-does not undo its neighbours), commits once, and hands all the results back to the event loop in
-a single callback. Under load, batches grow by themselves; when the batch is small the writer
-waits up to ``window`` seconds for company before it commits.
+Operations are plain functions of a connection (SQLite's, or the PostgreSQL adapter's: a
+``Backend`` names the driver's statements and errors). The thread takes every operation queued
+while the previous batch was committing, runs each inside its own savepoint (so one failing
+operation does not undo its neighbours), commits once, and hands all the results back to the
+event loop in a single callback. Under load, batches grow by themselves; when the batch is small
+the writer waits up to ``window`` seconds for company before it commits. A connection that the
+driver reports lost (a PostgreSQL server restarted, a backend terminated) fails its batch and
+is replaced for the next one.
 """
 
 from __future__ import annotations
@@ -16,29 +19,62 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 from ..core.ports import settling
 
 log = logging.getLogger("tidings.store")
 
-Operation = Callable[[sqlite3.Connection], Any]
+C = TypeVar("C")
+Operation = Callable[[C], Any]
 Completion = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Backend(Generic[C]):
+    """What the writer needs of a driver: its transaction statements and connection state."""
+
+    begin: str
+    """Opens the batch's transaction (SQLite: ``BEGIN IMMEDIATE``, to take the write lock)."""
+    execute: Callable[[C, str], object]
+    in_transaction: Callable[[C], bool]
+    lost: Callable[[C], bool]
+    """Whether the connection is gone for good (it is then closed and opened anew)."""
+    close: Callable[[C], None]
+    translate: Callable[[BaseException], BaseException] = lambda exc: exc
+    """The exception an operation's completion gets for one the driver raised (a store maps
+    driver errors to ``Unavailable`` and ``Conflict`` here, so no caller sees the driver's)."""
+
+
+def _sqlite_execute(connection: sqlite3.Connection, sql: str) -> object:
+    return connection.execute(sql)
+
+
+SQLITE: Final = Backend[sqlite3.Connection](
+    begin="BEGIN IMMEDIATE",
+    execute=_sqlite_execute,
+    in_transaction=lambda connection: connection.in_transaction,
+    lost=lambda connection: False,
+    close=sqlite3.Connection.close,
+)
 
 _STOP: Final = object()
 _SMALL_BATCH: Final = 32
 _MAX_BATCH: Final = 2000
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(Generic[C]):
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        connect: Callable[[], C],
         loop: asyncio.AbstractEventLoop,
         *,
         window: float = 0.001,
+        backend: Backend[C] = SQLITE,  # type: ignore[assignment]
     ) -> None:
         self._connect = connect
+        self._backend = backend
         self._loop = loop
         self._window = window
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -52,13 +88,13 @@ class GroupCommitWriter:
         self._thread.start()
         self._ready.wait()
 
-    def submit(self, operation: Operation, done: Completion | None = None) -> None:
+    def submit(self, operation: Operation[C], done: Completion | None = None) -> None:
         """Queue an operation; ``done`` gets its result (or exception) on the event loop."""
         if self._stopped:
             raise RuntimeError("the writer is stopped")
         self._queue.put((operation, done))
 
-    def run(self, operation: Operation) -> asyncio.Future[Any]:
+    def run(self, operation: Operation[C]) -> asyncio.Future[Any]:
         """Queue an operation and return a future for its result."""
         future: asyncio.Future[Any] = self._loop.create_future()
         self.submit(operation, settling(future))
@@ -73,19 +109,24 @@ class GroupCommitWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        connection = self._connect()
+        connection: C | None = None
+        try:
+            connection = self._connect()
+        except Exception as exc:  # the next batch tries again, and fails if it cannot connect
+            log.error("the writer could not connect: %s", exc)
         self._ready.set()
         try:
             while True:
                 batch, stopping = self._take_batch()
                 if batch:
-                    self._commit(connection, batch)
+                    connection = self._commit(connection, batch)
                 if stopping:
                     return
         finally:
-            connection.close()
+            if connection is not None:
+                self._backend.close(connection)
 
-    def _take_batch(self) -> tuple[list[tuple[Operation, Completion | None]], bool]:
+    def _take_batch(self) -> tuple[list[tuple[Operation[C], Completion | None]], bool]:
         first = self._queue.get()
         if first is _STOP:
             return [], True
@@ -108,27 +149,37 @@ class GroupCommitWriter:
         return False
 
     def _commit(
-        self, connection: sqlite3.Connection, batch: list[tuple[Operation, Completion | None]]
-    ) -> None:
+        self, connection: C | None, batch: list[tuple[Operation[C], Completion | None]]
+    ) -> C | None:
+        """Run and commit the batch; the connection for the next one (a new one when this one
+        was lost, None when no new one could be made yet)."""
         try:
+            if connection is None:
+                connection = self._connect()
             try:
                 results = self._run_batch(connection, batch, isolate=False)
             except _OperationFailed:
                 results = self._run_batch(connection, batch, isolate=True)
         except Exception as exc:
-            # The storage itself failed (disk full, I/O error, busy), possibly in the isolated
-            # re-run: every operation of the batch fails with it, and the writer lives on.
+            # The storage itself failed (disk full, I/O error, busy, connection lost), possibly
+            # in the isolated re-run: every operation of the batch fails with it, and the writer
+            # lives on (with a new connection next time if this one is gone).
             log.error("a commit failed: %s", exc)
-            results = [(done, exc) for _, done in batch]
+            failure = self._backend.translate(exc)
+            results = [(done, failure) for _, done in batch]
+            if connection is not None and self._backend.lost(connection):
+                self._backend.close(connection)
+                connection = None
         self.batches += 1
         self.operations += len(batch)
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_complete, results)
+        return connection
 
-    @staticmethod
     def _run_batch(
-        connection: sqlite3.Connection,
-        batch: list[tuple[Operation, Completion | None]],
+        self,
+        connection: C,
+        batch: list[tuple[Operation[C], Completion | None]],
         *,
         isolate: bool,
     ) -> list[tuple[Completion | None, Any]]:
@@ -136,27 +187,32 @@ class GroupCommitWriter:
         fails, the caller runs the batch again with one savepoint per operation, so that the
         failure stays with its own operation."""
         results: list[tuple[Completion | None, Any]] = []
+        execute = self._backend.execute
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            execute(connection, self._backend.begin)
             for operation, done in batch:
                 if not isolate:
                     try:
                         results.append((done, operation(connection)))
                     except Exception as exc:
+                        if self._backend.lost(connection):
+                            raise
                         raise _OperationFailed from exc
                     continue
-                connection.execute("SAVEPOINT op")
+                execute(connection, "SAVEPOINT op")
                 try:
                     result = operation(connection)
                 except Exception as exc:
-                    connection.execute("ROLLBACK TO op")
-                    result = exc
-                connection.execute("RELEASE op")
+                    if self._backend.lost(connection):
+                        raise
+                    execute(connection, "ROLLBACK TO SAVEPOINT op")
+                    result = self._backend.translate(exc)
+                execute(connection, "RELEASE SAVEPOINT op")
                 results.append((done, result))
-            connection.execute("COMMIT")
+            execute(connection, "COMMIT")
         except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            if not self._backend.lost(connection) and self._backend.in_transaction(connection):
+                execute(connection, "ROLLBACK")
             raise
         return results
 

@@ -1,0 +1,804 @@
+"""The SQL store, once for both backends: every port operation as SQL over a tiny connection
+interface (``Db``) that both ``sqlite3.Connection`` and the PostgreSQL adapter satisfy.
+
+The statements are written in the dialect both databases accept: ``?`` placeholders (the
+PostgreSQL adapter turns them into ``%s`` once per statement text), ``ON CONFLICT ... DO
+NOTHING / DO UPDATE`` rather than ``INSERT OR IGNORE / REPLACE``, ``RETURNING`` rather than
+``lastrowid`` (SQLite 3.35+). A subclass supplies the connections: how the writer's are made
+(``GroupCommitWriter`` with its ``Backend``), how committed rows are read (``_reading``), and
+how driver errors are told apart (``_errors``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from ..core.consent_model import (
+    Alert,
+    ChatMessage,
+    InboxEvent,
+    Invite,
+    Relationship,
+    ScopeRequest,
+)
+from ..core.errors import Conflict, ErrorId, TidingsError, Unavailable
+from ..core.model import (
+    KEPT_PUBLICATIONS,
+    Account,
+    AppendResult,
+    ExpiredRow,
+    GapState,
+    KeyPublication,
+    OverflowPolicy,
+    PersistenceState,
+    PersistStep,
+    QueuedEnvelope,
+    QueueEntry,
+    QueueKind,
+    QueueRow,
+    QueueSnapshotEntry,
+    RoutingRule,
+    SessionRecord,
+)
+from ..core.ports import QueueTransaction
+from ._consent_sql import ConsentReads, ConsentTable
+from ._db import Db, Read
+from ._writer import GroupCommitWriter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DriverErrors:
+    """A driver's exception classes: any ``error`` is the storage failing, except
+    ``integrity`` (a constraint refused the row), which the operation may give a meaning."""
+
+    error: type[Exception]
+    integrity: type[Exception]
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """The backend-neutral exception for a driver's: ``Unavailable`` for a storage
+        failure, ``Conflict`` for a refused row, anything else unchanged."""
+        if isinstance(exc, self.integrity):
+            conflict = Conflict(ErrorId.INVALID_ARGUMENT, f"storage constraint violated: {exc}")
+            conflict.__cause__ = exc
+            return conflict
+        if isinstance(exc, self.error):
+            failure = Unavailable(ErrorId.STORAGE_UNAVAILABLE, f"storage failed: {exc}")
+            failure.__cause__ = exc
+            return failure
+        return exc
+
+
+class SqlStore:
+    """Every ``core.ports.Store`` operation in SQL; subclasses open and close connections."""
+
+    _errors: DriverErrors
+
+    def __init__(self) -> None:
+        self._writer: GroupCommitWriter[Any] | None = None
+
+    @property
+    def writer(self) -> GroupCommitWriter[Any]:
+        if self._writer is None:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
+        return self._writer
+
+    def write_counts(self) -> tuple[int, int]:
+        """Commits and operations so far (for /metrics); zeros once closed."""
+        writer = self._writer
+        return (writer.batches, writer.operations) if writer is not None else (0, 0)
+
+    async def _reading(self, fn: Callable[[Read], T]) -> T:
+        """Run ``fn`` with a function that reads committed rows."""
+        raise NotImplementedError
+
+    async def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        return await self._reading(lambda read: read(sql, parameters))
+
+    async def _write(self, operation: Callable[[Db], T], conflict: Conflict | None = None) -> T:
+        """Run ``operation`` in the writer's next batch; a constraint it breaks raises
+        ``conflict`` when given (the writer already turned driver errors into ``Unavailable``
+        and ``Conflict``)."""
+        try:
+            result: T = await self.writer.run(operation)
+        except Conflict as exc:
+            if conflict is None or not isinstance(exc.__cause__, self._errors.integrity):
+                raise
+            raise conflict from None
+        except TidingsError:
+            raise
+        except self._errors.error as exc:  # a writer made without the store's translation
+            raise self._errors.translate(exc) from exc
+        return result
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        entries: Sequence[QueueEntry],
+        dedupe: tuple[str, str] | None,
+        done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        now = time.time()
+
+        def operation(connection: Db) -> AppendResult:
+            seqs = _insert_once(connection, entries, dedupe, now)
+            if seqs is None:
+                return AppendResult(duplicate=True)
+            return AppendResult(duplicate=False, seqs=seqs)
+
+        self.writer.submit(operation, done)
+
+    def acknowledge(
+        self,
+        identity: str,
+        instance: str,
+        sender: str,
+        message_id: str,
+        done: Callable[[int | BaseException], None],
+    ) -> None:
+        def operation(connection: Db) -> int:
+            return connection.execute(
+                "DELETE FROM queue WHERE identity=? AND instance=? AND sender=? AND msg_id=?",
+                (identity, instance, sender, message_id),
+            ).rowcount
+
+        self.writer.submit(operation, done)
+
+    def discard(self, seqs: Sequence[int]) -> None:
+        rows = [(seq,) for seq in seqs]
+
+        def operation(connection: Db) -> None:
+            connection.executemany("DELETE FROM queue WHERE seq=?", rows)
+
+        self.writer.submit(operation)
+
+    async def was_stored(self, sender: str, message_id: str) -> bool:
+        return bool(
+            await self._rows(
+                "SELECT 1 FROM message_ids WHERE sender=? AND msg_id=?", (sender, message_id)
+            )
+        )
+
+    def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
+        row = (last_seen, identity, instance)
+
+        def operation(connection: Db) -> None:
+            connection.execute(
+                "UPDATE sessions SET last_seen=? WHERE identity=? AND instance=?", row
+            )
+
+        self.writer.submit(operation)
+
+    async def barrier(self) -> None:
+        await self._write(lambda connection: None)
+
+    async def backlog(
+        self, identity: str, instance: str, after_seq: int, limit: int
+    ) -> list[QueuedEnvelope]:
+        rows = await self._rows(
+            "SELECT seq, sender, msg_id, needs_ack, payload, enqueued_at, expires_at FROM queue"
+            " WHERE identity=? AND instance=? AND seq>? ORDER BY seq LIMIT ?",
+            (identity, instance, after_seq, limit),
+        )
+        return [QueuedEnvelope(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def claim_unclaimed(self, identity: str, instance: str) -> int:
+        def operation(connection: Db) -> int:
+            return connection.execute(
+                "UPDATE queue SET instance=? WHERE identity=? AND instance=''",
+                (instance, identity),
+            ).rowcount
+
+        return int(await self._write(operation))
+
+    async def load_sessions(self) -> list[SessionRecord]:
+        depths = {
+            (identity, instance): depth
+            for identity, instance, depth in await self._rows(
+                "SELECT identity, instance, count(*) FROM queue GROUP BY identity, instance"
+            )
+        }
+        records = []
+        for identity, instance, rule, limit, policy, last_seen in await self._rows(
+            "SELECT identity, instance, routing_rule, queue_limit, policy, last_seen FROM sessions"
+        ):
+            records.append(
+                SessionRecord(
+                    identity,
+                    instance,
+                    RoutingRule(rule),
+                    limit,
+                    OverflowPolicy(policy) if policy else None,
+                    last_seen,
+                    depths.pop((identity, instance), 0),
+                )
+            )
+        for (identity, instance), depth in depths.items():
+            records.append(
+                SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
+            )
+        return records
+
+    async def save_session(self, record: SessionRecord) -> None:
+        def operation(connection: Db) -> None:
+            connection.execute(
+                "INSERT INTO sessions (identity, instance, routing_rule, queue_limit, policy,"
+                " last_seen) VALUES (?,?,?,?,?,?) ON CONFLICT (identity, instance) DO UPDATE SET"
+                " routing_rule=excluded.routing_rule, queue_limit=excluded.queue_limit,"
+                " policy=excluded.policy, last_seen=excluded.last_seen",
+                (
+                    record.identity,
+                    record.instance,
+                    record.routing_rule.value,
+                    record.queue_limit,
+                    record.policy.value if record.policy else None,
+                    record.last_seen,
+                ),
+            )
+
+        await self._write(operation)
+
+    async def forget_message_ids(self, older_than: float) -> int:
+        def operation(connection: Db) -> int:
+            return connection.execute(
+                "DELETE FROM message_ids WHERE accepted_at < ?", (older_than,)
+            ).rowcount
+
+        return int(await self._write(operation))
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    async def create_account(self, name: str, password_hash: str | None) -> None:
+        now = time.time()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO accounts (name, password_hash, created_at) VALUES (?,?,?)",
+                (name, password_hash, now),
+            ),
+            Conflict(ErrorId.ACCOUNT_EXISTS, f"The account {name!r} exists already"),
+        )
+
+    async def get_account(self, name: str) -> Account | None:
+        rows = await self._rows(
+            "SELECT name, password_hash, profile, created_at FROM accounts WHERE name=?", (name,)
+        )
+        return _account(rows[0]) if rows else None
+
+    async def has_account(self, name: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM accounts WHERE name=?", (name,)))
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._rows(
+            "SELECT name, password_hash, profile, created_at FROM accounts ORDER BY name"
+        )
+        return [_account(row) for row in rows]
+
+    async def delete_account(self, name: str) -> bool:
+        def operation(connection: Db) -> bool:
+            connection.execute("DELETE FROM contacts WHERE owner=?", (name,))
+            connection.execute("DELETE FROM delegations WHERE owner=?", (name,))
+            return connection.execute("DELETE FROM accounts WHERE name=?", (name,)).rowcount > 0
+
+        return bool(await self._write(operation))
+
+    async def update_account(
+        self, name: str, *, password_hash: str | None = None, profile: dict[str, Any] | None = None
+    ) -> None:
+        def operation(connection: Db) -> None:
+            if password_hash is not None:
+                connection.execute(
+                    "UPDATE accounts SET password_hash=? WHERE name=?", (password_hash, name)
+                )
+            if profile is not None:
+                connection.execute(
+                    "UPDATE accounts SET profile=? WHERE name=?", (json.dumps(profile), name)
+                )
+
+        await self._write(operation)
+
+    async def add_key(self, name: str, key_hash: bytes, label: str) -> None:
+        now = time.time()
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO api_keys (key_hash, account, label, created_at) VALUES (?,?,?,?)",
+                (key_hash, name, label, now),
+            )
+        )
+
+    async def account_for_key(self, key_hash: bytes) -> str | None:
+        rows = await self._rows(_KEY_OWNER, (key_hash,))
+        return str(rows[0][0]) if rows else None
+
+    # -- feeds ------------------------------------------------------------------------------
+
+    async def feed_document(self, name: str, args: Mapping[str, str]) -> dict[str, Any] | None:
+        rows = await self._rows(
+            "SELECT document FROM feeds WHERE name=? AND args=?", (name, _args_key(args))
+        )
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    async def save_feed_document(
+        self, name: str, args: Mapping[str, str], document: dict[str, Any]
+    ) -> None:
+        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        key = _args_key(args)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO feeds (name, args, document) VALUES (?,?,?)"
+                " ON CONFLICT (name, args) DO UPDATE SET document=excluded.document",
+                (name, key, text),
+            )
+        )
+
+    # -- roster -----------------------------------------------------------------------------
+
+    async def contacts(self, owner: str) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT doc FROM contacts WHERE owner=? ORDER BY identity", (owner,)
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    async def put_contact(self, owner: str, contact: dict[str, Any]) -> None:
+        doc = json.dumps(contact)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO contacts (owner, identity, doc) VALUES (?,?,?)"
+                " ON CONFLICT (owner, identity) DO UPDATE SET doc=excluded.doc",
+                (owner, contact["identity"], doc),
+            )
+        )
+
+    async def delete_contact(self, owner: str, identity: str) -> bool:
+        result = await self._write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM contacts WHERE owner=? AND identity=?", (owner, identity)
+                ).rowcount
+            )
+        )
+        return bool(result)
+
+    async def delegations(self, owner: str) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT doc FROM delegations WHERE owner=? ORDER BY target", (owner,)
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    async def put_delegation(self, owner: str, delegation: dict[str, Any]) -> None:
+        doc = json.dumps(delegation)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO delegations (owner, target, doc) VALUES (?,?,?)"
+                " ON CONFLICT (owner, target) DO UPDATE SET doc=excluded.doc",
+                (owner, delegation["target"], doc),
+            )
+        )
+
+    async def delete_delegation(self, owner: str, target: str) -> bool:
+        result = await self._write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM delegations WHERE owner=? AND target=?", (owner, target)
+                ).rowcount
+            )
+        )
+        return bool(result)
+
+    # -- key directory ----------------------------------------------------------------------
+
+    async def add_key_publication(self, publication: KeyPublication) -> None:
+        row = (
+            publication.sign_id,
+            publication.published,
+            publication.identity,
+            publication.instance,
+            publication.expires,
+            publication.document,
+        )
+
+        def operation(connection: Db) -> None:
+            connection.execute(
+                "INSERT INTO key_publications (sign_id, published, identity, instance,"
+                " expires, document) VALUES (?,?,?,?,?,?)",
+                row,
+            )
+            connection.execute(
+                "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
+                " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
+                " LIMIT ?)",
+                (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
+            )
+
+        await self._write(
+            operation,
+            Conflict(
+                ErrorId.KEY_STALE,
+                f"A publication of {publication.sign_id} at {publication.published} is kept",
+            ),
+        )
+
+    async def key_publication(self, sign_id: str) -> KeyPublication | None:
+        rows = await self._rows(
+            f"{_PUBLICATIONS} WHERE p.sign_id=? ORDER BY p.published DESC LIMIT 1", (sign_id,)
+        )
+        return _publication(rows[0]) if rows else None
+
+    async def key_publications_of(self, identity: str) -> list[KeyPublication]:
+        rows = await self._rows(
+            f"{_PUBLICATIONS} WHERE p.identity=? AND p.published = (SELECT max(q.published)"
+            " FROM key_publications q WHERE q.sign_id = p.sign_id) ORDER BY p.sign_id",
+            (identity,),
+        )
+        return [_publication(row) for row in rows]
+
+    async def key_history(self, sign_id: str) -> list[KeyPublication]:
+        rows = await self._rows(
+            f"{_PUBLICATIONS} WHERE p.sign_id=? ORDER BY p.published", (sign_id,)
+        )
+        return [_publication(row) for row in rows]
+
+    async def revoke_key(self, sign_id: str, revoked: int, by: str) -> int:
+        def operation(connection: Db) -> int:
+            connection.execute(
+                "INSERT INTO key_revocations (sign_id, revoked, revoked_by) VALUES (?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                (sign_id, revoked, by),
+            )
+            row = connection.execute(
+                "SELECT revoked FROM key_revocations WHERE sign_id=?", (sign_id,)
+            ).fetchone()
+            return int(row[0])
+
+        return int(await self._write(operation))
+
+    # -- consent (written through ``transact``) -----------------------------------------------
+
+    async def consent_invite(self, invite_id: str) -> Invite | None:
+        return await self._reading(lambda read: ConsentReads(read).invite(invite_id))
+
+    async def consent_invite_by_token(self, token_hash: bytes) -> Invite | None:
+        return await self._reading(lambda read: ConsentReads(read).invite_by_token(token_hash))
+
+    async def consent_invites_of(self, requester: str) -> list[Invite]:
+        return await self._reading(lambda read: ConsentReads(read).invites_of(requester))
+
+    async def consent_relationship(self, relationship_id: str) -> Relationship | None:
+        return await self._reading(lambda read: ConsentReads(read).relationship(relationship_id))
+
+    async def consent_relationships_of(self, identity: str) -> list[Relationship]:
+        return await self._reading(lambda read: ConsentReads(read).relationships_of(identity))
+
+    async def consent_relationships_between(
+        self, requester: str, accepter: str
+    ) -> list[Relationship]:
+        return await self._reading(
+            lambda read: ConsentReads(read).relationships_between(requester, accepter)
+        )
+
+    async def consent_relationships_expiring(self, limit: int) -> list[Relationship]:
+        return await self._reading(lambda read: ConsentReads(read).relationships_expiring(limit))
+
+    async def consent_scope_request(self, scope_request_id: str) -> ScopeRequest | None:
+        return await self._reading(lambda read: ConsentReads(read).scope_request(scope_request_id))
+
+    async def consent_scope_requests(self, relationship_id: str) -> list[ScopeRequest]:
+        return await self._reading(lambda read: ConsentReads(read).scope_requests(relationship_id))
+
+    async def consent_chat(self, relationship_id: str, since: int, limit: int) -> list[ChatMessage]:
+        return await self._reading(
+            lambda read: ConsentReads(read).chat(relationship_id, since, limit)
+        )
+
+    async def consent_alert(self, alert_id: str) -> Alert | None:
+        return await self._reading(lambda read: ConsentReads(read).alert(alert_id))
+
+    async def consent_inbox(self, identity: str, since: int, limit: int) -> list[InboxEvent]:
+        return await self._reading(lambda read: ConsentReads(read).inbox(identity, since, limit))
+
+    # -- transactions for core policy (bounded queues, persistent sessions, app state) -------
+
+    def transact(
+        self, work: Callable[[QueueTransaction], T], done: Callable[[T | BaseException], None]
+    ) -> None:
+        """Run core ``work`` in the writer thread, inside the batch's transaction."""
+
+        def operation(connection: Db) -> T:
+            return work(_Transaction(connection, time.time()))
+
+        self.writer.submit(operation, done)
+
+    async def app_state_get(self, key: str) -> str | None:
+        rows = await self._rows("SELECT value FROM app_state WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def app_state_keys(self, prefix: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT key FROM app_state WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def queue_snapshot(
+        self, identity: str, instance: str, limit: int
+    ) -> list[QueueSnapshotEntry]:
+        rows = await self._rows(
+            "SELECT seq, kind, sender, msg_id, payload, enqueued_at FROM queue"
+            " WHERE identity=? AND instance=? AND kind!=? ORDER BY seq LIMIT ?",
+            (identity, instance, QueueKind.NOTICE, limit),
+        )
+        return [QueueSnapshotEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def begin_persistence(self, identity: str, instance: str) -> PersistenceState:
+        """Start a persistent-session instance: a new nonce; ``crashed`` when the previous
+        instance never ended, with its last committed memento."""
+        nonce = base64.b64encode(os.urandom(15)).decode("ascii")
+        now = time.time()
+
+        def operation(connection: Db) -> PersistenceState:
+            row = connection.execute(
+                "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
+                (identity, instance),
+            ).fetchone()
+            crashed = row is not None and row[0] is not None
+            memento = row[1] if row is not None else None
+            connection.execute(
+                "INSERT INTO persistence (identity, instance, nonce, memento, updated_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (identity, instance) DO UPDATE SET"
+                " nonce=excluded.nonce, updated_at=excluded.updated_at",
+                (identity, instance, nonce, memento, now),
+            )
+            return PersistenceState(nonce, memento, crashed)
+
+        state: PersistenceState = await self._write(operation)
+        return state
+
+    async def end_persistence(self, identity: str, instance: str, nonce: str) -> bool:
+        """End with the current nonce (clears nonce and memento); true also when already ended."""
+
+        def operation(connection: Db) -> bool:
+            row = connection.execute(
+                "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
+                (identity, instance),
+            ).fetchone()
+            if row is None or (row[0] is None and row[1] is None):
+                return True
+            if row[0] != nonce:
+                return False
+            connection.execute(
+                "UPDATE persistence SET nonce=NULL, memento=NULL, updated_at=? WHERE"
+                " identity=? AND instance=?",
+                (time.time(), identity, instance),
+            )
+            return True
+
+        return bool(await self._write(operation))
+
+    async def persistence_of(self, identity: str) -> dict[str, PersistenceState]:
+        rows = await self._rows(
+            "SELECT instance, nonce, memento FROM persistence WHERE identity=?", (identity,)
+        )
+        return {r[0]: PersistenceState(r[1], r[2]) for r in rows}
+
+    async def idle_sessions(self, seen_before: float) -> list[tuple[str, str]]:
+        rows = await self._rows(
+            "SELECT identity, instance FROM sessions WHERE last_seen < ? AND instance != ''",
+            (seen_before,),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+class _StateTable:
+    """``core.ports.StateTable`` over the writer's connection, inside its transaction."""
+
+    def __init__(self, connection: Db) -> None:
+        self._connection = connection
+
+    def get(self, key: str) -> str | None:
+        row = self._connection.execute("SELECT value FROM app_state WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        self._connection.execute(
+            "INSERT INTO app_state (key, value) VALUES (?,?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    def delete(self, key: str) -> bool:
+        return self._connection.execute("DELETE FROM app_state WHERE key=?", (key,)).rowcount > 0
+
+    def keys(self, prefix: str) -> list[str]:
+        rows = self._connection.execute(
+            "SELECT key FROM app_state WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+
+_KEY_OWNER: Final = "SELECT account FROM api_keys WHERE key_hash=?"
+
+
+def _insert_once(
+    connection: Db,
+    entries: Sequence[QueueEntry],
+    dedupe: tuple[str, str] | None,
+    now: float,
+) -> list[int] | None:
+    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None."""
+    if dedupe is not None:
+        cursor = connection.execute(
+            "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)"
+            " ON CONFLICT DO NOTHING",
+            (dedupe[0], dedupe[1], now),
+        )
+        if cursor.rowcount == 0:
+            return None
+    seqs = []
+    for entry in entries:
+        cursor = connection.execute(
+            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at, expires_at) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
+            (
+                entry.identity,
+                entry.instance,
+                entry.sender,
+                entry.message_id,
+                int(entry.needs_ack),
+                entry.payload,
+                now,
+                entry.expires_at,
+            ),
+        )
+        seqs.append(cursor.fetchone()[0])
+    return seqs
+
+
+def _args_key(args: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(args.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+_PUBLICATIONS: Final = (
+    "SELECT p.sign_id, p.identity, p.instance, p.published, p.expires, p.document, r.revoked"
+    " FROM key_publications p LEFT JOIN key_revocations r ON r.sign_id = p.sign_id"
+)
+
+
+def _publication(row: Any) -> KeyPublication:
+    return KeyPublication(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def _account(row: Any) -> Account:
+    return Account(row[0], row[1], json.loads(row[2]), row[3])
+
+
+class _Transaction:
+    """``core.ports.QueueTransaction`` over the writer's connection, inside its transaction."""
+
+    __slots__ = ("_connection", "consent", "now", "state")
+
+    def __init__(self, connection: Db, now: float) -> None:
+        self._connection = connection
+        self.now = now
+        self.state = _StateTable(connection)
+        self.consent = ConsentTable(connection)
+
+    def insert(
+        self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
+    ) -> list[int] | None:
+        return _insert_once(self._connection, entries, dedupe, self.now)
+
+    def count(self, identity: str, instance: str) -> int:
+        row = self._connection.execute(
+            "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
+            (identity, instance, QueueKind.ENVELOPE),
+        ).fetchone()
+        return int(row[0])
+
+    def envelopes(
+        self, identity: str, instance: str, *, after: int, before: int, limit: int
+    ) -> list[QueueRow]:
+        rows = self._connection.execute(
+            "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
+            " AND kind=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
+            (identity, instance, QueueKind.ENVELOPE, after, before, min(limit, _NO_SEQ)),
+        ).fetchall()
+        return [QueueRow(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        self._connection.executemany("DELETE FROM queue WHERE seq=?", [(seq,) for seq in seqs])
+
+    def expired(self, now: float, after: tuple[float, int], limit: int) -> list[ExpiredRow]:
+        # queue_by_expiry: a range of the (expires_at, seq) index, only the expired rows
+        rows = self._connection.execute(
+            "SELECT identity, instance, expires_at, seq, sender, msg_id, needs_ack FROM queue"
+            " WHERE expires_at <= ? AND (expires_at, seq) > (?, ?)"
+            " ORDER BY expires_at, seq LIMIT ?",
+            (now, after[0], after[1], limit),
+        ).fetchall()
+        return [ExpiredRow(r[0], r[1], r[2], QueueRow(r[3], r[4], r[5], bool(r[6]))) for r in rows]
+
+    def expired_in(
+        self, identity: str, instance: str, now: float, *, after: int, limit: int
+    ) -> list[ExpiredRow]:
+        rows = self._connection.execute(
+            "SELECT expires_at, seq, sender, msg_id, needs_ack FROM queue INDEXED BY"
+            " queue_by_session WHERE identity=? AND instance=? AND seq>? AND expires_at <= ?"
+            " ORDER BY seq LIMIT ?",
+            (identity, instance, after, now, limit),
+        ).fetchall()
+        return [
+            ExpiredRow(identity, instance, r[0], QueueRow(r[1], r[2], r[3], bool(r[4])))
+            for r in rows
+        ]
+
+    def gap(self, identity: str, instance: str) -> GapState | None:
+        row = self._connection.execute(
+            "SELECT seq FROM queue WHERE identity=? AND instance=? AND kind=?",
+            (identity, instance, QueueKind.GAP),
+        ).fetchone()
+        if row is None:
+            return None
+        previous = self._connection.execute(
+            "SELECT dropped, lost FROM gaps WHERE identity=? AND instance=?", (identity, instance)
+        ).fetchone()
+        if previous is None:
+            return GapState(row[0], 0, [])
+        return GapState(row[0], previous[0], json.loads(previous[1]))
+
+    def put_gap(
+        self, identity: str, instance: str, gap: GapState, sender: str, gap_id: str, payload: bytes
+    ) -> None:
+        self._connection.execute(
+            "INSERT INTO queue (seq, identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at, kind) VALUES (?,?,?,?,?,1,?,?,?)",
+            (gap.seq, identity, instance, sender, gap_id, payload, self.now, QueueKind.GAP),
+        )
+        self._connection.execute(
+            "INSERT INTO gaps (identity, instance, dropped, lost) VALUES (?,?,?,?)"
+            " ON CONFLICT (identity, instance) DO UPDATE SET dropped=excluded.dropped,"
+            " lost=excluded.lost",
+            (identity, instance, gap.dropped, json.dumps(gap.lost)),
+        )
+
+    def put_notice(self, identity: str, instance: str, sender: str, payload: bytes) -> int:
+        cursor = self._connection.execute(
+            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
+            " enqueued_at, kind) VALUES (?,?,?,NULL,0,?,?,?) RETURNING seq",
+            (identity, instance, sender, payload, self.now, QueueKind.NOTICE),
+        )
+        return int(cursor.fetchone()[0])
+
+    def remove_session(self, identity: str, instance: str) -> int:
+        count = self._connection.execute(
+            "DELETE FROM queue WHERE identity=? AND instance=?", (identity, instance)
+        ).rowcount
+        for table in ("sessions", "persistence", "gaps"):
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE identity=? AND instance=?", (identity, instance)
+            )
+        return count
+
+    def nonce_is_current(self, persist: PersistStep) -> bool:
+        row = self._connection.execute(
+            "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
+            (persist.identity, persist.instance),
+        ).fetchone()
+        return row is not None and row[0] is not None and row[0] == persist.nonce
+
+    def store_memento(self, persist: PersistStep) -> None:
+        self._connection.execute(
+            "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND instance=?",
+            (persist.memento, self.now, persist.identity, persist.instance),
+        )
+
+
+_NO_SEQ: Final = 2**63 - 1
+"""Above every sequence number (SQLite's largest integer)."""
