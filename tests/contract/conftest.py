@@ -1,24 +1,53 @@
-"""One store fixture over every adapter: each contract test runs against memory and SQLite."""
+"""One store fixture over every adapter: each contract test runs against memory, SQLite and
+PostgreSQL.
+
+PostgreSQL: one server per test session (``devcluster.services.Postgres``, installed from
+Debian when missing; failing to start is an error, not a skip), one database migrated once as
+a template, and a fresh copy of it per test (``CREATE DATABASE ... TEMPLATE``: a file copy, much
+faster than migrating), dropped afterwards.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.contract.postgres import PostgresDatabases
 from tidings.store.memory import MemoryStore
+from tidings.store.postgresql import PostgresStore
 from tidings.store.sqlite import SqliteStore
 
-ADAPTERS = ["memory", "sqlite"]
+ADAPTERS = ["memory", "sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases.start()
+    try:
+        yield databases
+    finally:
+        databases.stop()
 
 
 @pytest.fixture(params=ADAPTERS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "postgresql":
+        databases: PostgresDatabases = request.getfixturevalue("postgres")
+        url = databases.fresh()
+        pg = PostgresStore(url)
+        pg.open(asyncio.get_running_loop())
+        try:
+            yield pg
+        finally:
+            pg.close()
+            databases.drop(url)
         return
     sqlite = SqliteStore(tmp_path)
     sqlite.open(asyncio.get_running_loop())
