@@ -11,6 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+"""How a ``store`` setting names a PostgreSQL database (libpq's URL forms)."""
+
 
 class ConfigError(ValueError):
     """A setting that is unknown, of the wrong type or out of range; the message names it."""
@@ -36,6 +39,9 @@ class Settings:
     for tests and trials)."""
     broker: str = "in-process"
     """How nodes hear of each other's revelations: ``in-process`` (a single node)."""
+    migrate_on_start: bool = True
+    """Apply the store's pending schema migrations when the server starts; false leaves them to
+    ``tidings migrate`` (an operator who upgrades the schema once, before the nodes)."""
     allow_guests: bool = False
     """Offer the LIME guest scheme."""
     max_envelope_size: int = 64 * 1024
@@ -164,7 +170,11 @@ class Settings:
             "must be 65536 .. 1073741824 bytes",
         )
         _check(0 < self.stall_timeout_s <= 86400, "stall_timeout_s", "must be > 0 and <= 86400")
-        _check(self.store in ("sqlite", "memory"), "store", "must be 'sqlite' or 'memory'")
+        _check(
+            self.store in ("sqlite", "memory") or self.store.startswith(POSTGRESQL_SCHEMES),
+            "store",
+            "must be 'sqlite', 'memory' or a postgresql:// URL",
+        )
         _check(self.broker == "in-process", "broker", "must be 'in-process'")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")

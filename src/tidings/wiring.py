@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .broker.inprocess import InProcessBroker
-from .config import ConfigError, Settings
+from .config import POSTGRESQL_SCHEMES, ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
 from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
@@ -76,10 +76,17 @@ FILES_RESERVED = 256
 
 
 def open_store(settings: Settings) -> Store:
-    """The store the settings name: SQLite in the data folder, or memory (nothing survives)."""
+    """The store the settings name: SQLite in the data folder, PostgreSQL at a URL, or memory
+    (nothing survives)."""
+    window = settings.commit_window_ms / 1000
+    migrate = settings.migrate_on_start
     if settings.store == "memory":
         return MemoryStore()
-    return SqliteStore(settings.data_dir, commit_window=settings.commit_window_ms / 1000)
+    if settings.store.startswith(POSTGRESQL_SCHEMES):
+        from .store.postgresql import PostgresStore  # psycopg only where it is used
+
+        return PostgresStore(settings.store, commit_window=window, migrate_on_open=migrate)
+    return SqliteStore(settings.data_dir, commit_window=window, migrate_on_open=migrate)
 
 
 def open_broker(settings: Settings) -> Broker:

@@ -94,6 +94,58 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
 app.command()(_setting_options(serve))
 
 
+@app.command("migrate")
+def migrate_command(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="TIDINGS_STORE",
+            help="sqlite, or a postgresql:// URL (default: the settings').",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder holding the SQLite database.")
+    ] = None,
+) -> None:
+    """Apply the store's pending schema migrations (each in its own transaction) and say which;
+    safe to run while nodes start, and when there is nothing to do."""
+    from rich.progress import Progress
+
+    from ..store import migrate
+
+    try:
+        settings = Settings.load(config, store=store, data_dir=data_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
+    where = settings.data_dir if settings.store == "sqlite" else _redacted(settings.store)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("migrating", total=None)
+
+        def advance(name: str, number: int, total: int) -> None:
+            bar.update(task, description=name, completed=number - 1, total=total)
+
+        try:
+            applied = migrate(settings.store, settings.data_dir, advance)
+        except (TidingsError, OSError) as exc:
+            bar.stop()
+            _fail(exc.message if isinstance(exc, TidingsError) else str(exc), 1)
+        bar.update(task, completed=len(applied), total=len(applied))
+    for name in applied:
+        print(f"applied {name}")
+    print(f"{len(applied)} migration(s) applied to {where}; the schema is up to date")
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password (to print)."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}://{credentials.partition(':')[0]}@{host}"
+
+
 def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]]) -> T:
     async def run() -> T:
         store = SqliteStore(data_dir)

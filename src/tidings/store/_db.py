@@ -9,6 +9,9 @@ from typing import Any, Protocol
 Read = Callable[[str, Sequence[Any]], list[Any]]
 """Runs a query, returns every row (the store's reader, or a transaction's connection)."""
 
+Progress = Callable[[str, int, int], None]
+"""Told ``(name, number, total)`` before each pending migration is applied (from 1)."""
+
 
 class Rows(Protocol):
     """What a statement gives back (``sqlite3.Cursor``, ``psycopg.Cursor``)."""

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..core.errors import ErrorId, Unavailable
-from ._db import Read
+from ._db import Progress, Read
 from ._sql import DriverErrors, SqlStore
 from ._writer import Backend, GroupCommitWriter
 
@@ -108,9 +108,6 @@ BACKEND: Final = Backend[PgDb](
 
 
 # -- migrations -------------------------------------------------------------------------------
-
-Progress = Callable[[str, int, int], None]
-"""Told ``(name, number, total)`` before each pending migration is applied (from 1)."""
 
 
 def migrations() -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..core.errors import ErrorId, Unavailable
-from ._db import Read
+from ._db import Progress, Read
 from ._sql import DriverErrors, SqlStore
 from ._writer import SQLITE, GroupCommitWriter
 
@@ -64,24 +64,29 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def migrate(path: Path) -> None:
-    """Apply every migration not applied yet, each in its own transaction (idempotent).
+def migrate(path: Path, progress: Progress | None = None) -> list[str]:
+    """Apply every migration not applied yet, each in its own transaction (idempotent); the
+    names applied.
 
     Several processes may open a new data folder at once (``tidings account add`` run in
     parallel, say): a migration that another one applied after this one looked is rolled back
     here and skipped, not an error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     connection = _connect(path)
+    done: list[str] = []
     try:
         connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)")
         applied = {row[0] for row in connection.execute("SELECT name FROM schema_migrations")}
-        for name, script in _migrations():
-            if name in applied:
-                continue
+        pending = [(name, script) for name, script in _migrations() if name not in applied]
+        for number, (name, script) in enumerate(pending, 1):
+            if progress is not None:
+                progress(name, number, len(pending))
             try:
                 connection.executescript(
                     f"BEGIN IMMEDIATE;\n{script}\n"
                     f"INSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
                 )
+                done.append(name)
             except sqlite3.Error:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
@@ -90,22 +95,27 @@ def migrate(path: Path) -> None:
                     raise
     finally:
         connection.close()
+    return done
 
 
 class SqliteStore(SqlStore):
     _errors = _ERRORS
 
-    def __init__(self, data_dir: Path, *, commit_window: float = 0.001) -> None:
+    def __init__(
+        self, data_dir: Path, *, commit_window: float = 0.001, migrate_on_open: bool = True
+    ) -> None:
         super().__init__()
         self.path = Path(data_dir) / DATABASE_FILE
         self._commit_window = commit_window
+        self._migrate_on_open = migrate_on_open
         self._reader: sqlite3.Connection | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        migrate(self.path)
+        if self._migrate_on_open:
+            migrate(self.path)
         self._reader = _connect(self.path)
         self._writer = GroupCommitWriter(
             lambda: _connect(self.path), loop, window=self._commit_window, backend=_BACKEND
