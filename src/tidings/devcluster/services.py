@@ -134,7 +134,7 @@ class Postgres:
                 capture_output=True,
                 preexec_fn=as_user,
                 check=False,
-            )
+            )  # fmt: skip
             if result.returncode != 0:
                 raise ServiceError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self.port = self.port or free_port()
