@@ -25,10 +25,11 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import RedisError
+
+from ..config import without_password
 
 log = logging.getLogger("tidings.broker")
 
@@ -40,18 +41,6 @@ BATCH_LIMIT = 1000
 
 class BrokerUnavailable(RuntimeError):
     """Redis could not be reached when the broker started; the message names the URL."""
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 class _LinkLost(Exception):
@@ -78,6 +67,7 @@ class RedisBroker:
     ) -> None:
         self.url = url
         self.node_id = node_id
+        self._where = without_password(url)
         self.published = 0
         self.dropped = 0
         self.reconnects = 0
@@ -146,7 +136,7 @@ class RedisBroker:
         try:
             await self._open()
         except (RedisError, OSError, _LinkLost) as exc:
-            raise BrokerUnavailable(f"cannot reach Redis at {redacted(self.url)}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot reach Redis at {self._where}: {exc}") from exc
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="redis-broker"
         )
@@ -178,7 +168,7 @@ class RedisBroker:
         the subscriber connection comes back after them): publications made afterwards by any
         node reach the channels subscribed before the call."""
         if not self._connected:
-            raise ConnectionError(f"not connected to Redis at {redacted(self.url)}")
+            raise ConnectionError(f"not connected to Redis at {self._where}")
         token = str(next(self._ping_ids)).encode()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[token] = future
@@ -261,7 +251,7 @@ class RedisBroker:
             try:
                 await self._run_link()
             except (_LinkLost, RedisError, OSError) as exc:
-                log.warning("broker: lost Redis at %s: %s", redacted(self.url), exc)
+                log.warning("broker: lost Redis at %s: %s", self._where, exc)
             await self._shut()
             self.dropped += len(self._outbox)
             self._outbox.clear()
@@ -272,10 +262,10 @@ class RedisBroker:
                     await self._open()
                     break
                 except (RedisError, OSError, _LinkLost) as exc:
-                    log.debug("broker: Redis at %s still unreachable: %s", redacted(self.url), exc)
+                    log.debug("broker: Redis at %s still unreachable: %s", self._where, exc)
                     delay = min(delay * 2, high)
             self.reconnects += 1
-            log.info("broker: reconnected to Redis at %s", redacted(self.url))
+            log.info("broker: reconnected to Redis at %s", self._where)
             for callback in tuple(self._reconnect_callbacks):
                 try:
                     callback()
