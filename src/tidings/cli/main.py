@@ -209,6 +209,86 @@ def account_key(
     print(_with_accounts(DataOptions(config, store, data_dir), lambda s: s.create_key(name, label)))
 
 
+cluster_app = typer.Typer(
+    no_args_is_help=True, help="A local cluster on loopback (development, tests, trials)."
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    nodes: Annotated[int, typer.Option(help="How many tidings nodes.", min=1, max=32)] = 3,
+    ws_port: Annotated[
+        int, typer.Option("--ws-port", help="HAProxy's WebSocket port (0: a free one).")
+    ] = Settings().ws_port,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="HAProxy's HTTP port (0: a free one).")
+    ] = Settings().http_port,
+    allow_guests: Annotated[
+        bool, typer.Option("--allow-guests", help="Offer the LIME guest scheme on every node.")
+    ] = False,
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="A Tidings app every node loads.")
+    ] = None,
+    node_store: Annotated[str | None, typer.Option(hidden=True)] = None,
+    node_broker: Annotated[str | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Start PostgreSQL, Redis, N nodes and HAProxy in front, with throwaway data folders;
+    Ctrl-C stops it all and deletes the folders."""
+    import signal
+    import threading
+
+    from ..devcluster.cluster import LocalCluster
+    from ..devcluster.services import ServiceError
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    serve_args = (["--allow-guests"] if allow_guests else []) + (
+        ["--app", app_spec] if app_spec else []
+    )
+    cluster = LocalCluster(
+        nodes=nodes,
+        ws_port=ws_port,
+        http_port=http_port,
+        serve_args=serve_args,
+        store=node_store,
+        broker=node_broker,
+    )
+    print(f"starting PostgreSQL, Redis, {nodes} nodes and HAProxy ...", flush=True)
+    try:
+        cluster.start()
+        for name, where in cluster.describe():
+            print(f"{name:<11} {where}", flush=True)
+        print(f"{'folder':<11} {cluster.folder}", flush=True)
+        hint = f"TIDINGS_STORE={cluster.node_store} tidings account add NAME"
+        print(f"{'accounts':<11} {hint}", flush=True)
+        print(
+            f"tidings cluster ready {cluster.ws_url} {cluster.http_url}/ nodes={nodes} "
+            "(Ctrl-C stops it)",
+            flush=True,
+        )
+        reported: set[str] = set()
+        idle = threading.Event()
+        while True:
+            idle.wait(1.0)
+            for node in cluster.members:
+                if not node.running and node.node_id not in reported:
+                    reported.add(node.node_id)
+                    err.print(f"[yellow]{node.node_id} exited[/yellow]: see {node.log}")
+    except KeyboardInterrupt:
+        pass
+    except ServiceError as exc:
+        _fail(str(exc), 1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the cluster ...", flush=True)
+        cluster.stop()
+        print("tidings cluster stopped", flush=True)
+
+
 DEFAULT_URL = f"ws://127.0.0.1:{Settings().ws_port}/"
 Url = Annotated[str, typer.Option("--url", help="The server's WebSocket URL.")]
 As = Annotated[str, typer.Option("--as", help="Account name or identity (name@domain).")]
