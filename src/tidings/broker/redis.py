@@ -252,6 +252,8 @@ class RedisBroker:
                 await self._run_link()
             except (_LinkLost, RedisError, OSError) as exc:
                 log.warning("broker: lost Redis at %s: %s", self._where, exc)
+            except Exception:  # a reply not understood: start afresh rather than go deaf
+                log.exception("broker: the link to Redis at %s failed", self._where)
             await self._shut()
             self.dropped += len(self._outbox)
             self._outbox.clear()
