@@ -1,4 +1,5 @@
-"""Server settings: one typed object, from defaults, a TOML file, then command-line flags."""
+"""Server settings: one typed object, from defaults, a TOML file, the environment, then
+command-line flags (each beats the ones before it)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,25 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import os
+import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
-"""How a ``store`` setting names a PostgreSQL database (libpq's URL forms)."""
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ConfigError(ValueError):
     """A setting that is unknown, of the wrong type or out of range; the message names it."""
+
+
+ENVIRONMENT = {"store": "TIDINGS_STORE", "broker": "TIDINGS_BROKER", "node_id": "TIDINGS_NODE_ID"}
+"""Settings also read from environment variables (between the TOML file and the flags)."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How a ``store`` setting names a PostgreSQL database (libpq's URL forms)."""
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +44,17 @@ class Settings:
     data_dir: Path = Path("tidings-data")
     """Folder holding the SQLite database."""
     store: str = "sqlite"
-    """Where durable state lives: ``sqlite`` (in ``data_dir``) or ``memory`` (lost at exit:
-    for tests and trials)."""
+    """Where durable state lives: ``sqlite`` (in ``data_dir``), ``memory`` (lost at exit: for
+    tests and trials) or a ``postgresql://`` URL (shared by the nodes of a deployment); also
+    ``TIDINGS_STORE``."""
     broker: str = "in-process"
-    """How nodes hear of each other's revelations: ``in-process`` (a single node)."""
+    """How the nodes of a deployment hear each other: ``in-process`` (a single node) or a
+    ``redis://`` / ``rediss://`` URL (several nodes, which need a PostgreSQL store); also
+    ``TIDINGS_BROKER``."""
+    node_id: str = ""
+    """This node's name among the nodes sharing a broker, unique to each; empty:
+    ``{host}:{ws_port}`` (the host name instead of a wildcard address); also
+    ``TIDINGS_NODE_ID``."""
     migrate_on_start: bool = True
     """Apply the store's pending schema migrations when the server starts; false leaves them to
     ``tidings migrate`` (an operator who upgrades the schema once, before the nodes)."""
@@ -171,11 +187,21 @@ class Settings:
         )
         _check(0 < self.stall_timeout_s <= 86400, "stall_timeout_s", "must be > 0 and <= 86400")
         _check(
-            self.store in ("sqlite", "memory") or self.store.startswith(POSTGRESQL_SCHEMES),
+            self.store in ("sqlite", "memory") or _is_url(self.store, POSTGRES_SCHEMES),
             "store",
-            "must be 'sqlite', 'memory' or a postgresql:// URL",
+            "must be 'sqlite', 'memory' or a postgresql://user@host:port/database URL",
         )
-        _check(self.broker == "in-process", "broker", "must be 'in-process'")
+        _check(
+            self.broker == "in-process" or _is_url(self.broker, REDIS_SCHEMES),
+            "broker",
+            "must be 'in-process' or a redis://host:port/db (or rediss://) URL",
+        )
+        _check(
+            len(self.node_id) <= 200
+            and all(c.isprintable() and not c.isspace() for c in self.node_id),
+            "node_id",
+            "must be at most 200 printable characters without spaces",
+        )
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
         _check(
@@ -208,17 +234,64 @@ class Settings:
             "must be positive and at most login_backoff_max_s",
         )
 
+    @property
+    def multi_node(self) -> bool:
+        """Whether other nodes may share this deployment (a broker that crosses processes)."""
+        return self.broker != "in-process"
+
+    def resolved_node_id(self, ws_port: int) -> str:
+        """``node_id``, or ``{host}:{ws_port}`` (the WebSocket port it listens on) when empty;
+        a wildcard host is replaced by this machine's name, which other machines do not share."""
+        if self.node_id:
+            return self.node_id
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        return f"{host}:{ws_port}"
+
+    def check_serveable(self) -> None:
+        """Refuse what a node cannot serve: several nodes each with its own SQLite file (or
+        memory) would each hold a part of the truth."""
+        if self.multi_node and not _is_url(self.store, POSTGRES_SCHEMES):
+            raise ConfigError(
+                f"setting 'broker' is a Redis URL, which means several nodes, but setting "
+                f"'store' is {self.store!r}: each node would keep its own data. Several nodes "
+                f"share one PostgreSQL store (store = 'postgresql://...'); a single node uses "
+                f"broker = 'in-process'"
+            )
+
     @classmethod
-    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
-        """Defaults, then the TOML file, then ``overrides`` (``None`` values are ignored)."""
+    def load(
+        cls,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then the TOML file, then the environment (``ENVIRONMENT``; ``environ``,
+        by default ``os.environ``), then ``overrides`` (flags; ``None`` values are ignored)."""
         values: dict[str, Any] = {}
         if config_file is not None:
             try:
                 values.update(tomllib.loads(Path(config_file).read_text()))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read {config_file}: {exc}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(values)
+        environ = os.environ if environ is None else environ
+        from_environment: dict[str, str] = {}
+        for name, variable in ENVIRONMENT.items():
+            if environ.get(variable):
+                values.pop(name.replace("_", "-"), None)
+                values[name] = environ[variable]
+                from_environment[name] = variable
+        for name, value in overrides.items():
+            if value is not None:
+                values.pop(name.replace("_", "-"), None)
+                values[name] = value
+                from_environment.pop(name, None)
+        try:
+            return cls.from_mapping(values)
+        except ConfigError as exc:
+            told = [v for name, v in from_environment.items() if f"setting {name!r}" in str(exc)]
+            if told:
+                raise ConfigError(f"{exc} (from the environment variable {told[0]})") from None
+            raise
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Settings:
@@ -276,6 +349,27 @@ def _convert(name: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"setting {name!r} must be a string")
     return value
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """``value`` starts with one of ``schemes`` and has something after it, without spaces."""
+    return (
+        value.startswith(schemes)
+        and value.partition("://")[2] != ""
+        and not any(c.isspace() for c in value)
+    )
 
 
 def _check(ok: bool, name: str, rule: str) -> None:

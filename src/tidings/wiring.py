@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import h11
@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .broker.inprocess import InProcessBroker
-from .config import POSTGRESQL_SCHEMES, ConfigError, Settings
+from .config import POSTGRES_SCHEMES, ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
 from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
@@ -82,16 +82,28 @@ def open_store(settings: Settings) -> Store:
     migrate = settings.migrate_on_start
     if settings.store == "memory":
         return MemoryStore()
-    if settings.store.startswith(POSTGRESQL_SCHEMES):
+    if settings.store.startswith(POSTGRES_SCHEMES):
         from .store.postgresql import PostgresStore  # psycopg only where it is used
 
         return PostgresStore(settings.store, commit_window=window, migrate_on_open=migrate)
     return SqliteStore(settings.data_dir, commit_window=window, migrate_on_open=migrate)
 
 
-def open_broker(settings: Settings) -> Broker:
-    """The broker the settings name (only ``in-process`` until there is a second node)."""
-    return InProcessBroker()
+def open_broker(settings: Settings, node_id: str | None = None) -> Broker:
+    """The broker the settings name: in-process (one node) or Redis at a ``redis://`` URL,
+    whose node id is ``node_id`` or, by default, the settings' (``Settings.resolved_node_id``
+    on the configured WebSocket port)."""
+    if not settings.multi_node:
+        return InProcessBroker()
+    settings.check_serveable()
+    from .broker.redis import RedisBroker  # imported here: a single node never loads redis-py
+
+    # ``Any``: until core.ports.Broker carries bytes (the cluster branch) RedisBroker does not
+    # match it; then annotate ``Broker`` directly.
+    broker: Any = RedisBroker(
+        settings.broker, node_id or settings.resolved_node_id(settings.ws_port)
+    )
+    return cast(Broker, broker)
 
 
 @dataclass(slots=True)

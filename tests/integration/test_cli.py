@@ -128,3 +128,47 @@ def test_a_setting_out_of_range_on_the_command_line_is_named(tmp_path):
     refused = tidings("serve", "--data-dir", str(tmp_path), "--max-output-buffer", "5")
     assert refused.returncode == 2
     assert "max_output_buffer" in refused.stderr
+
+
+@pytest.mark.parametrize("through", ["flag", "environment"])
+def test_serve_refuses_several_nodes_on_sqlite(through: str):
+    redis = "redis://127.0.0.1:1/0"
+    if through == "flag":
+        result = tidings("serve", "--broker", redis, "--ws-port", "0", "--http-port", "0")
+    else:
+        result = subprocess.run(
+            [*TIDINGS, "serve", "--ws-port", "0", "--http-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TIDINGS_BROKER": redis},
+        )
+    assert result.returncode == 2
+    assert "several nodes" in result.stderr and "'store'" in result.stderr
+
+
+def test_account_commands_take_the_config_file_and_tidings_store(tmp_path):
+    data = tmp_path / "from-config"
+    config = tmp_path / "tidings.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    added = tidings("account", "add", "gina", "--password", "pw", "--config", str(config))
+    assert added.returncode == 0, added.stderr
+    assert (data / "tidings.db").exists()
+    listed = subprocess.run(
+        [*TIDINGS, "account", "list", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TIDINGS_STORE": "sqlite"},
+    )
+    assert listed.stdout.split() == ["gina"]
+    elsewhere = tidings("account", "list", "--config", str(config), "--store", "memory")
+    assert elsewhere.returncode == 0 and elsewhere.stdout.split() == []
+    wrong = subprocess.run(
+        [*TIDINGS, "account", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TIDINGS_STORE": "oracle://db"},
+    )
+    assert wrong.returncode == 2 and "TIDINGS_STORE" in wrong.stderr

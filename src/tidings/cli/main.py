@@ -16,10 +16,9 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, Settings, setting_help
+from ..config import ConfigError, Settings, setting_help, without_password
 from ..core.accounts import AccountService
 from ..core.errors import TidingsError
-from ..store.sqlite import SqliteStore
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 account_app = typer.Typer(no_args_is_help=True, help="Manage accounts in a data folder.")
@@ -27,8 +26,26 @@ app.add_typer(account_app, name="account")
 err = Console(stderr=True)
 T = TypeVar("T")
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Folder holding the SQLite database.")]
-DEFAULT_DATA_DIR = Settings().data_dir
+Config = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file.", show_default=False)
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder holding the SQLite database (default: the settings', tidings-data).",
+        show_default=False,
+    ),
+]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="sqlite, memory or a postgresql:// URL (default: $TIDINGS_STORE, the settings', "
+        "sqlite).",
+        show_default=False,
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -45,15 +62,27 @@ def serve(
 
     try:
         settings = Settings.load(config, **overrides)
+        settings.check_serveable()
     except ConfigError as exc:
         _fail(str(exc))
         return
 
     def ready(server: Any) -> None:
+        where = (
+            f"data={settings.data_dir}"
+            if settings.store == "sqlite"
+            else f"store={without_password(settings.store)}"
+        )
+        cluster = (
+            f" broker={without_password(settings.broker)} "
+            f"node={settings.resolved_node_id(server.ws_port)}"
+            if settings.multi_node
+            else ""
+        )
         print(
             f"tidings ready ws://{settings.host}:{server.ws_port}/ "
             f"http://{settings.host}:{server.http_port}/ domain={settings.domain} "
-            f"data={settings.data_dir}",
+            f"{where}{cluster}",
             flush=True,
         )
 
@@ -96,18 +125,7 @@ app.command()(_setting_options(serve))
 
 @app.command("migrate")
 def migrate_command(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            "--store",
-            envvar="TIDINGS_STORE",
-            help="sqlite, or a postgresql:// URL (default: the settings').",
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder holding the SQLite database.")
-    ] = None,
+    config: Config = None, store: StoreUrl = None, data_dir: DataDir = None
 ) -> None:
     """Apply the store's pending schema migrations (each in its own transaction) and say which;
     safe to run while nodes start, and when there is nothing to do."""
@@ -115,10 +133,7 @@ def migrate_command(
 
     from ..store import migrate
 
-    try:
-        settings = Settings.load(config, store=store, data_dir=data_dir)
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = DataOptions(config, store, data_dir).settings()
     where = settings.data_dir if settings.store == "sqlite" else _redacted(settings.store)
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("migrating", total=None)
@@ -146,12 +161,34 @@ def _redacted(url: str) -> str:
     return f"{scheme}://{credentials.partition(':')[0]}@{host}"
 
 
-def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]]) -> T:
+@dataclass(frozen=True, slots=True)
+class DataOptions:
+    """Where a command that touches data finds it: the options every such command takes, in
+    the order of the server's settings (flags beat ``TIDINGS_STORE`` beat the file)."""
+
+    config: Path | None
+    store: str | None
+    data_dir: Path | None
+
+    def settings(self) -> Settings:
+        try:
+            return Settings.load(self.config, store=self.store, data_dir=self.data_dir)
+        except ConfigError as exc:
+            _fail(str(exc))
+
+
+def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable[T]]) -> T:
+    """Run ``work`` with the account service of the store the options name (the server's own
+    ``open_store``: SQLite, memory or PostgreSQL alike)."""
+    from ..wiring import open_store
+
+    settings = data.settings()
+
     async def run() -> T:
-        store = SqliteStore(data_dir)
+        store = open_store(settings)
         store.open(asyncio.get_running_loop())
         try:
-            service = AccountService(Settings().domain, store)
+            service = AccountService(settings.domain, store)
             return await work(service)
         finally:
             store.close()
@@ -166,17 +203,19 @@ def _with_accounts(data_dir: Path, work: Callable[[AccountService], Awaitable[T]
 def account_add(
     name: str,
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, help="Password.")],
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    config: Config = None,
+    store: StoreUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create an account."""
-    _with_accounts(data_dir, lambda s: s.add(name, password))
+    _with_accounts(DataOptions(config, store, data_dir), lambda s: s.add(name, password))
     print(f"account {name} added")
 
 
 @account_app.command("list")
-def account_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def account_list(config: Config = None, store: StoreUrl = None, data_dir: DataDir = None) -> None:
     """List accounts."""
-    names = _with_accounts(data_dir, lambda s: s.names())
+    names = _with_accounts(DataOptions(config, store, data_dir), lambda s: s.names())
     table = Table("account")
     for name in names:
         table.add_row(name)
@@ -188,9 +227,11 @@ def account_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 
 @account_app.command("remove")
-def account_remove(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def account_remove(
+    name: str, config: Config = None, store: StoreUrl = None, data_dir: DataDir = None
+) -> None:
     """Delete an account (its contacts and delegations go with it)."""
-    _with_accounts(data_dir, lambda s: s.remove(name))
+    _with_accounts(DataOptions(config, store, data_dir), lambda s: s.remove(name))
     print(f"account {name} removed")
 
 
@@ -198,10 +239,92 @@ def account_remove(name: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 def account_key(
     name: str,
     label: Annotated[str, typer.Option(help="What the key is for.")] = "",
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    config: Config = None,
+    store: StoreUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create an API key for the LIME 'key' scheme; it is shown once."""
-    print(_with_accounts(data_dir, lambda s: s.create_key(name, label)))
+    print(_with_accounts(DataOptions(config, store, data_dir), lambda s: s.create_key(name, label)))
+
+
+cluster_app = typer.Typer(
+    no_args_is_help=True, help="A local cluster on loopback (development, tests, trials)."
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    nodes: Annotated[int, typer.Option(help="How many tidings nodes.", min=1, max=32)] = 3,
+    ws_port: Annotated[
+        int, typer.Option("--ws-port", help="HAProxy's WebSocket port (0: a free one).")
+    ] = Settings().ws_port,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="HAProxy's HTTP port (0: a free one).")
+    ] = Settings().http_port,
+    allow_guests: Annotated[
+        bool, typer.Option("--allow-guests", help="Offer the LIME guest scheme on every node.")
+    ] = False,
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="A Tidings app every node loads.")
+    ] = None,
+    node_store: Annotated[str | None, typer.Option(hidden=True)] = None,
+    node_broker: Annotated[str | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Start PostgreSQL, Redis, N nodes and HAProxy in front, with throwaway data folders;
+    Ctrl-C stops it all and deletes the folders."""
+    import signal
+    import threading
+
+    from ..devcluster.cluster import LocalCluster
+    from ..devcluster.services import ServiceError
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    serve_args = (["--allow-guests"] if allow_guests else []) + (
+        ["--app", app_spec] if app_spec else []
+    )
+    cluster = LocalCluster(
+        nodes=nodes,
+        ws_port=ws_port,
+        http_port=http_port,
+        serve_args=serve_args,
+        store=node_store,
+        broker=node_broker,
+    )
+    print(f"starting PostgreSQL, Redis, {nodes} nodes and HAProxy ...", flush=True)
+    try:
+        cluster.start()
+        for name, where in cluster.describe():
+            print(f"{name:<11} {where}", flush=True)
+        print(f"{'folder':<11} {cluster.folder}", flush=True)
+        hint = f"TIDINGS_STORE={cluster.node_store} tidings account add NAME"
+        print(f"{'accounts':<11} {hint}", flush=True)
+        print(
+            f"tidings cluster ready {cluster.ws_url} {cluster.http_url}/ nodes={nodes} "
+            "(Ctrl-C stops it)",
+            flush=True,
+        )
+        reported: set[str] = set()
+        idle = threading.Event()
+        while True:
+            idle.wait(1.0)
+            for node in cluster.members:
+                if not node.running and node.node_id not in reported:
+                    reported.add(node.node_id)
+                    err.print(f"[yellow]{node.node_id} exited[/yellow]: see {node.log}")
+    except KeyboardInterrupt:
+        pass
+    except ServiceError as exc:
+        _fail(str(exc), 1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the cluster ...", flush=True)
+        cluster.stop()
+        print("tidings cluster stopped", flush=True)
 
 
 DEFAULT_URL = f"ws://127.0.0.1:{Settings().ws_port}/"

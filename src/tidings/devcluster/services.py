@@ -134,7 +134,7 @@ class Postgres:
                 capture_output=True,
                 preexec_fn=as_user,
                 check=False,
-            )
+            )  # fmt: skip
             if result.returncode != 0:
                 raise ServiceError(f"initdb failed: {result.stderr.decode(errors='replace')}")
         self.port = self.port or free_port()
@@ -222,7 +222,12 @@ class Redis:
 
 @dataclass
 class HAProxy:
-    """HAProxy in TCP mode in front of the nodes: one WebSocket and one HTTP port."""
+    """HAProxy in TCP mode in front of the nodes: one WebSocket and one HTTP port.
+
+    Each node is checked every 500 ms: by default a TCP connect to the port served; with
+    ``health_checks``, ``GET /healthz`` on the node's HTTP port (``http_backends[i]``) for both
+    of its ports, so that a node whose WebSocket port accepts but which no longer serves is
+    taken out too."""
 
     folder: Path
     ws_backends: list[int]
@@ -231,14 +236,19 @@ class HAProxy:
     http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     extra: list[str] = field(default_factory=list)
+    health_checks: bool = False
 
     def config(self) -> str:
         def backend(name: str, ports: list[int]) -> str:
-            servers = "\n".join(
-                f"    server node{i} 127.0.0.1:{port} check inter 500ms fall 2 rise 1"
-                for i, port in enumerate(ports, 1)
-            )
-            return f"backend {name}\n    balance roundrobin\n{servers}\n"
+            lines = [f"backend {name}", "    balance roundrobin"]
+            if self.health_checks:
+                lines += ["    option httpchk", "    http-check send meth GET uri /healthz"]
+            for i, port in enumerate(ports, 1):
+                check = "check inter 500ms fall 2 rise 1"
+                if self.health_checks:
+                    check += f" port {self.http_backends[i - 1]}"
+                lines.append(f"    server node{i} 127.0.0.1:{port} {check}")
+            return "\n".join(lines) + "\n"
 
         return (
             "global\n    maxconn 8000\n"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import POSTGRESQL_SCHEMES
+from ..config import POSTGRES_SCHEMES
 from ._db import Progress
 
 
 def migrate(store: str, data_dir: Path, progress: Progress | None = None) -> list[str]:
     """Apply the pending schema migrations of the store a ``store`` setting names (SQLite in
     ``data_dir``, or a PostgreSQL URL); the names applied (none for ``memory``)."""
-    if store.startswith(POSTGRESQL_SCHEMES):
+    if store.startswith(POSTGRES_SCHEMES):
         from .postgresql import migrate as migrate_postgresql
 
         return migrate_postgresql(store, progress)
