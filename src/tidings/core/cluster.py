@@ -484,11 +484,14 @@ class ClusterNode:
             stored = records.get((identity, instance))
             live = registry.live(identity, instance)
             if stored is None:
-                if live is None and self.directory.owner(identity, instance) is None:
-                    if instance in registry.records_of(identity):
-                        record = registry.records_of(identity)[instance]
-                        if record.depth == 0:
-                            registry.forget(identity, instance)
+                known = registry.records_of(identity).get(instance)
+                if (
+                    known is not None
+                    and known.depth == 0
+                    and live is None
+                    and self.directory.owner(identity, instance) is None
+                ):
+                    registry.forget(identity, instance)  # deleted by another node
                 continue
             record = registry.record(identity, instance)
             record.routing_rule = stored.routing_rule

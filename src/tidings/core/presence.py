@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
-
-from collections.abc import Callable
 
 from .authz import Authorizer, Method, Resource
 from .cluster_directory import SessionDirectory
