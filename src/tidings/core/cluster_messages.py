@@ -167,5 +167,5 @@ def decode(data: bytes) -> ClusterMessage:
     """The message ``data`` encodes; raises ``ClusterMessageError`` for anything else."""
     try:
         return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.MsgspecError, ValueError) as exc:  # ValueError: bad UTF-8 in a string
         raise ClusterMessageError(f"not a cluster message: {exc}") from None
