@@ -31,6 +31,7 @@ from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.authz import Authorizer, GrantChecker
+from .core.cluster import DEFAULT_HEARTBEAT_S, ClusterNode
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
@@ -122,6 +123,8 @@ class Services:
     feedme: FeedmeContext
     consent: ConsentService
     grants: Grants
+    cluster: ClusterNode
+    """This node's side of the deployment (started and stopped by ``TidingsServer``)."""
 
 
 async def build(
@@ -131,18 +134,37 @@ async def build(
     app: App,
     grant_checker: GrantChecker | None = None,
     capability_url: Callable[[str], str] | None = None,
+    *,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    cluster_clock: Callable[[], float] = time.monotonic,
 ) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here.
 
     ``grant_checker``: what authorization asks about grants, instead of the consent service's
     ``Grants`` (tests that grant by hand). ``capability_url`` makes a capability token's
     absolute URL (default: on the configured host and HTTP port; the server passes one that
-    reads the port it listens on)."""
+    reads the port it listens on). The broker names this node (``broker.node_id``); the
+    cluster's heartbeat and clock are for tests."""
     if capability_url is None:
         capability_url = offer_url(lambda: http_base(settings, settings.http_port))
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
     trust = TrustCircles(store, store, consent=store)
+    cluster: ClusterNode | None = None
+
+    def forget_trust(identity: str) -> None:
+        """Trust circles (and account names) forgotten here and on the other nodes."""
+        if cluster is not None:
+            cluster.forget_trust(identity)
+        else:
+            trust.forget(identity)
+
+    def forget_all_trust() -> None:
+        if cluster is not None:
+            cluster.forget_all_trust()
+        else:
+            trust.forget_all()
+
     grants = Grants(store)
     grants.listen(lambda owner, requester: trust.forget(owner))  # a messages grant changed
     accounts = AccountService(
@@ -155,12 +177,12 @@ async def build(
             settings.login_backoff_base_s,
             settings.login_backoff_max_s,
         ),
-        changed=trust.forget,
-        created_or_removed=trust.forget_all,
+        changed=forget_trust,
+        created_or_removed=forget_all_trust,
     )
     await accounts.load()
     roster = RosterService(
-        store, lambda text: parse_identity(text, settings.domain), changed=trust.forget
+        store, lambda text: parse_identity(text, settings.domain), changed=forget_trust
     )
     authz = Authorizer(
         roster,
@@ -194,6 +216,23 @@ async def build(
 
     owner_feeds = OwnerFeeds(hub, authz, settings.domain, account_exists)
     owner_feeds.start()
+    presence = PresenceService(registry, authz, store, router)
+    keys = KeyDirectory(store, authz)
+    cluster = ClusterNode(
+        broker,
+        store,
+        registry,
+        router,
+        presence,
+        hub,
+        trust=trust,
+        grants=grants,
+        keys=keys,
+        consent=consent,
+        forget_account=accounts.forget,
+        heartbeat_s=heartbeat_s,
+        clock=cluster_clock,
+    )
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
@@ -208,11 +247,11 @@ async def build(
         registry=registry,
         accounts=accounts,
         roster=roster,
-        presence=PresenceService(registry, authz, store, router),
+        presence=presence,
         authz=authz,
         sessions=sessions,
         app_requests=AppRequestService(store, app.requests),
-        keys=KeyDirectory(store, authz),
+        keys=keys,
         owner_feeds=owner_feeds,
         consent=consent,
         capability_url=capability_url,
@@ -241,6 +280,7 @@ async def build(
         feedme,
         consent,
         grants,
+        cluster,
     )
 
 
@@ -260,10 +300,23 @@ def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
 
 
 class TidingsServer:
-    def __init__(self, settings: Settings, grant_checker: GrantChecker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        grant_checker: GrantChecker | None = None,
+        *,
+        store: Store | None = None,
+        broker: Broker | None = None,
+        cluster_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``store`` and ``broker`` replace the ones the settings name (tests that run several
+        nodes in one process on one store and one in-process broker)."""
         self.settings = settings
         self._grant_checker = grant_checker
-        self.store = open_store(settings)
+        self.store = store if store is not None else open_store(settings)
+        self._own_store = store is None
+        self.broker = broker
+        self._cluster_clock = cluster_clock
         self.app = load_app(settings.app)
         self.ws_port = settings.ws_port
         self.http_port = settings.http_port
@@ -279,15 +332,21 @@ class TidingsServer:
     async def start(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        self.store.open(loop)
+        if self._own_store:
+            self.store.open(loop)
+        if self.broker is None:
+            self.broker = open_broker(settings)
+        await self.broker.start()
         services = self.services = await build(
             settings,
             self.store,
-            open_broker(settings),
+            self.broker,
             self.app,
             self._grant_checker,
             offer_url(lambda: http_base(settings, self.http_port)),
+            cluster_clock=self._cluster_clock,
         )
+        await services.cluster.start()
         lime, feedme = services.lime, services.feedme
         lime.spawn(
             services.sessions.collect_forever(
@@ -499,7 +558,12 @@ class TidingsServer:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await self._http_task
-        self.store.close()
+        if services is not None:
+            await services.cluster.stop()
+        if self.broker is not None:
+            await self.broker.close()
+        if self._own_store:
+            self.store.close()
         if self.app.state is ServerState.STOPPING:
             self.app.set_state(ServerState.STOPPED)
             await self.app.emit("stop")

@@ -124,6 +124,12 @@ class AccountService:
         if self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
 
+    def forget(self, identity: str) -> None:
+        """Another node changed or removed the account: ask the store next time."""
+        name, _, domain = identity.partition("@")
+        if domain == self.domain:
+            self._names.discard(name)
+
     async def exists(self, identity: Address) -> bool:
         """Is there such an account? Accounts added by another process are found too."""
         name = identity.name

@@ -436,6 +436,9 @@ class ConsentService:
         self._next_listener = 0
         self._expiry_wake = asyncio.Event()
         """Set when a relationship that expires is made: the expiry task looks again."""
+        self.announce: Callable[[InboxEvent], None] | None = None
+        """Told each committed inbox event after this node's listeners (``core.cluster``:
+        the other nodes' listeners hear of it through ``tell``)."""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -453,11 +456,12 @@ class ConsentService:
     def _announce(self, outcome: _Outcome[Any]) -> None:
         """After the commit: live listeners, then grant listeners."""
         for event in outcome.events:
-            for listener in list(self._listeners.get(event.identity, {}).values()):
+            self.tell(event)
+            if self.announce is not None:
                 try:
-                    listener(event)
+                    self.announce(event)
                 except Exception:
-                    log.exception("an inbox listener failed")
+                    log.exception("announcing an inbox event failed")
             if self._events is not None:
                 try:
                     self._events(event)
@@ -743,7 +747,12 @@ class ConsentService:
         """Record expiries as they fall, until cancelled: first those that fell while the
         server was down, then each at its ``expires_at`` (woken early when an accept makes a
         relationship that expires; never asleep longer than ``max_wait``). A storage error
-        waits ``retry`` seconds and tries again."""
+        waits ``retry`` seconds and tries again.
+
+        Every node of a deployment runs it: each expiry is its own transaction that changes
+        only a relationship still active and due, so when two nodes race, one records it
+        (and tells: events and grants reach the other nodes through ``core.cluster``) and
+        the other changes nothing."""
         while True:
             self._expiry_wake.clear()
             try:
@@ -991,6 +1000,14 @@ class ConsentService:
         """The actor's events after the cursor ``since`` (a ``seq``), in order."""
         after, count = _page(since, limit)
         return await self._store.consent_inbox(actor, after, count)
+
+    def tell(self, event: InboxEvent) -> None:
+        """Hand a committed event to this node's listeners of its identity."""
+        for listener in list(self._listeners.get(event.identity, {}).values()):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an inbox listener failed")
 
     def subscribe(self, actor: str, listener: InboxListener) -> Callable[[], None]:
         """Call ``listener`` with each new event of the actor's inbox, after its commit and in

@@ -24,9 +24,12 @@ from ..protocol.feedme import (
     DeltaError,
     DeltaOperation,
     FeedKey,
+    LocalProtocolError,
     PreparedRevelation,
+    RemoteProtocolError,
     apply_deltas,
     check_deltas,
+    decode_server_message,
     feed_md5,
     prepare_revelation,
 )
@@ -53,14 +56,21 @@ class Revealed:
 
 
 def feed_channel(feed: FeedKey) -> str:
-    """The broker channel of a feed: its name and its arguments, in a stable order."""
-    return "feed:" + msgspec.json.encode([feed.name, sorted(feed.args)]).decode()
+    """The broker channel of a feed (``tidings:feed:...``): its name and its arguments, in a
+    stable order."""
+    return "tidings:feed:" + msgspec.json.encode([feed.name, sorted(feed.args)]).decode()
 
 
 @dataclass(slots=True)
 class FeedHub:
-    """Revelations go out through the broker, so that a node reveals to the clients of every
-    node; each hub delivers what it hears to its own clients."""
+    """Fan-out of revelations to the Feedme clients of this node and, through the broker, of
+    the others.
+
+    A revelation is serialized once: this node's clients get the prepared revelation at once;
+    when other nodes share the broker (``shared``, set by ``core.cluster``) and someone may
+    listen on the feed's channel, the same bytes are published once, prefixed with this node's
+    id. Each other node with the feed open decodes them once and delivers to its own clients;
+    a node skips what it published itself. Single node: no broker call, no extra encoding."""
 
     store: FeedStore
     broker: Broker
@@ -69,6 +79,11 @@ class FeedHub:
     _unsubscribe: dict[FeedKey, Callable[[], None]] = field(default_factory=dict)
     _locks: dict[FeedKey, asyncio.Lock] = field(default_factory=dict)
     deliveries: int = 0
+    shared: bool = False
+    """Other nodes share the broker: publish revelations for their clients."""
+    undecodable: int = 0
+    """Revelations heard from other nodes that did not decode (logged, dropped)."""
+    _origin: bytes = b""
 
     # -- clients and their feeds ----------------------------------------------------------
 
@@ -85,7 +100,7 @@ class FeedHub:
         if subscribers is None:
             subscribers = self._open[feed] = set()
             self._unsubscribe[feed] = self.broker.subscribe(
-                feed_channel(feed), lambda revelation: self._deliver(feed, revelation)
+                feed_channel(feed), lambda message: self._heard(feed, message)
             )
         subscribers.add(client_id)
 
@@ -126,19 +141,45 @@ class FeedHub:
         deltas: list[Delta],
         md5: str | None = None,
     ) -> int:
-        """Serialize once, publish to every hub with the feed open; returns the deliveries
-        made by this node's hub."""
-        channel = feed_channel(feed)
-        if not self.broker.listening(channel):
+        """Serialize once, deliver to this node's clients with the feed open and publish to the
+        other nodes' (when there are any); returns the deliveries made on this node."""
+        local = feed in self._open
+        remote = self.shared and self.broker.listening(feed_channel(feed))
+        if not local and not remote:
             return 0
         prepared = prepare_revelation(
             ActionRevelation.of(feed, action_name, action_data, deltas, md5)
         )
-        return self.broker.publish(channel, prepared)
+        delivered = self._deliver(feed, prepared) if local else 0
+        if remote:
+            origin = self._origin
+            if not origin:
+                origin = self._origin = self.broker.node_id.encode() + b"\n"
+            self.broker.publish(feed_channel(feed), origin + prepared.payload)
+        return delivered
 
-    def _deliver(self, feed: FeedKey, revelation: object) -> int:
-        """A revelation heard on the feed's channel: to each local client with it open."""
-        assert isinstance(revelation, PreparedRevelation)
+    def _heard(self, feed: FeedKey, message: bytes) -> None:
+        """A revelation published on the feed's channel: another node's is decoded once and
+        delivered to this node's clients (this node's own was delivered when revealed)."""
+        origin = self._origin
+        if not origin:
+            origin = self._origin = self.broker.node_id.encode() + b"\n"
+        if message.startswith(origin):
+            return
+        payload = message.partition(b"\n")[2]
+        try:
+            decoded = decode_server_message(payload, max_size=len(payload) + 1)
+        except (RemoteProtocolError, LocalProtocolError):
+            self.undecodable += 1
+            log.warning("an undecodable revelation on %s was dropped", feed_channel(feed))
+            return
+        if not isinstance(decoded, ActionRevelation):
+            self.undecodable += 1
+            return
+        self._deliver(feed, PreparedRevelation(decoded, feed, payload))
+
+    def _deliver(self, feed: FeedKey, revelation: PreparedRevelation) -> int:
+        """A revelation for this node's clients: to each one with the feed open."""
         delivered = 0
         clients = self.clients
         for client_id in list(self._open.get(feed, ())):

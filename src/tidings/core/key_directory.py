@@ -102,6 +102,9 @@ class KeyDirectory:
         self._locks = _KeyedLocks()
         self._subscribers: dict[str, dict[Subscriber, KeyListener]] = {}
         self._followed: dict[Subscriber, set[str]] = {}
+        self.announce: KeyListener | None = None
+        """Told each change after this node's subscribers (``core.cluster``: the other
+        nodes' subscribers hear of it through ``tell``)."""
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -271,8 +274,13 @@ class KeyDirectory:
         return sum(len(listeners) for listeners in self._subscribers.values())
 
     async def _changed(self, identity: str, document: dict[str, Any]) -> None:
-        """Tell the identity's subscribers, each still allowed to look its keys up (a contact
-        removed since it subscribed hears nothing more)."""
+        await self.tell(identity, document)
+        if self.announce is not None:
+            self.announce(identity, document)
+
+    async def tell(self, identity: str, document: dict[str, Any]) -> None:
+        """Tell this node's subscribers of the identity, each still allowed to look its keys
+        up (a contact removed since it subscribed hears nothing more)."""
         listeners = self._subscribers.get(identity)
         if not listeners:
             return

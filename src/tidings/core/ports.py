@@ -499,21 +499,36 @@ class Store(
 
 
 class Broker(Protocol):
-    """Live messages between the nodes of one deployment: what one node publishes on a channel,
-    every node subscribed to it hears (in-process: this node only; Redis: every node).
+    """Live messages between the nodes of one deployment, as bytes: what a node publishes on a
+    channel, every node subscribed to it hears, the publisher included (Redis does that); the
+    messages say their origin so that a node skips its own where it acted already.
 
     Nothing sent through it is the only copy: durable state is stored first, so a lost broker
-    message delays a live delivery but loses nothing. Messages are objects within a process;
-    an adapter that crosses processes encodes them.
+    message delays a live delivery but loses nothing (after a reconnect, ``on_reconnect``
+    callbacks re-read the store). Channels are named in ``core.cluster`` (``tidings:...``).
     """
 
-    def publish(self, channel: str, message: object) -> int:
-        """Hand ``message`` to the channel's subscribers; returns the deliveries made in this
-        process (other nodes report theirs to nobody)."""
+    node_id: str
+    """This node's name in the deployment (unique among the nodes sharing the broker)."""
+
+    def publish(self, channel: str, message: bytes) -> None:
+        """Send ``message`` to the channel's subscribers on every node; ordered per channel
+        per publishing node. Dropped (and counted) while disconnected."""
+
+    def subscribe(self, channel: str, receiver: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``receiver`` with each message published on ``channel``; returns the function
+        that unsubscribes it."""
 
     def listening(self, channel: str) -> bool:
-        """Whether anyone may be subscribed: lets a publisher skip building an unheard message."""
+        """Whether anyone may hear ``channel`` (in-process: someone subscribed; Redis: always
+        True): lets a publisher skip encoding an unheard message."""
 
-    def subscribe(self, channel: str, receiver: Callable[[object], int]) -> Callable[[], None]:
-        """Call ``receiver`` with each message published on ``channel`` (it returns how many
-        deliveries it made); returns the function that unsubscribes it."""
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each reconnect, once every channel is subscribed again
+        (what was published meanwhile is lost: the callback re-reads the store)."""
+
+    async def start(self) -> None:
+        """Connect (a no-op in process)."""
+
+    async def close(self) -> None:
+        """Disconnect; publishing afterwards drops the message."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from .authz import Authorizer, Method, Resource
+from .cluster_directory import SessionDirectory
 from .documents import FieldTypes, check_fields
 from .errors import ErrorId, Invalid
 from .model import RoutingRule
@@ -65,13 +67,24 @@ class PresenceService:
         self._router = router
         self._subscribers: dict[str, set[LiveSession]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.directory: SessionDirectory | None = None
+        """The sessions live on other nodes (``core.cluster``): an identity's presence
+        merges them with this node's."""
+        self.announce: Callable[[LiveSession], None] | None = None
+        """Told when a live session's presence changed (the other nodes' subscribers)."""
 
     def own(self, live: LiveSession) -> dict[str, Any]:
         return dict(live.presence)
 
     def of_identity(self, identity: str) -> dict[str, Any]:
-        """The identity's presence: its best live session, with the list of instances."""
-        live = self._registry.live_of(identity)
+        """The identity's presence: its best live session (on any node), with the list of
+        instances."""
+        live: dict[str, Any] = self._registry.live_of(identity)
+        directory = self.directory
+        if directory is not None:
+            remote = directory.of_identity(identity)
+            if remote:
+                live = {**remote, **live}  # a session here is fresher than the news of it
         if not live:
             seen = [r.last_seen for r in self._registry.records_of(identity).values()]
             presence: dict[str, Any] = {"status": "unavailable"}
@@ -110,8 +123,13 @@ class PresenceService:
         if rule is not live.record.routing_rule:
             live.record.routing_rule = rule
             await self._store.save_session(live.record)
+            peers = self._router.peers
+            if peers is not None:
+                peers.record_changed(live.identity, live.instance)
         if woke:
             await self._router.replay(live)
+        if self.announce is not None:
+            self.announce(live)
         self.changed(live.identity)
 
     async def subscribe(self, live: LiveSession, identity: str) -> None:

@@ -13,6 +13,11 @@ only here, and only in two ways:
 
 Callers never adjust ``depth`` themselves; tests/unit/core/test_queue_ledger.py checks, over
 the memory store, that depth equals the stored rows after any sequence of writes.
+
+With several nodes (``core.cluster``) the ledger is per node memory: a node counts what it
+wrote and removed, not what the others did, so a depth is approximate there (never below
+zero), and so are the queue limits compared with it (enforced per node). Decisions that a
+stale depth would make wrong read the store instead (the unclaimed-inbox claim on attach).
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class QueueLedger:
         session's queue) and the notices it queued (one row each)."""
         record = self._registry.record
         for (identity, instance), count in result.removed.items():
-            record(identity, instance).depth -= count
+            found = record(identity, instance)
+            found.depth = max(0, found.depth - count)
         for notice in result.notices:
             record(notice.identity, notice.instance).depth += 1
 
@@ -69,9 +75,9 @@ class QueueLedger:
         """Rows an acknowledgement or a discard removed from the session's queue (nothing when
         the write failed)."""
         if isinstance(removed, int):
-            record.depth -= removed
+            record.depth = max(0, record.depth - removed)
 
     def settle_claim(self, source: SessionRecord, target: SessionRecord, moved: int) -> None:
         """Rows a claim moved from the unclaimed inbox ``source`` into ``target``."""
-        source.depth -= moved
+        source.depth = max(0, source.depth - moved)
         target.depth += moved

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .address import Address, parse_address
 from .errors import (
@@ -57,6 +57,8 @@ from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 from .trust import Circle, Scope, TrustCircles, scope_of
 
 BACKLOG_PAGE = 1000
+HELD_ELSEWHERE = 1 << 62
+"""The cursor the sweep assumes for a session live on another node: none of its rows."""
 EXPIRY_PASS = 500
 """Expired rows one sweep transaction handles (several passes when more are due)."""
 log = logging.getLogger("tidings.router")
@@ -66,6 +68,37 @@ Stamp = Callable[[bytes, Scope], bytes]
 _Admitted = tuple[str, Circle | None]
 """Who sent a message (its identity), and the recipient's circle it was admitted by (None: to
 its own identity, or no scopes). A plain tuple: one is made per message."""
+
+
+class Peers(Protocol):
+    """The other nodes of a deployment, as the router uses them (``core.cluster``). Set on the
+    router (``Router.peers``) only once another node is heard: a single node pays one
+    attribute test on the paths where a session is not live here."""
+
+    def stored(self, record: SessionRecord, seq: int) -> None:
+        """A row was stored in the queue of a session not live on this node: wake its owner
+        node, if another node holds it."""
+
+    def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
+        """Send an envelope to the session on the node that holds it; False when no node
+        does."""
+
+    def receipt(self, identity: str, instance: str, message_id: str, event: DeliveryEvent) -> None:
+        """Tell a sender live on another node what became of its message."""
+
+    def attaching(self, live: LiveSession) -> None:
+        """The session attaches here: announce it, take it over from its previous node."""
+
+    def detached(self, live: LiveSession) -> None: ...
+
+    def held_elsewhere(self) -> dict[str, dict[str, Any]]:
+        """The sessions live on other nodes, by identity and instance."""
+
+    def record_changed(self, identity: str, instance: str) -> None:
+        """A session record was saved or deleted here: the other nodes read it again."""
+
+    async def refresh(self) -> None:
+        """Read every session record again from the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +139,8 @@ class Router:
         """Without one (unit tests of other rules), messages go unstamped and unrefused."""
         self._stamp: Stamp = stamp if stamp is not None else _unstamped
         self._tasks: set[asyncio.Task[None]] = set()
+        self.peers: Peers | None = None
+        """The other nodes, once there are any (``core.cluster``)."""
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -373,11 +408,18 @@ class Router:
                 stamped = self._stamp(payload, scope_of(creator, recipient, now))
         for record, seq in zip(targets, result.seqs, strict=True):
             live = registry.live(record.identity, record.instance)
-            if live is None or live.replaying or live.cursor >= seq or not live.available:
+            if live is None:
+                peers = self.peers
+                if peers is not None:
+                    peers.stored(record, seq)
+                continue
+            if live.replaying or live.cursor >= seq or not live.available:
                 continue
             if stamped is None:
                 self._await_circle(live)  # stored: the replay writes it
             elif live.outlet.deliver(stamped):
+                if live.holes is not None:
+                    live.holes.jump(live.cursor, seq)
                 live.cursor = seq
                 dispatched = True
         if dispatched:
@@ -454,7 +496,12 @@ class Router:
         """A kept entry, just written: a message (from ``sender_address``) or, without a
         sender, a forwarded notification (not stamped)."""
         live = self._registry.live(record.identity, record.instance)
-        if live is None or live.replaying or live.cursor >= seq or not live.available:
+        if live is None:
+            peers = self.peers
+            if peers is not None:
+                peers.stored(record, seq)
+            return
+        if live.replaying or live.cursor >= seq or not live.available:
             return
         if expires_at <= time.time():
             self._expire_in([record])
@@ -466,6 +513,8 @@ class Router:
                 return
             payload = self._stamp(payload, scope)
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
+            if live.holes is not None:
+                live.holes.jump(live.cursor, seq)
             live.cursor = seq
             self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
@@ -495,14 +544,25 @@ class Router:
 
     # -- notifications and commands between clients ------------------------------------------
 
+    def keep_notification(self, record: SessionRecord, payload: bytes) -> None:
+        """Keep a forwarded notification for a session that could not take it now (another
+        node forwarded it to a connection that went meanwhile)."""
+        self._keep([record], "", payload, self.expiry_of())
+
     def forward_notification(self, to: Address, payload: bytes) -> None:
         """Forward a client's notification; kept for the originator if it is offline."""
         if to.domain != self.domain or not self._registry.knows(to.identity):
             return
         offline = []
+        peers = self.peers
         for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
-            if live is None or live.replaying or not live.outlet.deliver(payload):
+            if live is None:
+                if peers is None or not peers.forward(
+                    record.identity, record.instance, payload, command=False
+                ):
+                    offline.append(record)
+            elif live.replaying or not live.outlet.deliver(payload):
                 offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
             self._keep(offline, "", payload, self.expiry_of())
@@ -516,10 +576,16 @@ class Router:
         if not self._registry.knows(to.identity):
             return self._command_to_nobody(to)
         delivered = False
+        peers = self.peers
         for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
-            if live is not None and live.available and live.outlet.deliver(payload):
-                delivered = True
+            if live is not None:
+                if live.available and live.outlet.deliver(payload):
+                    delivered = True
+            elif peers is not None and peers.forward(
+                record.identity, record.instance, payload, command=True
+            ):
+                delivered = True  # the owner node writes it (when still connected)
         if not delivered:
             raise _offline(to)
         return None
@@ -534,6 +600,9 @@ class Router:
         """Register a connected session and write its backlog, in order."""
         if not live.guest:
             self._end_guests_of(live.identity)
+        peers = self.peers
+        if peers is not None:
+            peers.attaching(live)
         displaced = self._registry.attach(live)
         if displaced is not None:
             displaced.outlet.end(
@@ -549,7 +618,13 @@ class Router:
             # writer's queue: let them commit so the backlog does not bring those messages back.
             await self._store.barrier()
             unclaimed = self._registry.records_of(live.identity).get(UNCLAIMED)
-            if unclaimed is not None and unclaimed.depth:
+            if peers is not None:
+                # another node may have filled the inbox: the store says, not this depth
+                moved = await self._store.claim_unclaimed(live.identity, live.instance)
+                if moved:
+                    source = self._registry.record(live.identity, UNCLAIMED)
+                    self.ledger.settle_claim(source, live.record, moved)
+            elif unclaimed is not None and unclaimed.depth:
                 moved = await self._store.claim_unclaimed(live.identity, live.instance)
                 self.ledger.settle_claim(unclaimed, live.record, moved)
         except BaseException:
@@ -575,6 +650,7 @@ class Router:
         live.replay_running = True
         try:
             trust = self._trust
+            live.again = False
             while live.available and self._registry.live(live.identity, live.instance) is live:
                 page = await self._store.backlog(
                     live.identity, live.instance, live.cursor, BACKLOG_PAGE
@@ -594,7 +670,9 @@ class Router:
                     await self._expire_after_cursor(live)
                     continue
                 if len(page) < BACKLOG_PAGE:
-                    break
+                    if not live.again:
+                        break
+                    live.again = False  # another node stored more meanwhile: read once more
             live.replaying = live.behind  # it fell behind on the last page: catch_up follows
         finally:
             live.replay_running = False
@@ -684,7 +762,12 @@ class Router:
     async def sweep(self, now: float | None = None) -> int:
         """Remove every queued envelope expired at ``now`` (default: the wall clock), except
         those in the hands of a live connection; their senders are told (``MESSAGE_EXPIRED``)
-        and their sessions get a gap marker. Returns how many were removed."""
+        and their sessions get a gap marker. Returns how many were removed.
+
+        Safe on several nodes at once: each pass is one store transaction that removes only
+        rows still there (a row another node's sweep removed is not counted or told twice),
+        and a node leaves alone the queues of sessions live on other nodes (their owner
+        sweeps those, knowing its connections' cursors)."""
         policy = self.policy
         if policy is None:
             return 0
@@ -697,6 +780,13 @@ class Router:
                 for live in self._registry.all_live()
                 if live.cursor
             }
+            peers = self.peers
+            if peers is not None:
+                # sessions live on other nodes: their rows are theirs to expire (only they
+                # know what their connections were written)
+                for identity, instances in peers.held_elsewhere().items():
+                    for instance in instances:
+                        delivered[(identity, instance)] = HELD_ELSEWHERE
             future: asyncio.Future[ExpiryPass] = asyncio.get_running_loop().create_future()
             self._store.transact(
                 policy.expiry(now, after, EXPIRY_PASS, delivered), settling(future)
@@ -710,7 +800,7 @@ class Router:
 
     async def sweep_forever(self, interval: float) -> None:
         """Run ``sweep`` now and then every ``interval`` seconds until cancelled (a storage
-        error waits for the next round)."""
+        error waits for the next round). Every node runs it: see ``sweep``."""
         while True:
             with contextlib.suppress(TidingsError):
                 await self.sweep()
@@ -734,13 +824,63 @@ class Router:
         if not live.replay_running:
             await self.replay(live)
 
+    async def woken(self, live: LiveSession, seqs: list[int]) -> None:
+        """Another node stored the rows ``seqs`` in the live session's queue (``Wake``).
+
+        Those past the cursor come with a replay (one running reads once more). Those at or
+        below it were either written by a replay already or jumped over by a live write of
+        a newer row (``LiveSession.holes``): only the latter are read and written now, so a
+        row is not written twice to one connection."""
+        if self._registry.live(live.identity, live.instance) is not live:
+            return
+        cursor = live.cursor
+        holes = live.holes
+        late = holes.take([s for s in seqs if s <= cursor]) if holes is not None else []
+        if late:
+            await self._write_late(live, late)
+        if any(s > cursor for s in seqs) or not seqs:
+            if live.replay_running:
+                live.again = True
+            elif live.available and not live.behind:
+                await self.replay(live)
+
+    async def _write_late(self, live: LiveSession, seqs: list[int]) -> None:
+        """Write the rows ``seqs`` (below the cursor, never written to this connection) that
+        are still queued, oldest first; the cursor stays where it is."""
+        wanted = set(seqs)
+        after = seqs[0] - 1
+        page: list[QueuedEnvelope] = []
+        while True:
+            found = await self._store.backlog(live.identity, live.instance, after, BACKLOG_PAGE)
+            page.extend(e for e in found if e.seq in wanted)
+            if len(found) < BACKLOG_PAGE or found[-1].seq >= seqs[-1]:
+                break
+            after = found[-1].seq
+        trust = self._trust
+        circle = None
+        if trust is not None:
+            circle = trust.cached(live.identity) or await trust.circle(live.identity)
+        if self._registry.live(live.identity, live.instance) is not live:
+            return
+        now = time.time()
+        cursor = live.cursor
+        self._write_page(
+            live, [e for e in page if e.expires_at is None or e.expires_at > now], circle
+        )
+        live.cursor = max(cursor, live.cursor)
+
     def _tell_sender_dispatched(self, sender_address: str, message_id: str) -> None:
         try:
             address = parse_address(sender_address)  # a node the router stored: cached
         except Invalid:
             return
-        sender = self._registry.live(address.identity, address.instance or UNCLAIMED)
-        if sender is not None and sender.wants(DeliveryEvent.DISPATCHED):
+        instance = address.instance or UNCLAIMED
+        sender = self._registry.live(address.identity, instance)
+        if sender is None:
+            peers = self.peers
+            if peers is not None:
+                peers.receipt(address.identity, instance, message_id, DeliveryEvent.DISPATCHED)
+        elif sender.wants(DeliveryEvent.DISPATCHED):
             sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
     def detach(self, live: LiveSession) -> bool:
@@ -748,6 +888,9 @@ class Router:
         if not self._registry.detach(live):
             return False
         self.note_seen(live.record)
+        peers = self.peers
+        if peers is not None:
+            peers.detached(live)
         return True
 
     def note_seen(self, record: SessionRecord) -> None:
@@ -855,12 +998,19 @@ class Router:
     ) -> None:
         """Write a just-stored envelope that needs an acknowledgement to its live session."""
         live = self._registry.live(record.identity, record.instance)
-        if live is None or live.replaying or live.cursor >= seq or not live.available:
+        if live is None:
+            peers = self.peers
+            if peers is not None:
+                peers.stored(record, seq)
+            return
+        if live.replaying or live.cursor >= seq or not live.available:
             return
         if expires_at is not None and expires_at <= time.time():
             self._expire_in([record])
             return
         if live.outlet.deliver(payload):
+            if live.holes is not None:
+                live.holes.jump(live.cursor, seq)
             live.cursor = seq
             self.delivered += 1
 
@@ -872,10 +1022,17 @@ class Router:
 
     def _deliver_notice(self, notice: Notice) -> None:
         live = self._registry.live(notice.identity, notice.instance)
-        if live is None or live.replaying or not live.available:
+        if live is None:
+            peers = self.peers
+            if peers is not None:
+                peers.stored(self._registry.record(notice.identity, notice.instance), notice.seq)
+            return
+        if live.replaying or not live.available:
             return
         if not live.outlet.deliver(notice.payload):
             return  # the connection is closing: the notice stays queued for the next one
+        if live.holes is not None:
+            live.holes.jump(live.cursor, notice.seq)
         live.cursor = max(live.cursor, notice.seq)
         if not notice.needs_ack:
             self.ledger.settle_removal(self._registry.record(notice.identity, notice.instance), 1)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .cluster_directory import Holes
 from .errors import ErrorId, LimitExceeded
 from .model import UNCLAIMED, RoutingRule, SessionRecord
 from .model import DeliveryEvent as DeliveryEvent
@@ -23,9 +24,11 @@ class LiveSession:
     """A session with a connection attached."""
 
     __slots__ = (
+        "again",
         "behind",
         "cursor",
         "guest",
+        "holes",
         "identity",
         "instance",
         "node",
@@ -58,6 +61,10 @@ class LiveSession:
         self.behind = False
         """The client is behind reading what it was sent (see ``Router.stall``)."""
         self.subscriptions: set[str] = set()
+        self.again = False
+        """Rows were stored for it while a replay ran: the replay reads once more."""
+        self.holes: Holes | None = None
+        """With other nodes writing its queue: rows its live writes jumped over (``Holes``)."""
 
     @property
     def available(self) -> bool:

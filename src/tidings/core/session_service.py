@@ -128,15 +128,16 @@ class SessionService:
     ) -> dict[str, Any]:
         record = self._registry.record(identity, name)
         live = self._registry.live(identity, name)
+        online = live is not None or self._held_elsewhere(identity, name)
         return {
             "name": name,
             "node": f"{identity}/{name}",
-            "online": live is not None,
+            "online": online,
             "depth": record.depth,
             "limit": self._router.limit_of(record),
             "policy": self._router.policy_of(record).value,
             "ownLimit": record.queue_limit is not None or record.policy is not None,
-            "lastSeen": time.time() if live is not None else record.last_seen,
+            "lastSeen": time.time() if online else record.last_seen,
             "persistent": persistence is not None and persistence.nonce is not None,
         }
 
@@ -167,6 +168,7 @@ class SessionService:
         if record.last_seen == 0.0:
             record.last_seen = time.time()
         await self._store.save_session(record)
+        self._record_changed(identity, name)
         limit = self._router.limit_of(record)
         if self._router.policy_of(record) is OverflowPolicy.DROP_OLDEST and record.depth > limit:
             await self._write([], None, [self._router.bound_of(record, limit)])
@@ -177,7 +179,7 @@ class SessionService:
 
         Returns how many queue rows were removed."""
         check_name(name)
-        if self._registry.live(identity, name) is not None:
+        if self._registry.live(identity, name) is not None or self._held_elsewhere(identity, name):
             raise Conflict(
                 ErrorId.SESSION_CONNECTED, f"The session {name!r} is connected: end it first"
             )
@@ -195,18 +197,39 @@ class SessionService:
             # in a queue again, so the session must go on existing (and be stored as such).
             await self._store.save_session(record)
         self._router.deliver_notices(result)
+        self._record_changed(identity, name)
         return sum(result.removed.values())
+
+    def _held_elsewhere(self, identity: str, name: str) -> bool:
+        """Whether another node holds the session live now (``core.cluster``)."""
+        peers = self._router.peers
+        return peers is not None and name in peers.held_elsewhere().get(identity, {})
+
+    def _record_changed(self, identity: str, name: str) -> None:
+        peers = self._router.peers
+        if peers is not None:
+            peers.record_changed(identity, name)
 
     async def collect(self, limits: SessionGcLimits, now: float | None = None) -> list[str]:
         """Garbage-collect offline sessions (idle too long, or beyond the per-identity bound).
 
-        Never silent: every sender of a still-queued message gets ``SESSION_EXPIRED``."""
+        Never silent: every sender of a still-queued message gets ``SESSION_EXPIRED``.
+
+        Safe on several nodes at once: the records are read again from the store first (the
+        last-seen times other nodes wrote), a session live on any node is left alone, and a
+        deletion is one transaction that removes what is still there (a session another
+        node collected first gives nothing, and its senders are told once)."""
         now = time.time() if now is None else now
+        peers = self._router.peers
+        if peers is not None:
+            await peers.refresh()
         victims: list[tuple[str, str]] = []
         by_identity: dict[str, list[tuple[float, str]]] = {}
         for record in list(self._registry.all_records()):
             if record.instance == UNCLAIMED:
                 continue
+            if self._held_elsewhere(record.identity, record.instance):
+                continue  # its node records its last-seen time
             if self._registry.live(record.identity, record.instance) is not None:
                 # Connected now: stored as seen now, so that after a crash (no disconnect
                 # recorded) its idle time counts from about here, not from its connect.

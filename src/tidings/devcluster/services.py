@@ -129,8 +129,18 @@ class Postgres:
         as_user = _as_user(account) if os.geteuid() == 0 else None
         if not (data / "PG_VERSION").exists():
             result = subprocess.run(
-                [initdb, "-D", str(data), "-A", "trust", "-U", self.user, "--no-sync",
-                 "-E", "UTF8"],
+                [
+                    initdb,
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    self.user,
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
                 capture_output=True,
                 preexec_fn=as_user,
                 check=False,

@@ -1,5 +1,6 @@
-"""Feed fan-out goes through the broker port: two hubs sharing one broker behave as two nodes,
-and a hub subscribes to a feed's channel exactly while one of its clients has the feed open."""
+"""Feed fan-out goes through the broker port: two hubs sharing one broker behave as two nodes
+(each hears the other's revelations once, decoded once, and skips its own), and a hub
+subscribes to a feed's channel exactly while one of its clients has the feed open."""
 
 from __future__ import annotations
 
@@ -39,22 +40,58 @@ class Client:
         pass
 
 
-def node(broker: InProcessBroker) -> FeedHub:
-    return FeedHub(MemoryStore(), broker)
+def node(broker: InProcessBroker, *, shared: bool = False) -> FeedHub:
+    hub = FeedHub(MemoryStore(), broker)
+    hub.shared = shared
+    return hub
 
 
-def test_a_revelation_reaches_the_clients_of_every_hub_on_the_broker():
-    broker = InProcessBroker()
-    here, there = node(broker), node(broker)
-    a, b = Client("a"), Client("b")
+class Counting(InProcessBroker):
+    """Counts publications (the single-node path must make none)."""
+
+    published = 0
+
+    def publish(self, channel: str, message: bytes) -> None:
+        Counting.published += 1
+        super().publish(channel, message)
+
+
+def test_a_revelation_reaches_the_clients_of_every_hub_on_the_broker_once():
+    broker = InProcessBroker("here")
+    here, there = node(broker, shared=True), node(broker.join("there"), shared=True)
+    a, b, c = Client("a"), Client("b"), Client("c")
     here.connected(a)
     there.connected(b)
+    there.connected(c)
     here.feed_opened("a", SCORES)
     there.feed_opened("b", SCORES)
-    delivered = here.reveal(SCORES, "goal", {}, [])
-    assert delivered == 2  # in process, the broker counts every hub's deliveries
-    assert len(a.revealed) == len(b.revealed) == 1
-    assert a.revealed[0] is b.revealed[0]  # serialized once
+    there.feed_opened("c", SCORES)
+    for goal in range(3):
+        delivered = here.reveal(SCORES, "goal", {"n": goal}, [])
+        assert delivered == 1  # this node's deliveries; the other node counts its own
+    assert [r.message.action_data for r in a.revealed] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [r.payload for r in b.revealed] == [r.payload for r in a.revealed]
+    assert b.revealed[0] is c.revealed[0]  # decoded once per node
+    assert there.deliveries == 6 and here.deliveries == 3
+
+
+def test_alone_a_hub_delivers_without_the_broker():
+    Counting.published = 0
+    hub = node(Counting("alone"))
+    a = Client("a")
+    hub.connected(a)
+    hub.feed_opened("a", SCORES)
+    assert hub.reveal(SCORES, "goal", {}, []) == 1
+    assert Counting.published == 0
+
+
+def test_a_hub_drops_what_does_not_decode():
+    broker = InProcessBroker("here")
+    hub = node(broker, shared=True)
+    hub.connected(Client("a"))
+    hub.feed_opened("a", SCORES)
+    broker.join("there").publish(feed_channel(SCORES), b"there\n{not json")
+    assert hub.undecodable == 1 and hub.deliveries == 0
 
 
 def test_nobody_listening_costs_nothing():
