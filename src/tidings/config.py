@@ -240,12 +240,13 @@ class Settings:
         return self.broker != "in-process"
 
     def resolved_node_id(self, ws_port: int) -> str:
-        """``node_id``, or ``{host}:{ws_port}`` (the WebSocket port it listens on) when empty;
-        a wildcard host is replaced by this machine's name, which other machines do not share."""
+        """``node_id``, or ``{host}:{ws_port}`` when empty; a wildcard host is replaced by this
+        machine's name, which other machines do not share, and a port picked at random (0) by
+        the process id, since every such node would otherwise be ``host:0``."""
         if self.node_id:
             return self.node_id
         host = self.host if self.host not in ("", "0.0.0.0", "::") else socket.gethostname()
-        return f"{host}:{ws_port}"
+        return f"{host}:{ws_port}" if ws_port else f"{host}:pid{os.getpid()}"
 
     def check_serveable(self) -> None:
         """Refuse what a node cannot serve: several nodes each with its own SQLite file (or

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
 import h11
@@ -99,12 +99,7 @@ def open_broker(settings: Settings, node_id: str | None = None) -> Broker:
     settings.check_serveable()
     from .broker.redis import RedisBroker  # imported here: a single node never loads redis-py
 
-    # ``Any``: until core.ports.Broker carries bytes (the cluster branch) RedisBroker does not
-    # match it; then annotate ``Broker`` directly.
-    broker: Any = RedisBroker(
-        settings.broker, node_id or settings.resolved_node_id(settings.ws_port)
-    )
-    return cast(Broker, broker)
+    return RedisBroker(settings.broker, node_id or settings.resolved_node_id(settings.ws_port))
 
 
 @dataclass(slots=True)
