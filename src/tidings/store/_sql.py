@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ..core.consent_model import (
     Alert,
@@ -641,8 +641,13 @@ def insert_once(
     entries: Sequence[QueueEntry],
     dedupe: tuple[str, str] | None,
     now: float,
+    *,
+    returning: bool = False,
 ) -> list[int] | None:
-    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None."""
+    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None.
+
+    Each row's sequence number comes from SQLite's ``lastrowid`` (a hot path: RETURNING costs
+    SQLite a microsecond more per row), or, with ``returning``, from ``RETURNING seq``."""
     if dedupe is not None:
         cursor = connection.execute(
             "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)"
@@ -651,11 +656,11 @@ def insert_once(
         )
         if cursor.rowcount == 0:
             return None
+    statement = _QUEUE_INSERT_RETURNING if returning else _QUEUE_INSERT
     seqs = []
     for entry in entries:
         cursor = connection.execute(
-            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
-            " enqueued_at, expires_at) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
+            statement,
             (
                 entry.identity,
                 entry.instance,
@@ -667,8 +672,15 @@ def insert_once(
                 entry.expires_at,
             ),
         )
-        seqs.append(cursor.fetchone()[0])
+        seqs.append(cursor.fetchone()[0] if returning else cast(Any, cursor).lastrowid)
     return seqs
+
+
+_QUEUE_INSERT: Final = (
+    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
+    " expires_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+_QUEUE_INSERT_RETURNING: Final = _QUEUE_INSERT + " RETURNING seq"
 
 
 def _args_key(args: Mapping[str, str]) -> str:

@@ -124,7 +124,7 @@ def _insert_once(
     message with a sender id for one session: the queue row is written only if the dedupe row
     was (no row back: a duplicate)."""
     if dedupe is None or len(entries) != 1:
-        return insert_once(db, entries, dedupe, now)
+        return insert_once(db, entries, dedupe, now, returning=True)
     entry = entries[0]
     row = db.execute(
         _INSERT_ONE_ONCE,
@@ -284,6 +284,8 @@ class PostgresStore(SqlStore):
         the writer's, which may be in the middle of a batch); it costs the loop one round
         trip to the server (about 0.1 ms on loopback). ``account_for_key`` is the awaitable
         read."""
+        if self._readers is None:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
         db = self._key_reader
         try:
             if db is None or db.lost:
