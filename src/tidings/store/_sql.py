@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ..core.consent_model import (
     Alert,
@@ -83,6 +83,8 @@ class SqlStore:
 
     def __init__(self) -> None:
         self._writer: GroupCommitWriter[Any] | None = None
+        self._insert_once: InsertOnce = insert_once
+        """How messages are queued once (a backend may do it in fewer statements)."""
 
     @property
     def writer(self) -> GroupCommitWriter[Any]:
@@ -128,8 +130,10 @@ class SqlStore:
     ) -> None:
         now = time.time()
 
+        insert = self._insert_once
+
         def operation(connection: Db) -> AppendResult:
-            seqs = _insert_once(connection, entries, dedupe, now)
+            seqs = insert(connection, entries, dedupe, now)
             if seqs is None:
                 return AppendResult(duplicate=True)
             return AppendResult(duplicate=False, seqs=seqs)
@@ -509,9 +513,10 @@ class SqlStore:
         self, work: Callable[[QueueTransaction], T], done: Callable[[T | BaseException], None]
     ) -> None:
         """Run core ``work`` in the writer thread, inside the batch's transaction."""
+        insert = self._insert_once
 
         def operation(connection: Db) -> T:
-            return work(_Transaction(connection, time.time()))
+            return work(_Transaction(connection, time.time(), insert))
 
         self.writer.submit(operation, done)
 
@@ -626,13 +631,23 @@ class _StateTable:
 _KEY_OWNER: Final = "SELECT account FROM api_keys WHERE key_hash=?"
 
 
-def _insert_once(
+InsertOnce = Callable[
+    [Db, Sequence[QueueEntry], "tuple[str, str] | None", float], "list[int] | None"
+]
+
+
+def insert_once(
     connection: Db,
     entries: Sequence[QueueEntry],
     dedupe: tuple[str, str] | None,
     now: float,
+    *,
+    returning: bool = False,
 ) -> list[int] | None:
-    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None."""
+    """Queue entries unless (sender, id) was stored before; their sequence numbers, or None.
+
+    Each row's sequence number comes from SQLite's ``lastrowid`` (a hot path: RETURNING costs
+    SQLite a microsecond more per row), or, with ``returning``, from ``RETURNING seq``."""
     if dedupe is not None:
         cursor = connection.execute(
             "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)"
@@ -641,11 +656,11 @@ def _insert_once(
         )
         if cursor.rowcount == 0:
             return None
+    statement = _QUEUE_INSERT_RETURNING if returning else _QUEUE_INSERT
     seqs = []
     for entry in entries:
         cursor = connection.execute(
-            "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload,"
-            " enqueued_at, expires_at) VALUES (?,?,?,?,?,?,?,?) RETURNING seq",
+            statement,
             (
                 entry.identity,
                 entry.instance,
@@ -657,8 +672,15 @@ def _insert_once(
                 entry.expires_at,
             ),
         )
-        seqs.append(cursor.fetchone()[0])
+        seqs.append(cursor.fetchone()[0] if returning else cast(Any, cursor).lastrowid)
     return seqs
+
+
+_QUEUE_INSERT: Final = (
+    "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
+    " expires_at) VALUES (?,?,?,?,?,?,?,?)"
+)
+_QUEUE_INSERT_RETURNING: Final = _QUEUE_INSERT + " RETURNING seq"
 
 
 def _args_key(args: Mapping[str, str]) -> str:
@@ -682,10 +704,11 @@ def _account(row: Any) -> Account:
 class _Transaction:
     """``core.ports.QueueTransaction`` over the writer's connection, inside its transaction."""
 
-    __slots__ = ("_connection", "consent", "now", "state")
+    __slots__ = ("_connection", "_insert_once", "consent", "now", "state")
 
-    def __init__(self, connection: Db, now: float) -> None:
+    def __init__(self, connection: Db, now: float, insert: InsertOnce = insert_once) -> None:
         self._connection = connection
+        self._insert_once = insert
         self.now = now
         self.state = _StateTable(connection)
         self.consent = ConsentTable(connection)
@@ -693,7 +716,7 @@ class _Transaction:
     def insert(
         self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
     ) -> list[int] | None:
-        return _insert_once(self._connection, entries, dedupe, self.now)
+        return self._insert_once(self._connection, entries, dedupe, self.now)
 
     def count(self, identity: str, instance: str) -> int:
         row = self._connection.execute(

@@ -26,8 +26,9 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..core.errors import ErrorId, Unavailable
-from ._db import Progress, Read
-from ._sql import DriverErrors, SqlStore
+from ..core.model import QueueEntry
+from ._db import Db, Progress, Read
+from ._sql import DriverErrors, SqlStore, insert_once
 from ._writer import Backend, GroupCommitWriter
 
 T = TypeVar("T")
@@ -107,6 +108,43 @@ BACKEND: Final = Backend[PgDb](
 )
 
 
+_INSERT_ONE_ONCE: Final = (
+    "WITH fresh AS (INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)"
+    " ON CONFLICT DO NOTHING RETURNING 1)"
+    " INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
+    " expires_at) SELECT ?::text, ?::text, ?::text, ?::text, ?::bigint, ?::bytea,"
+    " ?::double precision, ?::double precision FROM fresh RETURNING seq"
+)
+
+
+def _insert_once(
+    db: Db, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None, now: float
+) -> list[int] | None:
+    """``_sql.insert_once`` in one statement (one round trip, not two) for the common case, a
+    message with a sender id for one session: the queue row is written only if the dedupe row
+    was (no row back: a duplicate)."""
+    if dedupe is None or len(entries) != 1:
+        return insert_once(db, entries, dedupe, now, returning=True)
+    entry = entries[0]
+    row = db.execute(
+        _INSERT_ONE_ONCE,
+        (
+            dedupe[0],
+            dedupe[1],
+            now,
+            entry.identity,
+            entry.instance,
+            entry.sender,
+            entry.message_id,
+            int(entry.needs_ack),
+            entry.payload,
+            now,
+            entry.expires_at,
+        ),
+    ).fetchone()
+    return None if row is None else [row[0]]
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 
@@ -171,6 +209,7 @@ class PostgresStore(SqlStore):
         self._connections: list[PgDb] = []
         self._lock = threading.Lock()
         self._key_reader: PgDb | None = None
+        self._insert_once = _insert_once
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -245,6 +284,8 @@ class PostgresStore(SqlStore):
         the writer's, which may be in the middle of a batch); it costs the loop one round
         trip to the server (about 0.1 ms on loopback). ``account_for_key`` is the awaitable
         read."""
+        if self._readers is None:
+            raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
         db = self._key_reader
         try:
             if db is None or db.lost:
