@@ -124,3 +124,25 @@ def test_tidings_migrate_says_why_it_cannot(postgres: PostgresDatabases):
     )
     assert failed.returncode == 1
     assert "no_such_database" in failed.stderr
+
+
+async def test_the_server_leaves_migrations_to_tidings_migrate_when_told(
+    postgres: PostgresDatabases,
+):
+    from tidings.config import Settings
+    from tidings.wiring import open_store
+
+    url = postgres.empty()
+
+    def migrations_table() -> bool:
+        with psycopg.connect(url) as connection:
+            row = connection.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        return row is not None and row[0] is not None
+
+    for migrate_on_start in (False, True):
+        store = open_store(Settings(store=url, migrate_on_start=migrate_on_start))
+        assert isinstance(store, PostgresStore)
+        store.open(asyncio.get_running_loop())
+        store.close()
+        assert migrations_table() == migrate_on_start
+    assert _applied(url) == NAMES

@@ -4,9 +4,11 @@ interface (``Db``) that both ``sqlite3.Connection`` and the PostgreSQL adapter s
 The statements are written in the dialect both databases accept: ``?`` placeholders (the
 PostgreSQL adapter turns them into ``%s`` once per statement text), ``ON CONFLICT ... DO
 NOTHING / DO UPDATE`` rather than ``INSERT OR IGNORE / REPLACE``, ``RETURNING`` rather than
-``lastrowid`` (SQLite 3.35+). A subclass supplies the connections: how the writer's are made
-(``GroupCommitWriter`` with its ``Backend``), how committed rows are read (``_reading``), and
-how driver errors are told apart (``_errors``).
+``lastrowid`` (SQLite 3.35+; only the hot queue insert keeps ``lastrowid`` on SQLite, where it
+is cheaper). A subclass supplies the connections: how the writer's are made
+(``GroupCommitWriter`` with its ``Backend``), how committed rows are read (``_reading``), how
+driver errors are told apart (``_errors``), and may queue messages in fewer statements
+(``_insert_once``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.store._writer import GroupCommitWriter
+from tidings.store._writer import Backend, GroupCommitWriter
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -118,3 +118,54 @@ async def test_a_completion_that_raises_does_not_cost_the_others_theirs(database
         assert await asyncio.wait_for(second, 10) == 1
     finally:
         writer.stop()
+
+
+class _Droppable:
+    """A SQLite connection that an operation can declare lost, as a driver does when the
+    server goes away."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = connect(path)
+        self.lost = False
+
+
+def _droppable_backend() -> Backend[_Droppable]:
+    return Backend[_Droppable](
+        begin="BEGIN IMMEDIATE",
+        execute=lambda d, sql: d.connection.execute(sql),
+        in_transaction=lambda d: d.connection.in_transaction,
+        lost=lambda d: d.lost,
+        close=lambda d: d.connection.close(),
+        translate=lambda exc: RuntimeError(f"translated: {exc}"),
+    )
+
+
+async def test_a_lost_connection_fails_its_batch_and_the_next_batch_gets_a_new_one(
+    database: Path,
+):
+    opened: list[_Droppable] = []
+
+    def open_one() -> _Droppable:
+        opened.append(_Droppable(database))
+        return opened[-1]
+
+    def loses_the_connection(d: _Droppable) -> None:
+        d.lost = True
+        raise sqlite3.OperationalError("server closed the connection unexpectedly")
+
+    loop = asyncio.get_running_loop()
+    writer = GroupCommitWriter(open_one, loop, window=0.05, backend=_droppable_backend())
+    writer.start()
+    try:
+        async with asyncio.timeout(10):
+            stored = writer.run(lambda d: d.connection.execute("INSERT INTO t VALUES (1)"))
+            lost = writer.run(loses_the_connection)
+            for failed in (stored, lost):  # the whole batch: nothing of it was committed
+                with pytest.raises(RuntimeError, match="translated: server closed"):
+                    await failed
+            assert await writer.run(lambda d: d.connection.execute("INSERT INTO t VALUES (2)"))
+    finally:
+        writer.stop()
+    assert len(opened) == 2
+    with connect(database) as connection:
+        assert [r[0] for r in connection.execute("SELECT k FROM t ORDER BY k")] == [2]
