@@ -365,6 +365,10 @@ class ClusterNode:
                             "The session was taken over by a connection to another node",
                         )
                     )
+                    # out of the registry now, as a local displacement is: what is stored
+                    # for it from here on wakes its new node, not this closing connection
+                    if self._router.detach(live):
+                        self._presence.forget(live)
             case RecordChanged(identity=identity, instance=instance):
                 self._stale_record(identity, instance)
             case Forget():
@@ -382,11 +386,11 @@ class ClusterNode:
         self._send(node_channel(asker), Sessions(self.node_id, sessions))
 
     def _known(self, identity: str, instance: str, node: str) -> None:
-        """A session live on ``node``: its record exists (read it if new here), and rows
+        """A session live on ``node``: its record exists here (a new one has the defaults, as
+        where it was made: a rule or limit set later comes with ``RecordChanged``), and rows
         stored for it while its attach was not heard yet wake it now."""
         if instance not in self._registry.records_of(identity):
             self._registry.record(identity, instance)
-            self._stale_record(identity, instance)
         if self._recent.pop((identity, instance), None) is not None:
             self._send(node_channel(node), Wake(self.node_id, identity, instance, []))
 
