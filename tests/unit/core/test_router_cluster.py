@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.core.test_router_memory import Client, Notices, _anyone
-
 from tidings.core.address import parse_address
 from tidings.core.cluster_directory import Holes
 from tidings.core.model import DeliveryEvent
