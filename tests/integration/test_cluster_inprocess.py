@@ -1,6 +1,6 @@
 """Three Tidings nodes in one event loop acting as one service: each a full ``TidingsServer`` on
-its own loopback ports, all sharing one ``MemoryStore`` and one in-process broker bus, driven by
-the SDK and raw LIME / Feedme clients (DESIGN.md section 5, issue 11)."""
+its own loopback ports, all sharing one store (memory, then one SQLite file) and one in-process
+broker bus, driven by the SDK and raw LIME / Feedme clients (DESIGN.md section 5, issue 11)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from tidings.broker.inprocess import Bus, InProcessBroker
 from tidings.config import Settings
 from tidings.core.consent_model import InboxEvent, InboxKind
 from tidings.sdk import Backoff, Client, ReceivedMessage, SessionFailed
+from tidings.core.ports import Store
 from tidings.store.memory import MemoryStore
+from tidings.store.sqlite import SqliteStore
 from tidings.wiring import Services, TidingsServer
 
 pytestmark = pytest.mark.integration
@@ -44,7 +46,7 @@ class Cluster:
     nodes: list[TidingsServer]
     bus: Bus
     clock: Clock
-    store: MemoryStore
+    store: Store
     keys: dict[str, str] = field(default_factory=dict)
 
     def url(self, node: int) -> str:
@@ -65,9 +67,9 @@ class Cluster:
         )  # fmt: skip
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path)
     store.open(asyncio.get_running_loop())
     first = InProcessBroker("node-a")
     clock = Clock()

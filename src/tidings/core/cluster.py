@@ -426,11 +426,15 @@ class ClusterNode:
             if live is not None and live.wants(event):
                 live.outlet.notify(message.message_id, event)
             return
+        if message.command:
+            # as ``Router.forward_command``: to a live session now, even while it replays
+            if live is not None and live.available:
+                live.outlet.deliver(message.payload)
+            return
         if live is not None and not live.replaying and live.outlet.deliver(message.payload):
             return
-        if not message.command:
-            record = self._registry.record(message.identity, message.instance)
-            self._router.keep_notification(record, message.payload)
+        record = self._registry.record(message.identity, message.instance)
+        self._router.keep_notification(record, message.payload)
 
     def _forget(self, message: Forget) -> None:
         kind, key, data = message.kind, message.key, message.data
