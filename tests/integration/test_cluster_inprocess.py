@@ -17,8 +17,8 @@ from tests.lime_wire import WireClient
 from tidings.broker.inprocess import Bus, InProcessBroker
 from tidings.config import Settings
 from tidings.core.consent_model import InboxEvent, InboxKind
-from tidings.sdk import Backoff, Client, ReceivedMessage, SessionFailed
 from tidings.core.ports import Store
+from tidings.sdk import Backoff, Client, ReceivedMessage, SessionFailed
 from tidings.store.memory import MemoryStore
 from tidings.store.sqlite import SqliteStore
 from tidings.wiring import Services, TidingsServer
