@@ -65,7 +65,7 @@ from .key_directory import KeyDirectory
 from .model import SessionRecord
 from .ports import Broker, MessageStore
 from .presence import PresenceService
-from .router import Router
+from .router import BACKLOG_PAGE, Router
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 from .trust import TrustCircles
 
@@ -210,7 +210,6 @@ class ClusterNode:
         for live in self._registry.all_live():
             if live.holes is None:
                 live.holes = Holes()
-            self._send(ALL, Attached(self.node_id, live.identity, live.instance, live.presence))
 
     # -- the router's hooks (``router.Peers``) --------------------------------------------------
 
@@ -281,11 +280,10 @@ class ClusterNode:
     # -- invalidations ------------------------------------------------------------------------
 
     def forget_trust(self, identity: str) -> None:
-        """``TrustCircles.forget`` here and on every node (contacts or an account changed)."""
+        """``TrustCircles.forget`` here and on every node (contacts or an account changed);
+        the other nodes forget the account's name too (this one changed it itself)."""
         if self._trust is not None:
             self._trust.forget(identity)
-        if self._forget_account is not None:
-            self._forget_account(identity)
         self._broadcast(Forget(self.node_id, "trust", identity))
 
     def forget_all_trust(self) -> None:
@@ -321,8 +319,10 @@ class ClusterNode:
             return  # acted on where it happened
         if self.directory.heard(origin, self._clock()):
             self._became_shared()
-            if not isinstance(message, Hello | Sessions | Bye):
-                self._send(node_channel(origin), Hello(self.node_id))  # tell me what you hold
+            if not isinstance(message, Hello | Bye):
+                # a node met for the first time: it learns this node's sessions (and, on
+                # meeting this one, sends its own the same way)
+                self._answer(origin)
         try:
             self._dispatch(message)
         except Exception:
@@ -336,6 +336,8 @@ class ClusterNode:
             case Heartbeat():
                 pass
             case Hello():
+                # it (re)started or reconnected: what it held is what it says next
+                changed = set(directory.replace(origin, [], self._clock()))
                 self._answer(origin)
             case Sessions(sessions=sessions):
                 entries = [(s.identity, s.instance, s.presence) for s in sessions]
@@ -527,9 +529,11 @@ class ClusterNode:
         for live in list(self._registry.all_live()):
             seqs = [live.cursor + 1]
             holes = live.holes
-            if holes is not None:
-                lowest, _ = holes.all()
-                if lowest:
-                    rows = await self._store.backlog(live.identity, live.instance, lowest, 1 << 20)
-                    seqs.extend(e.seq for e in rows if e.seq <= live.cursor)
+            lowest, jumps = holes.all() if holes is not None else (0, [])
+            while jumps:  # the rows its live writes jumped over may have been announced
+                rows = await self._store.backlog(live.identity, live.instance, lowest, BACKLOG_PAGE)
+                seqs.extend(e.seq for e in rows if e.seq <= live.cursor)
+                if len(rows) < BACKLOG_PAGE or rows[-1].seq >= live.cursor:
+                    break
+                lowest = rows[-1].seq
             self._woken(live.identity, live.instance, seqs)
