@@ -350,3 +350,14 @@ async def test_a_broker_outage_is_caught_up_from_the_store(cluster: Cluster) -> 
         ids = [m.id for m in got_all]
         assert sorted(ids) == sorted([*during, after]) and len(set(ids)) == 5
         assert [i for i in ids if i in during] == during
+
+
+async def test_a_node_taken_for_dead_is_known_again_with_its_sessions(cluster: Cluster) -> None:
+    async with cluster.client(1, "bob", "back"):
+        here = cluster.services(0).cluster
+        await eventually(lambda: here.directory.owner("bob@localhost", "back") == "node-b")
+        cluster.clock.now += 3 * here.heartbeat_s  # node A hears nothing for three beats
+        here.tick()
+        assert here.directory.owner("bob@localhost", "back") is None
+        cluster.services(1).cluster.tick()  # node B's next heartbeat
+        assert here.directory.owner("bob@localhost", "back") == "node-b"

@@ -319,10 +319,9 @@ class ClusterNode:
             return  # acted on where it happened
         if self.directory.heard(origin, self._clock()):
             self._became_shared()
-            if not isinstance(message, Hello | Bye):
-                # a node met for the first time: it learns this node's sessions (and, on
-                # meeting this one, sends its own the same way)
-                self._answer(origin)
+            if not isinstance(message, Hello | Sessions | Bye):
+                # met for the first time (or again after taking it for dead): trade sessions
+                self._answer(origin, ask=True)
         try:
             self._dispatch(message)
         except Exception:
@@ -339,11 +338,13 @@ class ClusterNode:
                 # it (re)started or reconnected: what it held is what it says next
                 changed = set(directory.replace(origin, [], self._clock()))
                 self._answer(origin)
-            case Sessions(sessions=sessions):
+            case Sessions(sessions=sessions, ask=ask):
                 entries = [(s.identity, s.instance, s.presence) for s in sessions]
                 changed = directory.replace(origin, entries, self._clock())
                 for identity, instance, _ in entries:
                     self._known(identity, instance, origin)
+                if ask:
+                    self._answer(origin)
             case Attached(identity=identity, instance=instance, presence=presence):
                 directory.attached(origin, identity, instance, presence, self._clock())
                 self._known(identity, instance, origin)
@@ -380,12 +381,12 @@ class ClusterNode:
         for identity in changed:
             self._presence.changed(identity)
 
-    def _answer(self, asker: str) -> None:
+    def _answer(self, asker: str, *, ask: bool = False) -> None:
         sessions = [
             LiveEntry(live.identity, live.instance, live.presence)
             for live in self._registry.all_live()
         ]
-        self._send(node_channel(asker), Sessions(self.node_id, sessions))
+        self._send(node_channel(asker), Sessions(self.node_id, sessions, ask))
 
     def _known(self, identity: str, instance: str, node: str) -> None:
         """A session live on ``node``: its record exists here (a new one has the defaults, as
