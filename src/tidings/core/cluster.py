@@ -101,8 +101,7 @@ class ClusterNode:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = broker.node_id
-        if "\n" in self.node_id or not self.node_id:
-            raise ValueError("a node id is non-empty and has no line break")
+        """Read again from the broker at ``start`` (it may be named once the port is known)."""
         self._broker = broker
         self._store = store
         self._registry = registry
@@ -144,6 +143,10 @@ class ClusterNode:
     async def start(self) -> None:
         """Listen, say hello (every node answers with its sessions), and beat."""
         broker = self._broker
+        self.node_id = self.directory.self_id = broker.node_id
+        if "\n" in self.node_id or not self.node_id:
+            raise ValueError(f"a node id is non-empty and has no line break: {self.node_id!r}")
+        self._channel = node_channel(self.node_id)
         self._unsubscribe = [
             broker.subscribe(ALL, self._receive),
             broker.subscribe(self._channel, self._receive),
