@@ -1,6 +1,6 @@
 """Three Tidings nodes in one event loop acting as one service: each a full ``TidingsServer`` on
-its own loopback ports, all sharing one ``MemoryStore`` and one in-process broker bus, driven by
-the SDK and raw LIME / Feedme clients (DESIGN.md section 5, issue 11)."""
+its own loopback ports, all sharing one store (memory, then one SQLite file) and one in-process
+broker bus, driven by the SDK and raw LIME / Feedme clients (DESIGN.md section 5, issue 11)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from tests.lime_wire import WireClient
 from tidings.broker.inprocess import Bus, InProcessBroker
 from tidings.config import Settings
 from tidings.core.consent_model import InboxEvent, InboxKind
+from tidings.core.ports import Store
 from tidings.sdk import Backoff, Client, ReceivedMessage, SessionFailed
 from tidings.store.memory import MemoryStore
+from tidings.store.sqlite import SqliteStore
 from tidings.wiring import Services, TidingsServer
 
 pytestmark = pytest.mark.integration
@@ -44,7 +46,7 @@ class Cluster:
     nodes: list[TidingsServer]
     bus: Bus
     clock: Clock
-    store: MemoryStore
+    store: Store
     keys: dict[str, str] = field(default_factory=dict)
 
     def url(self, node: int) -> str:
@@ -65,9 +67,9 @@ class Cluster:
         )  # fmt: skip
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path)
     store.open(asyncio.get_running_loop())
     first = InProcessBroker("node-a")
     clock = Clock()
@@ -348,3 +350,14 @@ async def test_a_broker_outage_is_caught_up_from_the_store(cluster: Cluster) -> 
         ids = [m.id for m in got_all]
         assert sorted(ids) == sorted([*during, after]) and len(set(ids)) == 5
         assert [i for i in ids if i in during] == during
+
+
+async def test_a_node_taken_for_dead_is_known_again_with_its_sessions(cluster: Cluster) -> None:
+    async with cluster.client(1, "bob", "back"):
+        here = cluster.services(0).cluster
+        await eventually(lambda: here.directory.owner("bob@localhost", "back") == "node-b")
+        cluster.clock.now += 3 * here.heartbeat_s  # node A hears nothing for three beats
+        here.tick()
+        assert here.directory.owner("bob@localhost", "back") is None
+        cluster.services(1).cluster.tick()  # node B's next heartbeat
+        assert here.directory.owner("bob@localhost", "back") == "node-b"

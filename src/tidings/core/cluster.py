@@ -65,7 +65,7 @@ from .key_directory import KeyDirectory
 from .model import SessionRecord
 from .ports import Broker, MessageStore
 from .presence import PresenceService
-from .router import Router
+from .router import BACKLOG_PAGE, Router
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 from .trust import TrustCircles
 
@@ -101,8 +101,7 @@ class ClusterNode:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = broker.node_id
-        if "\n" in self.node_id or not self.node_id:
-            raise ValueError("a node id is non-empty and has no line break")
+        """Read again from the broker at ``start`` (it may be named once the port is known)."""
         self._broker = broker
         self._store = store
         self._registry = registry
@@ -144,6 +143,10 @@ class ClusterNode:
     async def start(self) -> None:
         """Listen, say hello (every node answers with its sessions), and beat."""
         broker = self._broker
+        self.node_id = self.directory.self_id = broker.node_id
+        if "\n" in self.node_id or not self.node_id:
+            raise ValueError(f"a node id is non-empty and has no line break: {self.node_id!r}")
+        self._channel = node_channel(self.node_id)
         self._unsubscribe = [
             broker.subscribe(ALL, self._receive),
             broker.subscribe(self._channel, self._receive),
@@ -210,7 +213,6 @@ class ClusterNode:
         for live in self._registry.all_live():
             if live.holes is None:
                 live.holes = Holes()
-            self._send(ALL, Attached(self.node_id, live.identity, live.instance, live.presence))
 
     # -- the router's hooks (``router.Peers``) --------------------------------------------------
 
@@ -281,11 +283,10 @@ class ClusterNode:
     # -- invalidations ------------------------------------------------------------------------
 
     def forget_trust(self, identity: str) -> None:
-        """``TrustCircles.forget`` here and on every node (contacts or an account changed)."""
+        """``TrustCircles.forget`` here and on every node (contacts or an account changed);
+        the other nodes forget the account's name too (this one changed it itself)."""
         if self._trust is not None:
             self._trust.forget(identity)
-        if self._forget_account is not None:
-            self._forget_account(identity)
         self._broadcast(Forget(self.node_id, "trust", identity))
 
     def forget_all_trust(self) -> None:
@@ -322,7 +323,8 @@ class ClusterNode:
         if self.directory.heard(origin, self._clock()):
             self._became_shared()
             if not isinstance(message, Hello | Sessions | Bye):
-                self._send(node_channel(origin), Hello(self.node_id))  # tell me what you hold
+                # met for the first time (or again after taking it for dead): trade sessions
+                self._answer(origin, ask=True)
         try:
             self._dispatch(message)
         except Exception:
@@ -336,12 +338,16 @@ class ClusterNode:
             case Heartbeat():
                 pass
             case Hello():
+                # it (re)started or reconnected: what it held is what it says next
+                changed = set(directory.replace(origin, [], self._clock()))
                 self._answer(origin)
-            case Sessions(sessions=sessions):
+            case Sessions(sessions=sessions, ask=ask):
                 entries = [(s.identity, s.instance, s.presence) for s in sessions]
                 changed = directory.replace(origin, entries, self._clock())
                 for identity, instance, _ in entries:
                     self._known(identity, instance, origin)
+                if ask:
+                    self._answer(origin)
             case Attached(identity=identity, instance=instance, presence=presence):
                 directory.attached(origin, identity, instance, presence, self._clock())
                 self._known(identity, instance, origin)
@@ -365,6 +371,10 @@ class ClusterNode:
                             "The session was taken over by a connection to another node",
                         )
                     )
+                    # out of the registry now, as a local displacement is: what is stored
+                    # for it from here on wakes its new node, not this closing connection
+                    if self._router.detach(live):
+                        self._presence.forget(live)
             case RecordChanged(identity=identity, instance=instance):
                 self._stale_record(identity, instance)
             case Forget():
@@ -374,19 +384,19 @@ class ClusterNode:
         for identity in changed:
             self._presence.changed(identity)
 
-    def _answer(self, asker: str) -> None:
+    def _answer(self, asker: str, *, ask: bool = False) -> None:
         sessions = [
             LiveEntry(live.identity, live.instance, live.presence)
             for live in self._registry.all_live()
         ]
-        self._send(node_channel(asker), Sessions(self.node_id, sessions))
+        self._send(node_channel(asker), Sessions(self.node_id, sessions, ask))
 
     def _known(self, identity: str, instance: str, node: str) -> None:
-        """A session live on ``node``: its record exists (read it if new here), and rows
+        """A session live on ``node``: its record exists here (a new one has the defaults, as
+        where it was made: a rule or limit set later comes with ``RecordChanged``), and rows
         stored for it while its attach was not heard yet wake it now."""
         if instance not in self._registry.records_of(identity):
             self._registry.record(identity, instance)
-            self._stale_record(identity, instance)
         if self._recent.pop((identity, instance), None) is not None:
             self._send(node_channel(node), Wake(self.node_id, identity, instance, []))
 
@@ -422,11 +432,15 @@ class ClusterNode:
             if live is not None and live.wants(event):
                 live.outlet.notify(message.message_id, event)
             return
+        if message.command:
+            # as ``Router.forward_command``: to a live session now, even while it replays
+            if live is not None and live.available:
+                live.outlet.deliver(message.payload)
+            return
         if live is not None and not live.replaying and live.outlet.deliver(message.payload):
             return
-        if not message.command:
-            record = self._registry.record(message.identity, message.instance)
-            self._router.keep_notification(record, message.payload)
+        record = self._registry.record(message.identity, message.instance)
+        self._router.keep_notification(record, message.payload)
 
     def _forget(self, message: Forget) -> None:
         kind, key, data = message.kind, message.key, message.data
@@ -519,9 +533,11 @@ class ClusterNode:
         for live in list(self._registry.all_live()):
             seqs = [live.cursor + 1]
             holes = live.holes
-            if holes is not None:
-                lowest, _ = holes.all()
-                if lowest:
-                    rows = await self._store.backlog(live.identity, live.instance, lowest, 1 << 20)
-                    seqs.extend(e.seq for e in rows if e.seq <= live.cursor)
+            lowest, jumps = holes.all() if holes is not None else (0, [])
+            while jumps:  # the rows its live writes jumped over may have been announced
+                rows = await self._store.backlog(live.identity, live.instance, lowest, BACKLOG_PAGE)
+                seqs.extend(e.seq for e in rows if e.seq <= live.cursor)
+                if len(rows) < BACKLOG_PAGE or rows[-1].seq >= live.cursor:
+                    break
+                lowest = rows[-1].seq
             self._woken(live.identity, live.instance, seqs)

@@ -63,10 +63,13 @@ class LiveEntry(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Sessions(_Message, frozen=True, tag="sessions"):
-    """The answer to ``Hello``: every live session the origin holds (replaces what the asker
-    knew of that node)."""
+    """The answer to ``Hello``, or to meeting a node: every live session the origin holds
+    (replaces what the receiver knew of that node)."""
 
     sessions: list[LiveEntry] = []
+    ask: bool = False
+    """The receiver answers with its own (sent on meeting a node that may not know this
+    one's sessions: one that it had taken for dead, say)."""
 
 
 class Attached(_Message, frozen=True, tag="attached"):

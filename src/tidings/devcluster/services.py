@@ -129,18 +129,8 @@ class Postgres:
         as_user = _as_user(account) if os.geteuid() == 0 else None
         if not (data / "PG_VERSION").exists():
             result = subprocess.run(
-                [
-                    initdb,
-                    "-D",
-                    str(data),
-                    "-A",
-                    "trust",
-                    "-U",
-                    self.user,
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ],
+                [initdb, "-D", str(data), "-A", "trust", "-U", self.user, "--no-sync",
+                 "-E", "UTF8"],
                 capture_output=True,
                 preexec_fn=as_user,
                 check=False,

@@ -1,0 +1,109 @@
+"""The router with other nodes writing the same queues (two routers over one memory store): a
+row another node stored is written once to the live connection, whether a replay reads it or a
+live write of a newer row jumped the cursor past it before its ``Wake`` came."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.core.test_router_memory import Client, Notices, _anyone
+from tidings.core.address import parse_address
+from tidings.core.cluster_directory import Holes
+from tidings.core.model import DeliveryEvent
+from tidings.core.router import QueueLimits, Router
+from tidings.core.session_registry import LiveSession, SessionRegistry
+from tidings.store.memory import MemoryStore
+
+SERVER = "postmaster@x/server"
+
+
+class Peers:
+    """What a router asks of the other nodes, recorded: every row stored for a session not
+    live here (a ``Wake`` in a deployment)."""
+
+    def __init__(self) -> None:
+        self.woken: list[tuple[str, str, int]] = []
+        self.receipts: list[tuple[str, str, str, DeliveryEvent]] = []
+
+    def stored(self, record: Any, seq: int) -> None:
+        self.woken.append((record.identity, record.instance, seq))
+
+    def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
+        return False
+
+    def receipt(self, identity: str, instance: str, message_id: str, event: DeliveryEvent) -> None:
+        self.receipts.append((identity, instance, message_id, event))
+
+    def attaching(self, live: LiveSession) -> None:
+        live.holes = Holes()
+
+    def detached(self, live: LiveSession) -> None: ...
+
+    def held_elsewhere(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def record_changed(self, identity: str, instance: str) -> None: ...
+
+    async def refresh(self) -> None: ...
+
+
+def node(store: MemoryStore) -> tuple[SessionRegistry, Router, Peers]:
+    registry = SessionRegistry()
+    router = Router("x", store, registry, _anyone, QueueLimits(100), Notices(), SERVER)
+    peers = Peers()
+    router.peers = peers
+    return registry, router, peers
+
+
+async def connect(router: Router, registry: SessionRegistry, node_text: str) -> Any:
+    identity, _, instance = node_text.partition("/")
+    client = Client()
+    live = LiveSession(identity, instance, client, registry.record(identity, instance), guest=False)
+    live.receipt = frozenset(DeliveryEvent)
+    await router.attach(live)
+    return live, client
+
+
+async def send(
+    store: MemoryStore, router: Router, sender: LiveSession, message_id: str, to: str
+) -> None:
+    pending = router.send_message(sender, message_id, parse_address(to), message_id.encode())
+    if pending is not None:
+        await pending
+    await store.barrier()
+
+
+async def test_a_row_jumped_over_by_a_live_write_is_written_once_when_its_wake_comes() -> None:
+    store = MemoryStore()
+    reg_a, router_a, peers_a = node(store)
+    reg_b, router_b, peers_b = node(store)
+    bob, bob_client = await connect(router_b, reg_b, "bob@x/b")
+    carol, _ = await connect(router_b, reg_b, "carol@x/c")
+    alice, alice_client = await connect(router_a, reg_a, "alice@x/a")
+    reg_a.record("bob@x", "b")  # node A knows the session (from its Attached)
+    await send(store, router_a, alice, "from-a", "bob@x/b")
+    ((_, _, seq),) = [w for w in peers_a.woken if w[:2] == ("bob@x", "b")]
+    await send(store, router_b, carol, "from-c", "bob@x/b")  # live here: the cursor jumps past seq
+    assert bob_client.written == [b"from-c"] and bob.cursor > seq
+    await router_b.woken(bob, [seq])
+    assert bob_client.written == [b"from-c", b"from-a"]
+    await router_b.woken(bob, [seq])  # the same news again: not written twice
+    assert bob_client.written == [b"from-c", b"from-a"]
+    assert ("alice@x", "a", "from-a", DeliveryEvent.DISPATCHED) in peers_b.receipts
+    assert alice_client.told[0] == ("from-a", DeliveryEvent.ACCEPTED, None)
+
+
+async def test_a_row_a_replay_wrote_is_not_written_again_when_its_wake_comes_late() -> None:
+    store = MemoryStore()
+    reg_a, router_a, peers_a = node(store)
+    reg_b, router_b, _ = node(store)
+    bob, bob_client = await connect(router_b, reg_b, "bob@x/b")
+    alice, _ = await connect(router_a, reg_a, "alice@x/a")
+    reg_a.record("bob@x", "b")
+    await send(store, router_a, alice, "one", "bob@x/b")
+    await send(store, router_a, alice, "two", "bob@x/b")
+    seqs = [w[2] for w in peers_a.woken if w[:2] == ("bob@x", "b")]
+    await router_b.woken(bob, seqs[:1])  # the replay reads both rows
+    assert bob_client.written == [b"one", b"two"]
+    await router_b.woken(bob, seqs[1:])  # the second wake, late
+    assert bob_client.written == [b"one", b"two"]
