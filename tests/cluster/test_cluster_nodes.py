@@ -10,12 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.lime_wire import WireClient
-
-from tidings.devcluster.cluster import LocalCluster
-from tidings.sdk import ReceivedMessage
-
-from .conftest import (
+from tests.cluster.support import (
     STEP,
     FeedWatcher,
     established,
@@ -25,6 +20,10 @@ from .conftest import (
     password,
     sdk,
 )
+from tests.lime_wire import WireClient
+
+from tidings.devcluster.cluster import LocalCluster
+from tidings.sdk import ReceivedMessage
 
 pytestmark = pytest.mark.integration
 
@@ -194,7 +193,9 @@ async def test_presence_status_changes_and_sessions_seen_across_nodes(
     )  # fmt: skip
     assert shared["status"] == "success", shared
     quinn = await login(cluster.node(2).ws_url, "quinn@localhost/w")
-    subscribed = await quinn.command(id="s", method="subscribe", uri="lime://pat@localhost/presence")
+    subscribed = await quinn.command(
+        id="s", method="subscribe", uri="lime://pat@localhost/presence"
+    )
     assert subscribed["status"] == "success", subscribed
     await quinn.expect(observed("available", ["p1"]), timeout=STEP)
     busy = await pat.command(
