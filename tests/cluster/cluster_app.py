@@ -31,3 +31,11 @@ def tick(request: ActionRequest, response: Responder) -> None:
         [{"Operation": "Set", "Path": ["n"], "Value": n}],
         feed_md5({"n": n}),
     )
+
+
+@app.action("end")
+def end(request: ActionRequest, response: Responder) -> None:
+    """Reveal ``end`` (the data stays ``{"n": last}``): watchers stop at it."""
+    last = int(request.action_args["n"])
+    response.success({})
+    app.reveal("ticker", {}, "end", {}, [], feed_md5({"n": last}))
