@@ -323,13 +323,17 @@ class RedisBroker:
         reader hearing something on a quiet link."""
         commands = self._commands
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # comes as the event is set, and the link would never close
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_commands.wait(), self._health_s)
+                async with asyncio.timeout(self._health_s):
+                    await self._wake_commands.wait()
             self._wake_commands.clear()
             if not commands:
                 commands.append(("PING", b"health"))
             batch = [commands.popleft() for _ in range(len(commands))]
             await _write(subscriber, subscriber.pack_commands(batch))
+            _raise_if_cancelled()
 
     async def _send(self, publisher: AbstractConnection) -> None:
         outbox = self._outbox
@@ -346,6 +350,7 @@ class RedisBroker:
                         ("PUBLISH", channel, message) for channel, message in batch
                     ),
                 )
+                _raise_if_cancelled()
                 for _ in batch:
                     if await publisher.read_response(timeout=3 * self._health_s) is None:
                         raise _LinkLost("Redis did not answer a publication")
@@ -364,6 +369,16 @@ def _pong(response: Any) -> bytes | None:
         token: bytes = response[1]
         return token
     return None
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation redis-py may have swallowed: with a socket timeout it writes
+    under ``asyncio.wait_for``, which on Python 3.11 returns normally when the task is
+    cancelled just as the write completes. Left swallowed, a link task outlives its link and
+    ``close`` (or the reconnection after a lost link) waits for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _write(connection: AbstractConnection, packed: list[bytes]) -> None:

@@ -982,8 +982,16 @@ class Router:
         Another domain is refused (``DESTINATION_NOT_FOUND``) until federation relays it."""
         self._check_domain(address)
         identity = address.identity
-        if not self._registry.knows(identity) and not await self._identity_exists(address):
-            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
+        if self._registry.knows(identity) or await self._identity_exists(address):
+            return
+        peers = self.peers
+        if peers is not None:
+            # A guest that just made its first session on another node has no account and
+            # is not known here until that node's Attached comes; its record is in the store.
+            await peers.refresh()
+            if self._registry.knows(identity):
+                return
+        raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
     def _check_domain(self, address: Address) -> None:
         domain = address.domain

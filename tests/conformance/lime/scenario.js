@@ -10,7 +10,7 @@
 // channel.onMessage / onNotification / onCommand, rejected after a timeout. No sleeps.
 //
 // Common args: ws (server URI), domain, timeoutMs, and per-client {name, password | key |
-// guest, instance}.
+// guest, instance, ws (this client's server, when not args.ws)}.
 
 const Lime = require('lime-js');
 const WebSocketTransport = require('lime-transport-websocket');
@@ -119,7 +119,9 @@ function identityFor(spec) {
 async function connect(spec, label) {
   const transport = new WebSocketTransport();
   transport.onClose = () => {};
-  await withTimeout(transport.open(args.ws), `${label}: websocket open`);
+  // spec.ws: this client's own server (tests/cluster puts sender and recipient on different
+  // nodes of a cluster); args.ws otherwise
+  await withTimeout(transport.open(spec.ws || args.ws), `${label}: websocket open`);
   const channel = new Lime.ClientChannel(transport, true, spec.autoNotifyReceipt !== false);
   const client = new Client(label, transport, channel);
   // JSON has no undefined: "instance": null means "the app passed no instance", which lime-js

@@ -1,0 +1,49 @@
+"""The package's cluster (see ``support``): three nodes on PostgreSQL + Redis behind HAProxy,
+started once for tests/cluster; a missing PostgreSQL, Redis or HAProxy is an error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from tests.cluster.support import ACCOUNTS, API_TOKEN, APP, DOMAIN, password
+from tests.lime_wire import WireClient
+from tests.server_process import TIDINGS
+
+from tidings.devcluster.cluster import LocalCluster
+
+
+@pytest.fixture(scope="package")
+def cluster() -> Iterator[LocalCluster]:
+    """The package's cluster: 3 nodes with the cluster app, guests and an API token; the
+    accounts of ``ACCOUNTS`` made in its PostgreSQL with the CLI."""
+    local = LocalCluster(
+        nodes=3,
+        serve_args=["--allow-guests", "--domain", DOMAIN, "--app", APP, "--api-token", API_TOKEN],
+    )
+    local.start()
+    try:
+        env = {**os.environ, "TIDINGS_STORE": local.node_store}
+        making = [
+            subprocess.Popen(
+                [*TIDINGS, "account", "add", name, "--password", password(name)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for name in ACCOUNTS
+        ]
+        for process in making:
+            out, _ = process.communicate(timeout=120)
+            assert process.returncode == 0, out.decode(errors="replace")
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_wire_clients() -> AsyncIterator[None]:
+    yield
+    await WireClient.close_all()
