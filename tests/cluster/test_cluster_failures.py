@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import psycopg
 import pytest
 from tests.cluster.support import STEP, guest, sdk
 
@@ -80,6 +81,17 @@ class Traffic:
         return all(self.taken[message_id] for message_id in self.accepted)
 
 
+def missing(cluster: LocalCluster, traffic: Traffic) -> str:
+    """What the failure message needs: the accepted messages not taken, and what the queue
+    still holds of them (were they stored and never written, or are they gone?)."""
+    lost = [m for m in traffic.accepted if not traffic.taken[m]]
+    with psycopg.connect(cluster.postgres_url) as db:
+        rows = db.execute(
+            "SELECT seq, identity, instance, msg_id FROM queue WHERE msg_id = ANY(%s)", (lost,)
+        ).fetchall()
+    return f"not taken: {lost} (to {[traffic.accepted[m] for m in lost]}); queued: {rows}"
+
+
 async def run_traffic(traffic: Traffic, pairs: dict[str, list[str]]) -> list[asyncio.Task[None]]:
     tasks = [
         asyncio.create_task(traffic.receive(name, client))
@@ -140,7 +152,10 @@ async def test_kill_9_a_node_while_messages_flow_every_accepted_message_once(
         traffic.stop.set()
         async with asyncio.timeout(DRAIN_S):
             await asyncio.gather(*tasks[len(receivers) :])  # the senders end
-        await traffic.until(traffic.all_taken, "every accepted message taken", DRAIN_S)
+        try:
+            await traffic.until(traffic.all_taken, "every accepted message taken", DRAIN_S)
+        except pytest.fail.Exception as failure:
+            raise AssertionError(f"{failure}; {missing(cluster, traffic)}") from None
     finally:
         traffic.stop.set()
         for task in tasks:

@@ -76,7 +76,10 @@ log = logging.getLogger("tidings.cluster")
 DEFAULT_HEARTBEAT_S = 2.0
 MISSED_HEARTBEATS = 3
 RECENT_LIMIT = 10_000
-"""Sessions remembered as "written while live nowhere known" (see ``stored``)."""
+"""Sessions remembered as "a row was stored for it here lately" (see ``stored``)."""
+RECENT_SEQS = 16
+"""The latest rows remembered per such session: a woken node reads past its cursor anyway;
+these name the older ones that may lie below it (``Holes``)."""
 
 
 class ClusterNode:
@@ -125,7 +128,7 @@ class ClusterNode:
         self._heartbeat: asyncio.Task[None] | None = None
         self._wakes: dict[LiveSession, list[int]] = {}
         self._outgoing: dict[tuple[str, str, str], list[int]] = {}
-        self._recent: dict[tuple[str, str], int] = {}
+        self._recent: dict[tuple[str, str], list[int]] = {}
         self._stale: set[tuple[str, str]] | None = None
         self._applying = False
         """Applying another node's change: local hooks must not announce it again."""
@@ -217,17 +220,25 @@ class ClusterNode:
     # -- the router's hooks (``router.Peers``) --------------------------------------------------
 
     def stored(self, record: SessionRecord, seq: int) -> None:
+        """Wake the node that holds the session, and remember the session for a while: if it
+        attaches on another node (its Attached not heard yet when the row was stored: its
+        replay may have read the queue before the row committed, and the wake went to its old
+        node, perhaps a dead one), that node is woken when the news comes (``_known``)."""
+        key = (record.identity, record.instance)
+        recent = self._recent
+        seqs = recent.pop(key, None)
+        if seqs is None:
+            if len(recent) >= RECENT_LIMIT:
+                del recent[next(iter(recent))]  # the oldest: its attach was heard long ago
+            seqs = []
+        elif len(seqs) >= RECENT_SEQS:
+            del seqs[0]
+        seqs.append(seq)
+        recent[key] = seqs  # last in the dict's order: the newest
         instances = self.directory.sessions.get(record.identity)
         found = instances.get(record.instance) if instances else None
-        key = (record.identity, record.instance)
         if found is None:
-            # live nowhere known: if it attached elsewhere a moment ago (its Attached not
-            # heard yet), its node is woken when that news comes (see ``_attached``)
-            recent = self._recent
-            if len(recent) >= RECENT_LIMIT:
-                recent.clear()
-            recent[key] = seq
-            return
+            return  # live nowhere known: its next connection reads the queue
         outgoing = self._outgoing
         if not outgoing:
             asyncio.get_running_loop().call_soon(self._flush_wakes)
@@ -397,8 +408,9 @@ class ClusterNode:
         stored for it while its attach was not heard yet wake it now."""
         if instance not in self._registry.records_of(identity):
             self._registry.record(identity, instance)
-        if self._recent.pop((identity, instance), None) is not None:
-            self._send(node_channel(node), Wake(self.node_id, identity, instance, []))
+        seqs = self._recent.pop((identity, instance), None)
+        if seqs is not None:
+            self._send(node_channel(node), Wake(self.node_id, identity, instance, seqs))
 
     def _woken(self, identity: str, instance: str, seqs: list[int]) -> None:
         live = self._registry.live(identity, instance)

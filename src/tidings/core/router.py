@@ -413,14 +413,12 @@ class Router:
                 if peers is not None:
                     peers.stored(record, seq)
                 continue
-            if live.replaying or live.cursor >= seq or not live.available:
+            if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
                 continue
             if stamped is None:
                 self._await_circle(live)  # stored: the replay writes it
             elif live.outlet.deliver(stamped):
-                if live.holes is not None:
-                    live.holes.jump(live.cursor, seq)
-                live.cursor = seq
+                _advance(live, seq)
                 dispatched = True
         if dispatched:
             self.delivered += 1
@@ -501,7 +499,7 @@ class Router:
             if peers is not None:
                 peers.stored(record, seq)
             return
-        if live.replaying or live.cursor >= seq or not live.available:
+        if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
             return
         if expires_at <= time.time():
             self._expire_in([record])
@@ -513,9 +511,7 @@ class Router:
                 return
             payload = self._stamp(payload, scope)
         if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
-            if live.holes is not None:
-                live.holes.jump(live.cursor, seq)
-            live.cursor = seq
+            _advance(live, seq)
             self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
 
@@ -710,6 +706,10 @@ class Router:
             if not live.outlet.deliver(payload):
                 complete = _Page.STOPPED  # the rest stays queued, for this connection or the next
                 break
+            if live.holes is not None:
+                # rows between two of a page may commit later (another node's writer): a wake
+                # for one of them writes it then
+                live.holes.jump(live.cursor, entry.seq)
             live.cursor = entry.seq
             if not entry.needs_ack:
                 discard.append(entry.seq)
@@ -1011,15 +1011,13 @@ class Router:
             if peers is not None:
                 peers.stored(record, seq)
             return
-        if live.replaying or live.cursor >= seq or not live.available:
+        if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
             return
         if expires_at is not None and expires_at <= time.time():
             self._expire_in([record])
             return
         if live.outlet.deliver(payload):
-            if live.holes is not None:
-                live.holes.jump(live.cursor, seq)
-            live.cursor = seq
+            _advance(live, seq)
             self.delivered += 1
 
     def deliver_notices(self, result: TrimResult) -> None:
@@ -1088,6 +1086,26 @@ class _Page(enum.Enum):
     """The connection took no more (closing, or its client is behind reading)."""
     EXPIRED = 3
     """It stopped before an entry past its expiry."""
+
+
+def _written(live: LiveSession, seq: int) -> bool:
+    """Whether the row ``seq`` went to the connection already: at or below its cursor,
+    unless (several nodes) it is a hole the cursor jumped over, committed late by this
+    node's writer or another's; a hole counts as written from here on."""
+    if seq > live.cursor:
+        return False
+    holes = live.holes
+    return holes is None or not holes.take([seq])
+
+
+def _advance(live: LiveSession, seq: int) -> None:
+    """The row ``seq`` was just written live: the cursor moves to it (never back, for a
+    hole), remembering the rows it jumped over."""
+    cursor = live.cursor
+    if seq > cursor:
+        if live.holes is not None:
+            live.holes.jump(cursor, seq)
+        live.cursor = seq
 
 
 def _unstamped(payload: bytes, scope: Scope) -> bytes:
