@@ -7,6 +7,9 @@
   each with ``{"seq": i, "pad": "x" * BYTES}`` and one delta (``Set ["seq"] i``), then answers
   ``{"seq": <last seq>, "delivered": <deliveries of this burst>}``. ``seq`` counts up across
   bursts from 1, so a client can check it got every revelation, once, in order.
+- action ``pub`` (any args): reveals action ``pub`` once on the feed with the action's args as
+  its data, no delta, and answers ``{}``: what loadgen.c's ``proto=feedme scen=fanout`` sends
+  (``{"lg": "<payload>"}``) and times (bench/cluster.py).
 
 The hub serializes each revelation once for the feed and writes the same bytes to every client
 that has it open; the action handler runs the N reveals back to back on the event loop.
@@ -51,3 +54,9 @@ def burst(request: ActionRequest, response: Responder) -> None:
         )
     state["seq"] = seq
     response.success({"seq": seq, "delivered": delivered})
+
+
+@app.action("pub")
+def pub(request: ActionRequest, response: Responder) -> None:
+    app.reveal("bench", {}, "pub", request.action_args)
+    response.success({})

@@ -213,8 +213,13 @@ def start_tidings(*options: str) -> Server:
 
 def metrics(server: Server) -> dict[str, float]:
     """The Tidings server's counters from /metrics, without the ``tidings_`` prefix."""
+    return metrics_at(server.match.group(2))
+
+
+def metrics_at(http_url: str) -> dict[str, float]:
+    """The counters of the Tidings node whose HTTP API is at ``http_url``."""
     try:
-        url = server.match.group(2).rstrip("/") + "/metrics"
+        url = http_url.rstrip("/") + "/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
     except Exception as exc:
