@@ -401,30 +401,8 @@ class SqlStore:
     # -- key directory ----------------------------------------------------------------------
 
     async def add_key_publication(self, publication: KeyPublication) -> None:
-        row = (
-            publication.sign_id,
-            publication.published,
-            publication.identity,
-            publication.instance,
-            publication.expires,
-            publication.document,
-        )
-
-        def operation(connection: Db) -> None:
-            connection.execute(
-                "INSERT INTO key_publications (sign_id, published, identity, instance,"
-                " expires, document) VALUES (?,?,?,?,?,?)",
-                row,
-            )
-            connection.execute(
-                "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
-                " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
-                " LIMIT ?)",
-                (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
-            )
-
         await self._write(
-            operation,
+            lambda connection: add_publication(connection, publication),
             Conflict(
                 ErrorId.KEY_STALE,
                 f"A publication of {publication.sign_id} at {publication.published} is kept",
@@ -631,6 +609,28 @@ class _StateTable:
 
 
 _KEY_OWNER: Final = "SELECT account FROM api_keys WHERE key_hash=?"
+
+
+def add_publication(connection: Db, publication: KeyPublication) -> None:
+    """Keep a key publication and only the latest ``KEPT_PUBLICATIONS`` of its key."""
+    connection.execute(
+        "INSERT INTO key_publications (sign_id, published, identity, instance,"
+        " expires, document) VALUES (?,?,?,?,?,?)",
+        (
+            publication.sign_id,
+            publication.published,
+            publication.identity,
+            publication.instance,
+            publication.expires,
+            publication.document,
+        ),
+    )
+    connection.execute(
+        "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
+        " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
+        " LIMIT ?)",
+        (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
+    )
 
 
 InsertOnce = Callable[
