@@ -255,9 +255,7 @@ async def test_a_new_instance_waits_for_a_memento_checked_with_the_old_nonce(
     held = Held(
         b,
         lambda tx: tx.nonce_is_current(step),
-        lambda tx, current: (
-            POLICY.bounded_append(entries, None, [], step)(tx) if current else None
-        ),
+        lambda tx, current: POLICY.bounded_append(entries, None, [], step)(tx) if current else None,
     )
     b_result, begun, waited = await interleave(
         a.url, held, lambda: a.begin_persistence(BOB, "phone")
@@ -347,7 +345,9 @@ async def test_a_trim_waits_for_the_other_nodes_uncommitted_append(
     held = Held(b, append(10), lambda tx, result: result)
     await interleave(a.url, held, lambda: transact(a, append(11)))
     rows = await a._rows("SELECT kind FROM queue WHERE identity=? AND instance='a'", (BOB,))
-    assert sorted(kind for (kind,) in rows) == sorted([QueueKind.ENVELOPE] * limit + [QueueKind.GAP])
+    assert sorted(kind for (kind,) in rows) == sorted(
+        [QueueKind.ENVELOPE] * limit + [QueueKind.GAP]
+    )
 
 
 # -- key directory ----------------------------------------------------------------------------
