@@ -19,8 +19,8 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from tests.contract.postgres import PostgresDatabases
+
 from tidings.core.consent import ConsentService
 from tidings.core.consent_model import InboxKind
 from tidings.core.errors import Conflict, ErrorId, TidingsError
