@@ -28,7 +28,7 @@ from tidings.core.model import KeyPublication, PersistStep, QueueBound, QueueEnt
 from tidings.core.ports import QueueTransaction, settling
 from tidings.core.queue_policy import QueuePolicy
 from tidings.store._sql import add_publication
-from tidings.store.postgresql import PostgresStore
+from tidings.store.postgresql import PgDb, PostgresStore
 
 ALICE, BOB = "alice@x", "bob@x"
 SERVER = "postmaster@x/server"
@@ -376,3 +376,22 @@ async def test_an_older_publication_waits_and_is_stale(
     assert waited
     assert isinstance(refused, Conflict) and refused.error_id is ErrorId.KEY_STALE
     assert [p.published for p in await a.key_history("k1")] == [1, 10]
+
+
+# -- the hot path -----------------------------------------------------------------------------
+
+
+async def test_a_plain_append_takes_no_lock(
+    nodes: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message append (no bound, no persistent session) is not a check-then-write: the
+    unique key of the sender id is its only check. It pays no lock round trip."""
+    a, _ = nodes
+    taken: list[str] = []
+    monkeypatch.setattr(PgDb, "lock", lambda db, key: taken.append(key))
+    entry = QueueEntry(BOB, "a", f"{ALICE}/a", "m1", True, b"x")
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    a.append([entry], (f"{ALICE}/a", "m1"), settling(future))
+    assert (await future).seqs
+    await transact(a, POLICY.bounded_append([entry], None, [], None))  # no bound: no lock
+    assert taken == []
