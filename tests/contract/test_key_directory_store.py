@@ -29,8 +29,11 @@ async def test_nothing_published_reads_as_nothing(store: Any) -> None:
 
 async def test_publications_are_kept_and_the_latest_wins(store: Any) -> None:
     await store.add_key_publication(publication("k1", 10))
+    await store.add_key_publication(publication("k1", 20))
     await store.add_key_publication(publication("k1", 30))
-    await store.add_key_publication(publication("k1", 20))  # the store keeps, core decides
+    with pytest.raises(Conflict) as caught:  # checked in the transaction: exact on every node
+        await store.add_key_publication(publication("k1", 25))
+    assert caught.value.error_id is ErrorId.KEY_STALE
     assert await store.key_publication("k1") == publication("k1", 30)
     assert [p.published for p in await store.key_history("k1")] == [10, 20, 30]
     assert (await store.key_history("k1"))[0].document == publication("k1", 10).document

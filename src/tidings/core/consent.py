@@ -645,9 +645,11 @@ class ConsentService:
                 raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such invite")
             if invite.status_at_time(now) is not InviteStatus.PENDING:
                 return _Outcome(self._seen(invite, now))
-            table.set_invite_status(
+            if not table.set_invite_status(
                 invite.id, InviteStatus.INVALIDATED, now, expected=InviteStatus.PENDING
-            )
+            ):  # answered meanwhile (on another node): as it is now, nobody told
+                answered = table.invite(invite_id)
+                return _Outcome(self._seen(answered if answered is not None else invite, now))
             data = {"inviteId": invite.id, "reason": why}
             events = _tell(table, (actor,), InboxKind.INVITE_INVALIDATED, data, now)
             return _Outcome(replace(invite, status=InviteStatus.INVALIDATED, status_at=now), events)

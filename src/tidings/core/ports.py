@@ -389,13 +389,16 @@ class FeedStore(Protocol):
 class KeyDirectoryStore(Protocol):
     """The key directory: every accepted node info publication, and revocations, kept for good.
 
-    The store keeps what it is given; ``core.key_directory`` decides what may be published."""
+    The store keeps what it is given; ``core.key_directory`` decides what may be published,
+    except staleness, which the store checks again inside the write (several nodes)."""
 
     async def add_key_publication(self, publication: KeyPublication) -> None:
         """Keep a publication (its ``revoked`` is ignored), and of its ``sign_id`` only the
         latest ``KEPT_PUBLICATIONS``: every session of an SDK node publishes again, and a
         node reconnecting in a loop must not grow the directory without end. ``Conflict``
-        (``KEY_STALE``) when one of the same ``sign_id`` and ``published`` is kept already."""
+        (``KEY_STALE``) when one of the same ``sign_id`` as recent (``published``) is kept
+        already: checked in the write, so that two nodes publishing at once cannot both pass
+        the service's own check."""
 
     async def key_publication(self, sign_id: str) -> KeyPublication | None:
         """The latest publication of ``sign_id`` (highest ``published``), with ``revoked`` set

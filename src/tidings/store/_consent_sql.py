@@ -4,7 +4,7 @@ transaction, the committed reads, and the row codecs they share."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..core.consent_model import (
@@ -241,10 +241,13 @@ class ConsentReads:
 class ConsentTable:
     """``core.ports.ConsentTable`` over the writer's connection, inside its transaction."""
 
-    __slots__ = ("_connection", "_reads")
+    __slots__ = ("_connection", "_lock", "_reads")
 
-    def __init__(self, connection: Db) -> None:
+    def __init__(self, connection: Db, lock: Callable[[str], None] | None = None) -> None:
+        """``lock`` takes ``Db.lock`` for the transaction (once per key); by default the
+        connection's."""
         self._connection = connection
+        self._lock = connection.lock if lock is None else lock
         self._reads = ConsentReads(self._query)
 
     def _query(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
@@ -309,6 +312,9 @@ class ConsentTable:
         )
 
     def relationship(self, relationship_id: str) -> Relationship | None:
+        # read inside a transaction to be written back (revoke, scope, expiry) or to decide
+        # (chat, alerts): one change of a relationship at a time, on every node
+        self._lock(f"consent-relationship:{relationship_id}")
         return self._reads.relationship(relationship_id)
 
     def put_relationship(self, relationship: Relationship) -> None:
@@ -336,6 +342,7 @@ class ConsentTable:
         )
 
     def scope_request(self, scope_request_id: str) -> ScopeRequest | None:
+        self._lock(f"consent-scope:{scope_request_id}")  # decided once
         return self._reads.scope_request(scope_request_id)
 
     def put_scope_request(self, request: ScopeRequest) -> None:
@@ -355,6 +362,8 @@ class ConsentTable:
         )
 
     def add_chat(self, relationship_id: str, sender: str, text: str, at: float) -> ChatMessage:
+        # the next seq of the relationship, committed in seq order
+        self._lock(f"consent-relationship:{relationship_id}")
         row = self._connection.execute(
             "SELECT coalesce(max(seq), 0) FROM consent_chat WHERE relationship_id=?",
             (relationship_id,),
@@ -367,6 +376,7 @@ class ConsentTable:
         return ChatMessage(seq, relationship_id, sender, text, at)
 
     def alert(self, alert_id: str) -> Alert | None:
+        self._lock(f"consent-alert:{alert_id}")  # acknowledged once
         return self._reads.alert(alert_id)
 
     def put_alert(self, alert: Alert) -> None:
@@ -393,6 +403,8 @@ class ConsentTable:
     def add_event(
         self, identity: str, kind: InboxKind, data: dict[str, Any], at: float
     ) -> InboxEvent:
+        # the next seq of the inbox, committed in seq order (a reader's cursor skips nothing)
+        self._lock(f"consent-inbox:{identity}")
         row = self._connection.execute(
             "SELECT coalesce(max(seq), 0) FROM consent_inbox WHERE identity=?", (identity,)
         ).fetchone()

@@ -1,5 +1,5 @@
-"""The connection interface the shared SQL is written against (``sqlite3`` satisfies it as it
-is; ``_postgresql.PgDb`` adapts psycopg to it)."""
+"""The connection interface the shared SQL is written against (``sqlite.SqliteDb``, a
+``sqlite3.Connection`` with a no-op ``lock``; ``postgresql.PgDb`` adapts psycopg to it)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,10 @@ class Db(Protocol):
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Rows: ...
     def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+    def lock(self, key: str, /) -> None:
+        """Serialize, until the transaction ends, with every other transaction that locks
+        ``key``: a check-then-write calls it before its check (in a statement of its own, so
+        that the check reads what the previous holder committed). SQLite: nothing (``BEGIN
+        IMMEDIATE`` already serializes every writer); PostgreSQL: an advisory lock, since
+        several nodes' writers run at once at READ COMMITTED."""
+        ...

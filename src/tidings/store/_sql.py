@@ -401,30 +401,8 @@ class SqlStore:
     # -- key directory ----------------------------------------------------------------------
 
     async def add_key_publication(self, publication: KeyPublication) -> None:
-        row = (
-            publication.sign_id,
-            publication.published,
-            publication.identity,
-            publication.instance,
-            publication.expires,
-            publication.document,
-        )
-
-        def operation(connection: Db) -> None:
-            connection.execute(
-                "INSERT INTO key_publications (sign_id, published, identity, instance,"
-                " expires, document) VALUES (?,?,?,?,?,?)",
-                row,
-            )
-            connection.execute(
-                "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
-                " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
-                " LIMIT ?)",
-                (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
-            )
-
         await self._write(
-            operation,
+            lambda connection: add_publication(connection, publication),
             Conflict(
                 ErrorId.KEY_STALE,
                 f"A publication of {publication.sign_id} at {publication.published} is kept",
@@ -550,6 +528,7 @@ class SqlStore:
         now = time.time()
 
         def operation(connection: Db) -> PersistenceState:
+            connection.lock(persistence_key(identity, instance))
             row = connection.execute(
                 "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
                 (identity, instance),
@@ -571,6 +550,7 @@ class SqlStore:
         """End with the current nonce (clears nonce and memento); true also when already ended."""
 
         def operation(connection: Db) -> bool:
+            connection.lock(persistence_key(identity, instance))
             row = connection.execute(
                 "SELECT nonce, memento FROM persistence WHERE identity=? AND instance=?",
                 (identity, instance),
@@ -631,6 +611,40 @@ class _StateTable:
 
 
 _KEY_OWNER: Final = "SELECT account FROM api_keys WHERE key_hash=?"
+
+
+def add_publication(connection: Db, publication: KeyPublication) -> None:
+    """Keep a key publication and only the latest ``KEPT_PUBLICATIONS`` of its key; refuse
+    (``KEY_STALE``) one not newer than the latest kept. Serialized per key: two nodes
+    publishing the same key at once must not both pass the staleness check."""
+    connection.lock(f"key-publication:{publication.sign_id}")
+    row = connection.execute(
+        "SELECT max(published) FROM key_publications WHERE sign_id=?", (publication.sign_id,)
+    ).fetchone()
+    if row is not None and row[0] is not None and row[0] >= publication.published:
+        raise Conflict(
+            ErrorId.KEY_STALE,
+            f"A publication of {publication.sign_id} as recent as {publication.published}"
+            f" is kept already ({row[0]})",
+        )
+    connection.execute(
+        "INSERT INTO key_publications (sign_id, published, identity, instance,"
+        " expires, document) VALUES (?,?,?,?,?,?)",
+        (
+            publication.sign_id,
+            publication.published,
+            publication.identity,
+            publication.instance,
+            publication.expires,
+            publication.document,
+        ),
+    )
+    connection.execute(
+        "DELETE FROM key_publications WHERE sign_id=? AND published NOT IN (SELECT"
+        " published FROM key_publications WHERE sign_id=? ORDER BY published DESC"
+        " LIMIT ?)",
+        (publication.sign_id, publication.sign_id, KEPT_PUBLICATIONS),
+    )
 
 
 InsertOnce = Callable[
@@ -706,14 +720,36 @@ def _account(row: Any) -> Account:
 class _Transaction:
     """``core.ports.QueueTransaction`` over the writer's connection, inside its transaction."""
 
-    __slots__ = ("_connection", "_insert_once", "consent", "now", "state")
+    __slots__ = ("_connection", "_insert_once", "_locked", "_state", "consent", "now")
 
     def __init__(self, connection: Db, now: float, insert: InsertOnce = insert_once) -> None:
         self._connection = connection
         self._insert_once = insert
+        self._locked: set[str] = set()
         self.now = now
-        self.state = _StateTable(connection)
-        self.consent = ConsentTable(connection)
+        self._state: _StateTable | None = None
+        self.consent = ConsentTable(connection, self._lock)
+
+    def _lock(self, key: str) -> None:
+        """``Db.lock``, once per key in this operation (a lock is held until the commit)."""
+        if key not in self._locked:
+            self._locked.add(key)
+            self._connection.lock(key)
+
+    def _lock_queue(self, identity: str, instance: str) -> None:
+        """Before a session's queue is counted or read to be trimmed (the bound, the gap
+        marker): an append alone takes no lock, a policy that decides from the rows does."""
+        self._lock(f"queue:{identity}/{instance}")
+
+    @property
+    def state(self) -> _StateTable:
+        """App state, serialized on one key for the whole deployment: ``app_commit`` checks
+        that what a handler read is unchanged, then writes (rare, and one lock is never taken
+        out of order)."""
+        if self._state is None:
+            self._lock("app-state")
+            self._state = _StateTable(self._connection)
+        return self._state
 
     def insert(
         self, entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None
@@ -721,6 +757,7 @@ class _Transaction:
         return self._insert_once(self._connection, entries, dedupe, self.now)
 
     def count(self, identity: str, instance: str) -> int:
+        self._lock_queue(identity, instance)
         row = self._connection.execute(
             "SELECT count(*) FROM queue WHERE identity=? AND instance=? AND kind=?",
             (identity, instance, QueueKind.ENVELOPE),
@@ -730,6 +767,7 @@ class _Transaction:
     def envelopes(
         self, identity: str, instance: str, *, after: int, before: int, limit: int
     ) -> list[QueueRow]:
+        self._lock_queue(identity, instance)
         rows = self._connection.execute(
             "SELECT seq, sender, msg_id, needs_ack FROM queue WHERE identity=? AND instance=?"
             " AND kind=? AND seq>? AND seq<? ORDER BY seq LIMIT ?",
@@ -741,6 +779,8 @@ class _Transaction:
         self._connection.executemany("DELETE FROM queue WHERE seq=?", [(seq,) for seq in seqs])
 
     def expired(self, now: float, after: tuple[float, int], limit: int) -> list[ExpiredRow]:
+        # every node sweeps: one sweep at a time, so that a row is told and counted once
+        self._lock("queue-sweep")
         # queue_by_expiry: a range of the (expires_at, seq) index, only the expired rows
         rows = self._connection.execute(
             "SELECT identity, instance, expires_at, seq, sender, msg_id, needs_ack FROM queue"
@@ -753,6 +793,7 @@ class _Transaction:
     def expired_in(
         self, identity: str, instance: str, now: float, *, after: int, limit: int
     ) -> list[ExpiredRow]:
+        self._lock_queue(identity, instance)
         rows = self._connection.execute(
             "SELECT expires_at, seq, sender, msg_id, needs_ack FROM queue INDEXED BY"
             " queue_by_session WHERE identity=? AND instance=? AND seq>? AND expires_at <= ?"
@@ -765,6 +806,7 @@ class _Transaction:
         ]
 
     def gap(self, identity: str, instance: str) -> GapState | None:
+        self._lock_queue(identity, instance)
         row = self._connection.execute(
             "SELECT seq FROM queue WHERE identity=? AND instance=? AND kind=?",
             (identity, instance, QueueKind.GAP),
@@ -802,6 +844,8 @@ class _Transaction:
         return int(cursor.fetchone()[0])
 
     def remove_session(self, identity: str, instance: str) -> int:
+        self._lock_queue(identity, instance)
+        self._lock(persistence_key(identity, instance))
         count = self._connection.execute(
             "DELETE FROM queue WHERE identity=? AND instance=?", (identity, instance)
         ).rowcount
@@ -812,6 +856,9 @@ class _Transaction:
         return count
 
     def nonce_is_current(self, persist: PersistStep) -> bool:
+        # held until the commit: a new instance (``begin_persistence``) or the end waits for
+        # the memento stored after this check, or this check waits for them
+        self._lock(persistence_key(persist.identity, persist.instance))
         row = self._connection.execute(
             "SELECT nonce FROM persistence WHERE identity=? AND instance=?",
             (persist.identity, persist.instance),
@@ -823,6 +870,11 @@ class _Transaction:
             "UPDATE persistence SET memento=?, updated_at=? WHERE identity=? AND instance=?",
             (persist.memento, self.now, persist.identity, persist.instance),
         )
+
+
+def persistence_key(identity: str, instance: str) -> str:
+    """The lock of a persistent session's nonce and memento."""
+    return f"persistence:{identity}/{instance}"
 
 
 _NO_SEQ: Final = 2**63 - 1

@@ -452,10 +452,11 @@ class MemoryStore:
 
     async def add_key_publication(self, publication: KeyPublication) -> None:
         history = self._key_history.setdefault(publication.sign_id, [])
-        if any(kept.published == publication.published for kept in history):
+        if history and history[-1].published >= publication.published:
             raise Conflict(
                 ErrorId.KEY_STALE,
-                f"A publication of {publication.sign_id} at {publication.published} is kept",
+                f"A publication of {publication.sign_id} as recent as {publication.published}"
+                f" is kept already ({history[-1].published})",
             )
         history.append(replace(publication, revoked=None))
         history.sort(key=lambda kept: kept.published)

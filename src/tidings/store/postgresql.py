@@ -44,6 +44,8 @@ CONNECT_TIMEOUT_S: Final = 5
 _MIGRATION_LOCK: Final = 0x7469_6469_6E67_73
 """``pg_advisory_xact_lock`` key ("tidings"): nodes starting together migrate one at a time."""
 
+_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
 _ERRORS: Final = DriverErrors(psycopg.Error, psycopg.IntegrityError)
 
 _PLACEHOLDER: Final = re.compile(r"\?")
@@ -81,6 +83,12 @@ class PgDb:
         cursor = self.connection.cursor()
         cursor.executemany(_pg_sql(sql), parameters)  # pipelined by psycopg
         return cursor
+
+    def lock(self, key: str, /) -> None:
+        """A transaction-scoped advisory lock on a 64-bit hash of ``key`` (a collision only
+        serializes two unrelated keys), released at COMMIT or ROLLBACK (or the rollback of
+        the savepoint it was taken in)."""
+        self.connection.execute(_LOCK, (key,))
 
     def read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         return self.execute(sql, parameters).fetchall()
