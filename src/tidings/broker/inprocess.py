@@ -45,6 +45,10 @@ class InProcessBroker:
     def bus(self) -> Bus:
         return self._bus
 
+    @property
+    def connected(self) -> bool:
+        return not self._bus.suspended
+
     def join(self, node_id: str) -> InProcessBroker:
         """The broker of another node sharing this one's channels."""
         return InProcessBroker(node_id, self._bus)

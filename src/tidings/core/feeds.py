@@ -83,7 +83,6 @@ class FeedHub:
     """Other nodes share the broker: publish revelations for their clients."""
     undecodable: int = 0
     """Revelations heard from other nodes that did not decode (logged, dropped)."""
-    _origin: bytes = b""
 
     # -- clients and their feeds ----------------------------------------------------------
 
@@ -141,34 +140,31 @@ class FeedHub:
         deltas: list[Delta],
         md5: str | None = None,
     ) -> int:
-        """Serialize once, deliver to this node's clients with the feed open and publish to the
-        other nodes' (when there are any); returns the deliveries made on this node."""
+        """Serialize once and deliver to every client with the feed open, on every node;
+        returns the deliveries made (or, with other nodes, due) on this node.
+
+        With other nodes, this node's own clients get the revelation back from the broker as
+        the others do, so that every subscriber everywhere sees one order: the broker's.
+        While the broker is unreachable they get it at once (the others cannot)."""
         local = feed in self._open
-        remote = self.shared and self.broker.listening(feed_channel(feed))
+        channel = feed_channel(feed)
+        broker = self.broker
+        remote = self.shared and broker.listening(channel)
         if not local and not remote:
             return 0
         prepared = prepare_revelation(
             ActionRevelation.of(feed, action_name, action_data, deltas, md5)
         )
-        delivered = self._deliver(feed, prepared) if local else 0
-        if remote:
-            origin = self._origin
-            if not origin:
-                origin = self._origin = self.broker.node_id.encode() + b"\n"
-            self.broker.publish(feed_channel(feed), origin + prepared.payload)
-        return delivered
+        if not remote or not broker.connected:
+            return self._deliver(feed, prepared) if local else 0
+        broker.publish(channel, prepared.payload)
+        return len(self._open.get(feed, ()))
 
     def _heard(self, feed: FeedKey, message: bytes) -> None:
-        """A revelation published on the feed's channel: another node's is decoded once and
-        delivered to this node's clients (this node's own was delivered when revealed)."""
-        origin = self._origin
-        if not origin:
-            origin = self._origin = self.broker.node_id.encode() + b"\n"
-        if message.startswith(origin):
-            return
-        payload = message.partition(b"\n")[2]
+        """A revelation published on the feed's channel, by any node (this one included):
+        decoded once and delivered to this node's clients."""
         try:
-            decoded = decode_server_message(payload, max_size=len(payload) + 1)
+            decoded = decode_server_message(message, max_size=len(message) + 1)
         except (RemoteProtocolError, LocalProtocolError):
             self.undecodable += 1
             log.warning("an undecodable revelation on %s was dropped", feed_channel(feed))
@@ -176,7 +172,7 @@ class FeedHub:
         if not isinstance(decoded, ActionRevelation):
             self.undecodable += 1
             return
-        self._deliver(feed, PreparedRevelation(decoded, feed, payload))
+        self._deliver(feed, PreparedRevelation(decoded, feed, message))
 
     def _deliver(self, feed: FeedKey, revelation: PreparedRevelation) -> int:
         """A revelation for this node's clients: to each one with the feed open."""

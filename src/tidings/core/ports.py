@@ -526,6 +526,10 @@ class Broker(Protocol):
         """Whether anyone may hear ``channel`` (in-process: someone subscribed; Redis: always
         True): lets a publisher skip encoding an unheard message."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether a publication now reaches the other nodes (and comes back to this one)."""
+
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each reconnect, once every channel is subscribed again
         (what was published meanwhile is lost: the callback re-reads the store)."""
