@@ -414,6 +414,7 @@ class Router:
                     peers.stored(record, seq)
                 continue
             if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
+                _replaying(live, seq)
                 continue
             if stamped is None:
                 self._await_circle(live)  # stored: the replay writes it
@@ -500,6 +501,7 @@ class Router:
                 peers.stored(record, seq)
             return
         if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
+            _replaying(live, seq)
             return
         if expires_at <= time.time():
             self._expire_in([record])
@@ -666,9 +668,11 @@ class Router:
                     await self._expire_after_cursor(live)
                     continue
                 if len(page) < BACKLOG_PAGE:
+                    if live.missed:
+                        await self._write_missed(live)
                     if not live.again:
                         break
-                    live.again = False  # another node stored more meanwhile: read once more
+                    live.again = False  # more was stored meanwhile: read once more
             live.replaying = live.behind  # it fell behind on the last page: catch_up follows
         finally:
             live.replay_running = False
@@ -844,6 +848,16 @@ class Router:
             elif live.available and not live.behind:
                 await self.replay(live)
 
+    async def _write_missed(self, live: LiveSession) -> None:
+        """Rows stored here while the replay ran and committed after it read past them (their
+        seq below the cursor, a page of another node's newer rows written first): now."""
+        missed, live.missed = live.missed, []
+        holes = live.holes
+        if holes is not None:
+            late = holes.take([s for s in missed if s <= live.cursor])
+            if late:
+                await self._write_late(live, late)
+
     async def _write_late(self, live: LiveSession, seqs: list[int]) -> None:
         """Write the rows ``seqs`` (below the cursor, never written to this connection) that
         are still queued, oldest first; the cursor stays where it is."""
@@ -1012,6 +1026,7 @@ class Router:
                 peers.stored(record, seq)
             return
         if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
+            _replaying(live, seq)
             return
         if expires_at is not None and expires_at <= time.time():
             self._expire_in([record])
@@ -1096,6 +1111,15 @@ def _written(live: LiveSession, seq: int) -> bool:
         return False
     holes = live.holes
     return holes is None or not holes.take([seq])
+
+
+def _replaying(live: LiveSession, seq: int) -> None:
+    """A just-stored row not written live. With other nodes writing the queue, a replay that
+    runs may have read past it before it committed: that replay reads once more and writes
+    it at its end (``Router._write_missed``)."""
+    if live.replay_running and live.holes is not None:
+        live.missed.append(seq)
+        live.again = True
 
 
 def _advance(live: LiveSession, seq: int) -> None:

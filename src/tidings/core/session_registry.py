@@ -31,6 +31,7 @@ class LiveSession:
         "holes",
         "identity",
         "instance",
+        "missed",
         "node",
         "outlet",
         "presence",
@@ -65,6 +66,9 @@ class LiveSession:
         """Rows were stored for it while a replay ran: the replay reads once more."""
         self.holes: Holes | None = None
         """With other nodes writing its queue: rows its live writes jumped over (``Holes``)."""
+        self.missed: list[int] = []
+        """With other nodes: rows this node stored while a replay ran, which that replay may
+        have read past before they committed (``Router.replay`` writes them at its end)."""
 
     @property
     def available(self) -> bool:
