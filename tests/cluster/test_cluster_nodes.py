@@ -135,7 +135,8 @@ async def test_feed_with_real_subscribers_on_every_node_gets_each_revelation_onc
         for watcher in watchers:
             watcher.kill()
     for url, result in zip(urls, results, strict=True):
-        ending = next(i for i, line in enumerate(result.lines) if line.get("name") == "end")
+        ending = next((i for i, line in enumerate(result.lines) if line.get("name") == "end"), None)
+        assert ending is not None, (url, result.lines)
         early = [line for line in result.lines[:ending] if line["kind"] != "action"]
         assert early == [{"kind": "open", "data": {"n": -1}}], (url, result)  # no close, no bad
         ticks = [line["actionData"]["n"] for line in result.kinds("action")[:-1]]

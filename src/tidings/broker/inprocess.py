@@ -35,6 +35,9 @@ class InProcessBroker:
 
     __slots__ = ("_bus", "_reconnect", "node_id")
 
+    distributed = False
+    """Nodes sharing its bus become known when heard (a single node never is)."""
+
     def __init__(self, node_id: str = "local", bus: Bus | None = None) -> None:
         self.node_id = node_id
         self._bus = bus if bus is not None else Bus()

@@ -54,6 +54,8 @@ class RedisBroker:
     written, or in a pipeline that the loss of the link interrupted), ``reconnects`` (links
     opened again after a loss), ``received`` (messages handed to this node's receivers)."""
 
+    distributed = True
+
     def __init__(
         self,
         url: str,

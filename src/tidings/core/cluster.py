@@ -17,9 +17,11 @@ lost announcement delays a live delivery and never loses anything:
 - **reconnect**: after the broker comes back, ``Hello`` and this node's sessions again, every
   record re-read, and every live session caught up from the store.
 
-A node alone (no other node heard) sends nothing but heartbeats and ``Hello``: the router's
-``peers`` and the hub's ``shared`` are set only once another node is heard, so single-node
-routing does no encoding and no broker call.
+On the in-process broker a node alone (no other node heard) sends nothing but heartbeats and
+``Hello``: the router's ``peers`` and the hub's ``shared`` are set only once another node is
+heard, so single-node routing does no encoding and no broker call. On a broker that reaches
+other processes (Redis) they are set at start: another node may hold a session before its
+first word arrives here.
 """
 
 from __future__ import annotations
@@ -155,6 +157,10 @@ class ClusterNode:
             broker.subscribe(self._channel, self._receive),
         ]
         broker.on_reconnect(self._reconnected)
+        if broker.distributed:
+            # a node of a deployment: the others may be up already, unheard yet (a message
+            # stored for one of their sessions before that must still wake it)
+            self._became_shared()
         self._send(ALL, Hello(self.node_id))
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 

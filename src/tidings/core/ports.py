@@ -513,6 +513,9 @@ class Broker(Protocol):
 
     node_id: str
     """This node's name in the deployment (unique among the nodes sharing the broker)."""
+    distributed: bool
+    """It reaches other processes (Redis): another node may be there before it is heard, so
+    the node routes through the broker from its start."""
 
     def publish(self, channel: str, message: bytes) -> None:
         """Send ``message`` to the channel's subscribers on every node; ordered per channel
