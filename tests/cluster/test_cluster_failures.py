@@ -89,7 +89,12 @@ def missing(cluster: LocalCluster, traffic: Traffic) -> str:
         rows = db.execute(
             "SELECT seq, identity, instance, msg_id FROM queue WHERE msg_id = ANY(%s)", (lost,)
         ).fetchall()
-    return f"not taken: {lost} (to {[traffic.accepted[m] for m in lost]}); queued: {rows}"
+    logs = "".join(
+        f"\n--- {node.node_id}:\n" + node.log.read_text(errors="replace")[-3000:]
+        for node in cluster.members
+        if node.log.exists()
+    )
+    return f"not taken: {lost} (to {[traffic.accepted[m] for m in lost]}); queued: {rows}{logs}"
 
 
 async def run_traffic(traffic: Traffic, pairs: dict[str, list[str]]) -> list[asyncio.Task[None]]:

@@ -82,6 +82,9 @@ class InProcessBroker:
 
         return unsubscribe
 
+    async def flushed(self) -> None:
+        return None  # published is delivered
+
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         self._reconnect.append(callback)
 

@@ -82,6 +82,11 @@ class RedisBroker:
         self._receivers: dict[str, list[Callable[[bytes], None]]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self._outbox: deque[tuple[str, bytes]] = deque()
+        self._queued = 0
+        """Publications put in the outbox so far."""
+        self._settled = 0
+        """Of those, how many Redis answered or the loss of a link dropped."""
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._commands: deque[tuple[Any, ...]] = deque()
         """Subscriber commands (SUBSCRIBE, UNSUBSCRIBE, PING) not written yet."""
         self._pings: dict[bytes, asyncio.Future[None]] = {}
@@ -101,6 +106,7 @@ class RedisBroker:
             self.dropped += 1
             return
         self._outbox.append((channel, message))
+        self._queued += 1
         self._wake_sender.set()
 
     def subscribe(self, channel: str, receiver: Callable[[bytes], None]) -> Callable[[], None]:
@@ -152,7 +158,16 @@ class RedisBroker:
             self._supervisor = None
         await self._shut()
         self.dropped += len(self._outbox)
+        self._settle(len(self._outbox))
         self._outbox.clear()
+
+    async def flushed(self) -> None:
+        target = self._queued
+        if self._settled >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((target, future))  # targets only grow: kept in order
+        await future
 
     # -- beyond the port -----------------------------------------------------------------------
 
@@ -258,6 +273,7 @@ class RedisBroker:
                 log.exception("broker: the link to Redis at %s failed", self._where)
             await self._shut()
             self.dropped += len(self._outbox)
+            self._settle(len(self._outbox))
             self._outbox.clear()
             delay = low
             while True:
@@ -358,8 +374,20 @@ class RedisBroker:
                         raise _LinkLost("Redis did not answer a publication")
             except BaseException:
                 self.dropped += len(batch)  # whether Redis relayed them is unknown
+                self._settle(len(batch))
                 raise
             self.published += len(batch)
+            self._settle(len(batch))
+
+    def _settle(self, count: int) -> None:
+        """``count`` more publications are answered or lost: wake the ``flushed`` waiters
+        whose publications all are."""
+        self._settled += count
+        waiters = self._flush_waiters
+        while waiters and waiters[0][0] <= self._settled:
+            future = waiters.pop(0)[1]
+            if not future.done():
+                future.set_result(None)
 
 
 def _pong(response: Any) -> bytes | None:

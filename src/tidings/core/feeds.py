@@ -160,6 +160,13 @@ class FeedHub:
         broker.publish(channel, prepared.payload)
         return len(self._open.get(feed, ()))
 
+    async def revealed(self) -> None:
+        """Return once this node's revelations so far are out to every node: an action's
+        answer waits for it, so that an action its client starts afterwards, on any node, is
+        revealed after (one order for everyone)."""
+        if self.shared:
+            await self.broker.flushed()
+
     def _heard(self, feed: FeedKey, message: bytes) -> None:
         """A revelation published on the feed's channel, by any node (this one included):
         decoded once and delivered to this node's clients."""

@@ -533,6 +533,10 @@ class Broker(Protocol):
     def connected(self) -> bool:
         """Whether a publication now reaches the other nodes (and comes back to this one)."""
 
+    async def flushed(self) -> None:
+        """Return once everything published so far has reached the broker (or was lost with
+        the link): what is published after it is ordered after those on every node."""
+
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each reconnect, once every channel is subscribed again
         (what was published meanwhile is lost: the callback re-reads the store)."""

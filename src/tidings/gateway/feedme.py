@@ -292,6 +292,11 @@ class FeedmeConnection(WSListener):
         if self.conversation.feed_serial(feed) == serial:
             self._send(FeedCloseResponse.of(feed))
 
+    async def _answer_once_revealed(self, response: ActionResponse) -> None:
+        """With other nodes: the action's revelations reach the broker before its answer."""
+        await self.ctx.hub.revealed()
+        self._send(response)
+
     async def _run_action(self, action: Action) -> None:
         callback_id = action.callback_id
         request = ActionRequest(
@@ -300,7 +305,10 @@ class FeedmeConnection(WSListener):
         await self.ctx.app.emit("action", request)
 
         def ok(data: dict[str, Any]) -> None:
-            self._send(ActionResponse.ok(callback_id, data))
+            if self.ctx.hub.shared:
+                self.ctx.spawn(self._answer_once_revealed(ActionResponse.ok(callback_id, data)))
+            else:
+                self._send(ActionResponse.ok(callback_id, data))
 
         def fail(code: str, data: dict[str, Any]) -> None:
             self._send(ActionResponse.error(callback_id, code, data))
