@@ -10,27 +10,18 @@ faster than migrating), dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.contract.postgres import PostgresDatabases
+from tests.postgres import PostgresDatabases
 from tidings.store.memory import MemoryStore
 from tidings.store.postgresql import PostgresStore
 from tidings.store.sqlite import SqliteStore
 
 ADAPTERS = ["memory", "sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresDatabases]:
-    databases = PostgresDatabases.start()
-    try:
-        yield databases
-    finally:
-        databases.stop()
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.contract.postgres import PostgresDatabases
+from tests.postgres import PostgresDatabases
 from tidings.core.errors import Unavailable
 from tidings.store.postgresql import PostgresStore, migrate, migrations
 

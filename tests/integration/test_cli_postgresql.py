@@ -6,10 +6,8 @@ import os
 import subprocess
 
 import pytest
+from tests.postgres import PostgresDatabases
 from tests.server_process import TIDINGS
-from tests.service_fixtures import postgres_service  # noqa: F401  (a fixture)
-
-from tidings.devcluster.services import Postgres
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +23,10 @@ def run(*args: str, store: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_accounts_created_in_postgresql_through_tidings_store(
-    postgres_service: Postgres,  # noqa: F811
+    postgres: PostgresDatabases,
     tmp_path,
 ):
-    url = postgres_service.url
+    url = postgres.empty()  # nothing in it: `tidings migrate` makes the tables
     migrated = run("migrate", store=url)
     assert migrated.returncode == 0, migrated.stderr
     added = run("account", "add", "hana", "--password", "pw", store=url)

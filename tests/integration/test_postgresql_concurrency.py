@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
 import pytest
-from tests.contract.postgres import PostgresDatabases
+from tests.postgres import PostgresDatabases
 
 from tidings.core.consent import ConsentService
 from tidings.core.consent_model import InboxKind
@@ -56,15 +56,6 @@ class Notices:
 
 
 POLICY = QueuePolicy(Notices(), SERVER)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresDatabases]:
-    databases = PostgresDatabases.start()  # failing to start is an error, never a skip
-    try:
-        yield databases
-    finally:
-        databases.stop()
 
 
 @pytest.fixture

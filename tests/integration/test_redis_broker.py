@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.service_fixtures import redis_service  # noqa: F401  (a fixture)
 
 from tidings.broker.redis import BrokerUnavailable, RedisBroker
 from tidings.devcluster.services import Redis, free_port
@@ -40,7 +39,7 @@ class Heard:
 
 
 @pytest.fixture
-async def pair(redis_service: Redis) -> AsyncIterator[tuple[RedisBroker, RedisBroker]]:  # noqa: F811
+async def pair(redis_service: Redis) -> AsyncIterator[tuple[RedisBroker, RedisBroker]]:
     a, b = RedisBroker(redis_service.url, "a"), RedisBroker(redis_service.url, "b")
     await a.start()
     await b.start()
@@ -99,7 +98,7 @@ async def test_unsubscribe_stops_delivery_and_tells_redis(pair):
 
 
 async def test_redis_restart_mid_stream_reconnects_resubscribes_and_resumes(
-    redis_service: Redis,  # noqa: F811
+    redis_service: Redis,
 ):
     a = RedisBroker(redis_service.url, "a", backoff_max_s=0.5)
     b = RedisBroker(redis_service.url, "b", backoff_max_s=0.5)
@@ -157,7 +156,7 @@ async def test_unreachable_redis_at_start_names_the_url():
 
 
 async def test_publications_while_disconnected_or_beyond_the_bound_are_dropped_and_counted(
-    redis_service: Redis,  # noqa: F811
+    redis_service: Redis,
 ):
     broker = RedisBroker(redis_service.url, "bounded", buffer_limit=3)
     broker.publish("tidings:all", b"before start")
@@ -171,7 +170,7 @@ async def test_publications_while_disconnected_or_beyond_the_bound_are_dropped_a
         await broker.close()
 
 
-def test_any_channel_name_and_payload_round_trip(redis_service: Redis):  # noqa: F811
+def test_any_channel_name_and_payload_round_trip(redis_service: Redis):
     loop = asyncio.new_event_loop()
     a, b = RedisBroker(redis_service.url, "a"), RedisBroker(redis_service.url, "b")
     loop.run_until_complete(a.start())
