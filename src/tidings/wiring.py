@@ -515,6 +515,16 @@ class TidingsServer:
             ),
             "store_commits_total": ("counter", commits),
             "store_operations_total": ("counter", operations),
+            "cluster_nodes_known": ("gauge", len(services.cluster.directory.nodes)),
+            "cluster_sessions_elsewhere": (
+                "gauge",
+                sum(len(sessions) for sessions in services.cluster.directory.sessions.values()),
+            ),
+            "cluster_messages_undecodable_total": ("counter", services.cluster.undecodable),
+            # the Redis broker's counters (the in-process one has none: zeros)
+            "broker_published_total": ("counter", getattr(self.broker, "published", 0)),
+            "broker_dropped_total": ("counter", getattr(self.broker, "dropped", 0)),
+            "broker_reconnects_total": ("counter", getattr(self.broker, "reconnects", 0)),
             "uptime_seconds": ("gauge", time.time() - self.started_at),
         }
 
