@@ -31,7 +31,7 @@ from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.authz import Authorizer, GrantChecker
-from .core.cluster import DEFAULT_HEARTBEAT_S, ClusterNode
+from .core.cluster import ClusterNode
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
@@ -115,7 +115,7 @@ async def build(
     grant_checker: GrantChecker | None = None,
     capability_url: Callable[[str], str] | None = None,
     *,
-    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    heartbeat_s: float | None = None,
     cluster_clock: Callable[[], float] = time.monotonic,
 ) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here.
@@ -210,7 +210,7 @@ async def build(
         keys=keys,
         consent=consent,
         forget_account=accounts.forget,
-        heartbeat_s=heartbeat_s,
+        heartbeat_s=heartbeat_s if heartbeat_s is not None else settings.cluster_heartbeat_s,
         clock=cluster_clock,
     )
     lime = LimeContext(
