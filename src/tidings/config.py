@@ -55,6 +55,9 @@ class Settings:
     """This node's name among the nodes sharing a broker, unique to each; empty:
     ``{host}:{ws_port}`` (the host name instead of a wildcard address); also
     ``TIDINGS_NODE_ID``."""
+    cluster_heartbeat_s: float = 2.0
+    """How often a node says it lives to the others (several nodes); one silent for three of
+    these is taken for dead and its sessions for gone."""
     migrate_on_start: bool = True
     """Apply the store's pending schema migrations when the server starts; false leaves them to
     ``tidings migrate`` (an operator who upgrades the schema once, before the nodes)."""
@@ -202,6 +205,7 @@ class Settings:
             "node_id",
             "must be at most 200 printable characters without spaces",
         )
+        _check(0.1 <= self.cluster_heartbeat_s <= 60, "cluster_heartbeat_s", "must be 0.1 .. 60")
         _check(self.session_gc_interval_s > 0, "session_gc_interval_s", "must be positive")
         _check(1 <= self.max_connections <= 1_000_000, "max_connections", "must be 1 .. 1000000")
         _check(

@@ -25,13 +25,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
 from .broker.inprocess import InProcessBroker
-from .config import POSTGRES_SCHEMES, ConfigError, Settings
+from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
 from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
 from .core.apps import App
 from .core.authz import Authorizer, GrantChecker
-from .core.cluster import DEFAULT_HEARTBEAT_S, ClusterNode
+from .core.cluster import ClusterNode
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.feeds import FeedHub, ServerState
@@ -65,8 +65,7 @@ from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node, stamp_scope
-from .store.memory import MemoryStore
-from .store.sqlite import SqliteStore
+from .store import open_store
 
 log = logging.getLogger("tidings")
 
@@ -74,20 +73,6 @@ SERVER_INSTANCE = "server"
 PRUNE_EVERY_S = 3600.0
 FILES_RESERVED = 256
 """Open files besides connections: the database, its WAL, listening sockets, logs."""
-
-
-def open_store(settings: Settings) -> Store:
-    """The store the settings name: SQLite in the data folder, PostgreSQL at a URL, or memory
-    (nothing survives)."""
-    window = settings.commit_window_ms / 1000
-    migrate = settings.migrate_on_start
-    if settings.store == "memory":
-        return MemoryStore()
-    if settings.store.startswith(POSTGRES_SCHEMES):
-        from .store.postgresql import PostgresStore  # psycopg only where it is used
-
-        return PostgresStore(settings.store, commit_window=window, migrate_on_open=migrate)
-    return SqliteStore(settings.data_dir, commit_window=window, migrate_on_open=migrate)
 
 
 def open_broker(settings: Settings, node_id: str | None = None) -> Broker:
@@ -130,7 +115,7 @@ async def build(
     grant_checker: GrantChecker | None = None,
     capability_url: Callable[[str], str] | None = None,
     *,
-    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    heartbeat_s: float | None = None,
     cluster_clock: Callable[[], float] = time.monotonic,
 ) -> Services:
     """Every service, each given what it needs when it is made: read the graph off here.
@@ -225,7 +210,7 @@ async def build(
         keys=keys,
         consent=consent,
         forget_account=accounts.forget,
-        heartbeat_s=heartbeat_s,
+        heartbeat_s=heartbeat_s if heartbeat_s is not None else settings.cluster_heartbeat_s,
         clock=cluster_clock,
     )
     lime = LimeContext(

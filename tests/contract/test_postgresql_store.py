@@ -130,7 +130,7 @@ async def test_the_server_leaves_migrations_to_tidings_migrate_when_told(
     postgres: PostgresDatabases,
 ):
     from tidings.config import Settings
-    from tidings.wiring import open_store
+    from tidings.store import open_store
 
     url = postgres.empty()
 

@@ -180,7 +180,7 @@ class DataOptions:
 def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable[T]]) -> T:
     """Run ``work`` with the account service of the store the options name (the server's own
     ``open_store``: SQLite, memory or PostgreSQL alike)."""
-    from ..wiring import open_store
+    from ..store import open_store
 
     settings = data.settings()
 

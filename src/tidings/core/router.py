@@ -394,7 +394,6 @@ class Router:
             self._expire_in(targets)  # expired while it was being stored: never written
             return
         dispatched = False
-        registry = self._registry
         stamped: bytes | None = payload
         creator, circle = admitted
         trust = self._trust
@@ -407,14 +406,8 @@ class Router:
             elif now is not circle:
                 stamped = self._stamp(payload, scope_of(creator, recipient, now))
         for record, seq in zip(targets, result.seqs, strict=True):
-            live = registry.live(record.identity, record.instance)
+            live = self._writable(record, seq)
             if live is None:
-                peers = self.peers
-                if peers is not None:
-                    peers.stored(record, seq)
-                continue
-            if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
-                _replaying(live, seq)
                 continue
             if stamped is None:
                 self._await_circle(live)  # stored: the replay writes it
@@ -494,14 +487,8 @@ class Router:
     ) -> None:
         """A kept entry, just written: a message (from ``sender_address``) or, without a
         sender, a forwarded notification (not stamped)."""
-        live = self._registry.live(record.identity, record.instance)
+        live = self._writable(record, seq)
         if live is None:
-            peers = self.peers
-            if peers is not None:
-                peers.stored(record, seq)
-            return
-        if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
-            _replaying(live, seq)
             return
         if expires_at <= time.time():
             self._expire_in([record])
@@ -516,6 +503,21 @@ class Router:
             _advance(live, seq)
             self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
+
+    def _writable(self, record: SessionRecord, seq: int) -> LiveSession | None:
+        """The live session to write the just-stored row ``seq`` to now, or None: live on
+        another node (woken there), live nowhere, replaying (the replay writes it), or written
+        already."""
+        live = self._registry.live(record.identity, record.instance)
+        if live is None:
+            peers = self.peers
+            if peers is not None:
+                peers.stored(record, seq)
+            return None
+        if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
+            _replaying(live, seq)
+            return None
+        return live
 
     def acknowledge(
         self,
@@ -1019,14 +1021,8 @@ class Router:
         self, record: SessionRecord, seq: int, payload: bytes, expires_at: float | None = None
     ) -> None:
         """Write a just-stored envelope that needs an acknowledgement to its live session."""
-        live = self._registry.live(record.identity, record.instance)
+        live = self._writable(record, seq)
         if live is None:
-            peers = self.peers
-            if peers is not None:
-                peers.stored(record, seq)
-            return
-        if live.replaying or not live.available or (seq <= live.cursor and _written(live, seq)):
-            _replaying(live, seq)
             return
         if expires_at is not None and expires_at <= time.time():
             self._expire_in([record])
