@@ -675,21 +675,23 @@ def insert_once(
     statement = _QUEUE_INSERT_RETURNING if returning else _QUEUE_INSERT
     seqs = []
     for entry in entries:
-        cursor = connection.execute(
-            statement,
-            (
-                entry.identity,
-                entry.instance,
-                entry.sender,
-                entry.message_id,
-                int(entry.needs_ack),
-                entry.payload,
-                now,
-                entry.expires_at,
-            ),
-        )
+        cursor = connection.execute(statement, queue_values(entry, now))
         seqs.append(cursor.fetchone()[0] if returning else cast(Any, cursor).lastrowid)
     return seqs
+
+
+def queue_values(entry: QueueEntry, now: float) -> tuple[Any, ...]:
+    """A queue row's values, in the order of the queue insert's columns."""
+    return (
+        entry.identity,
+        entry.instance,
+        entry.sender,
+        entry.message_id,
+        int(entry.needs_ack),
+        entry.payload,
+        now,
+        entry.expires_at,
+    )
 
 
 _QUEUE_INSERT: Final = (

@@ -28,7 +28,7 @@ from psycopg.pq import TransactionStatus
 from ..core.errors import ErrorId, Unavailable
 from ..core.model import QueueEntry
 from ._db import Db, Progress, Read
-from ._sql import DriverErrors, SqlStore, insert_once
+from ._sql import DriverErrors, SqlStore, insert_once, queue_values
 from ._writer import Backend, GroupCommitWriter
 
 T = TypeVar("T")
@@ -133,23 +133,7 @@ def _insert_once(
     was (no row back: a duplicate)."""
     if dedupe is None or len(entries) != 1:
         return insert_once(db, entries, dedupe, now, returning=True)
-    entry = entries[0]
-    row = db.execute(
-        _INSERT_ONE_ONCE,
-        (
-            dedupe[0],
-            dedupe[1],
-            now,
-            entry.identity,
-            entry.instance,
-            entry.sender,
-            entry.message_id,
-            int(entry.needs_ack),
-            entry.payload,
-            now,
-            entry.expires_at,
-        ),
-    ).fetchone()
+    row = db.execute(_INSERT_ONE_ONCE, (*dedupe, now, *queue_values(entries[0], now))).fetchone()
     return None if row is None else [row[0]]
 
 
