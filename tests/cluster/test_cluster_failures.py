@@ -216,12 +216,20 @@ async def test_a_persistent_session_continues_on_another_node_after_kill_9(
             await resumed.end()
         finally:
             await again.close()
-        items = []
-        async with asyncio.timeout(STEP):
-            async for message in shop.messages():
-                items.append(message.content)
-                if len(items) == 10:
-                    break
+        items: list[str] = []
+        try:
+            async with asyncio.timeout(STEP):
+                async for message in shop.messages():
+                    items.append(message.content)
+                    if len(items) == 10:
+                        break
+        except TimeoutError:
+            with psycopg.connect(cluster.postgres_url) as db:
+                queued = db.execute(
+                    "SELECT seq, instance, sender, msg_id FROM queue WHERE identity = %s",
+                    (shop_id,),
+                ).fetchall()
+            raise AssertionError(f"the shop took {items}; its queue holds {queued}") from None
         assert items == [f"item-{i}" for i in range(10)]
         marker = await sdk_send(cluster, till)
         async with asyncio.timeout(STEP):

@@ -256,6 +256,17 @@ class ClusterNode:
         for (node, identity, instance), seqs in outgoing.items():
             self._send(node_channel(node), Wake(self.node_id, identity, instance, seqs))
 
+    def waking(self) -> bool:
+        return bool(self._outgoing)
+
+    def once_announced(self, then: Callable[[], None]) -> None:
+        self._flush_wakes()  # now, not at the end of the loop turn: the sooner they are out
+        self._spawn(self._after_flush(then))
+
+    async def _after_flush(self, then: Callable[[], None]) -> None:
+        await self._broker.flushed()
+        then()
+
     def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
         node = self.directory.owner(identity, instance)
         if node is None:

@@ -91,6 +91,12 @@ class Peers(Protocol):
 
     def detached(self, live: LiveSession) -> None: ...
 
+    def waking(self) -> bool:
+        """Whether wakes were queued in this loop turn and are not out yet."""
+
+    def once_announced(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once the wakes queued so far have reached the broker."""
+
     def held_elsewhere(self) -> dict[str, dict[str, Any]]:
         """The sessions live on other nodes, by identity and instance."""
 
@@ -388,9 +394,9 @@ class Router:
             elif sender.wants(DeliveryEvent.ACCEPTED):
                 sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
             return
-        if sender.wants(DeliveryEvent.ACCEPTED):
-            sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
         if expires_at <= time.time():
+            if sender.wants(DeliveryEvent.ACCEPTED):
+                sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
             self._expire_in(targets)  # expired while it was being stored: never written
             return
         dispatched = False
@@ -416,8 +422,14 @@ class Router:
                 dispatched = True
         if dispatched:
             self.delivered += 1
-            if sender.wants(DeliveryEvent.DISPATCHED):
-                sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
+        peers = self.peers
+        if peers is not None and peers.waking():
+            # "accepted" once the wakes are out: a node that dies right after answering must
+            # not take them along (a later message, from the sender's next node, would be
+            # written first and this one left in its queue)
+            peers.once_announced(lambda: _tell_sender(sender, message_id, dispatched))
+        else:
+            _tell_sender(sender, message_id, dispatched)
 
     def _send_unacknowledged(
         self,
@@ -920,6 +932,14 @@ class Router:
         """Persist the session's record (rule, limits, last seen) so it outlives the process."""
         await self._store.save_session(live.record)
 
+    async def establishing(self, live: LiveSession) -> None:
+        """Just before the client hears "established". With other nodes the record is stored
+        now: whoever the client tells may send to this (guest) identity at once through a node
+        that has not heard of the session yet and looks for it in the store
+        (``check_identity``)."""
+        if self.peers is not None:
+            await self.save(live)
+
     # -- bounded queues and persistent sessions (issue 4) -------------------------------------
 
     def bound_of(self, record: SessionRecord, limit: int) -> QueueBound:
@@ -1107,6 +1127,14 @@ def _written(live: LiveSession, seq: int) -> bool:
         return False
     holes = live.holes
     return holes is None or not holes.take([seq])
+
+
+def _tell_sender(sender: LiveSession, message_id: str, dispatched: bool) -> None:
+    """Its message is stored (and, when ``dispatched``, written to a live session here)."""
+    if sender.wants(DeliveryEvent.ACCEPTED):
+        sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+    if dispatched and sender.wants(DeliveryEvent.DISPATCHED):
+        sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
 
 
 def _replaying(live: LiveSession, seq: int) -> None:

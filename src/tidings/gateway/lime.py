@@ -400,13 +400,9 @@ class LimeConnection(WSListener):
             self._flush()
             return
         live = LiveSession(principal.identity, instance, self, record, guest=principal.guest)
-        if ctx.router.peers is not None:
-            # Stored before the client hears "established": whoever it tells may at once send
-            # to this (guest) identity through another node, which has not heard this node's
-            # Attached yet and looks for the session in the store (Router.check_identity).
-            await ctx.router.save(live)
-            if self._closed:
-                return
+        await ctx.router.establishing(live)
+        if self._closed:
+            return
         self.live = live
         self.session.establish(Node(node.name, node.domain, instance))
         self._flush()

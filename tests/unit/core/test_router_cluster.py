@@ -4,6 +4,7 @@ live write of a newer row jumped the cursor past it before its ``Wake`` came."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.unit.core.test_router_memory import Client, Notices, _anyone
@@ -24,9 +25,23 @@ class Peers:
     def __init__(self) -> None:
         self.woken: list[tuple[str, str, int]] = []
         self.receipts: list[tuple[str, str, str, DeliveryEvent]] = []
+        self.unannounced = 0
+        self.held: list[Callable[[], None]] | None = None
+        """When a list: what waits for the wakes to be out (not released by itself)."""
 
     def stored(self, record: Any, seq: int) -> None:
         self.woken.append((record.identity, record.instance, seq))
+        self.unannounced += 1
+
+    def waking(self) -> bool:
+        return self.unannounced > 0
+
+    def once_announced(self, then: Callable[[], None]) -> None:
+        self.unannounced = 0
+        if self.held is None:
+            then()
+        else:
+            self.held.append(then)
 
     def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
         return False
@@ -45,6 +60,22 @@ class Peers:
     def record_changed(self, identity: str, instance: str) -> None: ...
 
     async def refresh(self) -> None: ...
+
+
+async def test_accepted_waits_until_the_wakes_are_out() -> None:
+    """A node that answered "accepted" and died before its wake left would leave the message
+    in its recipient's queue behind what the sender sends next through another node."""
+    store = MemoryStore()
+    reg_a, router_a, peers_a = node(store)
+    reg_b, router_b, _ = node(store)
+    await connect(router_b, reg_b, "bob@x/b")
+    alice, alice_client = await connect(router_a, reg_a, "alice@x/a")
+    reg_a.record("bob@x", "b")
+    peers_a.held = []
+    await send(store, router_a, alice, "m1", "bob@x/b")
+    assert alice_client.told == [] and len(peers_a.held) == 1
+    peers_a.held.pop()()
+    assert alice_client.told == [("m1", DeliveryEvent.ACCEPTED, None)]
 
 
 def node(store: MemoryStore) -> tuple[SessionRegistry, Router, Peers]:
