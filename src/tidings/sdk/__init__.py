@@ -10,6 +10,8 @@ Example::
 """
 
 from ._backoff import Backoff
+from ._bus import LocalBus
+from ._circles import Circle, Circles
 from ._client import Client, WaitFor
 from ._consent import Consent, ConsentInbox, InboxEvent, capability_token
 from ._dedupe import MessageKey, SeenMessages
@@ -24,22 +26,30 @@ from ._exceptions import (
     InviteRefused,
     LimeError,
     MessageFailed,
+    PeerSendFailed,
     RequestTimeout,
     SessionFailed,
     TidingsClientError,
 )
 from ._iterators import Envelopes, Incoming, IncomingSource, Messages
 from ._keystore import KeyFileError, KeyStore
+from ._peer_directory import PeerAddress
+from ._peer_links import PeerLink
+from ._peer_outbox import Outgoing, OutboxFull, PeerOutbox
 from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._pipeline import MessageLayer
+from ._platform import PEER_TYPE, Delivered, Messaging, Platform, Sending
 from ._sealing import Rejection, SealingFailed
 from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
+    "PEER_TYPE",
     "AuthenticationFailed",
     "Backlog",
     "Backoff",
+    "Circle",
+    "Circles",
     "Client",
     "ClientClosed",
     "CommandFailed",
@@ -50,6 +60,7 @@ __all__ = [
     "Consent",
     "ConsentError",
     "ConsentInbox",
+    "Delivered",
     "Envelopes",
     "FrameReceiver",
     "Gap",
@@ -61,16 +72,26 @@ __all__ = [
     "KeyOwner",
     "KeyStore",
     "LimeError",
+    "LocalBus",
     "MessageFailed",
     "MessageKey",
     "MessageLayer",
     "Messages",
+    "Messaging",
+    "OutboxFull",
+    "Outgoing",
+    "PeerAddress",
+    "PeerLink",
+    "PeerOutbox",
+    "PeerSendFailed",
     "PersistentSession",
+    "Platform",
     "ReceivedMessage",
     "Rejection",
     "RequestTimeout",
     "SealingFailed",
     "SeenMessages",
+    "Sending",
     "SessionFailed",
     "TidingsClientError",
     "Transport",

@@ -120,6 +120,8 @@ class Client:
     arrive opened (``ReceivedMessage.verified_sender``). One that does not verify is never
     delivered: it is acknowledged, logged, kept in ``rejections`` and passed to
     ``on_rejected``. Directory answers are cached ``directory_ttl`` seconds.
+    ``connection_info`` goes into the published node info: where the node takes direct
+    connections (the peer platform, ``Platform(listen=...)``).
 
     Use it as an async context manager (``async with Client(...) as client``), or call
     ``await client.connect()`` and ``await client.close()``.
@@ -148,6 +150,7 @@ class Client:
         key_dir: str | os.PathLike[str] | None = None,
         on_rejected: Callable[[Rejection], None] | None = None,
         directory_ttl: float = 30.0,
+        connection_info: list[Any] | None = None,
     ) -> None:
         if sum((password is not None, key is not None, guest)) != 1:
             raise ValueError("give exactly one of password=, key= or guest=True")
@@ -169,6 +172,7 @@ class Client:
                 KeyStore(key_dir),
                 Directory(self._directory_request, ttl=directory_ttl),
                 on_rejected=on_rejected,
+                connection_info=connection_info,
             )
             layers = (*layers, self._e2e)
         self._pipeline = Pipeline(layers)
@@ -399,17 +403,19 @@ class Client:
         wait: WaitFor = "accepted",
         timeout: float | None = 30.0,
         metadata: Mapping[str, str] | None = None,
+        for_keys: Sequence[str] | None = None,
     ) -> str:
         """Send a message sealed end to end: readable by every current device of ``to``'s
         identity and by this identity's other devices (they get a copy, id ``<id>:copy``),
         signed by this node. The server sees only ciphertext (and the metadata, which is not
         sealed). Raises ``SealingFailed`` when ``to`` has published no keys; otherwise as
-        ``send_message``.
+        ``send_message``. ``for_keys`` (``boxId``s) seals it for those devices only, without
+        a copy (``to`` then names the node that holds them).
         """
         e2e = self._sealing()
         await self._wait_live()
         message_id = id if id is not None else str(uuid.uuid4())
-        sealed, copy = await e2e.seal(message_id, to, type, content)
+        sealed, copy = await e2e.seal(message_id, to, type, content, for_keys)
         if copy:
             own = self._node.identity
             await self.send_message(
@@ -466,6 +472,11 @@ class Client:
         if revoke_old:
             await self.revoke_key(old)
         return e2e.keys.sign_id
+
+    async def publish_keys(self) -> None:
+        """Publish this node's signed node info again now (every new session does it): after
+        its ``connection_info`` changed, or to renew it."""
+        await self._publish_keys(await self._wait_live())
 
     async def _directory_request(
         self, method: str, uri: str, resource: Any, type: str | None

@@ -19,6 +19,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import IO, TypeAlias
+from collections.abc import Iterable
 
 import msgspec
 
@@ -67,18 +68,25 @@ class SeenMessages:
 
     def add(self, key: MessageKey) -> None:
         """Remember ``key`` (written to the file, durably, before this returns)."""
-        if key in self._keys:
-            self._keys.move_to_end(key)
-            return
-        self._keys[key] = None
+        self.add_many((key,))
+
+    def add_many(self, keys: Iterable[MessageKey]) -> None:
+        """Remember every key of ``keys``, with one write and one fsync for them all."""
+        lines = []
+        for key in keys:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                continue
+            self._keys[key] = None
+            lines.append(msgspec.json.encode(key) + b"\n")
         while len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
-        if self._file is not None:
-            self._file.write(msgspec.json.encode(key) + b"\n")
+        if self._file is not None and lines:
+            self._file.write(b"".join(lines))
             self._file.flush()
             if self.fsync:
                 os.fsync(self._file.fileno())
-            self._logged += 1
+            self._logged += len(lines)
             if self._logged > 2 * self.capacity:
                 self._compact()
 

@@ -14,6 +14,7 @@ Every exception the SDK raises on purpose derives from ``TidingsClientError``::
           +-- CommandFailed      a ``failure`` response to a command this client sent
                +-- ConsentError  ... to a ``/consent/...`` command, with the ``error_id``
     InviteRefused                ``wait_for_accept``: the single-use invite was refused
+    PeerSendFailed               a peer message expired, or its destination was not found
 
 ``LimeError.code`` is a ``ReasonCode`` member when the number is a known LIME or Tidings code,
 and a plain ``int`` otherwise (the spec lets servers define their own codes).
@@ -35,6 +36,7 @@ __all__ = [
     "InviteRefused",
     "LimeError",
     "MessageFailed",
+    "PeerSendFailed",
     "RequestTimeout",
     "SessionFailed",
     "TidingsClientError",
@@ -165,3 +167,17 @@ class InviteRefused(TidingsClientError):
         self.invite_id = invite_id
         self.by = by
         self.reason = reason
+
+
+class PeerSendFailed(TidingsClientError):
+    """A peer message (``Platform.messaging.send``) was not delivered: ``kind`` says why.
+
+    ``"timeout"``: its ``expire_after`` passed before a peer or the server took it (the
+    message is gone from the outbox); ``"lookup-timeout"``: nobody answered the directory
+    lookup of its destination in time (the message stays in the outbox and is retried).
+    """
+
+    def __init__(self, message: str, *, kind: str, destination: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.destination = destination

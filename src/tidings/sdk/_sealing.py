@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -69,8 +69,11 @@ class EndToEnd:
         *,
         on_rejected: Callable[[Rejection], None] | None = None,
         clock: Callable[[], float] = time.time,
+        connection_info: list[Any] | None = None,
     ) -> None:
         self.keystore = keystore
+        self.connection_info = connection_info
+        """Where this node takes direct connections (published in its node info)."""
         self.directory = directory
         self._on_rejected = on_rejected
         self._clock = clock
@@ -105,22 +108,45 @@ class EndToEnd:
         now = max(int(self._clock() * 1000), self._last_published + 1)
         self._last_published = now
         document = sign_node_info(
-            self.keys, identity, instance, published=now, expires=now + KEY_LIFETIME_S * 1000
+            self.keys,
+            identity,
+            instance,
+            published=now,
+            expires=now + KEY_LIFETIME_S * 1000,
+            connection_info=self.connection_info,
         )
         return NODE_INFO_TYPE, document
 
     # -- sealing -------------------------------------------------------------------------------
 
     async def seal(
-        self, message_id: str, to: str, content_type: str, content: Any
+        self,
+        message_id: str,
+        to: str,
+        content_type: str,
+        content: Any,
+        for_keys: Sequence[str] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The sealed content for ``to``'s devices and ours; and whether we have other
-        devices (they get a copy)."""
+        devices (they get a copy). ``for_keys`` (``boxId``s) seals for those devices only."""
         assert self._node is not None
         own_node = parse_node(self._node)
         own = own_node.identity
         # as the server reads ``to``: name and domain in lower case, the domain ours if omitted
         recipient = parse_node(to, own_node.domain).identity
+        if for_keys is not None:
+            if not 1 <= len(for_keys) <= MAX_KEY_ENTRIES:
+                raise SealingFailed(f"a sealed message is for 1 to {MAX_KEY_ENTRIES} devices")
+            sealed = seal(
+                self.keys,
+                message_id=message_id,
+                sender=self._node,
+                to=recipient,
+                content_type=content_type,
+                content=content,
+                recipients=sorted(set(for_keys)),
+            )
+            return sealed, False
         devices = await self.directory.devices(recipient)
         if not devices:
             raise SealingFailed(
@@ -179,6 +205,7 @@ class EndToEnd:
             type=opened.type,
             content=Raw(msgspec.json.encode(opened.content)),
             verified_sender=opened.sender,
+            verified_sign_id=opened.sign_id,
         )
 
     async def _check_key(self, sign_id: str, sender: str) -> None:

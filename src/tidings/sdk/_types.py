@@ -56,6 +56,7 @@ class OpenedMessage(Message, frozen=True, kw_only=True):
     writes can pass for it."""
 
     verified_sender: str = msgspec.field(name="verifiedSender")
+    verified_sign_id: str = msgspec.field(name="verifiedSignId")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,8 @@ class ReceivedMessage:
     ``text/plain`` and other non-JSON types, the JSON value for JSON types). ``envelope`` is the
     message exactly as it came off the wire (for a sealed message: as opened).
     ``verified_sender`` is the node whose published key signed a sealed message (None for a
-    message that was not sealed: then only the server vouches for ``sender``).
+    message that was not sealed: then only the server vouches for ``sender``), and
+    ``verified_sign_id`` the key that signed it.
 
     ``scope`` is the trust scope the server stamped when it delivered the message (its
     ``metadata["tidings.scope"]``): ``"self"`` from another node of this identity, ``"friends"``
@@ -83,6 +85,7 @@ class ReceivedMessage:
     envelope: Message
     verified_sender: str | None = None
     scope: str | None = None
+    verified_sign_id: str | None = None
 
     @classmethod
     def from_envelope(cls, message: Message) -> ReceivedMessage:
@@ -98,6 +101,9 @@ class ReceivedMessage:
             envelope=message,
             verified_sender=message.verified_sender if isinstance(message, OpenedMessage) else None,
             scope=scope if isinstance(scope, str) else None,
+            verified_sign_id=(
+                message.verified_sign_id if isinstance(message, OpenedMessage) else None
+            ),
         )
 
     @property
