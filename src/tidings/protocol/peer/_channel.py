@@ -347,7 +347,7 @@ def _handshake_payload(node_info: dict[str, Any]) -> bytes:
         payload = json.dumps(
             node_info, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
         raise LocalProtocolError(f"node_info is not JSON: {exc}") from None
     if len(payload) > MAX_HANDSHAKE_RECORD - _RECORD_2_OVERHEAD:
         raise LocalProtocolError("node_info does not fit in a handshake record")
