@@ -18,7 +18,11 @@ def text(max_size: int) -> st.SearchStrategy[str]:
     return st.text(_CHARACTERS, min_size=1, max_size=max_size)
 
 
-ids = text(MAX_ID_LENGTH).filter(lambda value: "\n" not in value)
+ids = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\n"),
+    min_size=1,
+    max_size=MAX_ID_LENGTH,
+)
 
 messages = st.builds(
     PeerMessage,
