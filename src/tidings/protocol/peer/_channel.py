@@ -28,8 +28,14 @@ from noise.exceptions import (
 
 from .._errors import InvalidState, LocalProtocolError
 from ..e2e import E2EError, NodeInfo, NodeKeys, decode_key, encode_key, verify_node_info
-from ._envelope import ACK_PROTOCOL, PeerMessage, ack_message, acked_ids, decode_message
-from ._envelope import encode_message as _encode_message
+from ._envelope import (
+    ACK_PROTOCOL,
+    PeerMessage,
+    ack_message,
+    acked_ids,
+    decode_message,
+    encode_message,
+)
 from ._errors import PeerError
 from ._events import (
     AcksReceived,
@@ -200,7 +206,7 @@ class SecureChannel:
         """Queue ``message`` for ``data_to_send`` (``InvalidState`` before the handshake)."""
         if self._step is not _Step.ESTABLISHED:
             raise InvalidState(f"Cannot send on a channel that is {self._step.value}")
-        encoded = _encode_message(message)
+        encoded = encode_message(message)
         if len(encoded) > self._max_message:
             raise LocalProtocolError(
                 f"A message of {len(encoded)} bytes is over max_message ({self._max_message})"
