@@ -232,7 +232,7 @@ class Platform:
         self._clock = clock
         self.bus = LocalBus()
         """The local bus: platform events (``self.transports.*``) and received messages."""
-        self.circles = Circles(self.bus)
+        self._circles: Circles | None = None
         self.directory = PeerDirectory(
             self.bus, lookup_timeout=lookup_timeout, server=self._owner_lookup, clock=clock
         )
@@ -280,6 +280,7 @@ class Platform:
             raise RuntimeError("the platform is already started")
         self._started = True
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._circles = Circles(self.bus)
         self._keys = KeyStore(self._key_dir).keys_of(self.node)[0]
         self._outbox = PeerOutbox(self._data_dir / "outbox.sqlite3", clock=self._clock)
         self._seen = SeenMessages(SEEN_CAPACITY, self._data_dir / "seen.log")
@@ -357,6 +358,13 @@ class Platform:
     @property
     def box_id(self) -> str:
         return self.keys.box_id
+
+    @property
+    def circles(self) -> Circles:
+        """The ``devices`` and ``friends`` circles that decide the scope of what arrives."""
+        if self._circles is None:
+            raise RuntimeError("the platform is not started")
+        return self._circles
 
     @property
     def outbox(self) -> PeerOutbox:
