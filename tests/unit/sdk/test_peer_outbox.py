@@ -13,7 +13,9 @@ import sys
 import tempfile
 import textwrap
 from collections import OrderedDict
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import settings
@@ -22,6 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tidings.sdk._exceptions import ClientClosed, OutboxFull
 from tidings.sdk._peer_outbox import SCHEMA_VERSION, Outgoing, PeerOutbox
+
+T = TypeVar("T")
 
 
 def item(n: int, destination: str = "dest-a", *, expires_ms: int = 10**13) -> Outgoing:
@@ -266,8 +270,8 @@ class OutboxMachine(RuleBasedStateMachine):
         self.outbox = PeerOutbox(self.path, max_items=12)
         self.model: OrderedDict[str, Outgoing] = OrderedDict()
 
-    def run(self, coroutine: object) -> object:
-        return self.loop.run_until_complete(coroutine)  # type: ignore[arg-type]
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
 
     @rule(n=st.integers(0, 20), destination=st.sampled_from(["a", "b", "c"]))
     def add(self, n: int, destination: str) -> None:
