@@ -24,6 +24,7 @@ from ._exceptions import (
     ConnectionLost,
     ConsentError,
     InviteRefused,
+    OutboxFull,
     LimeError,
     MessageFailed,
     PeerSendFailed,
@@ -35,7 +36,7 @@ from ._iterators import Envelopes, Incoming, IncomingSource, Messages
 from ._keystore import KeyFileError, KeyStore
 from ._peer_directory import PeerAddress
 from ._peer_links import PeerLink
-from ._peer_outbox import Outgoing, OutboxFull, PeerOutbox
+from ._peer_outbox import Outgoing, PeerOutbox
 from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._pipeline import MessageLayer
 from ._platform import PEER_TYPE, Delivered, Messaging, Platform, Sending

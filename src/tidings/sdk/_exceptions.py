@@ -7,6 +7,7 @@ Every exception the SDK raises on purpose derives from ``TidingsClientError``::
      +-- ConnectionLost          the connection dropped while a command waited for its response
      +-- ClientClosed            the client is closed, or was closed while the call waited
      +-- RequestTimeout          no answer in time (also a ``TimeoutError``)
+     +-- OutboxFull              the peer outbox holds its maximum number of messages
      +-- LimeError               the server answered with a LIME reason (``code``, ``description``)
           +-- SessionFailed      the server ended the session with ``failed``
           |    +-- AuthenticationFailed   ... because it refused the credentials (code 13)
@@ -36,6 +37,7 @@ __all__ = [
     "InviteRefused",
     "LimeError",
     "MessageFailed",
+    "OutboxFull",
     "PeerSendFailed",
     "RequestTimeout",
     "SessionFailed",
@@ -79,6 +81,11 @@ def _code(code: int) -> ReasonCode | int:
         return ReasonCode(code)
     except ValueError:
         return code
+
+
+class OutboxFull(TidingsClientError):
+    """The peer outbox already holds ``max_items`` messages: nothing more is accepted until
+    some are delivered or expire (the limit keeps a dead peer from filling the disk)."""
 
 
 class LimeError(TidingsClientError):

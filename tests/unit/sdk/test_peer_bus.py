@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from typing import Any
@@ -99,7 +100,7 @@ def test_dispatch_order_is_exact_then_wildcard_each_by_registration(
         bus = LocalBus()
         got: list[int] = []
         for n, pattern in enumerate(subscriptions):
-            bus.on(pattern, lambda t, s, p, n=n: got.append(n))
+            bus.on(pattern, functools.partial(lambda n, t, s, p: got.append(n), n))
         bus.emit(topic, "local", None)
         await bus.drained()
         return got
@@ -282,8 +283,11 @@ async def test_a_failing_on_error_is_logged_too(caplog: pytest.LogCaptureFixture
     def bad_on_error(topic: str, exc: BaseException) -> None:
         raise ValueError("on_error broke")
 
+    def broken(topic: str, sender: Any, payload: Any) -> None:
+        raise ZeroDivisionError
+
     bus = LocalBus(on_error=bad_on_error)
-    bus.on("t", lambda t, s, p: 1 / 0)
+    bus.on("t", broken)
     with caplog.at_level(logging.ERROR, logger="tidings.sdk.bus"):
         bus.emit("t", "s", None)
         await bus.drained()
