@@ -51,9 +51,10 @@ def node(url: str, folder: Path, name: str, *, listen: bool) -> Platform:
 
 async def one_run(url: str, mode: str, count: int, latency_count: int, size: int) -> Any:
     with tempfile.TemporaryDirectory() as folder:
-        async with node(url, Path(folder), "bob", listen=mode == "direct") as bob, node(
-            url, Path(folder), "alice", listen=False
-        ) as alice:
+        async with (
+            node(url, Path(folder), "bob", listen=mode == "direct") as bob,
+            node(url, Path(folder), "alice", listen=False) as alice,
+        ):
             arrived: dict[int, float] = {}
             everything = asyncio.Event()
             wanted = [count]
@@ -65,7 +66,9 @@ async def one_run(url: str, mode: str, count: int, latency_count: int, size: int
 
             bob.torrenting.on("*.b", take)
             filler = b"x" * (size - 8)
-            warm = await alice.torrenting.send("b", bob.sign_id, (10**9).to_bytes(8, "big") + filler)
+            warm = await alice.torrenting.send(
+                "b", bob.sign_id, (10**9).to_bytes(8, "big") + filler
+            )
             assert warm.path == mode, f"{mode}: went {warm.path}"
             arrived.clear()
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,24 +108,28 @@ async def test_scenario_4_and_9_scope_follows_the_circles_and_lookup_asks_the_bu
 async def test_scenario_6_realtime_default_goes_direct_through_the_server_directory(
     tmp_path: Path, server: ServerProcess
 ) -> None:
-    async with peer(tmp_path, "alice", server=server) as a, peer(
-        tmp_path, "bob", server=server
-    ) as b:
+    async with (
+        peer(tmp_path, "alice", server=server) as a,
+        peer(tmp_path, "bob", server=server) as b,
+    ):
         got = Recorder(b, "*.hello")
         called: list[BaseException | None] = []
         delivered = await a.messaging.send("hello", b.sign_id, {"x": 1}, callback=called.append)
         assert delivered == Delivered(delivered.id, b.sign_id, "direct")
         assert called == [None]
-        (topic, sender, payload), = await got.count(1)
+        ((topic, sender, payload),) = await got.count(1)
         assert (sender, payload) == (a.sign_id, {"x": 1})
         assert topic == "public.hello"  # alice is neither bob's device nor his contact
         assert len(a.outbox) == 0 and outbox_rows(a) == 0
 
 
-async def test_a_node_destination_and_binary_payloads(tmp_path: Path, server: ServerProcess) -> None:
-    async with peer(tmp_path, "alice", server=server) as a, peer(
-        tmp_path, "bob", "phone", server=server
-    ) as b:
+async def test_a_node_destination_and_binary_payloads(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    async with (
+        peer(tmp_path, "alice", server=server) as a,
+        peer(tmp_path, "bob", "phone", server=server) as b,
+    ):
         got = Recorder(b, "*.file.chunk")
         data = bytes(range(256)) * 4
         delivered = await a.torrenting.send("file.chunk", "bob@localhost/phone", data)
@@ -217,7 +221,7 @@ async def test_scenario_11_my_node_info_on_start_on_request_and_periodically(
     mine = Recorder(a, "self.transports.myNodeInfo")
     async with a:
         before = time.time() * 1000
-        (_, sender, info), = await mine.count(1)
+        ((_, sender, info),) = await mine.count(1)
         assert sender == "local"
         assert info == {**node_info_of(a), "expireTime": info["expireTime"]}
         assert before - 5000 < info["expireTime"] - 1000 <= time.time() * 1000 + 1000
@@ -233,9 +237,11 @@ async def test_scenario_11_my_node_info_on_start_on_request_and_periodically(
 async def test_scenario_12_an_impostor_at_the_address_is_refused_before_any_data(
     tmp_path: Path,
 ) -> None:
-    async with peer(tmp_path, "alice", max_connection_attempts=1) as a, peer(
-        tmp_path, "bob"
-    ) as b, peer(tmp_path, "mallory") as m:
+    async with (
+        peer(tmp_path, "alice", max_connection_attempts=1) as a,
+        peer(tmp_path, "bob") as b,
+        peer(tmp_path, "mallory") as m,
+    ):
         heard = Recorder(m, "*")
         failed = Recorder(a, "self.transports.failed")
         assert m.address is not None
@@ -365,9 +371,10 @@ async def test_direct_messages_flow_with_the_server_stopped_after_the_lookup(
 async def test_an_unreachable_address_falls_back_to_the_server_exactly_once(
     tmp_path: Path, server: ServerProcess
 ) -> None:
-    async with peer(tmp_path, "alice", server=server) as a, peer(
-        tmp_path, "bob", server=server, advertise="127.0.0.2"
-    ) as b:
+    async with (
+        peer(tmp_path, "alice", server=server) as a,
+        peer(tmp_path, "bob", server=server, advertise="127.0.0.2") as b,
+    ):
         got = Recorder(b, "*.n")
         sendings = [a.messaging.send("n", b.sign_id, n) for n in range(20)]
         delivered = await asyncio.gather(*sendings)
@@ -386,13 +393,14 @@ async def test_a_relayed_message_has_the_scope_a_direct_one_has(
 ) -> None:
     """The phone started after the laptop published its key, so its circles (seeded from the
     server) hold the laptop as a device: ``self``, as the server would stamp it."""
-    async with peer(tmp_path, "alice", "laptop", server=server) as laptop, peer(
-        tmp_path, "alice", "phone", server=server, advertise="127.0.0.2"
-    ) as phone:
+    async with (
+        peer(tmp_path, "alice", "laptop", server=server) as laptop,
+        peer(tmp_path, "alice", "phone", server=server, advertise="127.0.0.2") as phone,
+    ):
         got = Recorder(phone, "*.sync")
         relayed = await laptop.messaging.send("sync", phone.sign_id, 1)
         assert relayed.path == "server"
-        (topic, sender, _), = await got.count(1)
+        ((topic, sender, _),) = await got.count(1)
         assert (topic, sender) == ("self.sync", laptop.sign_id)
 
 
@@ -402,34 +410,58 @@ async def test_a_relayed_message_has_the_scope_a_direct_one_has(
 async def test_kill_9_of_the_sender_loses_nothing_and_the_receiver_takes_each_once(
     tmp_path: Path,
 ) -> None:
-    """The sender is killed while its outbox holds messages (some written to the link and not
-    yet acknowledged); restarted on the same folder it sends them again, and the receiver
-    drops the ones it already took."""
+    """The sender is killed while its outbox holds messages: the deferred second half, and
+    maybe realtime ones written to the link but not yet acknowledged. Restarted on the same
+    folder it sends them again, and the receiver drops any it already took."""
     async with peer(tmp_path, "bob") as b:
         got = Recorder(b, "*.n")
         script = Path(__file__).with_name("peer_sender.py")
         arguments = [str(tmp_path / "sender"), str(tmp_path / "keys"), json.dumps(node_info_of(b))]
-        first = await _sender(script, *arguments, "400")
+        first = await _sender(script, *arguments, "300", "3600")
         stored = -1
         assert first.stdout is not None
         async with asyncio.timeout(60):
-            while stored < 150:
+            while stored < 200:
                 line = (await first.stdout.readline()).decode()
                 assert line, "the sender ended early"
                 if line.startswith("stored "):
                     stored = int(line.split()[1])
         first.kill()  # SIGKILL
         await first.wait()
-        second = await _sender(script, *arguments, "0")
+        with sqlite3.connect(tmp_path / "sender" / "outbox.sqlite3") as db:
+            (buffered,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+        assert buffered >= 51  # 150..200 were deferred: on disk only
+        second = await _sender(script, *arguments, "0", "0.2")
         assert second.stdout is not None
         async with asyncio.timeout(60):
             assert (await second.stdout.readline()).decode().strip() == "idle"
         second.kill()
         await second.wait()
+        await got.until(lambda events: len(events) >= stored + 1)
         taken = [payload["i"] for payload in got.payloads]
         assert len(taken) == len(set(taken))  # each once
         assert set(range(stored + 1)) <= set(taken)  # every message it had stored
         assert {sender for _, sender, _ in got.events} == {_sign_id(tmp_path)}
+
+
+async def test_a_message_sent_again_with_its_id_is_taken_once(tmp_path: Path) -> None:
+    """What makes the resend after a crash safe: the receiver remembers (sender, id)."""
+    async with peer(tmp_path, "alice") as a, peer(tmp_path, "bob") as b:
+        got = Recorder(b, "*.n")
+        introduce(a, b)
+        first = await a.messaging.send("n", b.sign_id, "first", id="same")
+        again = await a.messaging.send("n", b.sign_id, "again", id="same")
+        barrier = await a.messaging.send("n", b.sign_id, "barrier")
+        assert first.path == again.path == barrier.path == "direct"
+        await got.until(lambda events: events[-1][2] == "barrier")
+        assert got.payloads == ["first", "barrier"]
+    async with peer(tmp_path, "bob") as b, peer(tmp_path, "alice") as a:
+        got = Recorder(b, "*.n")  # after a restart of both: the record is on disk
+        introduce(a, b)
+        await a.messaging.send("n", b.sign_id, "again", id="same")
+        await a.messaging.send("n", b.sign_id, "barrier 2")
+        await got.until(lambda events: events[-1][2] == "barrier 2")
+        assert got.payloads == ["barrier 2"]
 
 
 async def _sender(script: Path, *arguments: str) -> asyncio.subprocess.Process:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TypeAlias
-from collections.abc import Iterable
 
 import msgspec
 

@@ -139,10 +139,14 @@ class PeerLink(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        elif not self.closed.done():  # never connected: nothing to wait for
+            self.closed.set_result(None)
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+        elif not self.closed.done():
+            self.closed.set_result(None)
 
     def _send_acks(self) -> None:
         ids, self._pending_acks = self._pending_acks, []
@@ -295,7 +299,11 @@ class _Tracking:
             del by_peer[link.peer.sign_id]
             sign_id = link.peer.sign_id
             other = next(
-                (o for o in self._links._links if o.usable and o.peer and o.peer.sign_id == sign_id),
+                (
+                    o
+                    for o in self._links._links
+                    if o.usable and o.peer and o.peer.sign_id == sign_id
+                ),
                 None,
             )
             if other is not None:

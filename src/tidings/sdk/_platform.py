@@ -34,7 +34,6 @@ from ._bus import Handler, LocalBus
 from ._circles import Circles
 from ._client import Client
 from ._dedupe import SeenMessages
-from ._directory import KeyOwner
 from ._exceptions import (
     ClientClosed,
     ConnectError,
@@ -673,8 +672,11 @@ class Platform:
             attempts = self._attempts.get(address.sign_id, 0) + 1
             self._attempts[address.sign_id] = attempts
             logger.info(
-                "%s: no direct link to %s (attempt %d): %s", self.node, address.sign_id,
-                attempts, error,
+                "%s: no direct link to %s (attempt %d): %s",
+                self.node,
+                address.sign_id,
+                attempts,
+                error,
             )
             return None
 
@@ -697,7 +699,9 @@ class Platform:
             return None
         return address.node, [address.box_id]
 
-    async def _send_relayed(self, target: tuple[str, list[str] | None], items: list[Outgoing]) -> None:
+    async def _send_relayed(
+        self, target: tuple[str, list[str] | None], items: list[Outgoing]
+    ) -> None:
         window = asyncio.Semaphore(RELAY_WINDOW)
         for item in items:
             self._in_flight[item.id] = None
@@ -800,8 +804,12 @@ class Platform:
             if received.type == PEER_TYPE and received.verified_sign_id is not None:
                 message = _relayed_message(received)
                 if message is None:
-                    logger.warning("%s: malformed relayed peer message %s from %s",
-                                   self.node, received.id, received.sender)
+                    logger.warning(
+                        "%s: malformed relayed peer message %s from %s",
+                        self.node,
+                        received.id,
+                        received.sender,
+                    )
                     continue
                 self._take([(received.verified_sign_id, message)])
             elif self._on_message is not None:
@@ -811,7 +819,9 @@ class Platform:
             else:
                 logger.warning(
                     "%s: a %s message from %s, not for the platform (give on_message=)",
-                    self.node, received.type, received.sender,
+                    self.node,
+                    received.type,
+                    received.sender,
                 )
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
