@@ -45,7 +45,6 @@ from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
-    "PEER_TYPE",
     "AuthenticationFailed",
     "Backlog",
     "Backoff",
@@ -81,6 +80,7 @@ __all__ = [
     "Messaging",
     "OutboxFull",
     "Outgoing",
+    "PEER_TYPE",
     "PeerAddress",
     "PeerLink",
     "PeerOutbox",
