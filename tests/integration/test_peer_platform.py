@@ -17,6 +17,8 @@ import pytest
 from tests.integration.peer_support import Recorder, introduce, node_info_of, peer
 from tests.server_process import ServerProcess
 
+from tidings.protocol.e2e import NodeKeys, sign_node_info
+from tidings.protocol.peer import AcksReceived, PeerMessage, SecureChannel
 from tidings.sdk import Delivered, PeerSendFailed, Platform
 
 pytestmark = pytest.mark.integration
@@ -191,6 +193,41 @@ async def test_expire_after_is_bounded(tmp_path: Path) -> None:
                 a.messaging.send("t", a.box_id, "x", expire_after=bad)
         with pytest.raises(ValueError, match="destination"):
             a.messaging.send("t", "not-a-key", "x")
+        for topic in ("", "a..b", "x" * 1020):
+            with pytest.raises(ValueError, match="topic"):
+                a.messaging.send(topic, a.box_id, "x")
+
+
+async def test_a_peer_topic_the_bus_cannot_carry_is_dropped_and_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """A peer of another implementation may send any topic the envelope allows: the receiver
+    drops it (acknowledged, so it is not sent forever) and goes on with the next."""
+    async with peer(tmp_path, "bob") as b:
+        assert b.address is not None
+        got = Recorder(b, "*.ok")
+        keys = NodeKeys.generate()
+        now = int(time.time() * 1000)
+        info = sign_node_info(keys, "eve@localhost", "raw", published=now, expires=now + 60_000)
+        channel = SecureChannel.initiator(keys, info, now_ms=now, expected_box_id=b.box_id)
+        reader, writer = await asyncio.open_connection(*b.address)
+        acked: list[str] = []
+        writer.write(channel.data_to_send())
+        async with asyncio.timeout(15):
+            while not channel.established:
+                for event in channel.receive_data(await reader.read(65536)):
+                    assert not isinstance(event, AcksReceived)
+                writer.write(channel.data_to_send())
+            channel.send(PeerMessage("a..b", "ms", b"1", "bad"))
+            channel.send(PeerMessage("ok", "ms", b"2", "good"))
+            writer.write(channel.data_to_send())
+            while len(acked) < 2:
+                for event in channel.receive_data(await reader.read(65536)):
+                    if isinstance(event, AcksReceived):
+                        acked += event.ids
+        assert sorted(acked) == ["bad", "good"]
+        assert (await got.count(1)) == [("public.ok", keys.sign_id, 2)]
+        writer.close()
 
 
 # -- scenario 10: the lookup timeout ------------------------------------------------------------

@@ -45,6 +45,7 @@ from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
+    "PEER_TYPE",
     "AuthenticationFailed",
     "Backlog",
     "Backoff",
@@ -80,7 +81,6 @@ __all__ = [
     "Messaging",
     "OutboxFull",
     "Outgoing",
-    "PEER_TYPE",
     "PeerAddress",
     "PeerLink",
     "PeerOutbox",

@@ -43,6 +43,11 @@ def _segments(text: str, what: str) -> tuple[str, ...]:
     return segments
 
 
+def check_topic(topic: str) -> None:
+    """``ValueError`` naming the problem unless ``topic`` can be emitted on a bus."""
+    _segments(topic, "topic")
+
+
 @dataclass(eq=False, slots=True)
 class _Subscription:
     pattern: str

@@ -30,7 +30,7 @@ from tidings.protocol.e2e import InvalidKey, NodeKeys, box_id_of, decode_key, si
 from tidings.protocol.lime import InvalidNode, parse_node
 from tidings.protocol.peer import ACK_PROTOCOL, PeerMessage
 
-from ._bus import Handler, LocalBus
+from ._bus import Handler, LocalBus, check_topic
 from ._circles import Circles
 from ._client import Client
 from ._dedupe import SeenMessages
@@ -312,7 +312,10 @@ class Platform:
             await self.client.connect()
             self._spawn(self._receive_relayed(self.client))
             if self._seed_circles:
-                await self._seed_from_server(self.client)
+                try:
+                    await self._seed_from_server(self.client)
+                except TidingsClientError as error:  # the circles stay empty until the next
+                    logger.warning("%s: circles not seeded: %s", self.node, error)
         self.bus.on("self.transports.requestMyNodeInfo", self._on_request_my_node_info)
         self._spawn(self._tick())
         self._spawn(self._republish())
@@ -796,6 +799,13 @@ class Platform:
                 error,
             )
             return
+        try:
+            _check_topic(message.topic)
+        except ValueError as error:  # another implementation may send what we never would
+            logger.warning(
+                "%s: dropping message %s from %s: %s", self.node, message.id, sign_id, error
+            )
+            return
         scope = self.circles.scope_of(sign_id)
         self.bus.emit(f"{scope}.{message.topic}", sign_id, payload)
 
@@ -904,8 +914,11 @@ def _relayed_message(received: ReceivedMessage) -> PeerMessage | None:
 
 
 def _check_topic(topic: str) -> None:
-    if not isinstance(topic, str) or not 1 <= len(topic) <= 1024:
-        raise ValueError("a topic is 1 to 1024 characters")
+    """A topic every receiver can publish as ``<scope>.<topic>`` (the longest scope is
+    ``friends``)."""
+    if not isinstance(topic, str):
+        raise ValueError("a topic is a string")
+    check_topic(f"friends.{topic}")
 
 
 def _check_destination(destination: str) -> None:

@@ -135,18 +135,25 @@ class EndToEnd:
         # as the server reads ``to``: name and domain in lower case, the domain ours if omitted
         recipient = parse_node(to, own_node.domain).identity
         if for_keys is not None:
-            if not 1 <= len(for_keys) <= MAX_KEY_ENTRIES:
+            box_ids, others = sorted(set(for_keys)), list[str]()
+            if not 1 <= len(box_ids) <= MAX_KEY_ENTRIES:
                 raise SealingFailed(f"a sealed message is for 1 to {MAX_KEY_ENTRIES} devices")
-            sealed = seal(
-                self.keys,
-                message_id=message_id,
-                sender=self._node,
-                to=recipient,
-                content_type=content_type,
-                content=content,
-                recipients=sorted(set(for_keys)),
-            )
-            return sealed, False
+        else:
+            box_ids, others = await self._devices_of(recipient, own)
+        sealed = seal(
+            self.keys,
+            message_id=message_id,
+            sender=self._node,
+            to=recipient,
+            content_type=content_type,
+            content=content,
+            recipients=box_ids,
+        )
+        return sealed, bool(others)
+
+    async def _devices_of(self, recipient: str, own: str) -> tuple[list[str], list[str]]:
+        """The ``boxId``s a message to ``recipient`` is sealed for, and those of them that
+        are our own other devices."""
         devices = await self.directory.devices(recipient)
         if not devices:
             raise SealingFailed(
@@ -161,16 +168,7 @@ class EndToEnd:
                 f"{recipient} and this identity have {len(box_ids)} devices between them: a "
                 f"sealed message is readable by at most {MAX_KEY_ENTRIES}"
             )
-        sealed = seal(
-            self.keys,
-            message_id=message_id,
-            sender=self._node,
-            to=recipient,
-            content_type=content_type,
-            content=content,
-            recipients=box_ids,
-        )
-        return sealed, bool(others)
+        return box_ids, others
 
     # -- opening (the MessageLayer) ------------------------------------------------------------
 
