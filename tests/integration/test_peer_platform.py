@@ -193,6 +193,12 @@ async def test_expire_after_is_bounded(tmp_path: Path) -> None:
                 a.messaging.send("t", a.box_id, "x", expire_after=bad)
         with pytest.raises(ValueError, match="destination"):
             a.messaging.send("t", "not-a-key", "x")
+        held = a.messaging.send("t", a.box_id, "x", id="held")  # nobody answers: it stays
+        with pytest.raises(ValueError, match="still being sent"):
+            a.messaging.send("t", a.box_id, "again", id="held")
+        await held.stored
+        with pytest.raises(ValueError, match="still being sent"):
+            a.messaging.send("t", a.box_id, "again", id="held")
         for topic in ("", "a..b", "x" * 1020):
             with pytest.raises(ValueError, match="topic"):
                 a.messaging.send(topic, a.box_id, "x")

@@ -342,6 +342,9 @@ class Platform:
             self._seen.close()
         closed = ClientClosed("the platform closed before the message was delivered")
         for sending in list(self._sendings.values()):
+            if not sending.stored.done():
+                sending.stored.set_exception(closed)
+                sending.stored.exception()
             sending._settle(closed)
         self._sendings.clear()
 
@@ -505,6 +508,8 @@ class Platform:
         _check_destination(destination)
         if len(sending.id) > 256 or "\n" in sending.id or not sending.id:
             raise ValueError("a message id is 1 to 256 characters, without a line break")
+        if sending.id in self._sendings or sending.id in self.outbox:
+            raise ValueError(f"a message with id {sending.id!r} is still being sent")
         now = int(self._clock() * 1000)
         item = Outgoing(
             id=sending.id,
@@ -523,14 +528,11 @@ class Platform:
     async def _store(self, item: Outgoing, sending: Sending) -> None:
         try:
             await self.outbox.add(item)
-        except BaseException as error:
+        except Exception as error:  # OutboxFull, a disk error: the send did not happen
             self._sendings.pop(item.id, None)
             sending.stored.set_exception(error)
+            sending.stored.exception()  # the same error is the send's: retrieved there
             sending._settle(error)
-            with contextlib.suppress(BaseException):
-                sending.stored.exception()
-            if not isinstance(error, Exception):
-                raise
             return
         sending.stored.set_result(None)
         if item.realtime:
@@ -549,7 +551,10 @@ class Platform:
         """mm-platform's 10 s flush: expire, then retry every destination with messages."""
         while True:
             await asyncio.sleep(self.flush_interval)
-            await self._expire()
+            try:
+                await self._expire()
+            except Exception:  # a disk error: the expired ones go at a later tick
+                logger.exception("%s: expiring outbox messages failed", self.node)
             for destination in self.outbox.destinations():
                 self._kick(destination)
 
