@@ -186,22 +186,23 @@ async def test_scenario_8_an_expired_message_fails_with_timeout_and_is_deleted(
         assert len(a.outbox) == 0 and outbox_rows(a) == 0
 
 
-async def test_expire_after_is_bounded(tmp_path: Path) -> None:
+async def test_bad_sends_are_refused_with_the_reason(tmp_path: Path) -> None:
+    nobody = NodeKeys.generate().sign_id
     async with peer(tmp_path, "alice", listen=False) as a:
         for bad in (0, -1, 7 * 86400 * 1000 + 1):
             with pytest.raises(ValueError, match="expire_after"):
-                a.messaging.send("t", a.box_id, "x", expire_after=bad)
+                a.messaging.send("t", nobody, "x", expire_after=bad)
         with pytest.raises(ValueError, match="destination"):
             a.messaging.send("t", "not-a-key", "x")
-        held = a.messaging.send("t", a.box_id, "x", id="held")  # nobody answers: it stays
+        held = a.messaging.send("t", nobody, "x", id="held")  # nobody answers: it stays
         with pytest.raises(ValueError, match="still being sent"):
-            a.messaging.send("t", a.box_id, "again", id="held")
+            a.messaging.send("t", nobody, "again", id="held")
         await held.stored
         with pytest.raises(ValueError, match="still being sent"):
-            a.messaging.send("t", a.box_id, "again", id="held")
+            a.messaging.send("t", nobody, "again", id="held")
         for topic in ("", "a..b", "x" * 1020):
             with pytest.raises(ValueError, match="topic"):
-                a.messaging.send(topic, a.box_id, "x")
+                a.messaging.send(topic, nobody, "x")
 
 
 async def test_a_peer_topic_the_bus_cannot_carry_is_dropped_and_acknowledged(

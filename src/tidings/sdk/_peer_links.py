@@ -193,19 +193,22 @@ class PeerLinks:
         self._clock = clock
         self._server: asyncio.Server | None = None
         self._links: set[PeerLink] = set()
-        self._by_peer: dict[str, PeerLink] = {}
 
     @property
     def links(self) -> list[PeerLink]:
         return list(self._links)
 
     def get(self, sign_id: str) -> PeerLink | None:
-        """An established link to ``sign_id``, if any."""
-        link = self._by_peer.get(sign_id)
-        return link if link is not None and link.usable else None
-
-    def connected(self, sign_id: str) -> bool:
-        return self.get(sign_id) is not None
+        """An established link to ``sign_id``, if any (called per delivery attempt, not per
+        message: a scan of the links is cheap enough)."""
+        return next(
+            (
+                link
+                for link in self._links
+                if link.usable and link.peer is not None and link.peer.sign_id == sign_id
+            ),
+            None,
+        )
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Take direct connections on ``host:port`` (0: any free port); the bound address."""
@@ -239,7 +242,7 @@ class PeerLinks:
             expected_box_id=expected_box_id,
             max_message=MAX_MESSAGE,
         )
-        link = PeerLink(channel, self._tracked(), outgoing=True)
+        link = PeerLink(channel, self._events, outgoing=True)
         self._links.add(link)
         link.closed.add_done_callback(lambda _: self._links.discard(link))
         try:
@@ -254,7 +257,7 @@ class PeerLinks:
         channel = SecureChannel.responder(
             self._keys, self._node_info(), now_ms=int(self._clock() * 1000), max_message=MAX_MESSAGE
         )
-        link = PeerLink(channel, self._tracked(), outgoing=False)
+        link = PeerLink(channel, self._events, outgoing=False)
         if len(self._links) >= self._max_links:
             logger.warning("refusing a direct connection: %d links open", len(self._links))
             asyncio.get_running_loop().call_soon(link.abort)
@@ -264,9 +267,6 @@ class PeerLinks:
         timer = loop.call_later(self._handshake_timeout, _abort_unless_established, link)
         link.closed.add_done_callback(lambda _: timer.cancel())
         return link
-
-    def _tracked(self) -> LinkEvents:
-        return _Tracking(self, self._events)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -278,43 +278,6 @@ class PeerLinks:
             await asyncio.wait([link.closed for link in links], timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
-
-
-class _Tracking:
-    """Keeps ``PeerLinks``' index of links by peer in step with the links' lives."""
-
-    def __init__(self, links: PeerLinks, events: LinkEvents) -> None:
-        self._links = links
-        self._events = events
-
-    def link_up(self, link: PeerLink) -> None:
-        assert link.peer is not None
-        self._links._by_peer[link.peer.sign_id] = link
-        self._events.link_up(link)
-
-    def link_down(self, link: PeerLink) -> None:
-        assert link.peer is not None
-        by_peer = self._links._by_peer
-        if by_peer.get(link.peer.sign_id) is link:
-            del by_peer[link.peer.sign_id]
-            sign_id = link.peer.sign_id
-            other = next(
-                (
-                    o
-                    for o in self._links._links
-                    if o.usable and o.peer and o.peer.sign_id == sign_id
-                ),
-                None,
-            )
-            if other is not None:
-                by_peer[link.peer.sign_id] = other
-        self._events.link_down(link)
-
-    def message(self, link: PeerLink, message: PeerMessage) -> None:
-        self._events.message(link, message)
-
-    def acks(self, link: PeerLink, ids: list[str]) -> None:
-        self._events.acks(link, ids)
 
 
 def _abort_unless_established(link: PeerLink) -> None:

@@ -36,17 +36,13 @@ from ._client import Client
 from ._dedupe import SeenMessages
 from ._exceptions import (
     ClientClosed,
-    ConnectError,
-    MessageFailed,
     PeerSendFailed,
-    RequestTimeout,
     TidingsClientError,
 )
 from ._keystore import KeyStore
 from ._peer_directory import OwnerLookup, PeerAddress, PeerDirectory, tcp_addresses
 from ._peer_links import PeerLink, PeerLinks
 from ._peer_outbox import Outgoing, PeerOutbox
-from ._sealing import SealingFailed
 from ._types import ReceivedMessage
 
 __all__ = ["PEER_TYPE", "Delivered", "Messaging", "Platform", "Sending"]
@@ -604,7 +600,7 @@ class Platform:
         for the next tick)."""
         try:
             address = await self._resolve(destination)
-        except PeerSendFailed as failure:
+        except TidingsClientError as failure:  # no answer, or the server's lookup failed
             logger.info("%s: %s: %s", self.node, destination, failure)
             self._unreachable(destination)
             return False
@@ -718,18 +714,20 @@ class Platform:
             task.add_done_callback(lambda _: window.release())
 
     async def _relay_one(self, target: tuple[str, list[str] | None], item: Outgoing) -> None:
+        """Seal one message for the peer and have the server store it; on any failure it
+        stays in the outbox (out of flight) for a later tick."""
         client = self.client
         assert client is not None
         to, for_keys = target
-        if for_keys is None:
-            identity = parse_node(to).identity
-            for_keys = [info["boxId"] for info in await client.devices(identity)] or None
         content = {
             "topic": item.topic,
             "protocol": item.protocol,
             "payload": base64.b64encode(item.payload).decode(),
         }
         try:
+            if for_keys is None:  # a whole identity: every device it has now
+                identity = parse_node(to).identity
+                for_keys = [info["boxId"] for info in await client.devices(identity)] or None
             await client.send_sealed(
                 to,
                 content,
@@ -739,7 +737,7 @@ class Platform:
                 timeout=self._relay_timeout,
                 for_keys=for_keys,
             )
-        except (MessageFailed, RequestTimeout, SealingFailed, ConnectError) as error:
+        except TidingsClientError as error:
             logger.info("%s: relaying %s to %s failed: %s", self.node, item.id, to, error)
             self._in_flight.pop(item.id, None)
             self._unreachable(item.destination)
