@@ -768,13 +768,13 @@ class Platform:
         durably, with one write for the batch."""
         assert self._seen is not None
         fresh: list[tuple[str, PeerMessage]] = []
-        keys: list[tuple[str, str]] = []
+        keys: dict[tuple[str, str], None] = {}  # ordered, and a copy in one batch is found fast
         for sign_id, message in received:
             if message.id is not None:
                 key = (sign_id, message.id)
                 if self._seen.check(key) or key in keys:
                     continue
-                keys.append(key)
+                keys[key] = None
             fresh.append((sign_id, message))
         self._seen.add_many(keys)
         for sign_id, message in fresh:
