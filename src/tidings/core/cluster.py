@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -129,6 +130,7 @@ class ClusterNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._wakes: dict[LiveSession, list[int]] = {}
+        self._accepting: dict[str, list[Callable[[], None]]] = {}  # id -> receipts held
         self._outgoing: dict[tuple[str, str, str], list[int]] = {}
         self._recent: dict[tuple[str, str], list[int]] = {}
         self._stale: set[tuple[str, str]] | None = None
@@ -259,13 +261,19 @@ class ClusterNode:
     def waking(self) -> bool:
         return bool(self._outgoing)
 
-    def once_announced(self, then: Callable[[], None]) -> None:
+    def once_announced(self, then: Callable[[], None], message_id: str) -> None:
         self._flush_wakes()  # now, not at the end of the loop turn: the sooner they are out
-        self._spawn(self._after_flush(then))
+        self._accepting.setdefault(message_id, [])
+        self._spawn(self._after_flush(then, message_id))
 
-    async def _after_flush(self, then: Callable[[], None]) -> None:
+    async def _after_flush(self, then: Callable[[], None], message_id: str) -> None:
         await self._broker.flushed()
         then()
+        # the node that took a wake may answer (dispatched, received) before our flush
+        # completed: those receipts waited here, after "accepted" (ids of other senders that
+        # collide only wait as long)
+        for receipt in self._accepting.pop(message_id, []):
+            receipt()
 
     def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
         node = self.directory.owner(identity, instance)
@@ -459,7 +467,11 @@ class ClusterNode:
         if message.event:
             event = DeliveryEvent(message.event)
             if live is not None and live.wants(event):
-                live.outlet.notify(message.message_id, event)
+                held = self._accepting.get(message.message_id)
+                if held is not None:  # its "accepted" is not out yet: after it
+                    held.append(partial(live.outlet.notify, message.message_id, event))
+                else:
+                    live.outlet.notify(message.message_id, event)
             return
         if message.command:
             # as ``Router.forward_command``: to a live session now, even while it replays

@@ -94,8 +94,9 @@ class Peers(Protocol):
     def waking(self) -> bool:
         """Whether wakes were queued in this loop turn and are not out yet."""
 
-    def once_announced(self, then: Callable[[], None]) -> None:
-        """Call ``then`` once the wakes queued so far have reached the broker."""
+    def once_announced(self, then: Callable[[], None], message_id: str) -> None:
+        """Call ``then`` (the ``accepted`` of ``message_id``) once the wakes queued so far
+        have reached the broker; receipts of that message from other nodes wait for it."""
 
     def held_elsewhere(self) -> dict[str, dict[str, Any]]:
         """The sessions live on other nodes, by identity and instance."""
@@ -427,7 +428,7 @@ class Router:
             # "accepted" once the wakes are out: a node that dies right after answering must
             # not take them along (a later message, from the sender's next node, would be
             # written first and this one left in its queue)
-            peers.once_announced(lambda: _tell_sender(sender, message_id, dispatched))
+            peers.once_announced(lambda: _tell_sender(sender, message_id, dispatched), message_id)
         else:
             _tell_sender(sender, message_id, dispatched)
 

@@ -39,13 +39,12 @@ from ._peer_links import PeerLink
 from ._peer_outbox import Outgoing, PeerOutbox
 from ._persistent import Backlog, Gap, PersistentSession, backlog
 from ._pipeline import MessageLayer
-from ._platform import PEER_TYPE, Delivered, Messaging, Platform, Sending
+from ._platform import Delivered, Messaging, Platform, Sending
 from ._sealing import Rejection, SealingFailed
 from ._transport import Connection, FrameReceiver, Transport, WebSocketTransport
 from ._types import CommandResult, ReceivedMessage
 
 __all__ = [
-    "PEER_TYPE",
     "AuthenticationFailed",
     "Backlog",
     "Backoff",

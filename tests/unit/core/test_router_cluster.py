@@ -36,7 +36,7 @@ class Peers:
     def waking(self) -> bool:
         return self.unannounced > 0
 
-    def once_announced(self, then: Callable[[], None]) -> None:
+    def once_announced(self, then: Callable[[], None], message_id: str) -> None:
         self.unannounced = 0
         if self.held is None:
             then()
