@@ -518,3 +518,21 @@ def _sign_id(tmp_path: Path) -> str:
     from tidings.sdk import KeyStore
 
     return KeyStore(tmp_path / "keys").keys_of("alice@localhost/sender")[0].sign_id
+
+
+async def test_the_peer_chat_demo_runs_as_the_readme_says() -> None:
+    """``python -m examples.peer_chat``: direct, then through the server, then across an
+    absence (its own throwaway server)."""
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "examples.peer_chat",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    async with asyncio.timeout(120):
+        output, _ = await demo.communicate()
+    text = output.decode()
+    assert demo.returncode == 0, text
+    assert text.count("alice -> bob (direct)") == 2
+    assert text.count("alice -> bob (server)") == 5
+    assert text.count("bob got public.chat.line") == 7
+    assert text.rstrip().endswith("done")
