@@ -132,8 +132,37 @@ class Settings:
     """The first wait after the free failures; it doubles with each further failure."""
     login_backoff_max_s: float = 60.0
     """The longest wait, after the last failure: the longest a guesser can lock the owner out."""
+    federation_peers: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Other servers' domains and the base URLs of their HTTP APIs
+    (``[federation.peers] "beta.test" = "https://beta.test:8766"``); messages to other domains
+    go only to these (and to those found through SRV records when ``federation_srv``)."""
+    federation_keys: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Pinned public keys of peers (``[federation.keys] "beta.test" = ["<base64>"]``): a peer
+    not listed has its keys learned on first contact and pinned from then on."""
+    federation_srv: bool = False
+    """Find peers not in ``federation_peers`` through ``_tidings._tcp.<domain>`` SRV records."""
+    federation_dns_server: str = ""
+    """``host:port`` of the DNS server asked for SRV records; empty: the system's resolver."""
+    federation_deny: list[str] = dataclasses.field(default_factory=list)
+    """Domains refused both ways (their requests get 403, messages to them ``failed``)."""
+    federation_clock_skew_s: float = 60.0
+    """How far a signed request's ``created`` time may be from this server's clock."""
+    federation_retry_max_s: float = 60.0
+    """The longest wait between two attempts to deliver to a peer that does not answer."""
+    federation_retry_bound_s: float = 0.0
+    """How long an envelope may wait for its peer before its sender gets ``failed``; 0: as
+    long as the message may wait anywhere (``message_ttl_s`` or its ``expireAfter``)."""
+    federation_outbox_limit: int = 100_000
+    """Envelopes one peer's outbox holds before new ones are refused (121)."""
+    federation_max_batch: int = 500
+    """Envelopes sent to a peer in one request."""
+    federation_rate_limit: float = 200.0
+    """Requests per second one peer may make, sustained (beyond: 429 with Retry-After)."""
+    federation_rate_burst: int = 400
+    """Requests one peer may make in a burst above ``federation_rate_limit``."""
 
     def __post_init__(self) -> None:
+        self._check_federation()
         _check(
             bool(self.domain) and "@" not in self.domain and "/" not in self.domain,
             "domain",
@@ -238,6 +267,68 @@ class Settings:
             "must be positive and at most login_backoff_max_s",
         )
 
+    def _check_federation(self) -> None:
+        peers = self.federation_peers
+        _check(
+            isinstance(peers, dict)
+            and len(peers) <= 10_000
+            and all(
+                _is_domain(d) and isinstance(u, str) and _is_url(u, ("http://", "https://"))
+                for d, u in peers.items()
+            ),
+            "federation_peers",
+            "must map domain names to http(s):// base URLs",
+        )
+        _check(self.domain not in peers, "federation_peers", "must not name this server's domain")
+        keys = self.federation_keys
+        _check(
+            isinstance(keys, dict)
+            and all(
+                _is_domain(d) and isinstance(k, list) and all(isinstance(x, str) for x in k)
+                for d, k in keys.items()
+            ),
+            "federation_keys",
+            "must map domain names to lists of base64 public keys",
+        )
+        _check(
+            isinstance(self.federation_deny, list)
+            and all(isinstance(d, str) and _is_domain(d) for d in self.federation_deny),
+            "federation_deny",
+            "must be a list of domain names",
+        )
+        server = self.federation_dns_server
+        _check(
+            not server or (server.rpartition(":")[2].isdigit() and ":" in server),
+            "federation_dns_server",
+            "must be empty or host:port",
+        )
+        _check(
+            0 < self.federation_clock_skew_s <= 3600,
+            "federation_clock_skew_s",
+            "must be > 0 and <= 3600",
+        )
+        _check(
+            0.1 <= self.federation_retry_max_s <= 3600,
+            "federation_retry_max_s",
+            "must be 0.1 .. 3600",
+        )
+        _check(
+            0 <= self.federation_retry_bound_s <= 7 * 24 * 3600,
+            "federation_retry_bound_s",
+            "must be 0 .. 604800",
+        )
+        _check(
+            1 <= self.federation_outbox_limit <= 10_000_000,
+            "federation_outbox_limit",
+            "must be 1 .. 10000000",
+        )
+        _check(1 <= self.federation_max_batch <= 10_000, "federation_max_batch", "must be 1 .. 10000")
+        _check(
+            self.federation_rate_limit > 0 and self.federation_rate_burst >= 1,
+            "federation_rate_limit",
+            "must be positive",
+        )
+
     @property
     def multi_node(self) -> bool:
         """Whether other nodes may share this deployment (a broker that crosses processes)."""
@@ -275,7 +366,7 @@ class Settings:
         values: dict[str, Any] = {}
         if config_file is not None:
             try:
-                values.update(tomllib.loads(Path(config_file).read_text()))
+                values.update(_flatten(tomllib.loads(Path(config_file).read_text())))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read {config_file}: {exc}") from exc
         environ = os.environ if environ is None else environ
@@ -302,7 +393,7 @@ class Settings:
     def from_mapping(cls, values: dict[str, Any]) -> Settings:
         known = {f.name: f for f in fields(cls)}
         converted: dict[str, Any] = {}
-        for key, value in values.items():
+        for key, value in _flatten(values).items():
             name = key.replace("-", "_")
             if name not in known:
                 raise ConfigError(f"unknown setting {key!r}")
@@ -334,7 +425,50 @@ def setting_help() -> dict[str, str]:
     return found
 
 
+NESTED_TABLES = ("federation",)
+"""TOML tables whose keys are settings prefixed with the table's name (``[federation]``
+``peers`` is ``federation_peers``)."""
+
+
+def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+    flat = dict(values)
+    for table in NESTED_TABLES:
+        nested = flat.pop(table, None)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise ConfigError(f"setting {table!r} must be a table ([{table}])")
+        for key, value in nested.items():
+            flat[f"{table}_{key.replace('-', '_')}"] = value
+    return flat
+
+
+def _is_domain(value: Any) -> bool:
+    """A DNS name of LDH labels (a port allowed, for tests on one machine)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 253:
+        return False
+    host, _, port = value.partition(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        return False
+    labels = host.split(".")
+    return all(
+        0 < len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(c.isalnum() and c.isascii() or c == "-" for c in label)
+        for label in labels
+    )
+
+
 def _convert(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"setting {name!r} must be a table")
+        return dict(value)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"setting {name!r} must be a list")
+        return list(value)
     if isinstance(default, Path):
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"setting {name!r} must be a path")

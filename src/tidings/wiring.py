@@ -24,6 +24,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
+from .api.federation import FederationEndpoint
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
@@ -34,6 +35,9 @@ from .core.authz import Authorizer, GrantChecker
 from .core.cluster import ClusterNode
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
+from .core.federation import Federation, PeerRefusal, PeerUnreachable
+from .core.federation_peers import PeerDirectory
+from .core.federation_trust import PeerKeys
 from .core.feeds import FeedHub, ServerState
 from .core.grants import Grants
 from .core.key_directory import KeyDirectory
@@ -58,6 +62,7 @@ from .gateway.admission import (
     websocket_protocols,
 )
 from .gateway.context import LimeContext
+from .gateway.federation import PeerEnvelopes
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
@@ -65,7 +70,10 @@ from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .protocol.lime import Node, stamp_scope
+from .net.dns_srv import DnsSrv
+from .net.federation_client import FederationClient
 from .store import open_store
+from .store.server_keys import ServerKeys
 
 log = logging.getLogger("tidings")
 
@@ -105,6 +113,13 @@ class Services:
     grants: Grants
     cluster: ClusterNode
     """This node's side of the deployment (started and stopped by ``TidingsServer``)."""
+    federation: Federation
+    """Other domains' servers: the outboxes and their relays (started by ``TidingsServer``)."""
+    peer_envelopes: PeerEnvelopes
+    """What other servers relay here."""
+    server_keys: ServerKeys
+    federation_client: FederationClient
+    peer_directory: PeerDirectory
 
 
 async def build(
@@ -213,6 +228,41 @@ async def build(
         heartbeat_s=heartbeat_s if heartbeat_s is not None else settings.cluster_heartbeat_s,
         clock=cluster_clock,
     )
+    server_keys = ServerKeys.load_or_create(settings.data_dir, settings.domain, time.time())
+    peer_directory = PeerDirectory(
+        settings.federation_peers,
+        settings.federation_deny,
+        DnsSrv(settings.federation_dns_server) if settings.federation_srv else None,
+    )
+    federation_client = FederationClient(
+        settings.domain, lambda: server_keys.current, peer_directory.base_url
+    )
+    federation = Federation(
+        settings.domain,
+        store,
+        registry,
+        router.ledger,
+        notices,
+        server.text,
+        federation_client,
+        reachable=_reachable(settings),
+        outbox_limit=settings.federation_outbox_limit,
+        retry_bound_s=settings.federation_retry_bound_s,
+        retry_max_s=settings.federation_retry_max_s,
+        max_batch=settings.federation_max_batch,
+    )
+    router.federation = federation
+    federation.on_notices = router.deliver_notices
+    peer_envelopes = PeerEnvelopes(
+        settings.domain,
+        router,
+        registry,
+        store,
+        federation,
+        notices,
+        server.text,
+        max_envelope_size=settings.max_envelope_size,
+    )
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
@@ -261,7 +311,23 @@ async def build(
         consent,
         grants,
         cluster,
+        federation,
+        peer_envelopes,
+        server_keys,
+        federation_client,
+        peer_directory,
     )
+
+
+def _reachable(settings: Settings) -> Callable[[str], bool]:
+    """Whether messages to a domain may be queued: a configured peer, or any domain when
+    SRV records find peers; never a denied one."""
+    peers, deny, srv = settings.federation_peers, set(settings.federation_deny), settings.federation_srv
+
+    def reachable(domain: str) -> bool:
+        return domain not in deny and (domain in peers or srv)
+
+    return reachable
 
 
 def http_base(settings: Settings, port: int) -> str:
@@ -369,6 +435,8 @@ class TidingsServer:
         self._ws_listener.start()
         self.ws_port = self._ws_listener.port
         await self._start_http(services)
+        services.federation.start(list(settings.federation_peers))
+        lime.spawn(self._say_hello(services))
         self._prune_task = loop.create_task(self._prune_message_ids())
         self.app.set_state(ServerState.STARTED)
         await self.app.emit("start")
@@ -403,6 +471,7 @@ class TidingsServer:
             identify=services.accounts.identity_for_key,
             consent=services.consent,
             capability_url=services.lime.capability_url,
+            federation=await self._federation_endpoint(services),
         )
         settings = self.settings
         config = uvicorn.Config(
@@ -464,6 +533,25 @@ class TidingsServer:
             started.cancel()
             self._http_task.result()
 
+    async def _federation_endpoint(self, services: Services) -> FederationEndpoint:
+        settings = self.settings
+        peer_keys = PeerKeys(
+            settings.federation_keys, self.store, services.federation_client.document
+        )
+        await peer_keys.load()
+        return FederationEndpoint(
+            domain=settings.domain,
+            keys=services.server_keys.published,
+            peer_keys=peer_keys,
+            federation=services.federation,
+            envelopes=services.peer_envelopes.receive,
+            public_url=settings.public_url,
+            deny=frozenset(settings.federation_deny),
+            max_skew_s=settings.federation_clock_skew_s,
+            rate_limit=settings.federation_rate_limit,
+            rate_burst=settings.federation_rate_burst,
+        )
+
     def _metrics(self) -> dict[str, tuple[str, float]]:
         services = self.services
         if services is None:
@@ -513,6 +601,13 @@ class TidingsServer:
             "uptime_seconds": ("gauge", time.time() - self.started_at),
         }
 
+    async def _say_hello(self, services: Services) -> None:
+        """Tell the configured peers this server is up: what waits for it goes now, not at
+        the end of their backoff (best effort: a peer down now is told by the relay later)."""
+        for domain in self.settings.federation_peers:
+            with contextlib.suppress(PeerUnreachable, PeerRefusal):
+                await services.federation_client.post(domain, "hello", b"{}")
+
     async def _prune_message_ids(self) -> None:
         while True:
             cutoff = time.time() - self.settings.message_id_retention_s
@@ -549,6 +644,8 @@ class TidingsServer:
                 with contextlib.suppress(Exception):
                     await self._http_task
         if services is not None:
+            await services.federation.stop()
+            await services.federation_client.close()
             await services.cluster.stop()
         if self.broker is not None:
             await self.broker.close()

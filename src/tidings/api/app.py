@@ -16,7 +16,9 @@ from ..core.feeds import FeedHub
 from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
 from . import consent as consent_routes
+from . import federation as federation_routes
 from . import feeds, problems
+from .federation import FederationEndpoint
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit
 from .guard import Identify
@@ -57,10 +59,12 @@ def create_app(
     identify: Identify | None = None,
     consent: ConsentService | None = None,
     capability_url: Callable[[str], str] | None = None,
+    federation: FederationEndpoint | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
-    ``consent`` with ``identify`` and ``capability_url`` adds the consent routes."""
+    ``consent`` with ``identify`` and ``capability_url`` adds the consent routes;
+    ``federation`` the routes other domains' servers call."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
@@ -69,6 +73,8 @@ def create_app(
         app.include_router(session_routes.router(sessions, authz))
     if consent is not None and identify is not None and capability_url is not None:
         app.include_router(consent_routes.router(consent, authz, identify, capability_url))
+    if federation is not None:
+        app.include_router(federation_routes.router(federation))
     render_metrics = metrics_page(read_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")

@@ -70,6 +70,7 @@ HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.OWN_INVITE: 409,
     ErrorId.GRANT_EXPIRY_OUT_OF_RANGE: 422,
     ErrorId.RELATIONSHIP_EXPIRED: 410,
+    ErrorId.PEER_REFUSED: 502,
 }
 
 HTTP_ERROR_IDS: Final[dict[int, str]] = {

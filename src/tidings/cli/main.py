@@ -104,6 +104,8 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
     defaults = Settings()
     for setting in fields(Settings):
         kind = type(getattr(defaults, setting.name))
+        if kind in (dict, list):
+            continue  # tables and lists ([federation] peers, deny): in the TOML file only
         flag = "--" + setting.name.replace("_", "-")
         declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
         option = typer.Option(declaration, help=helps.get(setting.name), show_default=False)

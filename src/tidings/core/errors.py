@@ -76,6 +76,9 @@ class ErrorId(StrEnum):
     OWN_INVITE = "cmc-own-invite"
     GRANT_EXPIRY_OUT_OF_RANGE = "cmc-grant-expiry-out-of-range"
     RELATIONSHIP_EXPIRED = "cmc-relationship-expired"
+    # federation (issue 13)
+    PEER_REFUSED = "federation-peer-refused"
+    """Another domain's server refused what this one relayed for good (its reason attached)."""
 
 
 class TidingsError(Exception):

@@ -32,6 +32,11 @@ UNCLAIMED: str = ""
 """Instance name of an identity's inbox for messages sent before it had any session."""
 
 
+OUTBOX_PREFIX: Final = "~federation@"
+"""Pseudo-identities ``~federation@DOMAIN`` (instance ``outbox``) hold what waits for another
+domain's server (``core.federation``); '~' is in no LIME name."""
+OUTBOX_INSTANCE: Final = "outbox"
+
 @dataclass(slots=True)
 class Account:
     name: str

@@ -106,6 +106,9 @@ class NoticeFactory(Protocol):
     def gap(self, node: str, gap_id: str, dropped: int, lost: list[dict[str, str]]) -> bytes:
         """The gap marker message for ``node``."""
 
+    def dispatched(self, node: str, message_id: str) -> bytes:
+        """The ``dispatched`` receipt for a sender of another domain (relayed to its server)."""
+
     def failed(self, node: str, message_id: str, error: TidingsError) -> bytes:
         """A ``failed`` notification about ``message_id``, addressed to its sender ``node``."""
 

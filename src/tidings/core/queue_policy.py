@@ -31,6 +31,8 @@ from typing import Final
 from .address import parse_address
 from .errors import Invalid, TidingsError
 from .model import (
+    OUTBOX_INSTANCE,
+    OUTBOX_PREFIX,
     UNCLAIMED,
     ExpiredRow,
     ExpiryPass,
@@ -56,6 +58,7 @@ class QueuePolicy:
     def __init__(self, notices: NoticeFactory, server_node: str) -> None:
         self.notices = notices
         self.server_node = server_node
+        self.domain = parse_address(server_node).domain
 
     def bounded_append(
         self,
@@ -165,6 +168,21 @@ class QueuePolicy:
 
         return work
 
+    def remove_rows(
+        self, identity: str, instance: str, rows: Sequence[QueueRow], error: TidingsError
+    ) -> Callable[[QueueTransaction], TrimResult]:
+        """Remove these rows of the session's queue, telling their senders ``error`` (a peer
+        server refused them for good)."""
+
+        def work(tx: QueueTransaction) -> TrimResult:
+            removed: dict[Key, int] = {}
+            made: list[Notice] = []
+            if rows:
+                self._remove(tx, identity, instance, rows, error, removed, made)
+            return TrimResult(removed=removed, notices=made)
+
+        return work
+
     def _expire(self, tx: QueueTransaction, found: Sequence[ExpiredRow]) -> TrimResult:
         by_session: dict[Key, list[QueueRow]] = {}
         for expired in found:
@@ -225,6 +243,9 @@ class QueuePolicy:
                     continue
                 payload = self.notices.failed(row.sender, row.message_id, error)
                 identity, instance = sender.identity, sender.instance or UNCLAIMED
+                if sender.domain != self.domain:
+                    # a sender of another domain: its server tells it (the outbox to there)
+                    identity, instance = OUTBOX_PREFIX + sender.domain, OUTBOX_INSTANCE
                 seq = tx.put_notice(identity, instance, self.server_node, payload)
                 made.append(Notice(identity, instance, seq, payload, False))
         return made

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .address import Address, parse_address
+from .federation import Federation, outbox_domain
 from .errors import (
     Conflict,
     ErrorId,
@@ -57,6 +58,9 @@ from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 from .trust import Circle, Scope, TrustCircles, scope_of
 
 BACKLOG_PAGE = 1000
+COMMAND_TTL_S = 60.0
+"""How long a command between clients of two domains may wait for the other server: a request
+needs someone to answer soon."""
 HELD_ELSEWHERE = 1 << 62
 """The cursor the sweep assumes for a session live on another node: none of its rows."""
 EXPIRY_PASS = 500
@@ -148,6 +152,8 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
         self.peers: Peers | None = None
         """The other nodes, once there are any (``core.cluster``)."""
+        self.federation: Federation | None = None
+        """Other domains' servers (``core.federation``); without it they are not found."""
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -185,12 +191,14 @@ class Router:
         the job (and raises the ``TidingsError``); the caller awaits it before its next message,
         so that a sender's messages keep their order. The common case returns None at once.
         """
-        self._check_domain(to)
         if on_behalf_of is None:
             sender_address, creator = sender.node, sender.identity
         else:
             sender_address, creator = on_behalf_of.text, on_behalf_of.identity
         expires_at = self.expiry_of(expire_after)
+        if to.domain != self.domain:
+            self._federation(to).send(sender, sender_address, message_id, to, payload, expires_at)
+            return None
         known = self._registry.knows(to.identity)
         trust = self._trust
         circle = None
@@ -564,7 +572,12 @@ class Router:
 
     def forward_notification(self, to: Address, payload: bytes) -> None:
         """Forward a client's notification; kept for the originator if it is offline."""
-        if to.domain != self.domain or not self._registry.knows(to.identity):
+        if to.domain != self.domain:
+            federation = self.federation
+            if federation is not None:
+                federation.relay(to, payload)
+            return
+        if not self._registry.knows(to.identity):
             return
         offline = []
         peers = self.peers
@@ -585,7 +598,9 @@ class Router:
 
         Raises ``TidingsError`` when no session takes it; for an identity with no session the
         store is asked whether it exists, in the awaitable returned (which raises)."""
-        self._check_domain(to)
+        if to.domain != self.domain:
+            self._federation(to).relay(to, payload, self.expiry_of(COMMAND_TTL_S))
+            return None
         if not self._registry.knows(to.identity):
             return self._command_to_nobody(to)
         delivered = False
@@ -903,6 +918,11 @@ class Router:
             address = parse_address(sender_address)  # a node the router stored: cached
         except Invalid:
             return
+        if address.domain != self.domain:
+            federation = self.federation
+            if federation is not None:
+                federation.receipt(address, message_id, DeliveryEvent.DISPATCHED)
+            return
         instance = address.instance or UNCLAIMED
         sender = self._registry.live(address.identity, instance)
         if sender is None:
@@ -911,6 +931,21 @@ class Router:
                 peers.receipt(address.identity, instance, message_id, DeliveryEvent.DISPATCHED)
         elif sender.wants(DeliveryEvent.DISPATCHED):
             sender.outlet.notify(message_id, DeliveryEvent.DISPATCHED)
+
+    def tell_live_sender(
+        self, sender: Address, message_id: str, event: DeliveryEvent, payload: bytes
+    ) -> None:
+        """A receipt another domain's server sent for a sender here (``payload``, ready to
+        write): written if the sender is connected and asked for such receipts, never kept,
+        as a ``dispatched`` of this server is not."""
+        instance = sender.instance or UNCLAIMED
+        live = self._registry.live(sender.identity, instance)
+        if live is None:
+            peers = self.peers
+            if peers is not None:
+                peers.receipt(sender.identity, instance, message_id, event)
+        elif live.wants(event):
+            live.outlet.deliver(payload)
 
     def detach(self, live: LiveSession) -> bool:
         """Forget a closed connection's session; its disconnect time outlives a restart."""
@@ -1030,6 +1065,15 @@ class Router:
                 return
         raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {identity!r}")
 
+    def _federation(self, to: Address) -> Federation:
+        """The way to ``to``'s server; ``DESTINATION_NOT_FOUND`` without one."""
+        federation = self.federation
+        if federation is None:
+            self._check_domain(to)
+        assert federation is not None
+        federation.check(to.domain)
+        return federation
+
     def _check_domain(self, address: Address) -> None:
         domain = address.domain
         if domain != self.domain:
@@ -1061,6 +1105,10 @@ class Router:
     def _deliver_notice(self, notice: Notice) -> None:
         live = self._registry.live(notice.identity, notice.instance)
         if live is None:
+            domain = outbox_domain(notice.identity)
+            if domain is not None and self.federation is not None:
+                self.federation.wake(domain)  # a failed for a sender of another domain
+                return
             peers = self.peers
             if peers is not None:
                 peers.stored(self._registry.record(notice.identity, notice.instance), notice.seq)

@@ -66,6 +66,16 @@ class LimeNotices:
             )
         )
 
+    def dispatched(self, node: str, message_id: str) -> bytes:
+        return encode_envelope(
+            Notification(
+                id=message_id,
+                from_=self.server_node,
+                to=node,
+                event=NotificationEvent.DISPATCHED,
+            )
+        )
+
     def failed(self, node: str, message_id: str, error: TidingsError) -> bytes:
         return encode_envelope(
             Notification(

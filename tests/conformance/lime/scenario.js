@@ -109,8 +109,9 @@ function authenticationFor(spec) {
 
 function identityFor(spec) {
   if (spec.identity) return spec.identity;
-  if (spec.guest) return `guest-${Lime.Guid()}@${DOMAIN}`;
-  return `${spec.name}@${DOMAIN}`;
+  // spec.domain: this client's own server's domain (tests/federation: two servers)
+  if (spec.guest) return `guest-${Lime.Guid()}@${spec.domain || DOMAIN}`;
+  return `${spec.name}@${spec.domain || DOMAIN}`;
 }
 
 // Opens the transport and establishes a session exactly the way an application would. Resolves
@@ -395,8 +396,8 @@ const scenarios = {
   async presenceSubscribe() {
     const owner = await connect(args.owner, 'owner');
     const watcher = await connect(args.watcher, 'watcher');
-    const ownerIdentity = `${args.owner.name}@${DOMAIN}`;
-    const watcherIdentity = `${args.watcher.name}@${DOMAIN}`;
+    const ownerIdentity = identityFor(args.owner);
+    const watcherIdentity = identityFor(args.watcher);
     const uri = `lime://${ownerIdentity}/presence`;
     const isObserve = (status) => (c) => c.method === 'observe' && c.uri === uri
       && c.resource && c.resource.status === status;

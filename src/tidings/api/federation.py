@@ -1,0 +1,199 @@
+"""The federation routes: this server's key document, and the signed routes other domains'
+servers call (docs/federation.md).
+
+Every ``/federation/v1/*`` request must carry a valid RFC 9421 signature of its origin server
+(``protocol.federation.verify_request``): refused otherwise with a problem naming why, before
+anything is read or changed. Then the origin's own limits apply (deny list, rate), and only
+then the body is looked at.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..core.errors import TidingsError
+from ..core.federation import Federation
+from ..core.federation_trust import PeerKeys
+from ..core.limits import TokenBucket
+from ..protocol.federation import (
+    FederationErrorId,
+    FederationRefused,
+    NonceCache,
+    SigningKey,
+    server_document,
+    verify_request,
+)
+from .problems import HTTP_STATUS, PROBLEM_RESPONSES, problem
+
+DOCUMENT_PATH: Final = "/.well-known/tidings/server"
+Query = Callable[[str, dict[str, Any]], Awaitable[Any]]
+"""A query kind's handler: (origin domain, request body) -> JSON answer; raises
+``TidingsError``."""
+_QUERY_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+MAX_BUCKETS: Final = 10_000
+
+
+@dataclass(slots=True)
+class FederationEndpoint:
+    """What the routes need, built by the wiring."""
+
+    domain: str
+    keys: Callable[[float], list[tuple[SigningKey, float | None]]]
+    """This server's published keys and their expiry, at a time."""
+    peer_keys: PeerKeys
+    federation: Federation
+    envelopes: Callable[[str, bytes], Awaitable[dict[str, Any]]]
+    """Takes a batch of envelopes from a peer (``gateway.federation.PeerEnvelopes.receive``)."""
+    public_url: str = ""
+    """Requests name this base in their target URI when set (a proxy in front)."""
+    deny: Collection[str] = ()
+    max_skew_s: float = 60.0
+    rate_limit: float = 200.0
+    rate_burst: int = 400
+    queries: dict[str, Query] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    nonces: NonceCache | None = None
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    """Refused requests by error id (``/metrics``)."""
+
+    def __post_init__(self) -> None:
+        if self.nonces is None:
+            self.nonces = NonceCache(skew_s=self.max_skew_s)
+
+    def target(self, request: Request) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/") + request.url.path
+        return str(request.url)
+
+    async def verify(self, request: Request, body: bytes) -> str:
+        """The origin domain of a request whose signature holds; raises
+        ``FederationRefused``."""
+        origin = request.headers.get("tidings-origin", "")
+        if origin in self.deny:
+            raise FederationRefused(
+                FederationErrorId.DENIED, f"{origin} is on this server's deny list"
+            )
+        nonces = self.nonces
+        assert nonces is not None
+        for attempt in (1, 2):
+            now = self.clock()
+            try:
+                verified = verify_request(
+                    request.method,
+                    self.target(request),
+                    request.headers,
+                    body,
+                    expected_destination=self.domain,
+                    public_keys=self.peer_keys.lookup,
+                    now=now,
+                    max_skew_s=self.max_skew_s,
+                    nonce_seen=nonces.at(now),
+                )
+            except FederationRefused as refusal:
+                if refusal.error_id is not FederationErrorId.UNKNOWN_KEY or attempt == 2:
+                    raise
+                await self.peer_keys.refresh(origin)  # first contact, or a rotation
+                continue
+            self._spend(verified.origin)
+            return verified.origin
+        raise AssertionError("unreachable")
+
+    def _spend(self, origin: str) -> None:
+        bucket = self.buckets.get(origin)
+        if bucket is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self.buckets.clear()
+            bucket = self.buckets[origin] = TokenBucket(self.rate_limit, self.rate_burst)
+        wait = bucket.spend()
+        if wait > 0:
+            raise FederationRefused(
+                FederationErrorId.RATE_LIMITED,
+                f"{origin} sends more than {self.rate_limit:g} requests/s: wait {wait:.1f} s",
+            )
+
+
+def _refused(endpoint: FederationEndpoint, refusal: FederationRefused) -> JSONResponse:
+    error_id = str(refusal.error_id)
+    endpoint.refused[error_id] = endpoint.refused.get(error_id, 0) + 1
+    headers = {"Retry-After": "1"} if refusal.status == 429 else None
+    return problem(refusal.status, error_id, refusal.detail, headers)
+
+
+def _failed(error: TidingsError) -> JSONResponse:
+    return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
+
+
+def router(endpoint: FederationEndpoint) -> APIRouter:
+    routes = APIRouter(tags=["federation"], responses=PROBLEM_RESPONSES)
+
+    @routes.get(DOCUMENT_PATH, summary="This server's domain and public keys, signed by each")
+    async def document() -> dict[str, Any]:
+        return server_document(endpoint.domain, endpoint.keys(endpoint.clock()))
+
+    @routes.post(
+        "/federation/v1/envelopes",
+        summary="Envelopes another server relays (signed; all or nothing per batch)",
+        response_class=Response,
+    )
+    async def envelopes(request: Request) -> Response:
+        body = await request.body()
+        try:
+            origin = await endpoint.verify(request, body)
+        except FederationRefused as refusal:
+            return _refused(endpoint, refusal)
+        try:
+            answer = await endpoint.envelopes(origin, body)
+        except TidingsError as error:
+            refused = endpoint.refused
+            refused[error.error_id.value] = refused.get(error.error_id.value, 0) + 1
+            return _failed(error)
+        return JSONResponse(answer)
+
+    @routes.post(
+        "/federation/v1/hello",
+        summary="A server says it is up again: what waits for it is sent now",
+        response_class=Response,
+    )
+    async def hello(request: Request) -> Response:
+        body = await request.body()
+        try:
+            origin = await endpoint.verify(request, body)
+        except FederationRefused as refusal:
+            return _refused(endpoint, refusal)
+        endpoint.federation.hello(origin)
+        return JSONResponse({"domain": endpoint.domain})
+
+    @routes.post(
+        "/federation/v1/query",
+        summary="A question of another server for one of its users (presence, keys, consent)",
+        response_class=Response,
+    )
+    async def query(request: Request) -> Response:
+        body = await request.body()
+        try:
+            origin = await endpoint.verify(request, body)
+        except FederationRefused as refusal:
+            return _refused(endpoint, refusal)
+        try:
+            question = _QUERY_DECODER.decode(body)
+        except msgspec.DecodeError as exc:
+            return problem(422, "invalid-argument", f"Not a JSON object: {exc}")
+        kind = question.get("kind")
+        handler = endpoint.queries.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return problem(404, "resource-not-found", f"No query kind {kind!r}")
+        try:
+            answer = await handler(origin, question)
+        except TidingsError as error:
+            return _failed(error)
+        return JSONResponse({"answer": answer})
+
+    return routes

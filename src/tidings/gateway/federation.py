@@ -1,0 +1,307 @@
+"""Envelopes another domain's server relayed here (``POST /federation/v1/envelopes``).
+
+The request's signature proved which server sent it (``api.federation``); this module holds
+it to what that server may say: every envelope's ``from`` is of its own domain (a server cannot
+speak for a third one: the whole batch is refused, nothing of it kept), and every ``to`` is
+ours. Messages then route as if their sender were connected here, except that what the router
+tells a sender goes back through the outbox to its server: ``dispatched`` and ``failed`` (the
+sender's own server said ``accepted`` when its outbox took the message). Duplicates (a batch
+sent again because its answer was lost) are dropped by (sender, id) like any re-send.
+
+The answer is given once every envelope of the batch is stored, or its failure queued back:
+the peer then discards the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from ..core.accounts import SERVER_NAME
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.expiry import is_realtime
+from ..core.federation import Batch, Federation
+from ..core.model import RoutingRule, SessionRecord
+from ..core.ports import MessageStore, NoticeFactory
+from ..core.router import Router
+from ..core.session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from ..protocol.lime import (
+    UNSET,
+    Command,
+    CommandMethod,
+    CommandStatus,
+    EnvelopeError,
+    InvalidNode,
+    Message,
+    Node,
+    Notification,
+    NotificationEvent,
+    decode_envelope,
+    encode_envelope,
+    parse_node,
+    scoped_metadata,
+)
+from .errors import lime_reason
+from .lime_sessions import without_persistence
+
+_replace = msgspec.structs.replace
+_BATCH_DECODER: Final = msgspec.json.Decoder(Batch)
+_EVERY_EVENT: Final = frozenset(DeliveryEvent)
+MAX_ENVELOPES: Final = 10_000
+
+ObserveHook = Callable[[Node, Node, Command], None]
+"""A server's ``observe`` push (a presence or keys change) for a subscriber here:
+(subscriber, the pushing server's node, the command)."""
+
+
+class ForeignSender(Forbidden):
+    """An envelope's ``from`` is not of the domain whose server signed the request."""
+
+
+class _Outcomes:
+    """The outlet of every sender of one batch: what the router tells them goes back."""
+
+    def __init__(self, federation: Federation, notices: NoticeFactory) -> None:
+        self._federation = federation
+        self._notices = notices
+        self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.failed = 0
+
+    def expect(self, sender: Node, message_id: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        previous = self._waiting.get((sender.text, message_id))
+        self._waiting[(sender.text, message_id)] = future
+        if previous is not None and not previous.done():
+            previous.set_result(None)  # the same id twice in one batch: one answer each
+        return future
+
+    def told(
+        self,
+        sender: Node,
+        message_id: str,
+        event: DeliveryEvent,
+        error: TidingsError | None = None,
+    ) -> None:
+        if event is DeliveryEvent.DISPATCHED:
+            self._federation.relay(sender, self._notices.dispatched(sender.text, message_id))
+            return
+        if event is DeliveryEvent.FAILED:
+            self.failed += 1
+            assert error is not None
+            self._federation.relay(sender, self._notices.failed(sender.text, message_id, error))
+        if event in (DeliveryEvent.ACCEPTED, DeliveryEvent.FAILED):
+            future = self._waiting.pop((sender.text, message_id), None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+
+class _SenderOutlet:
+    """``Outlet`` of a sender connected to another server: only ``notify`` is ever used."""
+
+    __slots__ = ("_node", "_outcomes")
+
+    def __init__(self, node: Node, outcomes: _Outcomes) -> None:
+        self._node = node
+        self._outcomes = outcomes
+
+    def deliver(self, payload: bytes) -> bool:
+        return False
+
+    def notify(
+        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
+    ) -> None:
+        self._outcomes.told(self._node, message_id, event, error)
+
+    def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        pass
+
+    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
+        pass
+
+    def end(self, error: TidingsError) -> None:
+        pass
+
+
+class PeerEnvelopes:
+    def __init__(
+        self,
+        domain: str,
+        router: Router,
+        registry: SessionRegistry,
+        store: MessageStore,
+        federation: Federation,
+        notices: NoticeFactory,
+        server_node: str,
+        *,
+        max_envelope_size: int,
+        observe: ObserveHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._domain = domain
+        self._router = router
+        self._registry = registry
+        self._store = store
+        self._federation = federation
+        self._notices = notices
+        self._server_node = server_node
+        self._max_envelope_size = max_envelope_size
+        self.observe = observe
+        self._clock = clock
+
+    async def receive(self, origin: str, body: bytes) -> dict[str, int]:
+        """Take a batch from ``origin``'s server; raises ``TidingsError`` (the whole batch
+        refused, nothing kept) for a malformed body or a sender of another domain."""
+        try:
+            batch = _BATCH_DECODER.decode(body)
+        except msgspec.DecodeError as exc:
+            raise Invalid(ErrorId.INVALID_ARGUMENT, f"Not an envelope batch: {exc}") from None
+        if len(batch.envelopes) > MAX_ENVELOPES:
+            raise Invalid(
+                ErrorId.INVALID_ARGUMENT, f"A batch holds at most {MAX_ENVELOPES} envelopes"
+            )
+        parsed = [self._parse(origin, item.e) for item in batch.envelopes]
+        outcomes = _Outcomes(self._federation, self._notices)
+        waiting: list[asyncio.Future[None]] = []
+        for item, envelope in zip(batch.envelopes, parsed, strict=True):
+            if envelope is None:
+                continue
+            sender, to, decoded = envelope
+            if isinstance(decoded, Message):
+                future = await self._message(outcomes, sender, to, decoded, item.x)
+                if future is not None:
+                    waiting.append(future)
+            elif isinstance(decoded, Notification):
+                self._notification(origin, to, decoded)
+            elif isinstance(decoded, Command):
+                await self._command(origin, sender, to, decoded)
+        if waiting:
+            await asyncio.gather(*waiting)
+        await self._store.barrier()  # notifications kept and failures queued back: committed
+        state = self._federation.peers.get(origin)
+        if state is not None:
+            state.received += len(parsed)
+        return {"taken": len(parsed), "failed": outcomes.failed}
+
+    def _parse(
+        self, origin: str, raw: msgspec.Raw
+    ) -> tuple[Node, Node, Message | Notification | Command] | None:
+        """The envelope, its sender and recipient; None for one to skip (malformed: its
+        sender cannot be told, as nothing in it can be trusted)."""
+        data = bytes(raw)
+        if len(data) > self._max_envelope_size:
+            return None
+        try:
+            envelope = decode_envelope(data)
+        except EnvelopeError:
+            return None
+        if not isinstance(envelope, (Message, Notification, Command)):
+            return None
+        if envelope.from_ is UNSET or envelope.to is UNSET:
+            return None
+        try:
+            sender = parse_node(envelope.from_)
+            to = parse_node(envelope.to)
+        except InvalidNode:
+            return None
+        if sender.domain != origin:
+            raise ForeignSender(
+                ErrorId.FORBIDDEN,
+                f"{origin} relayed an envelope from {sender.text}: a server speaks only for "
+                "its own domain",
+            )
+        if to.domain != self._domain:
+            return None
+        return sender, to, envelope
+
+    async def _message(
+        self,
+        outcomes: _Outcomes,
+        sender: Node,
+        to: Node,
+        message: Message,
+        expires_at: float | None,
+    ) -> asyncio.Future[None] | None:
+        message_id = message.id if message.id is not UNSET else None
+        future = outcomes.expect(sender, message_id) if message_id is not None else None
+        now = self._clock()
+        live = self._sender(sender, outcomes)
+        metadata = without_persistence(message.metadata)
+        try:
+            if expires_at is not None and expires_at <= now:
+                raise TidingsError(
+                    ErrorId.MESSAGE_EXPIRED, "The message expired on its way between servers"
+                )
+            payload = encode_envelope(
+                _replace(message, metadata=scoped_metadata(None if metadata is UNSET else metadata))
+            )
+            pending = self._router.send_message(
+                live,
+                message_id,
+                to,
+                payload,
+                on_behalf_of=sender,
+                expire_after=None if expires_at is None else expires_at - now,
+                realtime=metadata is not UNSET and is_realtime(metadata),
+            )
+            if pending is not None:
+                await pending
+        except TidingsError as error:
+            if message_id is not None:
+                outcomes.told(sender, message_id, DeliveryEvent.FAILED, error)
+        return future
+
+    def _sender(self, node: Node, outcomes: _Outcomes) -> LiveSession:
+        instance = node.instance or ""
+        record = SessionRecord(node.identity, instance, RoutingRule.IDENTITY, None, None, 0.0)
+        live = LiveSession(
+            node.identity, instance, _SenderOutlet(node, outcomes), record, guest=False
+        )
+        live.receipt = _EVERY_EVENT
+        return live
+
+    def _notification(self, origin: str, to: Node, notification: Notification) -> None:
+        """A receipt from the peer server for a sender here, or a client's notification."""
+        payload = encode_envelope(notification)
+        server = f"{SERVER_NAME}@{origin}"
+        from_server = notification.from_ == server or str(notification.from_).startswith(
+            server + "/"
+        )
+        if from_server and notification.event is NotificationEvent.DISPATCHED:
+            assert isinstance(notification.id, str)
+            self._router.tell_live_sender(to, notification.id, DeliveryEvent.DISPATCHED, payload)
+            return
+        self._router.forward_notification(to, payload)
+
+    async def _command(self, origin: str, sender: Node, to: Node, command: Command) -> None:
+        if (
+            command.method is CommandMethod.OBSERVE
+            and sender.name == SERVER_NAME
+            and self.observe is not None
+        ):
+            self.observe(to, sender, command)
+            return
+        payload = encode_envelope(command)
+        try:
+            pending = self._router.forward_command(to, payload)
+            if pending is not None:
+                await pending
+        except TidingsError as error:
+            if command.status is UNSET and command.id is not UNSET:
+                self._federation.relay(sender, self._failure(command, sender, error))
+
+    def _failure(self, command: Command, sender: Node, error: TidingsError) -> bytes:
+        return encode_envelope(
+            Command(
+                id=command.id,
+                from_=self._server_node,
+                to=sender.text,
+                method=command.method,
+                status=CommandStatus.FAILURE,
+                reason=lime_reason(error),
+            )
+        )
+

@@ -1,0 +1,1 @@
+"""Network adapters the core reaches other servers through (federation)."""

@@ -1,0 +1,143 @@
+"""Messages between two real servers of different domains (issue 13): receipts both ways
+driven by lime-js, order, refusals with the peer's reason, presence across servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.federation.support import (
+    ALPHA,
+    BETA,
+    PASSWORDS,
+    STEP,
+    Server,
+    client,
+    lime_js,
+    pair,
+)
+from tests.lime_wire import WireClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    root: Path = tmp_path_factory.mktemp("federation")
+    alpha, beta = pair(root)
+    alpha.start()
+    beta.start()
+    yield alpha, beta
+    alpha.stop()
+    beta.stop()
+
+
+async def signed_in(server: Server, name: str, instance: str | None = None) -> WireClient:
+    wire = await WireClient.connect(server.ws_url)
+    node = f"{name}@{server.domain}/{instance or uuid.uuid4().hex[:8]}"
+    session = await wire.establish(node, password=PASSWORDS[name])
+    assert session["state"] == "established", session
+    return wire
+
+
+@pytest.mark.conformance
+@pytest.mark.parametrize("direction", ["alpha-to-beta", "beta-to-alpha"])
+def test_lime_js_message_with_receipts_across_servers(
+    servers: tuple[Server, Server], direction: str
+) -> None:
+    alpha, beta = servers
+    sender, recipient = (alpha, beta) if direction == "alpha-to-beta" else (beta, alpha)
+    result = lime_js(
+        "sendReceive",
+        sender=client(sender, "alice"),
+        recipient=client(recipient, "bob"),
+        to=recipient.identity("bob"),
+        receipt=["accepted", "dispatched", "received", "consumed"],
+        consume=True,
+    )
+    delivered = result["delivered"]
+    assert delivered["from"].startswith(sender.identity("alice") + "/")
+    assert delivered["to"].startswith(recipient.identity("bob"))
+    events = [n["event"] for n in result["senderNotifications"]]
+    assert events[0] == "accepted"  # from the sender's own server, once its outbox has it
+    assert "dispatched" in events
+    assert events.index("dispatched") < events.index("received") < events.index("consumed")
+    assert result["receivedNotification"]["from"].startswith(recipient.identity("bob"))
+    accepted = result["senderNotifications"][0]
+    assert accepted["from"] == f"postmaster@{sender.domain}/server"
+
+
+async def test_messages_keep_their_order_and_come_once(servers: tuple[Server, Server]) -> None:
+    alpha, beta = servers
+    bob = await signed_in(beta, "bob", "order")
+    alice = await signed_in(alpha, "alice")
+    await alice.set_receipt("accepted")
+    ids = [f"order-{i}-{uuid.uuid4().hex[:6]}" for i in range(60)]
+    for message_id in ids:
+        alice.send(
+            {"id": message_id, "to": "bob@beta.test/order", "type": "text/plain", "content": message_id}
+        )
+    for message_id in ids:
+        accepted = await alice.expect(lambda e, i=message_id: e.get("id") == i, timeout=STEP)
+        assert accepted["event"] == "accepted"
+    got = []
+    for _ in ids:
+        message = await bob.expect(lambda e: "content" in e, timeout=STEP)
+        got.append(message["id"])
+        assert message["from"].startswith("alice@alpha.test/")
+        assert message["metadata"]["tidings.scope"] == "public"
+    assert got == ids
+
+
+async def test_a_message_to_nobody_there_fails_with_the_peer_reason(
+    servers: tuple[Server, Server],
+) -> None:
+    alpha, _ = servers
+    alice = await signed_in(alpha, "alice")
+    message_id = f"nobody-{uuid.uuid4().hex[:6]}"
+    alice.send({"id": message_id, "to": "nobody@beta.test", "type": "text/plain", "content": "?"})
+    failed = await alice.expect(
+        lambda e: e.get("id") == message_id and e.get("event") == "failed", timeout=STEP
+    )
+    assert failed["reason"]["code"] == 42
+    assert "nobody" in failed["reason"]["description"]
+    assert failed["from"] == f"postmaster@{BETA}/server"
+
+
+async def test_a_domain_that_is_no_peer_is_not_found(servers: tuple[Server, Server]) -> None:
+    alpha, _ = servers
+    alice = await signed_in(alpha, "alice")
+    alice.send({"id": "elsewhere", "to": "x@gamma.test", "type": "text/plain", "content": "?"})
+    failed = await alice.expect(lambda e: e.get("id") == "elsewhere", timeout=STEP)
+    assert failed["event"] == "failed"
+    assert failed["reason"]["code"] == 42
+    assert "gamma.test" in failed["reason"]["description"]
+
+
+async def test_messages_from_the_other_domain_get_the_recipients_scope(
+    servers: tuple[Server, Server],
+) -> None:
+    alpha, beta = servers
+    carol = await signed_in(beta, "carol", "scope")
+    added = await carol.command(
+        id="carol-adds-dave",
+        method="set",
+        uri="/contacts",
+        type="application/vnd.lime.contact+json",
+        resource={"identity": "dave@alpha.test"},
+    )
+    assert added["status"] == "success", added
+    dave = await signed_in(alpha, "dave")
+    dave.send(
+        {
+            "id": "scoped",
+            "to": "carol@beta.test/scope",
+            "type": "text/plain",
+            "content": "hi",
+            "metadata": {"tidings.scope": "self"},
+        }
+    )
+    message = await carol.expect(lambda e: e.get("id") == "scoped", timeout=STEP)
+    assert message["metadata"]["tidings.scope"] == "friends"  # claimed "self" overwritten
