@@ -1,0 +1,1 @@
+"""Adapters to network services other than our own peers and stores (DNS)."""
