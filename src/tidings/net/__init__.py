@@ -1,1 +1,1 @@
-"""Network adapters the core reaches other servers through (federation)."""
+"""Adapters to network services other than our own peers and stores (DNS)."""
