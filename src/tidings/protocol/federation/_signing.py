@@ -178,6 +178,7 @@ def verify_request(
     if not hmac.compare_digest(digest.encode("utf-8"), content_digest(body).encode("ascii")):
         raise FederationRefused(_E.DIGEST_MISMATCH, "Content-Digest does not match the body")
     covered, params = _signature_input(signature_input)
+    _require_canonical_signature(signature)
     if "content-digest" not in covered:
         raise FederationRefused(_E.DIGEST_MISMATCH, "the signature does not cover Content-Digest")
 
@@ -222,15 +223,24 @@ def _fields(headers: Mapping[str, str]) -> dict[str, str]:
         lower = name.lower()
         if lower in fields:
             raise FederationRefused(_E.BAD_SIGNATURE, f"header {lower} given twice")
+        if lower in _BOUNDED and len(value) > MAX_FIELD_LENGTH:
+            raise FederationRefused(_E.BAD_SIGNATURE, f"header {lower} is too long")
         fields[lower] = value.strip(" \t")
-    for name in ("signature", "signature-input", "content-digest", "tidings-origin"):
-        if len(fields.get(name, "")) > MAX_FIELD_LENGTH:
-            raise FederationRefused(_E.BAD_SIGNATURE, f"header {name} is too long")
     return fields
 
 
-def _signature_input(value: str) -> tuple[list[str], dict[str, Any]]:
-    """The covered component names and parameters of the one signature ``value`` declares."""
+_BOUNDED = frozenset(
+    ("signature", "signature-input", "content-digest", "tidings-origin", "tidings-destination")
+)
+
+
+def _canonical_dictionary(value: str, name: str) -> dict[str, Any]:
+    """``value`` parsed as a Structured Field Dictionary that it is the one serialization of.
+
+    Equivalent spellings are refused so a signed request has exactly one form: Base64 with
+    non-zero padding bits, for one, decodes to the same signature, and a relay could otherwise
+    alter a signed request without breaking it.
+    """
 
     def refuse_duplicate(key: str, context: str) -> None:
         raise ValueError(f"duplicate {context} key {key!r}")
@@ -239,12 +249,25 @@ def _signature_input(value: str) -> tuple[list[str], dict[str, Any]]:
         parsed = http_sf.parse(
             value.encode("ascii"), tltype="dictionary", on_duplicate_key=refuse_duplicate
         )
-    except ValueError as exc:  # StructuredFieldError and UnicodeEncodeError are ValueErrors
-        raise FederationRefused(_E.BAD_SIGNATURE, "Signature-Input is malformed") from exc
-    if not isinstance(parsed, dict) or len(parsed) != 1:
+        canonical = isinstance(parsed, dict) and http_sf.ser(parsed) == value
+    except (ValueError, TypeError) as exc:  # StructuredFieldError is a ValueError
+        raise FederationRefused(_E.BAD_SIGNATURE, f"{name} is malformed") from exc
+    if not canonical:
+        raise FederationRefused(_E.BAD_SIGNATURE, f"{name} is not in canonical form")
+    return cast(dict[str, Any], parsed)
+
+
+def _require_canonical_signature(value: str) -> None:
+    _canonical_dictionary(value, "Signature")
+
+
+def _signature_input(value: str) -> tuple[list[str], dict[str, Any]]:
+    """The covered component names and parameters of the one signature ``value`` declares."""
+    parsed = _canonical_dictionary(value, "Signature-Input")
+    if len(parsed) != 1:
         raise FederationRefused(_E.BAD_SIGNATURE, "Signature-Input must hold one signature")
     # One member: (inner list of (name, parameters), parameters), as http_sf parses it.
-    ((members, params),) = cast(dict[str, Any], parsed).values()
+    ((members, params),) = parsed.values()
     if not isinstance(members, list) or not isinstance(params, dict):
         raise FederationRefused(_E.BAD_SIGNATURE, "Signature-Input is not an inner list")
     covered: list[str] = []
