@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .core.federation_peers import check_domain, check_peers
+
 
 class ConfigError(ValueError):
     """A setting that is unknown, of the wrong type or out of range; the message names it."""
@@ -269,16 +271,10 @@ class Settings:
 
     def _check_federation(self) -> None:
         peers = self.federation_peers
-        _check(
-            isinstance(peers, dict)
-            and len(peers) <= 10_000
-            and all(
-                _is_domain(d) and isinstance(u, str) and _is_url(u, ("http://", "https://"))
-                for d, u in peers.items()
-            ),
-            "federation_peers",
-            "must map domain names to http(s):// base URLs",
-        )
+        try:
+            check_peers(peers)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"setting 'federation_peers': {exc}") from None
         _check(self.domain not in peers, "federation_peers", "must not name this server's domain")
         keys = self.federation_keys
         _check(
@@ -322,7 +318,9 @@ class Settings:
             "federation_outbox_limit",
             "must be 1 .. 10000000",
         )
-        _check(1 <= self.federation_max_batch <= 10_000, "federation_max_batch", "must be 1 .. 10000")
+        _check(
+            1 <= self.federation_max_batch <= 10_000, "federation_max_batch", "must be 1 .. 10000"
+        )
         _check(
             self.federation_rate_limit > 0 and self.federation_rate_burst >= 1,
             "federation_rate_limit",
@@ -444,20 +442,10 @@ def _flatten(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_domain(value: Any) -> bool:
-    """A DNS name of LDH labels (a port allowed, for tests on one machine)."""
-    if not isinstance(value, str) or not 0 < len(value) <= 253:
+    try:
+        return isinstance(value, str) and check_domain(value) == value
+    except ValueError:
         return False
-    host, _, port = value.partition(":")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        return False
-    labels = host.split(".")
-    return all(
-        0 < len(label) <= 63
-        and label[0] != "-"
-        and label[-1] != "-"
-        and all(c.isalnum() and c.isascii() or c == "-" for c in label)
-        for label in labels
-    )
 
 
 def _convert(name: str, value: Any, default: Any) -> Any:

@@ -69,9 +69,9 @@ from .gateway.lime_commands import parse_identity
 from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
-from .protocol.lime import Node, stamp_scope
 from .net.dns_srv import DnsSrv
 from .net.federation_client import FederationClient
+from .protocol.lime import Node, stamp_scope
 from .store import open_store
 from .store.server_keys import ServerKeys
 
@@ -144,7 +144,7 @@ async def build(
         capability_url = offer_url(lambda: http_base(settings, settings.http_port))
     registry = SessionRegistry(settings.max_sessions_per_identity)
     registry.load(await store.load_sessions())
-    trust = TrustCircles(store, store, consent=store)
+    trust = TrustCircles(store, store, consent=store, federated=_reachable(settings))
     cluster: ClusterNode | None = None
 
     def forget_trust(identity: str) -> None:
@@ -322,7 +322,11 @@ async def build(
 def _reachable(settings: Settings) -> Callable[[str], bool]:
     """Whether messages to a domain may be queued: a configured peer, or any domain when
     SRV records find peers; never a denied one."""
-    peers, deny, srv = settings.federation_peers, set(settings.federation_deny), settings.federation_srv
+    peers, deny, srv = (
+        settings.federation_peers,
+        set(settings.federation_deny),
+        settings.federation_srv,
+    )
 
     def reachable(domain: str) -> bool:
         return domain not in deny and (domain in peers or srv)

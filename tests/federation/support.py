@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.server_process import ServerProcess
 
 ALPHA = "alpha.test"

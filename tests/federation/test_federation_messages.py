@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.federation.support import (
-    ALPHA,
     BETA,
     PASSWORDS,
     STEP,
@@ -77,7 +77,12 @@ async def test_messages_keep_their_order_and_come_once(servers: tuple[Server, Se
     ids = [f"order-{i}-{uuid.uuid4().hex[:6]}" for i in range(60)]
     for message_id in ids:
         alice.send(
-            {"id": message_id, "to": "bob@beta.test/order", "type": "text/plain", "content": message_id}
+            {
+                "id": message_id,
+                "to": "bob@beta.test/order",
+                "type": "text/plain",
+                "content": message_id,
+            }
         )
     for message_id in ids:
         accepted = await alice.expect(lambda e, i=message_id: e.get("id") == i, timeout=STEP)

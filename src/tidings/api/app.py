@@ -18,9 +18,9 @@ from ..core.session_service import SessionService
 from . import consent as consent_routes
 from . import federation as federation_routes
 from . import feeds, problems
-from .federation import FederationEndpoint
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit
+from .federation import FederationEndpoint
 from .guard import Identify
 
 

@@ -49,7 +49,7 @@ class FederationEndpoint:
     """This server's published keys and their expiry, at a time."""
     peer_keys: PeerKeys
     federation: Federation
-    envelopes: Callable[[str, bytes], Awaitable[dict[str, Any]]]
+    envelopes: Callable[[str, bytes], Awaitable[dict[str, int]]]
     """Takes a batch of envelopes from a peer (``gateway.federation.PeerEnvelopes.receive``)."""
     public_url: str = ""
     """Requests name this base in their target URI when set (a proxy in front)."""
@@ -103,7 +103,8 @@ class FederationEndpoint:
                 await self.peer_keys.refresh(origin)  # first contact, or a rotation
                 continue
             self._spend(verified.origin)
-            return verified.origin
+            origin_domain: str = verified.origin
+            return origin_domain
         raise AssertionError("unreachable")
 
     def _spend(self, origin: str) -> None:
@@ -151,6 +152,8 @@ def router(endpoint: FederationEndpoint) -> APIRouter:
             return _refused(endpoint, refusal)
         try:
             answer = await endpoint.envelopes(origin, body)
+        except FederationRefused as refusal:
+            return _refused(endpoint, refusal)
         except TidingsError as error:
             refused = endpoint.refused
             refused[error.error_id.value] = refused.get(error.error_id.value, 0) + 1

@@ -28,7 +28,16 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from .address import Address
-from .errors import ErrorId, LimitExceeded, NotFound, TidingsError, Unavailable
+from .errors import (
+    Conflict,
+    ErrorId,
+    Forbidden,
+    Invalid,
+    LimitExceeded,
+    NotFound,
+    TidingsError,
+    Unavailable,
+)
 from .model import (
     OUTBOX_INSTANCE,
     OUTBOX_PREFIX,
@@ -39,8 +48,8 @@ from .model import (
     TrimResult,
 )
 from .ports import MessageStore, NoticeFactory, settling
-from .queue_policy import QueuePolicy
 from .queue_ledger import QueueLedger
+from .queue_policy import QueuePolicy
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 
 FIRST_RETRY_S: Final = 0.2
@@ -82,12 +91,35 @@ class PeerRefusal(Exception):
         return detail if isinstance(detail, str) else str(self)
 
 
+def peer_error(domain: str, refusal: PeerRefusal) -> TidingsError:
+    """A peer's refusal as the error it would have been here: the same id when it is one of
+    Tidings' (so that LIME clients get the same reason code), ``PEER_REFUSED`` otherwise."""
+    error_id = refusal.problem.get("error_id")
+    known = ErrorId._value2member_map_.get(error_id) if isinstance(error_id, str) else None
+    if not isinstance(known, ErrorId):
+        known = ErrorId.PEER_REFUSED
+    cls = _ERROR_CLASSES.get(refusal.status, TidingsError)
+    return cls(known, f"{domain}: {refusal.detail}"[:1024])
+
+
 class PeerChannel(Protocol):
     """Signed requests to other servers (``net.federation_client``)."""
 
     async def post(self, domain: str, route: str, body: bytes) -> Any:
         """POST ``body`` (JSON) to the peer's ``/federation/v1/{route}``; its JSON answer.
         Raises ``PeerUnreachable`` or ``PeerRefusal``."""
+
+
+_ERROR_CLASSES: Final[dict[int, type[TidingsError]]] = {
+    400: Invalid,
+    401: Forbidden,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: NotFound,
+    422: Invalid,
+    429: LimitExceeded,
+}
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -185,9 +217,16 @@ class Federation:
         payload: bytes,
         expires_at: float,
     ) -> None:
-        """Queue a message for ``to``'s server; ``accepted`` once the row is committed."""
+        """Queue a message for ``to``'s server; ``accepted`` once the row is committed.
+        Guests reach only this server: another server would take their name for an account's
+        (``core.trust``)."""
         domain = to.domain
         self.check(domain)
+        if sender.guest:
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                "Guests send only to this server's identities, not other domains'",
+            )
         record = self._bounded(domain)
         entry = QueueEntry(
             record.identity,
@@ -262,6 +301,23 @@ class Federation:
 
     def _far(self) -> float:
         return self._clock() + 7 * 24 * 3600.0
+
+    async def ask(self, domain: str, kind: str, actor: str, **fields: Any) -> Any:
+        """A question to ``domain``'s server on behalf of ``actor`` (an identity of this
+        domain): its answer. Raises the peer's refusal as a ``TidingsError`` with the peer's
+        error id when it is one of ours (``PEER_REFUSED`` otherwise), and ``Unavailable``
+        when the peer cannot be asked now."""
+        self.check(domain)
+        body = _BATCH_ENCODER.encode({"kind": kind, "actor": actor, **fields})
+        try:
+            answer = await self._channel.post(domain, "query", body)
+        except PeerUnreachable as failure:
+            raise Unavailable(
+                ErrorId.STORAGE_UNAVAILABLE, f"The server of {domain} cannot be reached: {failure}"
+            ) from None
+        except PeerRefusal as refusal:
+            raise peer_error(domain, refusal) from None
+        return answer.get("answer") if isinstance(answer, dict) else None
 
     # -- relays -----------------------------------------------------------------------------
 
@@ -398,13 +454,9 @@ class Federation:
         record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
         self._ledger.settle_removal(record, len(seqs))
 
-    async def _refused(
-        self, domain: str, rows: list[QueuedEnvelope], refusal: PeerRefusal
-    ) -> None:
+    async def _refused(self, domain: str, rows: list[QueuedEnvelope], refusal: PeerRefusal) -> None:
         """The peer will never take these: remove them, each sender owed one told why."""
-        error = TidingsError(
-            ErrorId.PEER_REFUSED, f"{domain} refused it: {refusal.detail}"[:1024]
-        )
+        error = TidingsError(ErrorId.PEER_REFUSED, f"{domain} refused it: {refusal.detail}"[:1024])
         queue_rows = [QueueRow(r.seq, r.sender, r.message_id, r.needs_ack) for r in rows]
         work = self._policy.remove_rows(outbox_of(domain), OUTBOX_INSTANCE, queue_rows, error)
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
@@ -448,6 +500,7 @@ class Federation:
 
     def _known_outboxes(self) -> list[str]:
         return [
-            d for d in (outbox_domain(r.identity) for r in self._registry.all_records()) if d is not None
+            d
+            for d in (outbox_domain(r.identity) for r in self._registry.all_records())
+            if d is not None
         ]
-

@@ -37,6 +37,7 @@ OUTBOX_PREFIX: Final = "~federation@"
 domain's server (``core.federation``); '~' is in no LIME name."""
 OUTBOX_INSTANCE: Final = "outbox"
 
+
 @dataclass(slots=True)
 class Account:
     name: str

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .address import Address, parse_address
-from .federation import Federation, outbox_domain
 from .errors import (
     Conflict,
     ErrorId,
@@ -38,6 +37,7 @@ from .errors import (
     TidingsError,
     Unavailable,
 )
+from .federation import Federation, outbox_domain
 from .model import (
     UNCLAIMED,
     AppendResult,

@@ -75,8 +75,12 @@ class TrustCircles:
         capacity: int = DEFAULT_CAPACITY,
         consent: ConsentStore | None = None,
         clock: Callable[[], float] = time.time,
+        federated: Callable[[str], bool] = lambda domain: False,
     ) -> None:
+        """``federated(domain)``: whether ``domain`` is a federation peer's, whose server
+        vouches for its senders (it relays no guest's message)."""
         self._roster = roster
+        self._federated = federated
         self._clock = clock
         self._accounts = accounts
         self._consent = consent
@@ -164,10 +168,12 @@ class TrustCircles:
         return frozenset(r.requester for r in granting), min(expiries, default=None)
 
     async def _is_account(self, identity: str, domain: str) -> bool:
-        """A contact is a friend only as an account of this server: a guest can take any
-        other name."""
+        """A contact is a friend only as an account of this server (a guest can take any other
+        name), or as an identity of a federation peer (whose server relays no guest)."""
         name, _, contact_domain = identity.partition("@")
-        return contact_domain == domain and await self._accounts.has_account(name)
+        if contact_domain != domain:
+            return self._federated(contact_domain)
+        return await self._accounts.has_account(name)
 
     def _remember(self, identity: str, circle: Circle) -> None:
         circles = self._circles

@@ -22,13 +22,14 @@ from typing import Any, Final
 import msgspec
 
 from ..core.accounts import SERVER_NAME
-from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
+from ..core.errors import ErrorId, Invalid, TidingsError
 from ..core.expiry import is_realtime
 from ..core.federation import Batch, Federation
 from ..core.model import RoutingRule, SessionRecord
 from ..core.ports import MessageStore, NoticeFactory
 from ..core.router import Router
 from ..core.session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from ..protocol.federation import FederationErrorId, FederationRefused
 from ..protocol.lime import (
     UNSET,
     Command,
@@ -56,10 +57,6 @@ MAX_ENVELOPES: Final = 10_000
 ObserveHook = Callable[[Node, Node, Command], None]
 """A server's ``observe`` push (a presence or keys change) for a subscriber here:
 (subscriber, the pushing server's node, the command)."""
-
-
-class ForeignSender(Forbidden):
-    """An envelope's ``from`` is not of the domain whose server signed the request."""
 
 
 class _Outcomes:
@@ -153,8 +150,9 @@ class PeerEnvelopes:
         self._clock = clock
 
     async def receive(self, origin: str, body: bytes) -> dict[str, int]:
-        """Take a batch from ``origin``'s server; raises ``TidingsError`` (the whole batch
-        refused, nothing kept) for a malformed body or a sender of another domain."""
+        """Take a batch from ``origin``'s server. The whole batch is refused, nothing of it
+        kept, for a malformed body (``TidingsError``) or a sender of another domain
+        (``FederationRefused``)."""
         try:
             batch = _BATCH_DECODER.decode(body)
         except msgspec.DecodeError as exc:
@@ -208,8 +206,8 @@ class PeerEnvelopes:
         except InvalidNode:
             return None
         if sender.domain != origin:
-            raise ForeignSender(
-                ErrorId.FORBIDDEN,
+            raise FederationRefused(
+                FederationErrorId.FOREIGN_SENDER,
                 f"{origin} relayed an envelope from {sender.text}: a server speaks only for "
                 "its own domain",
             )
@@ -304,4 +302,3 @@ class PeerEnvelopes:
                 reason=lime_reason(error),
             )
         )
-

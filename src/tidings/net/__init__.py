@@ -1,1 +1,2 @@
-"""Adapters to network services other than our own peers and stores (DNS)."""
+"""Adapters to network services: DNS (SRV records of peers) and other domains' servers
+(signed federation requests)."""

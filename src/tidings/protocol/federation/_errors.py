@@ -25,6 +25,8 @@ class FederationErrorId(StrEnum):
     WRONG_DESTINATION = "federation-wrong-destination"
     RATE_LIMITED = "federation-rate-limited"
     BAD_DOCUMENT = "federation-bad-document"
+    DENIED = "federation-denied"
+    FOREIGN_SENDER = "federation-foreign-sender"
 
 
 STATUS: dict[FederationErrorId, int] = {
@@ -37,6 +39,10 @@ STATUS: dict[FederationErrorId, int] = {
     # RFC 9110 15.5.20 Misdirected Request: the request reached a server that is not its target.
     FederationErrorId.WRONG_DESTINATION: 421,
     FederationErrorId.RATE_LIMITED: 429,
+    # The operator's deny list names the origin.
+    FederationErrorId.DENIED: 403,
+    # An envelope's sender is not of the origin's domain: a server speaks only for its own.
+    FederationErrorId.FOREIGN_SENDER: 403,
     # Only raised while reading a peer's key document, which we fetched: their fault, not ours.
     FederationErrorId.BAD_DOCUMENT: 502,
 }
