@@ -23,7 +23,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .api.app import METRICS_MEDIA_TYPE, create_app, health, metrics_page
+from .api.app import METRICS_MEDIA_TYPE, Labelled, create_app, health, metrics_page
 from .api.federation import FederationEndpoint
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
@@ -377,6 +377,7 @@ class TidingsServer:
         self._http: _HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
+        self._endpoint: FederationEndpoint | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -476,6 +477,7 @@ class TidingsServer:
             consent=services.consent,
             capability_url=services.lime.capability_url,
             federation=await self._federation_endpoint(services),
+            labelled_metrics=self._peer_metrics,
         )
         settings = self.settings
         config = uvicorn.Config(
@@ -537,13 +539,46 @@ class TidingsServer:
             started.cancel()
             self._http_task.result()
 
+    def _peer_metrics(self) -> Labelled:
+        services = self.services
+        if services is None:
+            return {}
+        federation = services.federation
+        peers = federation.peers
+        depth = {domain: float(federation.depth(domain)) for domain in peers}
+        refused = self._endpoint.refused if self._endpoint is not None else {}
+        return {
+            "federation_outbox_depth": ("gauge", "peer", depth),
+            "federation_sent_total": ("counter", "peer", {d: s.sent for d, s in peers.items()}),
+            "federation_received_total": (
+                "counter",
+                "peer",
+                {d: s.received for d, s in peers.items()},
+            ),
+            "federation_failures_total": (
+                "counter",
+                "peer",
+                {d: s.failures for d, s in peers.items()},
+            ),
+            "federation_refused_batches_total": (
+                "counter",
+                "peer",
+                {d: s.refused for d, s in peers.items()},
+            ),
+            "federation_requests_refused_total": (
+                "counter",
+                "reason",
+                {k: float(v) for k, v in refused.items()},
+            ),
+        }
+
     async def _federation_endpoint(self, services: Services) -> FederationEndpoint:
         settings = self.settings
         peer_keys = PeerKeys(
             settings.federation_keys, self.store, services.federation_client.document
         )
         await peer_keys.load()
-        return FederationEndpoint(
+        self._endpoint = FederationEndpoint(
             domain=settings.domain,
             keys=services.server_keys.published,
             peer_keys=peer_keys,
@@ -555,6 +590,7 @@ class TidingsServer:
             rate_limit=settings.federation_rate_limit,
             rate_burst=settings.federation_rate_burst,
         )
+        return self._endpoint
 
     def _metrics(self) -> dict[str, tuple[str, float]]:
         services = self.services

@@ -23,15 +23,31 @@ from .body_limit import DEFAULT_LIMIT, BodyLimit
 from .federation import FederationEndpoint
 from .guard import Identify
 
+Labelled = dict[str, tuple[str, str, dict[str, float]]]
+"""Metrics with one label: {name: ("counter" | "gauge", label name, {label value: value})}."""
+
 
 class _Collector(Collector):
-    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+    def __init__(
+        self,
+        read: Callable[[], dict[str, tuple[str, float]]],
+        labelled: Callable[[], Labelled] | None = None,
+    ) -> None:
         self._read = read
+        self._labelled = labelled
 
     def collect(self) -> Iterable[Metric]:
         for name, (kind, value) in self._read().items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(f"tidings_{name}", name.replace("_", " "), value=value)
+        if self._labelled is None:
+            return
+        for name, (kind, label, values) in self._labelled().items():
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            metric = family(f"tidings_{name}", name.replace("_", " "), labels=[label])
+            for label_value, value in values.items():
+                metric.add_metric([label_value], value)
+            yield metric
 
 
 def health() -> dict[str, str]:
@@ -39,10 +55,14 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-def metrics_page(read_metrics: Callable[[], dict[str, tuple[str, float]]]) -> Callable[[], bytes]:
-    """Renders ``/metrics`` (Prometheus text format) from ``read_metrics`` at each call."""
+def metrics_page(
+    read_metrics: Callable[[], dict[str, tuple[str, float]]],
+    labelled: Callable[[], Labelled] | None = None,
+) -> Callable[[], bytes]:
+    """Renders ``/metrics`` (Prometheus text format) from ``read_metrics`` (and the
+    ``labelled`` metrics, per peer say) at each call."""
     registry = CollectorRegistry()
-    registry.register(_Collector(read_metrics))
+    registry.register(_Collector(read_metrics, labelled))
     return lambda: generate_latest(registry)
 
 
@@ -60,6 +80,7 @@ def create_app(
     consent: ConsentService | None = None,
     capability_url: Callable[[str], str] | None = None,
     federation: FederationEndpoint | None = None,
+    labelled_metrics: Callable[[], Labelled] | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
@@ -74,8 +95,8 @@ def create_app(
     if consent is not None and identify is not None and capability_url is not None:
         app.include_router(consent_routes.router(consent, authz, identify, capability_url))
     if federation is not None:
-        app.include_router(federation_routes.router(federation))
-    render_metrics = metrics_page(read_metrics)
+        app.include_router(federation_routes.router(federation, authz))
+    render_metrics = metrics_page(read_metrics, labelled_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")
     async def healthz() -> dict[str, str]:

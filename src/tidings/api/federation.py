@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..core.authz import Authorizer
 from ..core.errors import TidingsError
 from ..core.federation import Federation
 from ..core.federation_trust import PeerKeys
@@ -30,6 +31,7 @@ from ..protocol.federation import (
     server_document,
     verify_request,
 )
+from .guard import bearer_guard
 from .problems import HTTP_STATUS, PROBLEM_RESPONSES, problem
 
 DOCUMENT_PATH: Final = "/.well-known/tidings/server"
@@ -132,8 +134,21 @@ def _failed(error: TidingsError) -> JSONResponse:
     return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
 
 
-def router(endpoint: FederationEndpoint) -> APIRouter:
+def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
     routes = APIRouter(tags=["federation"], responses=PROBLEM_RESPONSES)
+
+    @routes.get(
+        "/federation/status",
+        summary="Each peer: outbox depth, oldest waiting envelope, counters, last error",
+        dependencies=[Depends(bearer_guard(authz))],
+    )
+    async def status() -> dict[str, Any]:
+        return {
+            "domain": endpoint.domain,
+            "keyId": endpoint.keys(endpoint.clock())[-1][0].key_id,
+            "peers": await endpoint.federation.status(),
+            "refusedRequests": dict(endpoint.refused),
+        }
 
     @routes.get(DOCUMENT_PATH, summary="This server's domain and public keys, signed by each")
     async def document() -> dict[str, Any]:

@@ -679,3 +679,74 @@ def chat(
 
 def main() -> None:
     app()
+
+
+federation_app = typer.Typer(help="Other domains' servers this one exchanges messages with.")
+app.add_typer(federation_app, name="federation")
+
+
+@federation_app.command("status")
+def federation_status(
+    config: Config = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="The server's HTTP API (default: host and http_port)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="TIDINGS_API_TOKEN", help="The api_token (default: the config's)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Each peer of the running server: outbox depth, oldest waiting envelope, last error."""
+    import httpx
+
+    try:
+        settings = Settings.load(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    base = url or f"http://{settings.host}:{settings.http_port}"
+    bearer = token or settings.api_token
+    if not bearer:
+        _fail("the status needs the server's api_token (--token, TIDINGS_API_TOKEN or the config)")
+    try:
+        answer = httpx.get(
+            f"{base.rstrip('/')}/federation/status",
+            headers={"Authorization": f"Bearer {bearer}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {base}: {exc}", 1)
+    if answer.status_code != 200:
+        _fail(f"{base} answered {answer.status_code}: {answer.text[:300]}", 1)
+    status = answer.json()
+    if as_json:
+        _print_json(status)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{status['domain']} (key {status['keyId']})")
+    for column in (
+        "peer",
+        "outbox",
+        "oldest waiting",
+        "sent",
+        "received",
+        "failures",
+        "last error",
+    ):
+        table.add_column(column)
+    for peer in status["peers"]:
+        oldest = peer["oldestWaitingS"]
+        table.add_row(
+            peer["domain"],
+            str(peer["outbox"]),
+            "-" if oldest is None else f"{oldest:.1f} s",
+            str(peer["sent"]),
+            str(peer["received"]),
+            str(peer["failures"]),
+            peer["lastError"] or "-",
+        )
+    Console().print(table)

@@ -468,6 +468,10 @@ class Federation:
 
     # -- what an operator sees --------------------------------------------------------------
 
+    def depth(self, domain: str) -> int:
+        """Rows in ``domain``'s outbox (what waits for it)."""
+        return self._registry.record(outbox_of(domain), OUTBOX_INSTANCE).depth
+
     async def status(self) -> list[dict[str, Any]]:
         """Each peer: outbox depth, oldest waiting envelope's age, last error, counters."""
         now = self._clock()
@@ -479,7 +483,7 @@ class Federation:
             found.append(
                 {
                     "domain": domain,
-                    "outbox": record.depth,
+                    "outbox": self.depth(domain),
                     "oldestWaitingS": round(now - oldest[0].enqueued_at, 3) if oldest else None,
                     "sent": state.sent,
                     "batches": state.batches,
