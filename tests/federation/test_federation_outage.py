@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.federation.support import PASSWORDS, STEP, Server, pair
 from tests.lime_wire import WireClient
 from tests.server_process import TIDINGS
@@ -119,6 +120,7 @@ async def test_a_peer_away_past_the_retry_bound_fails_each_waiting_message(
             send(alice, message_id, "bob@beta.test")
         for message_id in ids:
             accepted, failed = await events_of(alice, message_id, "accepted", "failed")
+            assert accepted["from"] == f"postmaster@{alpha.domain}/server"
             assert failed["reason"]["code"] == 123  # expired: the peer never came
         beta.start()
         bob = await signed_in(beta, "bob", "desk")

@@ -152,6 +152,8 @@ class PeerState:
     last_success_at: float = 0.0
     next_attempt_at: float = 0.0
     received: int = 0
+    batch_bytes: int = MAX_BATCH_BYTES
+    """Envelope bytes per request (halved while the peer answers 413)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -222,6 +224,8 @@ class Federation:
         (``core.trust``)."""
         domain = to.domain
         self.check(domain)
+        if to.name.startswith("~"):
+            raise NotFound(ErrorId.ACCOUNT_NOT_FOUND, f"There is no account {to.identity!r}")
         if sender.guest:
             raise Forbidden(
                 ErrorId.FORBIDDEN,
@@ -415,16 +419,13 @@ class Federation:
         """Send one batch; the sequence number it ends at (the rows are then gone)."""
         now = self._clock()
         send: list[QueuedEnvelope] = []
-        drop: list[int] = []
         size = 0
         last = 0
         for row in rows:
-            if send and size + len(row.payload) > MAX_BATCH_BYTES:
+            if send and size + len(row.payload) > state.batch_bytes:
                 break  # the peer's request body limit (1 MiB by default) stays far
             last = row.seq
-            if row.sender == self.server_node and (row.message_id or "").startswith("gap-"):
-                drop.append(row.seq)  # the outbox's own gap marker: nobody's envelope
-            elif row.expires_at is not None and row.expires_at <= now:
+            if row.expires_at is not None and row.expires_at <= now:
                 continue  # the sweep removes it and tells its sender
             else:
                 send.append(row)
@@ -436,6 +437,9 @@ class Federation:
             try:
                 await self._channel.post(state.domain, "envelopes", body)
             except PeerRefusal as refusal:
+                if refusal.status == 413 and len(send) > 1:
+                    state.batch_bytes = max(1, size // 2)  # the peer takes smaller bodies
+                    raise PeerUnreachable(f"{refusal}: sending smaller batches") from None
                 self._failed(state, str(refusal))
                 state.refused += 1
                 await self._refused(state.domain, send, refusal)
@@ -444,7 +448,7 @@ class Federation:
                 state.sent += len(send)
                 state.batches += 1
                 state.last_success_at = self._clock()
-        self._discard(state.domain, [r.seq for r in send] + drop)
+        self._discard(state.domain, [r.seq for r in send])
         return last
 
     def _discard(self, domain: str, seqs: list[int]) -> None:

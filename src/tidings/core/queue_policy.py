@@ -58,7 +58,8 @@ class QueuePolicy:
     def __init__(self, notices: NoticeFactory, server_node: str) -> None:
         self.notices = notices
         self.server_node = server_node
-        self.domain = parse_address(server_node).domain
+        self.domain = server_node.partition("@")[2].partition("/")[0]
+        """This server's domain: a sender of another is told through the outbox to there."""
 
     def bounded_append(
         self,
@@ -210,6 +211,11 @@ class QueuePolicy:
         tx.delete([row.seq for row in rows])
         node = f"{identity}/{instance}"
         made.extend(self._tell_senders(tx, node, rows, error))
+        key = (identity, instance)
+        if identity.startswith(OUTBOX_PREFIX):
+            # an outbox to another server: nobody reads a gap marker there, the senders were told
+            removed[key] = removed.get(key, 0) + len(rows)
+            return
         lost = [{"from": r.sender, "id": r.message_id} for r in rows if r.message_id]
         dropped = len(rows)
         gap_seq = rows[-1].seq
@@ -225,7 +231,6 @@ class QueuePolicy:
         gap_id = f"gap-{uuid.uuid4()}"
         payload = self.notices.gap(node, gap_id, gap.dropped, gap.lost)
         tx.put_gap(identity, instance, gap, self.server_node, gap_id, payload)
-        key = (identity, instance)
         removed[key] = removed.get(key, 0) + len(rows) + replaced
         made.append(Notice(identity, instance, gap_seq, payload, True))
 

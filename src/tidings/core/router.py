@@ -197,6 +197,12 @@ class Router:
             sender_address, creator = on_behalf_of.text, on_behalf_of.identity
         expires_at = self.expiry_of(expire_after)
         if to.domain != self.domain:
+            if persist is not None:
+                raise Invalid(
+                    ErrorId.INVALID_ARGUMENT,
+                    "Persistent-session requests go to this server's identities, not another "
+                    "domain's",
+                )
             self._federation(to).send(sender, sender_address, message_id, to, payload, expires_at)
             return None
         known = self._registry.knows(to.identity)

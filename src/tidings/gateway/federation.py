@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from ..core.accounts import SERVER_NAME
-from ..core.errors import ErrorId, Invalid, TidingsError
+from ..core.errors import ErrorId, Invalid, NotFound, TidingsError
 from ..core.expiry import is_realtime
 from ..core.federation import Batch, Federation
 from ..core.model import RoutingRule, SessionRecord
@@ -168,6 +168,14 @@ class PeerEnvelopes:
             if envelope is None:
                 continue
             sender, to, decoded = envelope
+            if to.domain != self._domain:
+                if isinstance(decoded, Message) and decoded.id is not UNSET:
+                    not_here = NotFound(
+                        ErrorId.DESTINATION_NOT_FOUND,
+                        f"{self._domain} does not serve {to.domain}: relay it to its own server",
+                    )
+                    outcomes.told(sender, decoded.id, DeliveryEvent.FAILED, not_here)
+                continue
             if isinstance(decoded, Message):
                 future = await self._message(outcomes, sender, to, decoded, item.x)
                 if future is not None:
@@ -205,14 +213,14 @@ class PeerEnvelopes:
             to = parse_node(envelope.to)
         except InvalidNode:
             return None
+        if sender.name.startswith("~") or to.name.startswith("~"):
+            return None  # the names of outboxes (core.model.OUTBOX_PREFIX): nobody's
         if sender.domain != origin:
             raise FederationRefused(
                 FederationErrorId.FOREIGN_SENDER,
                 f"{origin} relayed an envelope from {sender.text}: a server speaks only for "
                 "its own domain",
             )
-        if to.domain != self._domain:
-            return None
         return sender, to, envelope
 
     async def _message(

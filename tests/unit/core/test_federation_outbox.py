@@ -1,0 +1,192 @@
+"""The federation outbox and its relay over the memory store, with a scripted peer: whatever
+the peer answers (taken, unreachable, refused, too large), every message is delivered once and
+in order, or failed to its sender once with the peer's reason; never both, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidings.core.address import parse_address
+from tidings.core.errors import ErrorId, TidingsError
+from tidings.core.federation import Federation, PeerRefusal, PeerUnreachable, outbox_of
+from tidings.core.model import OUTBOX_INSTANCE
+from tidings.core.session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from tidings.store.memory import MemoryStore
+
+from .test_router_memory import SERVER, Client, Notices, world
+
+PEER = "beta.test"
+Outcome = str  # "ok" | "down" | "refused" | "large"
+
+
+class FederationNotices(Notices):
+    def dispatched(self, node: str, message_id: str) -> bytes:
+        return json.dumps({"dispatched": message_id}).encode()
+
+
+class ScriptedPeer:
+    """A ``PeerChannel`` answering each post with the next outcome of its script (then ok)."""
+
+    def __init__(self, script: list[Outcome]) -> None:
+        self.script = list(script)
+        self.taken: list[str] = []
+        self.posts = 0
+        self.answered = asyncio.Event()
+
+    async def post(self, domain: str, route: str, body: bytes) -> Any:
+        assert domain == PEER and route == "envelopes"
+        self.posts += 1
+        outcome = self.script.pop(0) if self.script else "ok"
+        self.answered.set()
+        batch = json.loads(body)["envelopes"]
+        if outcome == "down":
+            raise PeerUnreachable("connection refused")
+        if outcome == "refused":
+            raise PeerRefusal(403, {"error_id": "federation-denied", "detail": "go away"})
+        if outcome == "large" and len(batch) > 1:
+            raise PeerRefusal(413, {"detail": "too large"})
+        if outcome == "large":
+            raise PeerRefusal(413, {"detail": "too large even alone"})
+        self.taken += [item["e"]["id"] for item in batch]
+        return {"taken": len(batch)}
+
+
+def build(
+    peer: ScriptedPeer, registry: SessionRegistry, store: MemoryStore, router: Any
+) -> Federation:
+    federation = Federation(
+        "x",
+        store,
+        registry,
+        router.ledger,
+        FederationNotices(),
+        SERVER,
+        peer,
+        reachable=lambda domain: domain == PEER,
+        outbox_limit=1000,
+        retry_max_s=0.001,
+    )
+    router.federation = federation
+
+    def delivered(result: Any) -> None:
+        router.deliver_notices(result)
+        peer.answered.set()  # a refusal's rows are gone: a step as much as a post
+
+    federation.on_notices = delivered
+    return federation
+
+
+async def sender(router: Any, registry: SessionRegistry) -> tuple[LiveSession, Client]:
+    client = Client()
+    live = LiveSession("alice@x", "p", client, registry.record("alice@x", "p"), guest=False)
+    live.receipt = frozenset(DeliveryEvent)
+    await router.attach(live)
+    return live, client
+
+
+async def settle(federation: Federation, peer: ScriptedPeer, store: MemoryStore) -> None:
+    """Until the outbox is empty: each round waits for the relay's next step (a post
+    answered, or a refusal's failures delivered), checked after the event is cleared so that
+    no step is missed."""
+    async with asyncio.timeout(10):
+        while True:
+            peer.answered.clear()
+            await store.barrier()
+            if federation.depth(PEER) == 0:
+                return
+            await peer.answered.wait()
+
+
+async def run(script: list[Outcome], count: int) -> tuple[ScriptedPeer, Client, list[str]]:
+    store, registry, router = world()
+    peer = ScriptedPeer(script)
+    federation = build(peer, registry, store, router)
+    federation.start([PEER])
+    alice, told = await sender(router, registry)
+    ids = [f"m{i}" for i in range(count)]
+    for message_id in ids:
+        payload = json.dumps({"id": message_id, "to": f"bob@{PEER}"}).encode()
+        router.send_message(alice, message_id, parse_address(f"bob@{PEER}"), payload)
+    await settle(federation, peer, store)
+    await federation.stop()
+    return peer, told, ids
+
+
+async def test_a_message_is_accepted_once_stored_and_the_batch_discarded_once_taken() -> None:
+    peer, told, ids = await run([], 3)
+    assert peer.taken == ids
+    assert [(i, e) for i, e, _ in told.told] == [(i, DeliveryEvent.ACCEPTED) for i in ids]
+
+
+async def test_an_unreachable_peer_is_retried_until_it_takes_them_in_order() -> None:
+    peer, told, ids = await run(["down", "down", "down"], 5)
+    assert peer.posts >= 4
+    assert peer.taken == ids
+    assert all(event is DeliveryEvent.ACCEPTED for _, event, _ in told.told)
+
+
+async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_reason() -> None:
+    store, registry, router = world()
+    peer = ScriptedPeer(["refused"])
+    federation = build(peer, registry, store, router)
+    alice, told = await sender(router, registry)
+    for message_id in ("a", "b"):
+        router.send_message(
+            alice, message_id, parse_address(f"bob@{PEER}"), b'{"id":"%s"}' % message_id.encode()
+        )
+    await store.barrier()
+    federation.start([PEER])
+    await settle(federation, peer, store)
+    await federation.stop()
+    assert peer.taken == []
+    failures = [json.loads(w) for w in told.written]
+    assert failures == [
+        {"failed": "a", "why": ErrorId.PEER_REFUSED},
+        {"failed": "b", "why": ErrorId.PEER_REFUSED},
+    ]
+    assert federation.peers[PEER].last_error.startswith("403")
+
+
+async def test_the_outbox_is_bounded_and_names_no_outbox_or_guest() -> None:
+    store, registry, router = world()
+    federation = build(ScriptedPeer([]), registry, store, router)
+    federation.outbox_limit = 1
+    alice, _ = await sender(router, registry)
+    router.send_message(alice, "one", parse_address(f"bob@{PEER}"), b"{}")
+    await store.barrier()
+    assert federation.depth(PEER) == 1
+    refusals = []
+    for to, guest in ((f"bob@{PEER}", False), (f"~federation@{PEER}/outbox", False)):
+        try:
+            alice.guest = guest
+            router.send_message(alice, "two", parse_address(to), b"{}")
+        except TidingsError as error:
+            refusals.append(error.error_id)
+    assert refusals == [ErrorId.QUEUE_FULL, ErrorId.ACCOUNT_NOT_FOUND]
+    federation.outbox_limit = 10
+    alice.guest = True
+    try:
+        router.send_message(alice, "three", parse_address(f"bob@{PEER}"), b"{}")
+    except TidingsError as error:
+        assert error.error_id is ErrorId.FORBIDDEN
+    else:
+        raise AssertionError("a guest reached another domain")
+    assert registry.record(outbox_of(PEER), OUTBOX_INSTANCE).depth == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    script=st.lists(st.sampled_from(["ok", "down", "refused", "large"]), max_size=8),
+    count=st.integers(min_value=1, max_value=12),
+)
+def test_every_message_is_taken_once_in_order_or_failed_once(script: list[str], count: int) -> None:
+    peer, told, ids = asyncio.run(run(script, count))
+    failed = [json.loads(w)["failed"] for w in told.written]
+    assert sorted(peer.taken + failed, key=ids.index) == ids  # each exactly once
+    assert peer.taken == sorted(peer.taken, key=ids.index)  # in the order sent
+    assert not set(peer.taken) & set(failed)
