@@ -25,6 +25,10 @@ START_DEADLINE = 30.0
 class ServerProcess:
     data_dir: Path
     args: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)
+    """Run the server under this command (``ip netns exec NS``)."""
+    host: str = "127.0.0.1"
+    """The address the server listens on (its ``host`` setting), for its URLs."""
     process: subprocess.Popen[str] | None = None
     ws_port: int = 0
     http_port: int = 0
@@ -34,15 +38,16 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/"
+        return f"ws://{self.host}:{self.ws_port}/"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def start(self, ws_port: int | None = None, http_port: int | None = None) -> ServerProcess:
         """Start and block until the ready line (the process prints it once it listens)."""
         command = [
+            *self.prefix,
             *TIDINGS,
             "serve",
             "--data-dir",

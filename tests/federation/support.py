@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,12 @@ def make_server(
     settings: dict[str, Any] | None = None,
     federation: dict[str, Any] | None = None,
     accounts: dict[str, str] = PASSWORDS,
+    ports: tuple[int, int] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Server:
     """A server of ``domain`` with its ports picked now (peers' configs need them before it
-    starts) and its accounts made; not started."""
+    starts; ``ports`` (ws, http) for a ``host`` not on this machine's loopback) and its
+    accounts made; not started. ``prefix`` runs it under another command (``ip netns exec``)."""
     data_dir = root / domain
     data_dir.mkdir(parents=True, exist_ok=True)
     config = root / f"{domain}.toml"
@@ -81,8 +85,10 @@ def make_server(
     lines.append("[federation.peers]")
     lines += [f'"{peer}" = "{url}"' for peer, url in peers.items()]
     config.write_text("\n".join(lines) + "\n")
-    process = ServerProcess(data_dir, args=["--config", str(config)])
-    process.ws_port, process.http_port = free_port(host), free_port(host)
+    process = ServerProcess(
+        data_dir, args=["--config", str(config)], prefix=list(prefix), host=host
+    )
+    process.ws_port, process.http_port = ports or (free_port(host), free_port(host))
     for name, password in accounts.items():
         result = process.tidings("account", "add", name, "--password", password)
         assert result.returncode == 0, result.stderr
@@ -98,14 +104,15 @@ def pair(root: Path, **options: Any) -> tuple[Server, Server]:
     return alpha, beta
 
 
-def lime_js(scenario: str, **args: Any) -> dict[str, Any]:
-    """Run one ``tests/conformance/lime/scenario.js`` scenario; its result, which must say
-    ``ok``. Clients name their own ``ws`` and ``domain``."""
+def lime_js(scenario: str, prefix: Sequence[str] = (), **args: Any) -> dict[str, Any]:
+    """Run one ``tests/conformance/lime/scenario.js`` scenario (under ``prefix``, e.g.
+    ``ip netns exec NS``); its result, which must say ``ok``. Clients name their own ``ws``
+    and ``domain``."""
     if NODE is None:
         pytest.fail("Node.js is needed for the federation tests (lime-js)")
     payload = {"timeoutMs": int(STEP * 1000), **args}
     done = subprocess.run(
-        [NODE, "scenario.js", scenario, json.dumps(payload)],
+        [*prefix, NODE, "scenario.js", scenario, json.dumps(payload)],
         cwd=LIME_DIR,
         capture_output=True,
         text=True,

@@ -9,6 +9,7 @@ then the body is looked at.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -120,13 +121,18 @@ class FederationEndpoint:
             raise FederationRefused(
                 FederationErrorId.RATE_LIMITED,
                 f"{origin} sends more than {self.rate_limit:g} requests/s: wait {wait:.1f} s",
+                retry_after_s=wait,
             )
 
 
 def _refused(endpoint: FederationEndpoint, refusal: FederationRefused) -> JSONResponse:
     error_id = str(refusal.error_id)
     endpoint.refused[error_id] = endpoint.refused.get(error_id, 0) + 1
-    headers = {"Retry-After": "1"} if refusal.status == 429 else None
+    headers = None
+    if refusal.status == 429:
+        # Whole seconds, rounded up (RFC 9110 10.2.3): the peer must not come back too early.
+        wait = refusal.retry_after_s if refusal.retry_after_s is not None else 1.0
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))}
     return problem(refusal.status, error_id, refusal.detail, headers)
 
 

@@ -249,6 +249,45 @@ def account_key(
     print(_with_accounts(DataOptions(config, store, data_dir), lambda s: s.create_key(name, label)))
 
 
+federation_app = typer.Typer(
+    no_args_is_help=True, help="This server's identity towards other domains' servers."
+)
+app.add_typer(federation_app, name="federation")
+
+
+@federation_app.command("rotate-key")
+def federation_rotate_key(
+    overlap_s: Annotated[
+        float,
+        typer.Option(
+            "--overlap-s",
+            min=0,
+            help="Seconds the older keys stay valid (peers that fetch the key document within "
+            "them learn the new key from it).",
+        ),
+    ] = 7 * 24 * 3600.0,
+    config: Config = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add a new server key that signs from the next start; prints its id. The older keys
+    expire after the overlap (with no key yet, the first one is made). Run it while the
+    server is stopped: a running server keeps the keys it read at its start."""
+    import time
+
+    from ..store.server_keys import SERVER_KEYS_FILE, ServerKeys, ServerKeysError
+
+    settings = DataOptions(config, None, data_dir).settings()
+    now = time.time()
+    first = not (settings.data_dir / SERVER_KEYS_FILE).exists()
+    try:
+        keys = ServerKeys.load_or_create(settings.data_dir, settings.domain, now)
+        # No keys yet: the first one just made is the new key; nothing older to expire.
+        new = keys.current if first else keys.rotate(overlap_s=overlap_s, now=now)
+    except (ServerKeysError, OSError) as exc:
+        _fail(str(exc), 1)
+    print(new.key_id)
+
+
 cluster_app = typer.Typer(
     no_args_is_help=True, help="A local cluster on loopback (development, tests, trials)."
 )

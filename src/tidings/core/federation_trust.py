@@ -30,6 +30,10 @@ from .errors import ErrorId, Invalid
 from .ports import QueueTransaction, settling
 
 PINNED_PREFIX: Final = "federation/pinned/"
+REFRESH_INTERVAL_S: Final = 10.0
+"""A peer's key document is read at most this often: an unknown key id costs anyone nothing
+to send, and each would otherwise make us fetch the document."""
+MAX_REMEMBERED: Final = 10_000
 log = logging.getLogger("tidings.federation")
 
 
@@ -68,11 +72,15 @@ class PeerKeys:
         store: PinStore,
         fetch_document: Callable[[str], Awaitable[Any]],
         clock: Callable[[], float] = time.time,
+        refresh_interval_s: float = REFRESH_INTERVAL_S,
     ) -> None:
         self._configured = parse_configured_keys(configured)
         self._store = store
         self._fetch = fetch_document
         self._clock = clock
+        self.refresh_interval_s = refresh_interval_s
+        self._reading: dict[str, asyncio.Future[None]] = {}
+        self._read_at: dict[str, float] = {}
         self._learned: dict[str, set[bytes]] = {}
         self._by_id: dict[str, dict[str, bytes]] = {
             domain: {key_id(domain, raw): raw for raw in keys}
@@ -101,7 +109,38 @@ class PeerKeys:
     async def refresh(self, domain: str) -> None:
         """Fetch ``domain``'s key document and trust what it proves: anything on first
         contact (unless pinned in the configuration), afterwards keys vouched for by a pinned
-        key. Raises ``FederationRefused`` (``federation-unknown-key``) when it proves nothing."""
+        key. Raises ``FederationRefused`` (``federation-unknown-key``) when it proves nothing.
+
+        One read at a time per domain: callers that come meanwhile share its outcome. Within
+        ``refresh_interval_s`` of a read that taught nothing new there is no other (refused at
+        once), so a flood of requests with made-up key ids cannot make us flood the peer."""
+        reading = self._reading.get(domain)
+        if reading is None:
+            now = self._clock()
+            last = self._read_at.get(domain)
+            if last is not None and now - last < self.refresh_interval_s:
+                raise FederationRefused(
+                    FederationErrorId.UNKNOWN_KEY,
+                    f"no key we trust for {domain} has this id (its key document was read "
+                    f"{now - last:.0f} s ago; it is read at most every "
+                    f"{self.refresh_interval_s:g} s)",
+                )
+            if len(self._read_at) >= MAX_REMEMBERED:
+                self._read_at = {
+                    d: t for d, t in self._read_at.items() if now - t < self.refresh_interval_s
+                }
+            self._read_at[domain] = now
+            reading = asyncio.ensure_future(self._read(domain))
+            self._reading[domain] = reading
+            reading.add_done_callback(lambda done: self._read_done(domain, done))
+        await asyncio.shield(reading)
+
+    def _read_done(self, domain: str, done: asyncio.Future[None]) -> None:
+        self._reading.pop(domain, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone
+
+    async def _read(self, domain: str) -> None:
         try:
             document = await self._fetch(domain)
         except Exception as exc:  # the peer may be down or not a Tidings server
@@ -111,9 +150,14 @@ class PeerKeys:
         pinned = self.pinned(domain)
         keys = read_server_document(document, domain=domain, pinned=pinned, now=self._clock())
         found = {raw for _, raw, _ in keys}
+        known = set(self._by_id.get(domain, {}).values())
         self._by_id[domain] = {kid: raw for kid, raw, _ in keys} | {
             key_id(domain, raw): raw for raw in pinned
         }
+        if found - known:
+            # The read taught us a key (first contact, a rotation): only the peer can make
+            # that happen, so it does not count against the interval.
+            self._read_at.pop(domain, None)
         if domain in self._configured:
             return
         if not pinned:
