@@ -24,7 +24,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, Labelled, create_app, health, metrics_page
-from .api.federation import FederationEndpoint
+from .api.federation import FederationEndpoint, Query
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
@@ -36,7 +36,9 @@ from .core.cluster import ClusterNode
 from .core.consent import ConsentService
 from .core.errors import LimitExceeded
 from .core.federation import Federation, PeerRefusal, PeerUnreachable
+from .core.federation_keys import KeyExports, RemoteKeys
 from .core.federation_peers import PeerDirectory
+from .core.federation_presence import PeerPresence, PresenceExports
 from .core.federation_trust import PeerKeys
 from .core.feeds import FeedHub, ServerState
 from .core.grants import Grants
@@ -62,7 +64,7 @@ from .gateway.admission import (
     websocket_protocols,
 )
 from .gateway.context import LimeContext
-from .gateway.federation import PeerEnvelopes
+from .gateway.federation import PeerEnvelopes, presence_observe, presence_pushes
 from .gateway.feedme import FeedmeConnection, FeedmeContext
 from .gateway.lime import LimeConnection
 from .gateway.lime_commands import parse_identity
@@ -120,6 +122,8 @@ class Services:
     server_keys: ServerKeys
     federation_client: FederationClient
     peer_directory: PeerDirectory
+    queries: dict[str, Query]
+    """What other domains' servers may ask here (presence, keys), by kind."""
 
 
 async def build(
@@ -263,6 +267,16 @@ async def build(
         server.text,
         max_envelope_size=settings.max_envelope_size,
     )
+    peer_presence = PeerPresence(settings.domain, federation)
+    presence.remote = peer_presence
+    presence_exports = PresenceExports(
+        settings.domain, presence_observe(server.text), presence, authz, federation
+    )
+    presence.on_changed = presence_exports.changed
+    peer_envelopes.observe = presence_pushes(presence.observed)
+    federation.on_hello = lambda domain: peer_presence.resubscribe(
+        domain, presence.followed(), presence.observed
+    )
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
@@ -285,6 +299,7 @@ async def build(
         owner_feeds=owner_feeds,
         consent=consent,
         capability_url=capability_url,
+        remote_keys=RemoteKeys(settings.domain, federation),
     )
     feedme = FeedmeContext(
         app=app,
@@ -316,6 +331,7 @@ async def build(
         server_keys,
         federation_client,
         peer_directory,
+        {**presence_exports.queries(), **KeyExports(settings.domain, keys).queries()},
     )
 
 
@@ -589,6 +605,7 @@ class TidingsServer:
             max_skew_s=settings.federation_clock_skew_s,
             rate_limit=settings.federation_rate_limit,
             rate_burst=settings.federation_rate_burst,
+            queries=dict(services.queries),
         )
         return self._endpoint
 

@@ -198,6 +198,8 @@ class Federation:
         self._running = False
         self.on_notices: Callable[[TrimResult], None] | None = None
         """Delivers the ``failed`` notices a refusal queued (``Router.deliver_notices``)."""
+        self.on_hello: Callable[[str], None] | None = None
+        """Told when a peer says hello (it may have restarted: presence subscribes again)."""
 
     # -- the router's side ------------------------------------------------------------------
 
@@ -347,6 +349,8 @@ class Federation:
         state = self._state(domain)
         state.next_attempt_at = 0.0
         state.wake.set()
+        if self.on_hello is not None:
+            self.on_hello(domain)
 
     def _state(self, domain: str) -> PeerState:
         state = self.peers.get(domain)

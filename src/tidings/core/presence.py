@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .authz import Authorizer, Method, Resource
 from .cluster_directory import SessionDirectory
@@ -53,6 +53,16 @@ def _iso(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+class RemotePresence(Protocol):
+    """Presence of other domains' identities, asked of their servers
+    (``core.federation_presence.PeerPresence``): they decide who may see it."""
+
+    def serves(self, identity: str) -> bool: ...
+    async def read(self, viewer: LiveSession, identity: str) -> dict[str, Any]: ...
+    async def subscribe(self, viewer: LiveSession, identity: str) -> dict[str, Any]: ...
+    def unsubscribed(self, viewer: str, identity: str) -> asyncio.Task[None]: ...
+
+
 class PresenceService:
     def __init__(
         self,
@@ -72,6 +82,10 @@ class PresenceService:
         merges them with this node's."""
         self.announce: Callable[[LiveSession], None] | None = None
         """Told when a live session's presence changed (the other nodes' subscribers)."""
+        self.remote: RemotePresence | None = None
+        """Other domains' identities (federation): asked of their servers."""
+        self.on_changed: Callable[[str], None] | None = None
+        """Told each identity whose presence changed (other servers' subscribers)."""
 
     def own(self, live: LiveSession) -> dict[str, Any]:
         return dict(live.presence)
@@ -105,6 +119,9 @@ class PresenceService:
     async def read(self, viewer: LiveSession, identity: str) -> dict[str, Any]:
         if identity == viewer.identity:
             return self.own(viewer)
+        remote = self.remote
+        if remote is not None and remote.serves(identity):
+            return await remote.read(viewer, identity)
         await self._authz.check(viewer.identity, Resource.PRESENCE, Method.READ, identity)
         return self.of_identity(identity)
 
@@ -133,18 +150,48 @@ class PresenceService:
         self.changed(live.identity)
 
     async def subscribe(self, live: LiveSession, identity: str) -> None:
-        await self._authz.check(live.identity, Resource.PRESENCE, Method.SUBSCRIBE, identity)
+        remote = self.remote
+        if remote is not None and remote.serves(identity):
+            presence = await remote.subscribe(live, identity)
+        else:
+            await self._authz.check(live.identity, Resource.PRESENCE, Method.SUBSCRIBE, identity)
+            presence = self.of_identity(identity)
         self._subscribers.setdefault(identity, set()).add(live)
         live.subscriptions.add(identity)
-        live.outlet.observe(identity, self.of_identity(identity))
+        live.outlet.observe(identity, presence)
 
-    def unsubscribe(self, live: LiveSession, identity: str) -> None:
+    def unsubscribe(self, live: LiveSession, identity: str) -> asyncio.Task[None] | None:
+        """Stop pushing ``identity``'s presence to ``live``. When that was the last session of
+        its identity following another domain's identity, that server is told: the task
+        telling it (it never fails), for a caller that answers once it is done."""
+        told = None
         subscribers = self._subscribers.get(identity)
-        if subscribers is not None:
+        if subscribers is not None and live in subscribers:
             subscribers.discard(live)
             if not subscribers:
                 del self._subscribers[identity]
+            remote = self.remote
+            if (
+                remote is not None
+                and remote.serves(identity)
+                and not any(s.identity == live.identity for s in subscribers)
+            ):
+                told = remote.unsubscribed(live.identity, identity)
         live.subscriptions.discard(identity)
+        return told
+
+    def observed(self, viewer: str, identity: str, presence: dict[str, Any]) -> None:
+        """``identity``'s server pushed its presence for ``viewer`` (it checked sharing):
+        to ``viewer``'s sessions subscribed to it."""
+        for subscriber in list(self._subscribers.get(identity, ())):
+            if subscriber.identity == viewer:
+                subscriber.outlet.observe(identity, presence)
+
+    def followed(self) -> Iterator[tuple[str, str]]:
+        """Each (subscriber identity, identity) some session here follows, once."""
+        for identity, subscribers in list(self._subscribers.items()):
+            for viewer in {s.identity for s in subscribers}:
+                yield viewer, identity
 
     def forget(self, live: LiveSession) -> None:
         """The session is gone: drop its subscriptions and tell its own subscribers."""
@@ -154,6 +201,8 @@ class PresenceService:
 
     def changed(self, identity: str) -> None:
         """Push the identity's presence to its subscribers (each still checked for sharing)."""
+        if self.on_changed is not None:
+            self.on_changed(identity)
         subscribers = self._subscribers.get(identity)
         if not subscribers:
             return

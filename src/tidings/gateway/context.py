@@ -11,6 +11,7 @@ from ..core.accounts import AccountService
 from ..core.app_requests import AppRequestService
 from ..core.authz import Authorizer
 from ..core.consent import ConsentService
+from ..core.federation_keys import RemoteKeys
 from ..core.key_directory import KeyDirectory
 from ..core.owner_feeds import OwnerFeeds
 from ..core.presence import PresenceService
@@ -66,6 +67,8 @@ class LimeContext:
     capability_url: Callable[[str], str]
     """The absolute HTTP URL of a capability token (the same the HTTP API gives)."""
     owner_feeds: OwnerFeeds | None = None
+    remote_keys: RemoteKeys | None = None
+    """Other domains' identities' keys, asked of their servers (federation)."""
     stats: Stats = field(default_factory=Stats)
     consent_watches: dict[LiveSession, Callable[[], None]] = field(default_factory=dict)
     """Each session's ``/consent/inbox`` subscription: how to end it."""

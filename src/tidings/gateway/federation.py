@@ -310,3 +310,51 @@ class PeerEnvelopes:
                 reason=lime_reason(error),
             )
         )
+
+
+PRESENCE_TYPE: Final = "application/vnd.lime.presence+json"
+
+
+def presence_observe(server_node: str) -> Callable[[str, str, dict[str, Any]], bytes]:
+    """The ``observe`` a presence change of ``owner`` is pushed to a subscriber of another
+    domain as (``PresenceExports``): from this server's node, the shape of a local push."""
+
+    def encode(owner: str, subscriber: str, presence: dict[str, Any]) -> bytes:
+        return encode_envelope(
+            Command(
+                from_=server_node,
+                to=subscriber,
+                method=CommandMethod.OBSERVE,
+                uri=f"lime://{owner}/presence",
+                type=PRESENCE_TYPE,
+                resource=msgspec.Raw(msgspec.json.encode(presence)),
+            )
+        )
+
+    return encode
+
+
+def presence_pushes(observed: Callable[[str, str, dict[str, Any]], None]) -> ObserveHook:
+    """``PeerEnvelopes.observe`` for presence: a push of ``lime://owner/presence`` from the
+    owner's own server (no server speaks for a third domain's identities) goes to
+    ``observed(subscriber, owner, presence)`` (``PresenceService.observed``); anything else
+    is dropped."""
+
+    def hook(subscriber: Node, server: Node, command: Command) -> None:
+        uri = command.uri if isinstance(command.uri, str) else ""
+        authority, _, path = uri.removeprefix("lime://").partition("/")
+        if not uri.startswith("lime://") or path != "presence" or command.type != PRESENCE_TYPE:
+            return
+        try:
+            owner = parse_node(authority)
+            presence = msgspec.json.decode(
+                command.resource if isinstance(command.resource, msgspec.Raw) else b""
+            )
+        except (InvalidNode, msgspec.DecodeError):
+            return
+        if owner.domain != server.domain or owner.instance is not None:
+            return
+        if isinstance(presence, dict):
+            observed(subscriber.identity, owner.identity, presence)
+
+    return hook

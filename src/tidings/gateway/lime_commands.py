@@ -14,6 +14,7 @@ import msgspec
 
 from ..core.authz import Resource
 from ..core.errors import ErrorId, Invalid, NotFound, TidingsError
+from ..core.federation_keys import RemoteKeys
 from ..core.owner_feeds import parse_publication
 from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.e2e import NODE_INFO_TYPE
@@ -202,7 +203,9 @@ async def _presence(
         await ctx.presence.subscribe(live, owner)
         return None
     if method is CommandMethod.UNSUBSCRIBE:
-        ctx.presence.unsubscribe(live, owner)
+        told = ctx.presence.unsubscribe(live, owner)
+        if told is not None:
+            await told  # another domain's server forgot the subscriber: then the answer
         return None
     raise no_method(command)
 
@@ -294,6 +297,9 @@ async def _keys(
     ``/keys/{signId}`` (percent-encoded, as base64 may hold '/') is the latest publication of
     one key (get) or revokes it (delete)."""
     method = command.method
+    remote = ctx.remote_keys
+    if remote is not None and remote.serves(owner):
+        return await _remote_keys(remote, live, owner, rest, command)
     directory = ctx.keys
     if not rest:
         if method is CommandMethod.SET:
@@ -327,6 +333,21 @@ async def _keys(
         await directory.revoke(live, sign_id)
         return None
     raise no_method(command)
+
+
+async def _remote_keys(
+    remote: RemoteKeys, live: LiveSession, owner: str, rest: list[str], command: Command
+) -> Any:
+    """``get lime://ID/keys[/{signId}]`` of another domain's ID: its server answers."""
+    if command.method is not CommandMethod.GET:
+        raise Unsupported(
+            ReasonCode.COMMAND_METHOD_NOT_SUPPORTED,
+            f"Only 'get' reaches the keys of {owner} (another domain's identity)",
+        )
+    if not rest:
+        return collection(NODE_INFO_TYPE, await remote.listing(live.identity, live.guest, owner))
+    document = await remote.key(live.identity, live.guest, owner, "/".join(rest))
+    return NODE_INFO_TYPE, document
 
 
 async def _feeds(

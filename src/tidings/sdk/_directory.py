@@ -48,7 +48,7 @@ class Directory:
         self._ttl = ttl
         self._clock = clock
         self._devices: dict[str, tuple[float, list[NodeInfo]]] = {}
-        self._owners: dict[str, tuple[float, KeyOwner | None]] = {}
+        self._owners: dict[tuple[str, str], tuple[float, KeyOwner | None]] = {}
 
     async def devices(self, identity: str) -> list[NodeInfo]:
         """The current (published, unrevoked, unexpired) nodes of ``identity``."""
@@ -68,20 +68,24 @@ class Directory:
         self._devices[identity] = (self._clock() + self._ttl, devices)
         return devices
 
-    async def owner(self, sign_id: str) -> KeyOwner | None:
-        """Who published ``sign_id`` (None: nobody ever did)."""
-        cached = self._owners.get(sign_id)
+    async def owner(self, sign_id: str, identity: str | None = None) -> KeyOwner | None:
+        """Who published ``sign_id`` (None: nobody ever did). With the ``identity`` said to
+        own it (a sealed message's sender), the named form ``lime://ID/keys/{signId}`` is
+        asked: the server sends it on to ID's server when ID is of another domain."""
+        cached = self._owners.get((identity or "", sign_id))
         if cached is not None and self._clock() < cached[0]:
             return cached[1]
+        path = f"/keys/{quote(sign_id, safe='')}"
+        uri = f"lime://{identity}{path}" if identity else path
         try:
-            answer = await self._request("get", f"/keys/{quote(sign_id, safe='')}", None, None)
+            answer = await self._request("get", uri, None, None)
         except CommandFailed as failure:
             if failure.code != NOT_FOUND:
                 raise
             owner = None
         else:
             owner = _owner(answer.resource, sign_id)
-        self._owners[sign_id] = (self._clock() + self._ttl, owner)
+        self._owners[(identity or "", sign_id)] = (self._clock() + self._ttl, owner)
         return owner
 
     def forget(self, identity: str | None = None) -> None:

@@ -208,7 +208,7 @@ class EndToEnd:
 
     async def _check_key(self, sign_id: str, sender: str) -> None:
         """The signing key must be one the sender node published, and not revoked."""
-        owner = await self.directory.owner(sign_id)
+        owner = await self.directory.owner(sign_id, sender.partition("/")[0])
         if owner is None or owner.node != sender:
             raise E2EError(f"the key {sign_id} is not published for {sender}", kind="unknown-key")
         if owner.revoked:

@@ -84,3 +84,19 @@ async def test_other_failures_are_not_taken_for_absence():
 
 def _quoted(sign_id: str) -> str:
     return quote(sign_id, safe="")
+
+
+async def test_an_owner_named_by_the_sender_is_asked_in_the_named_form():
+    """A sealed message's sender may be of another domain: its server knows the key, asked
+    through ``lime://sender/keys/{signId}``, cached apart from the unnamed answer."""
+    keys = NodeKeys.generate()
+    answers = Answers()
+    answers.documents[f"lime://{BOB}/keys/{_quoted(keys.sign_id)}"] = published(keys)
+    directory = Directory(answers)
+    owner = await directory.owner(keys.sign_id, BOB)
+    assert owner is not None and owner.node == f"{BOB}/b1" and not owner.revoked
+    assert await directory.owner(keys.sign_id) is None  # not this server's own
+    assert answers.asked == [
+        f"lime://{BOB}/keys/{_quoted(keys.sign_id)}",
+        f"/keys/{_quoted(keys.sign_id)}",
+    ]
