@@ -410,6 +410,8 @@ class TestRefusals:
             "federation-wrong-destination": 421,
             "federation-rate-limited": 429,
             "federation-bad-document": 502,
+            "federation-denied": 403,
+            "federation-foreign-sender": 403,
         }
         error = FederationRefused(E.STALE, "too old")
         assert isinstance(error, RemoteProtocolError)
