@@ -250,7 +250,7 @@ def account_key(
 
 
 federation_app = typer.Typer(
-    no_args_is_help=True, help="This server's identity towards other domains' servers."
+    no_args_is_help=True, help="Other domains' servers: this server's key, the peers' status."
 )
 app.add_typer(federation_app, name="federation")
 
@@ -719,9 +719,6 @@ def chat(
 def main() -> None:
     app()
 
-
-federation_app = typer.Typer(help="Other domains' servers this one exchanges messages with.")
-app.add_typer(federation_app, name="federation")
 
 
 @federation_app.command("status")
