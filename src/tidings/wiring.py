@@ -34,6 +34,7 @@ from .core.apps import App
 from .core.authz import Authorizer, GrantChecker
 from .core.cluster import ClusterNode
 from .core.consent import ConsentService
+from .core.consent_federation import ConsentFederation
 from .core.errors import LimitExceeded
 from .core.federation import Federation, PeerRefusal, PeerUnreachable
 from .core.federation_peers import PeerDirectory
@@ -120,6 +121,8 @@ class Services:
     server_keys: ServerKeys
     federation_client: FederationClient
     peer_directory: PeerDirectory
+    consent_federation: ConsentFederation
+    """Consent with other servers' users (its query kinds, its hook for their operations)."""
 
 
 async def build(
@@ -203,7 +206,9 @@ async def build(
         stamp=stamp_scope,
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
-    consent = ConsentService(store, events=ChatRelay(sessions), grants=grants)
+    consent = ConsentService(
+        store, events=ChatRelay(sessions), grants=grants, domain=settings.domain
+    )
     hub = FeedHub(store, broker)
 
     async def account_exists(identity: str) -> bool:
@@ -253,6 +258,10 @@ async def build(
     )
     router.federation = federation
     federation.on_notices = router.deliver_notices
+    consent_federation = ConsentFederation(
+        consent, federation, settings.federation_peers, server.text
+    )
+    consent.outbound = consent.remote = consent_federation
     peer_envelopes = PeerEnvelopes(
         settings.domain,
         router,
@@ -262,6 +271,7 @@ async def build(
         notices,
         server.text,
         max_envelope_size=settings.max_envelope_size,
+        consent=consent_federation.received,
     )
     lime = LimeContext(
         domain=settings.domain,
@@ -316,6 +326,7 @@ async def build(
         server_keys,
         federation_client,
         peer_directory,
+        consent_federation,
     )
 
 
@@ -554,6 +565,7 @@ class TidingsServer:
             max_skew_s=settings.federation_clock_skew_s,
             rate_limit=settings.federation_rate_limit,
             rate_burst=settings.federation_rate_burst,
+            queries=services.consent_federation.queries(),
         )
 
     def _metrics(self) -> dict[str, tuple[str, float]]:
