@@ -287,3 +287,25 @@ async def test_a_forged_accept_is_refused(servers: tuple[Server, Server]) -> Non
         finally:
             await as_beta.close()
         assert (await alice.consent.get_invite_status(invite["id"]))["status"] == "pending"
+
+
+async def test_a_revoke_waits_in_the_outbox_while_the_other_server_is_down(
+    servers: tuple[Server, Server],
+) -> None:
+    """Reference scenarios 16-17: the peer unreachable at revoke time hears of it once back."""
+    alpha, beta = servers
+    async with user(alpha, "alice") as alice:
+        invite = await invite_of(alice)
+        async with user(beta, "bob") as bob:
+            rel = (await bob.consent.accept_invite(invite["capabilityUrl"]))["id"]
+            cursor = (await bob.consent.events(since=0, limit=1000))[-1].seq
+        beta.stop()
+        try:
+            revoked = await alice.consent.revoke_relationship(rel, reason="while away")
+            assert revoked["state"] == "revoked"
+        finally:
+            beta.start()
+        async with user(beta, "bob") as bob, bob.consent.inbox(since=cursor) as inbox:
+            heard = await next_of(inbox, "relationship-revoked", relationshipId=rel)
+            assert (heard.data["by"], heard.data["reason"]) == ("alice@alpha.test", "while away")
+            assert (await bob.consent.get_relationship(rel))["state"] == "revoked"
