@@ -88,6 +88,13 @@ def _origin_of(url: str) -> tuple[str, str, str] | None:
     return parts.scheme, parts.hostname.casefold(), str(port or default)
 
 
+def _token(body: dict[str, Any]) -> str:
+    token = body.get("token")
+    if not isinstance(token, str):
+        raise Forbidden(ErrorId.CAPABILITY_INVALID, "The capability link is not valid")
+    return token
+
+
 class ConsentFederation:
     """This server's side of consent with other servers: the accepter's flow, the queries the
     requester's server answers, and the outbox of operations (``ConsentOutbound``)."""
@@ -237,12 +244,12 @@ class ConsentFederation:
 
     async def _query_offer(self, origin: str, body: dict[str, Any]) -> Any:
         self._actor(origin, body)
-        return offer_document(await self._consent.read_offer(body.get("token")))  # type: ignore[arg-type]
+        return offer_document(await self._consent.read_offer(_token(body)))
 
     async def _query_accept(self, origin: str, body: dict[str, Any]) -> Any:
         actor = self._actor(origin, body)
         relationship = await self._consent.accept(
-            body.get("token"),  # type: ignore[arg-type]
+            _token(body),
             actor,
             granted=body.get("granted"),
             relationship_id=body.get("relationshipId"),
@@ -252,7 +259,7 @@ class ConsentFederation:
     async def _query_refuse(self, origin: str, body: dict[str, Any]) -> Any:
         actor = self._actor(origin, body)
         invite_id = await self._consent.refuse(
-            body.get("token"),  # type: ignore[arg-type]
+            _token(body),
             actor,
             reason=body.get("reason"),
         )
