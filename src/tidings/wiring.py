@@ -34,6 +34,7 @@ from .core.apps import App
 from .core.authz import Authorizer, GrantChecker
 from .core.cluster import ClusterNode
 from .core.consent import ConsentService
+from .core.consent_federation import ConsentFederation
 from .core.errors import LimitExceeded
 from .core.federation import Federation, PeerRefusal, PeerUnreachable
 from .core.federation_keys import KeyExports, RemoteKeys
@@ -123,7 +124,9 @@ class Services:
     federation_client: FederationClient
     peer_directory: PeerDirectory
     queries: dict[str, Query]
-    """What other domains' servers may ask here (presence, keys), by kind."""
+    """What other domains' servers may ask here (presence, keys, consent), by kind."""
+    consent_federation: ConsentFederation
+    """Consent with other servers' users (its query kinds, its hook for their operations)."""
 
 
 async def build(
@@ -207,7 +210,9 @@ async def build(
         stamp=stamp_scope,
     )
     sessions = SessionService(router, registry, store, notices, server.text, max_limit=10_000_000)
-    consent = ConsentService(store, events=ChatRelay(sessions), grants=grants)
+    consent = ConsentService(
+        store, events=ChatRelay(sessions), grants=grants, domain=settings.domain
+    )
     hub = FeedHub(store, broker)
 
     async def account_exists(identity: str) -> bool:
@@ -257,6 +262,10 @@ async def build(
     )
     router.federation = federation
     federation.on_notices = router.deliver_notices
+    consent_federation = ConsentFederation(
+        consent, federation, settings.federation_peers, server.text
+    )
+    consent.outbound = consent.remote = consent_federation
     peer_envelopes = PeerEnvelopes(
         settings.domain,
         router,
@@ -266,6 +275,7 @@ async def build(
         notices,
         server.text,
         max_envelope_size=settings.max_envelope_size,
+        consent=consent_federation.received,
     )
     peer_presence = PeerPresence(settings.domain, federation)
     presence.remote = peer_presence
@@ -331,7 +341,12 @@ async def build(
         server_keys,
         federation_client,
         peer_directory,
-        {**presence_exports.queries(), **KeyExports(settings.domain, keys).queries()},
+        {
+            **presence_exports.queries(),
+            **KeyExports(settings.domain, keys).queries(),
+            **consent_federation.queries(),
+        },
+        consent_federation,
     )
 
 

@@ -73,10 +73,23 @@ class InviteBody(_Body):
 
 class AcceptBody(_Body):
     grantedPermissions: list[PermissionBody] | None = Field(default=None, max_length=64)
+    capabilityUrl: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="The whole capability URL: one of a federation peer's is accepted there",
+    )
 
 
 class ReasonBody(_Body):
     reason: str | None = Field(default=None, max_length=MAX_REASON)
+
+
+class RefuseBody(ReasonBody):
+    capabilityUrl: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="The whole capability URL: one of a federation peer's is refused there",
+    )
 
 
 class ScopeRequestBody(_Body):
@@ -200,7 +213,8 @@ def router(
         token: str, actor: str = actor_of, body: AcceptBody | None = None
     ) -> dict[str, Any]:
         granted = None if body is None else _permissions(body.grantedPermissions)
-        relationship = await consent.accept(token, actor, granted=granted)
+        capability = None if body is None else body.capabilityUrl
+        relationship = await consent.accept(token, actor, granted=granted, capability=capability)
         return relationship_document(relationship)
 
     @routes.post(
@@ -208,8 +222,13 @@ def router(
         status_code=204,
         summary="Refuse an offer (the requester is told)",
     )
-    async def refuse(token: str, actor: str = actor_of, body: ReasonBody | None = None) -> Response:
-        await consent.refuse(token, actor, reason=None if body is None else body.reason)
+    async def refuse(token: str, actor: str = actor_of, body: RefuseBody | None = None) -> Response:
+        await consent.refuse(
+            token,
+            actor,
+            reason=None if body is None else body.reason,
+            capability=None if body is None else body.capabilityUrl,
+        )
         return Response(status_code=204)
 
     @routes.post(

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import re
@@ -52,7 +53,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 from uuid import uuid4
 
 from .consent_model import (
@@ -73,7 +74,7 @@ from .consent_model import (
     ScopeRequest,
     ScopeState,
 )
-from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound, TidingsError
+from .errors import Conflict, ErrorId, Forbidden, Invalid, NotFound, TidingsError, Unavailable
 from .grants import FEED_PREFIX, Grants
 from .ports import ConsentStore, ConsentTable, QueueTransaction, settling
 
@@ -84,8 +85,12 @@ __all__ = [
     "MAX_PERMISSIONS",
     "MAX_TTL_S",
     "MIN_TTL_S",
+    "ConsentOutbound",
     "ConsentService",
     "InboxListener",
+    "PendingAccept",
+    "RemoteOffers",
+    "SyncOp",
     "hash_token",
     "parse_features",
     "parse_language_map",
@@ -128,6 +133,11 @@ _LEVELS_OF: Final[dict[str, frozenset[Level]]] = {
     "account": frozenset({Level.READ}),
     "messages": frozenset({Level.CONTRIBUTE}),
 }
+_PENDING: Final = "consent/accepting/"
+"""State keys of accepts of other servers' invites this server's users asked for."""
+_SYNC_IN: Final = "consent/sync-in/"
+"""State keys of the last operation applied per relationship, from the other server."""
+_RELATIONSHIP_ID: Final = re.compile(r"[0-9a-f]{32}")
 _FEATURES: Final = frozenset({"chat", "system_messaging"})
 _FEATURE_ALIASES: Final = {"systemMessaging": "system_messaging"}
 
@@ -333,6 +343,8 @@ class _Outcome(Generic[T]):
     events: list[InboxEvent] = field(default_factory=list)
     grant: tuple[str, str] | None = None
     """(owner, requester) when a grant changed."""
+    sync: list[SyncOp] = field(default_factory=list)
+    """What the other side's server must hear (a relationship across servers)."""
 
 
 def _open_invite(invite: Invite | None, now: float) -> Invite:
@@ -402,15 +414,81 @@ def _seen_relationship(relationship: Relationship, now: float) -> Relationship:
     return relationship if state is relationship.state else replace(relationship, state=state)
 
 
-def _tell(
-    table: ConsentTable,
-    identities: tuple[str, ...],
-    kind: InboxKind,
-    data: dict[str, Any],
-    now: float,
-) -> list[InboxEvent]:
-    """The same event in the inbox of each identity concerned (once each)."""
-    return [table.add_event(identity, kind, data, now) for identity in dict.fromkeys(identities)]
+@dataclass(frozen=True, slots=True)
+class SyncOp:
+    """An operation for the server of a relationship's other side, which applies it to its own
+    copy of the relationship (``apply_remote``) and tells its own user."""
+
+    to: str
+    """The other side (an identity of another domain)."""
+    relationship_id: str
+    op: dict[str, Any]
+    """``{"op": ..., "author": ..., ...}``, JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAccept:
+    """An accept of another server's invite by a user of this one, recorded before that
+    server is asked: what the user agreed to (from the offer it read, and its choice)."""
+
+    relationship_id: str
+    origin: str
+    """The invite's server's domain."""
+    accepter: str
+    requester: str
+    app_code: str
+    permissions: tuple[Permission, ...]
+    features: dict[str, bool]
+    expires_at: float | None
+    """The offer's ``grantExpiresAt``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "relationshipId": self.relationship_id,
+            "origin": self.origin,
+            "accepter": self.accepter,
+            "requester": self.requester,
+            "appCode": self.app_code,
+            "permissions": _permissions_json(self.permissions),
+            "features": self.features,
+            "expiresAt": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PendingAccept:
+        return cls(
+            data["relationshipId"],
+            data["origin"],
+            data["accepter"],
+            data["requester"],
+            data["appCode"],
+            parse_permissions(data["permissions"]),
+            parse_features(data["features"]),
+            data["expiresAt"],
+        )
+
+
+class RemoteOffers(Protocol):
+    """Capabilities of other servers' invites (``core.consent_federation``)."""
+
+    def names(self, capability: str) -> tuple[str, str] | None:
+        """(peer domain, token) when ``capability`` is a peer's capability URL, else None."""
+
+    async def accept(
+        self, domain: str, token: str, actor: str, granted: list[dict[str, Any]] | None
+    ) -> Relationship: ...
+
+    async def refuse(self, domain: str, token: str, actor: str, reason: str | None) -> None: ...
+
+
+class ConsentOutbound(Protocol):
+    """Carries ``SyncOp``s to other servers, durably and in order (``core.consent_federation``)."""
+
+    def stage(self, transaction: QueueTransaction, ops: list[SyncOp]) -> None:
+        """Queue ``ops`` inside the operation's own transaction (they commit with it)."""
+
+    def staged(self, ops: list[SyncOp]) -> None:
+        """After the commit: send them."""
 
 
 class ConsentService:
@@ -425,10 +503,19 @@ class ConsentService:
         events: Callable[[InboxEvent], None] | None = None,
         *,
         grants: Grants | None = None,
+        domain: str = "",
     ) -> None:
         """``events`` (optional) is called with every inbox event after its commit, beside
-        the per-identity ``subscribe`` listeners; ``grants`` is told of grant changes."""
+        the per-identity ``subscribe`` listeners; ``grants`` is told of grant changes.
+        ``domain``: this server's; identities of other domains get no inbox here (their
+        server keeps theirs), and operations on a relationship with one are sent there
+        (``outbound``). Empty: every identity is local."""
         self._store = store
+        self.domain = domain.casefold()
+        self.outbound: ConsentOutbound | None = None
+        """Set by the wiring when federation is on (``core.consent_federation``)."""
+        self.remote: RemoteOffers | None = None
+        """Accepts and refusals of other servers' capabilities (set with ``outbound``)."""
         self._clock = clock
         self._events = events
         self.grants = grants if grants is not None else Grants(store, clock=clock)
@@ -442,14 +529,57 @@ class ConsentService:
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def local(self, identity: str) -> bool:
+        """Whether ``identity`` is an account of this server's domain."""
+        return not self.domain or identity.rpartition("@")[2].casefold() == self.domain
+
+    def _tell(
+        self,
+        table: ConsentTable,
+        identities: tuple[str, ...],
+        kind: InboxKind,
+        data: dict[str, Any],
+        now: float,
+    ) -> list[InboxEvent]:
+        """The same event in the inbox of each local identity concerned (once each): the
+        other domain's server writes its own user's."""
+        return [
+            table.add_event(identity, kind, data, now)
+            for identity in dict.fromkeys(identities)
+            if self.local(identity)
+        ]
+
+    def _sync(self, relationship: Relationship, op: dict[str, Any]) -> list[SyncOp]:
+        """``op`` for the other side's server when the relationship crosses servers. Raised
+        inside the transaction, so nothing is kept, when this server cannot send it."""
+        remote = [i for i in (relationship.requester, relationship.accepter) if not self.local(i)]
+        if not remote:
+            return []
+        if self.outbound is None:
+            raise Unavailable(
+                ErrorId.STORAGE_UNAVAILABLE,
+                f"{remote[0]} is on another server and federation is off here",
+            )
+        return [SyncOp(remote[0], relationship.id, op)]
+
     async def _commit(self, work: Callable[[ConsentTable], _Outcome[T]]) -> T:
+        return await self._commit_in(lambda transaction: work(transaction.consent))
+
+    async def _commit_in(self, work: Callable[[QueueTransaction], _Outcome[T]]) -> T:
+        """Run ``work`` in one transaction with the sync ops it makes; then tell."""
         future: asyncio.Future[_Outcome[T]] = asyncio.get_running_loop().create_future()
+        outbound = self.outbound
 
         def run(transaction: QueueTransaction) -> _Outcome[T]:
-            return work(transaction.consent)
+            outcome = work(transaction)
+            if outcome.sync and outbound is not None:
+                outbound.stage(transaction, outcome.sync)
+            return outcome
 
         self._store.transact(run, settling(future))
         outcome = await future
+        if outcome.sync and outbound is not None:
+            outbound.staged(outcome.sync)
         self._announce(outcome)
         return outcome.value
 
@@ -469,6 +599,23 @@ class ConsentService:
                     log.exception("the consent event hook failed")
         if outcome.grant is not None:
             self.grants.changed(*outcome.grant)
+
+    def _remote(self, capability: str | None, token: str) -> tuple[RemoteOffers, str, str] | None:
+        """(remote, domain, token) when ``capability`` is another server's; its token must be
+        the one named (``cmc-capability-invalid`` otherwise)."""
+        if capability is None:
+            return None
+        if not isinstance(capability, str):
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "capabilityUrl must be a string")
+        named = self.remote.names(capability) if self.remote is not None else None
+        if named is None:
+            if capability.rstrip("/").rpartition("/")[2] != token:
+                raise Forbidden(ErrorId.CAPABILITY_INVALID, "The capability link is not valid")
+            return None
+        if named[1] != token:
+            raise Forbidden(ErrorId.CAPABILITY_INVALID, "The capability link is not valid")
+        assert self.remote is not None
+        return self.remote, named[0], named[1]
 
     def _seen(self, invite: Invite, now: float) -> Invite:
         status = invite.status_at_time(now)
@@ -533,7 +680,9 @@ class ConsentService:
             }
             if grant_expiry is not None:
                 data["grantExpiresAt"] = int(grant_expiry)
-            return _Outcome(invite, _tell(table, (actor,), InboxKind.INVITE_CREATED, data, now))
+            return _Outcome(
+                invite, self._tell(table, (actor,), InboxKind.INVITE_CREATED, data, now)
+            )
 
         return await self._commit(work), token
 
@@ -545,19 +694,48 @@ class ConsentService:
         return _open_invite(invite, self._clock())
 
     async def accept(
-        self, token: str, actor: str, *, granted: list[dict[str, Any]] | None = None
+        self,
+        token: str,
+        actor: str,
+        *,
+        granted: list[dict[str, Any]] | None = None,
+        relationship_id: str | None = None,
+        capability: str | None = None,
     ) -> Relationship:
         """Accept as ``actor``, granting ``granted`` (a subset of the offer's permissions,
         levels at most the offered ones) or, by default, everything the offer asks. Raises the
         ``read_offer`` errors, ``cmc-own-invite``, ``cmc-capability-already-accepted-by-you``
         (open-link), ``cmc-offer-empty-permissions``, ``cmc-offer-invalid-permissions``,
-        ``cmc-granted-permissions-not-subset``."""
+        ``cmc-granted-permissions-not-subset``.
+
+        ``relationship_id`` (an accept from another server, which chose it): accepting again
+        with the same id, by the same actor, for the same invite, returns the relationship
+        made the first time (the answer was lost on the way back: the retry must not be
+        ``cmc-capability-consumed``).
+
+        ``capability``: the whole capability URL the accepter was given, when it has it; one
+        under a federation peer's base URL is accepted on that server (``remote``)."""
+        remote = self._remote(capability, token)
+        if remote is not None:
+            return await remote[0].accept(remote[1], remote[2], actor, granted)
         token_hash = hash_token(token)
         chosen = None if granted is None else parse_permissions(granted)
         now = self._clock()
-        relationship_id = uuid4().hex
+        if relationship_id is None:
+            relationship_id = uuid4().hex
+        elif (
+            not isinstance(relationship_id, str)
+            or _RELATIONSHIP_ID.fullmatch(relationship_id) is None
+        ):
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "relationshipId must be 32 hex digits")
 
         def work(table: ConsentTable) -> _Outcome[Relationship]:
+            made = table.relationship(relationship_id)
+            if made is not None:
+                named = table.invite_by_token(token_hash)
+                if named is None or made.invite_id != named.id or made.accepter != actor:
+                    raise Conflict(ErrorId.INVALID_ARGUMENT, "relationshipId is taken")
+                return _Outcome(_seen_relationship(made, now))
             invite = _open_invite(table.invite_by_token(token_hash), now)
             _not_yours(invite, actor)
             permissions = invite.permissions
@@ -600,24 +778,36 @@ class ConsentService:
             if invite.grant_expires_at is not None:
                 created["expiresAt"] = int(invite.grant_expires_at)
             accepted = {"inviteId": invite.id, "by": actor, "relationshipId": relationship_id}
-            events = _tell(table, (invite.requester,), InboxKind.INVITE_ACCEPTED, accepted, now)
-            events += _tell(table, sides, InboxKind.RELATIONSHIP_CREATED, created, now)
-            return _Outcome(relationship, events, (actor, invite.requester))
+            events = self._tell(
+                table, (invite.requester,), InboxKind.INVITE_ACCEPTED, accepted, now
+            )
+            events += self._tell(table, sides, InboxKind.RELATIONSHIP_CREATED, created, now)
+            sync = self._sync(
+                relationship, {"op": "created", "author": invite.requester, **created}
+            )
+            return _Outcome(relationship, events, (actor, invite.requester), sync)
 
         relationship = await self._commit(work)
         if relationship.expires_at is not None:
             self._expiry_wake.set()
         return relationship
 
-    async def refuse(self, token: str, actor: str, *, reason: str | None = None) -> None:
+    async def refuse(
+        self, token: str, actor: str, *, reason: str | None = None, capability: str | None = None
+    ) -> str | None:
         """Refuse as ``actor``; the requester's inbox hears of it (D6). A single-use invite is
         spent; an open-link one stays open for others. Raises the ``read_offer`` errors,
-        ``cmc-own-invite``, ``cmc-capability-already-accepted-by-you``."""
+        ``cmc-own-invite``, ``cmc-capability-already-accepted-by-you``. Returns the invite's
+        id (None when it is another server's: ``capability`` as for ``accept``)."""
+        remote = self._remote(capability, token)
+        if remote is not None:
+            await remote[0].refuse(remote[1], remote[2], actor, reason)
+            return None
         token_hash = hash_token(token)
         why = _optional_text(reason, "reason", ErrorId.INVALID_ARGUMENT, high=MAX_REASON)
         now = self._clock()
 
-        def work(table: ConsentTable) -> _Outcome[None]:
+        def work(table: ConsentTable) -> _Outcome[str]:
             invite = _open_invite(table.invite_by_token(token_hash), now)
             _not_yours(invite, actor)
             if invite.mode is InviteMode.SINGLE_USE and not table.set_invite_status(
@@ -626,10 +816,12 @@ class ConsentService:
                 raise Conflict(ErrorId.CAPABILITY_CONSUMED, "This invite was answered already")
             table.add_refusal(invite.id, Refusal(actor, now, why))
             data = {"inviteId": invite.id, "by": actor, "reason": why}
-            events = _tell(table, (invite.requester, actor), InboxKind.INVITE_REFUSED, data, now)
-            return _Outcome(None, events)
+            events = self._tell(
+                table, (invite.requester, actor), InboxKind.INVITE_REFUSED, data, now
+            )
+            return _Outcome(invite.id, events)
 
-        await self._commit(work)
+        return await self._commit(work)
 
     async def invalidate(self, invite_id: str, actor: str, *, reason: str | None = None) -> Invite:
         """Withdraw a pending invite (requester only; either mode). Idempotent: an invite
@@ -651,7 +843,7 @@ class ConsentService:
                 answered = table.invite(invite_id)
                 return _Outcome(self._seen(answered if answered is not None else invite, now))
             data = {"inviteId": invite.id, "reason": why}
-            events = _tell(table, (actor,), InboxKind.INVITE_INVALIDATED, data, now)
+            events = self._tell(table, (actor,), InboxKind.INVITE_INVALIDATED, data, now)
             return _Outcome(replace(invite, status=InviteStatus.INVALIDATED, status_at=now), events)
 
         return await self._commit(work)
@@ -707,8 +899,10 @@ class ConsentService:
             table.put_relationship(revoked)
             data = {"relationshipId": relationship.id, "by": actor, "reason": why}
             sides = (relationship.requester, relationship.accepter)
-            events = _tell(table, sides, InboxKind.RELATIONSHIP_REVOKED, data, now)
-            return _Outcome(revoked, events, (relationship.accepter, relationship.requester))
+            events = self._tell(table, sides, InboxKind.RELATIONSHIP_REVOKED, data, now)
+            sync = self._sync(relationship, {"op": "revoke", "author": actor, "reason": why})
+            grant = (relationship.accepter, relationship.requester)
+            return _Outcome(revoked, events, grant, sync)
 
         return await self._commit(work)
 
@@ -740,7 +934,7 @@ class ConsentService:
             table.put_relationship(replace(relationship, state=RelationshipState.EXPIRED))
             data = {"relationshipId": relationship.id, "expiresAt": int(relationship.expires_at)}
             sides = (relationship.requester, relationship.accepter)
-            events = _tell(table, sides, InboxKind.RELATIONSHIP_EXPIRED, data, now)
+            events = self._tell(table, sides, InboxKind.RELATIONSHIP_EXPIRED, data, now)
             return _Outcome(None, events, (relationship.accepter, relationship.requester))
 
         await self._commit(work)
@@ -804,7 +998,9 @@ class ConsentService:
                 "message": text,
             }
             sides = (relationship.requester, relationship.accepter)
-            return _Outcome(request, _tell(table, sides, InboxKind.SCOPE_REQUESTED, data, now))
+            events = self._tell(table, sides, InboxKind.SCOPE_REQUESTED, data, now)
+            sync = self._sync(relationship, {"op": "scope-request", "author": actor, **data})
+            return _Outcome(request, events, None, sync)
 
         return await self._commit(work)
 
@@ -852,7 +1048,9 @@ class ConsentService:
                 grant = (relationship.accepter, relationship.requester)
             kind = InboxKind.SCOPE_ACCEPTED if accept else InboxKind.SCOPE_REFUSED
             sides = (relationship.requester, relationship.accepter)
-            return _Outcome(decided, _tell(table, sides, kind, data, now), grant)
+            op = {"op": "scope-decision", "author": actor, "scopeRequestId": request.id}
+            sync = self._sync(relationship, {**op, "accept": accept})
+            return _Outcome(decided, self._tell(table, sides, kind, data, now), grant, sync)
 
         return await self._commit(work)
 
@@ -878,7 +1076,9 @@ class ConsentService:
                 "text": body,
             }
             sides = (relationship.requester, relationship.accepter)
-            return _Outcome(message, _tell(table, sides, InboxKind.CHAT, data, now))
+            events = self._tell(table, sides, InboxKind.CHAT, data, now)
+            sync = self._sync(relationship, {"op": "chat", "author": actor, "text": body})
+            return _Outcome(message, events, None, sync)
 
         return await self._commit(work)
 
@@ -948,7 +1148,9 @@ class ConsentService:
                 "ackId": parsed_ack,
             }
             sides = (relationship.requester, relationship.accepter)
-            return _Outcome(alert, _tell(table, sides, InboxKind.ALERT, data, now))
+            events = self._tell(table, sides, InboxKind.ALERT, data, now)
+            sync = self._sync(relationship, {"op": "alert", "author": actor, **data})
+            return _Outcome(alert, events, None, sync)
 
         return await self._commit(work)
 
@@ -992,9 +1194,369 @@ class ConsentService:
                 "ackId": given,
             }
             sides = (relationship.requester, relationship.accepter)
-            return _Outcome(acked, _tell(table, sides, InboxKind.ALERT_ACKED, data, now))
+            events = self._tell(table, sides, InboxKind.ALERT_ACKED, data, now)
+            sync = self._sync(relationship, {"op": "ack", "author": actor, **data})
+            return _Outcome(acked, events, None, sync)
 
         return await self._commit(work)
+
+    # -- across servers (core.consent_federation calls these) -----------------------------
+
+    async def begin_remote_accept(self, pending: PendingAccept) -> None:
+        """Remember, before the invite's server is asked, what this server's user accepts:
+        the relationship that server then confirms (in its answer, or later through the
+        outbox when the answer was lost) is kept here only if it is this one (D12: nobody
+        consents for bob but bob, authenticated here)."""
+
+        def work(transaction: QueueTransaction) -> _Outcome[None]:
+            key = _PENDING + pending.relationship_id
+            transaction.state.put(key, json.dumps(pending.to_json()))
+            return _Outcome(None)
+
+        await self._commit_in(work)
+
+    async def pending_accept(self, relationship_id: str) -> PendingAccept | None:
+        """The accept of another server's invite recorded under ``relationship_id``."""
+
+        def work(transaction: QueueTransaction) -> _Outcome[PendingAccept | None]:
+            text = transaction.state.get(_PENDING + relationship_id)
+            return _Outcome(None if text is None else PendingAccept.from_json(json.loads(text)))
+
+        return await self._commit_in(work)
+
+    async def abandon_remote_accept(self, relationship_id: str) -> None:
+        """The invite's server refused the accept: nothing it says later makes it."""
+
+        def work(transaction: QueueTransaction) -> _Outcome[None]:
+            transaction.state.delete(_PENDING + relationship_id)
+            return _Outcome(None)
+
+        await self._commit_in(work)
+
+    async def mirror_accepted(
+        self, origin: str, relationship_id: str, invite_id: Any, requester: Any, accepter: Any
+    ) -> Relationship:
+        """Keep this server's side of a relationship ``origin``'s server made when this
+        server's user accepted its invite: its permissions, features and expiry are the
+        ones this server recorded before asking (``begin_remote_accept``), never the peer's
+        say. Idempotent (the answer and the outbox's ``created`` both come). Raises
+        ``cmc-not-found`` when no accept of that relationship is pending here."""
+        now = self._clock()
+
+        def work(transaction: QueueTransaction) -> _Outcome[Relationship]:
+            return self._mirror(
+                transaction, origin, relationship_id, invite_id, requester, accepter, now
+            )
+
+        relationship = await self._commit_in(work)
+        if relationship.expires_at is not None:
+            self._expiry_wake.set()
+        return relationship
+
+    def _mirror(
+        self,
+        transaction: QueueTransaction,
+        origin: str,
+        relationship_id: str,
+        invite_id: Any,
+        requester: Any,
+        accepter: Any,
+        now: float,
+    ) -> _Outcome[Relationship]:
+        table = transaction.consent
+        made = table.relationship(relationship_id)
+        if made is not None and made.accepter == accepter and made.requester == requester:
+            transaction.state.delete(_PENDING + relationship_id)
+            return _Outcome(_seen_relationship(made, now))
+        text = transaction.state.get(_PENDING + relationship_id)
+        pending = None if text is None else PendingAccept.from_json(json.loads(text))
+        if (
+            made is not None
+            or pending is None
+            or pending.origin != origin
+            or pending.accepter != accepter
+            or pending.requester != requester
+        ):
+            raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No accept of this relationship is pending")
+        transaction.state.delete(_PENDING + relationship_id)
+        relationship = Relationship(
+            id=relationship_id,
+            invite_id=_known(invite_id, "invite"),
+            requester=pending.requester,
+            accepter=pending.accepter,
+            permissions=pending.permissions,
+            features=dict(pending.features),
+            app_code=pending.app_code,
+            created_at=now,
+            expires_at=pending.expires_at,
+        )
+        table.put_relationship(relationship)
+        created: dict[str, Any] = {
+            "relationshipId": relationship.id,
+            "inviteId": relationship.invite_id,
+            "requester": relationship.requester,
+            "accepter": relationship.accepter,
+            "appCode": relationship.app_code,
+            "permissions": _permissions_json(relationship.permissions),
+            "features": {
+                "chat": relationship.features.get("chat", True),
+                "systemMessaging": relationship.features.get("system_messaging", True),
+            },
+        }
+        if relationship.expires_at is not None:
+            created["expiresAt"] = int(relationship.expires_at)
+        sides = (relationship.accepter,)
+        events = self._tell(table, sides, InboxKind.RELATIONSHIP_CREATED, created, now)
+        return _Outcome(relationship, events, (relationship.accepter, relationship.requester))
+
+    async def remote_refused(self, actor: str, invite_id: Any, reason: str | None) -> None:
+        """This server's user refused another server's invite (that server took it): the
+        refuser's own inbox hears of it, as for a local refusal."""
+        now = self._clock()
+        data = {"inviteId": _known(invite_id, "invite"), "by": actor, "reason": reason}
+
+        def work(table: ConsentTable) -> _Outcome[None]:
+            return _Outcome(None, self._tell(table, (actor,), InboxKind.INVITE_REFUSED, data, now))
+
+        await self._commit(work)
+
+    async def apply_remote(self, origin: str, to: str, seq: int, op: dict[str, Any]) -> bool:
+        """Apply an operation ``origin``'s server sent for its side of a relationship with
+        ``to`` (this server's user): to this server's copy, telling ``to``. ``seq`` numbers
+        the operations of the relationship from that server (the outbox keeps their order):
+        one at or below the last applied is a copy and changes nothing. An operation the
+        rules refuse (its author is not the other side, or not of ``origin``; the
+        relationship is not active here any more; a feature is off) changes nothing: logged,
+        and False. Raises only when the store fails (the peer then sends it again)."""
+        now = self._clock()
+        relationship_id = op.get("relationshipId")
+
+        def work(transaction: QueueTransaction) -> _Outcome[bool]:
+            if not isinstance(relationship_id, str) or not self.local(to):
+                raise Forbidden(ErrorId.FORBIDDEN, "Not an operation for a user of this server")
+            cursor = _SYNC_IN + relationship_id
+            done = int(transaction.state.get(cursor) or 0)
+            if seq <= done:
+                return _Outcome(False)
+            outcome = self._remote_op(transaction, origin, to, relationship_id, op, now)
+            transaction.state.put(cursor, str(seq))
+            return _Outcome(True, outcome.events, outcome.grant)
+
+        try:
+            return await self._commit_in(work)
+        except (Invalid, NotFound, Forbidden, Conflict) as refused:
+            log.warning(
+                "consent: %s's %r on %s refused: %s",
+                origin,
+                op.get("op"),
+                relationship_id,
+                refused.message,
+            )
+            return False
+
+    def _remote_op(
+        self,
+        transaction: QueueTransaction,
+        origin: str,
+        to: str,
+        relationship_id: str,
+        op: dict[str, Any],
+        now: float,
+    ) -> _Outcome[None]:
+        """One remote operation's checks, then its writes (a refusal raises before any)."""
+        table = transaction.consent
+        kind, author = op.get("op"), op.get("author")
+        if not isinstance(author, str) or author.rpartition("@")[2].casefold() != origin:
+            raise Forbidden(ErrorId.FORBIDDEN, f"{author!r} is not an identity of {origin}")
+        if kind == "created":
+            if op.get("requester") != author:
+                raise Forbidden(ErrorId.FORBIDDEN, "The requester makes the relationship")
+            mirrored = self._mirror(
+                transaction,
+                origin,
+                relationship_id,
+                op.get("inviteId"),
+                op.get("requester"),
+                op.get("accepter"),
+                now,
+            )
+            return _Outcome(None, mirrored.events, mirrored.grant)
+        relationship = table.relationship(relationship_id)
+        if relationship is None or not relationship.party(to) or relationship.other(to) != author:
+            raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such relationship between them")
+        sides = (to,)
+        if kind == "revoke":
+            if not relationship.active_at(now):
+                return _Outcome(None)
+            why = _optional_text(
+                op.get("reason"), "reason", ErrorId.INVALID_ARGUMENT, high=MAX_REASON
+            )
+            revoked = replace(
+                relationship,
+                state=RelationshipState.REVOKED,
+                revoked_at=now,
+                revoked_by=author,
+                revoke_reason=why,
+            )
+            table.put_relationship(revoked)
+            data = {"relationshipId": relationship.id, "by": author, "reason": why}
+            events = self._tell(table, sides, InboxKind.RELATIONSHIP_REVOKED, data, now)
+            return _Outcome(None, events, (relationship.accepter, relationship.requester))
+        _active(relationship, now)
+        if kind == "chat":
+            if not relationship.features.get("chat", True):
+                raise Forbidden(ErrorId.CHAT_DISABLED, "The offer disabled chat")
+            body = _text(
+                op.get("text"), "text", ErrorId.INVALID_EVENT_CONTENT, low=1, high=MAX_CHAT_CHARS
+            )
+            message = table.add_chat(relationship.id, author, body, now)
+            chat: dict[str, Any] = {
+                "relationshipId": relationship.id,
+                "seq": message.seq,
+                "from": author,
+                "text": body,
+            }
+            return _Outcome(None, self._tell(table, sides, InboxKind.CHAT, chat, now))
+        if kind == "scope-request":
+            return self._remote_scope_request(table, relationship, author, op, now)
+        if kind == "scope-decision":
+            return self._remote_scope_decision(table, relationship, author, op, now)
+        if not relationship.features.get("system_messaging", True):
+            raise Forbidden(
+                ErrorId.SYSTEM_MESSAGING_DISABLED, "The offer disabled system messaging"
+            )
+        if kind == "alert":
+            return self._remote_alert(table, relationship, author, op, now)
+        if kind == "ack":
+            return self._remote_ack(table, relationship, author, op, now)
+        raise Invalid(ErrorId.INVALID_ARGUMENT, f"{kind!r} is no consent operation")
+
+    def _remote_scope_request(
+        self,
+        table: ConsentTable,
+        relationship: Relationship,
+        author: str,
+        op: dict[str, Any],
+        now: float,
+    ) -> _Outcome[None]:
+        if author != relationship.requester:
+            raise Forbidden(ErrorId.INSUFFICIENT_PERMISSIONS, "Only the requester asks for a scope")
+        request_id = _known(op.get("scopeRequestId"), "scope request")
+        wanted = parse_permissions(op.get("permissions"))
+        message = op.get("message")
+        text = None if message is None else parse_language_map(message, "message")
+        if table.scope_request(request_id) is not None:
+            raise Conflict(ErrorId.SCOPE_REQUEST_DECIDED, "This scope request is known already")
+        table.put_scope_request(ScopeRequest(request_id, relationship.id, wanted, text, now))
+        data = {
+            "scopeRequestId": request_id,
+            "relationshipId": relationship.id,
+            "permissions": _permissions_json(wanted),
+            "message": text,
+        }
+        sides = (relationship.other(author),)
+        return _Outcome(None, self._tell(table, sides, InboxKind.SCOPE_REQUESTED, data, now))
+
+    def _remote_scope_decision(
+        self,
+        table: ConsentTable,
+        relationship: Relationship,
+        author: str,
+        op: dict[str, Any],
+        now: float,
+    ) -> _Outcome[None]:
+        if author != relationship.accepter:
+            raise Forbidden(ErrorId.INSUFFICIENT_PERMISSIONS, "Only the accepter decides")
+        request = table.scope_request(_known(op.get("scopeRequestId"), "scope request"))
+        accept = op.get("accept")
+        if request is None or request.relationship_id != relationship.id:
+            raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such scope request")
+        if not isinstance(accept, bool):
+            raise Invalid(ErrorId.INVALID_ARGUMENT, "accept must be true or false")
+        if request.state is not ScopeState.PENDING:
+            raise Conflict(ErrorId.SCOPE_REQUEST_DECIDED, f"It was {request.state} already")
+        state = ScopeState.ACCEPTED if accept else ScopeState.REFUSED
+        table.put_scope_request(replace(request, state=state, decided_at=now))
+        grant = None
+        if accept:
+            table.put_relationship(replace(relationship, permissions=request.permissions))
+            grant = (relationship.accepter, relationship.requester)
+        data = {
+            "scopeRequestId": request.id,
+            "relationshipId": relationship.id,
+            "permissions": _permissions_json(request.permissions),
+        }
+        kind = InboxKind.SCOPE_ACCEPTED if accept else InboxKind.SCOPE_REFUSED
+        sides = (relationship.other(author),)
+        return _Outcome(None, self._tell(table, sides, kind, data, now), grant)
+
+    def _remote_alert(
+        self,
+        table: ConsentTable,
+        relationship: Relationship,
+        author: str,
+        op: dict[str, Any],
+        now: float,
+    ) -> _Outcome[None]:
+        content = ErrorId.INVALID_EVENT_CONTENT
+        alert_id = _known(op.get("alertId"), "alert")
+        level = op.get("level")
+        if not isinstance(level, str) or level not in AlertLevel.__members__.values():
+            raise Invalid(content, "level must be info, warning or critical")
+        ack_required = op.get("ackRequired")
+        if not isinstance(ack_required, bool):
+            raise Invalid(content, "ackRequired must be true or false")
+        alert = Alert(
+            id=alert_id,
+            relationship_id=relationship.id,
+            sender=author,
+            level=AlertLevel(level),
+            title=parse_language_map(op.get("title"), "title", content),
+            body=parse_language_map(op.get("body"), "body", content),
+            ack_required=ack_required,
+            ack_id=_text(op.get("ackId"), "ackId", content, low=1, high=MAX_ACK_ID),
+            at=now,
+        )
+        if table.alert(alert_id) is not None:
+            raise Conflict(ErrorId.INVALID_ARGUMENT, "This alert is known already")
+        table.put_alert(alert)
+        data = {
+            "alertId": alert.id,
+            "relationshipId": relationship.id,
+            "from": author,
+            "level": alert.level.value,
+            "title": alert.title,
+            "body": alert.body,
+            "ackRequired": alert.ack_required,
+            "ackId": alert.ack_id,
+        }
+        sides = (relationship.other(author),)
+        return _Outcome(None, self._tell(table, sides, InboxKind.ALERT, data, now))
+
+    def _remote_ack(
+        self,
+        table: ConsentTable,
+        relationship: Relationship,
+        author: str,
+        op: dict[str, Any],
+        now: float,
+    ) -> _Outcome[None]:
+        alert = table.alert(_known(op.get("alertId"), "alert"))
+        if alert is None or alert.relationship_id != relationship.id or alert.sender == author:
+            raise NotFound(ErrorId.CONSENT_NOT_FOUND, "No such alert of the other side")
+        if op.get("ackId") != alert.ack_id:
+            raise Invalid(ErrorId.INVALID_EVENT_CONTENT, "ackId does not match the alert's")
+        if alert.acked_at is not None:
+            return _Outcome(None)
+        table.put_alert(replace(alert, acked_at=now, acked_by=author))
+        data = {
+            "alertId": alert.id,
+            "relationshipId": relationship.id,
+            "by": author,
+            "ackId": alert.ack_id,
+        }
+        sides = (alert.sender,)
+        return _Outcome(None, self._tell(table, sides, InboxKind.ALERT_ACKED, data, now))
 
     # -- inbox ----------------------------------------------------------------------------
 

@@ -286,6 +286,13 @@ class Federation:
 
         self._store.append([entry], None, appended)
 
+    def queued(self, domain: str, count: int) -> None:
+        """``count`` rows another transaction inserted into ``domain``'s outbox committed (a
+        consent operation with its copy for that server): counted, and its relay looks."""
+        record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
+        self._ledger.settle_inserted(record, count)
+        self.wake(domain)
+
     def receipt(self, to: Address, message_id: str, event: DeliveryEvent) -> None:
         """Tell a sender of another domain what became of its message here."""
         if event is DeliveryEvent.DISPATCHED:

@@ -71,6 +71,11 @@ class QueueLedger:
         for notice in result.notices:
             record(notice.identity, notice.instance).depth += 1
 
+    def settle_inserted(self, record: SessionRecord, count: int) -> None:
+        """Rows another service's transaction inserted into the session's queue, committed
+        (a consent operation's copy for a peer's server, ``core.consent_federation``)."""
+        record.depth += count
+
     def settle_removal(self, record: SessionRecord, removed: int | BaseException) -> None:
         """Rows an acknowledgement or a discard removed from the session's queue (nothing when
         the write failed)."""

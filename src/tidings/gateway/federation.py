@@ -15,13 +15,15 @@ the peer then discards the batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
 
 from ..core.accounts import SERVER_NAME
+from ..core.consent_federation import SYNC_TYPE
 from ..core.errors import ErrorId, Invalid, NotFound, TidingsError
 from ..core.expiry import is_realtime
 from ..core.federation import Batch, Federation
@@ -57,6 +59,10 @@ MAX_ENVELOPES: Final = 10_000
 ObserveHook = Callable[[Node, Node, Command], None]
 """A server's ``observe`` push (a presence or keys change) for a subscriber here:
 (subscriber, the pushing server's node, the command)."""
+ConsentHook = Callable[[str, str, Any], Awaitable[None]]
+"""A server's consent operation for one of our users' relationships: (origin domain, our
+user's identity, the operation as JSON); returns once it is applied (committed)."""
+log = logging.getLogger("tidings.federation")
 
 
 class _Outcomes:
@@ -136,6 +142,7 @@ class PeerEnvelopes:
         *,
         max_envelope_size: int,
         observe: ObserveHook | None = None,
+        consent: ConsentHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._domain = domain
@@ -147,6 +154,7 @@ class PeerEnvelopes:
         self._server_node = server_node
         self._max_envelope_size = max_envelope_size
         self.observe = observe
+        self.consent = consent
         self._clock = clock
 
     async def receive(self, origin: str, body: bytes) -> dict[str, int]:
@@ -176,7 +184,9 @@ class PeerEnvelopes:
                     )
                     outcomes.told(sender, decoded.id, DeliveryEvent.FAILED, not_here)
                 continue
-            if isinstance(decoded, Message):
+            if isinstance(decoded, Message) and self._consent_op(sender, decoded):
+                await self._consent(origin, to, decoded)
+            elif isinstance(decoded, Message):
                 future = await self._message(outcomes, sender, to, decoded, item.x)
                 if future is not None:
                     waiting.append(future)
@@ -259,6 +269,22 @@ class PeerEnvelopes:
             if message_id is not None:
                 outcomes.told(sender, message_id, DeliveryEvent.FAILED, error)
         return future
+
+    def _consent_op(self, sender: Node, message: Message) -> bool:
+        """A consent operation from the origin's server (never routed to the user: the
+        hook applies it and tells the user through the consent inbox)."""
+        return message.type == SYNC_TYPE and sender.name == SERVER_NAME
+
+    async def _consent(self, origin: str, to: Node, message: Message) -> None:
+        if self.consent is None:
+            log.warning("a consent operation from %s dropped: consent is not federated", origin)
+            return
+        try:
+            content = msgspec.json.decode(message.content)
+        except msgspec.DecodeError:
+            log.warning("a consent operation from %s dropped: not JSON", origin)
+            return
+        await self.consent(origin, to.identity, content)
 
     def _sender(self, node: Node, outcomes: _Outcomes) -> LiveSession:
         instance = node.instance or ""

@@ -157,10 +157,18 @@ async def _offers(ctx: LimeContext, live: LiveSession, rest: list[str], command:
         document = _body(command)
         if _decision(document):
             relationship = await consent.accept(
-                token, live.identity, granted=_field(document, "grantedPermissions")
+                token,
+                live.identity,
+                granted=_field(document, "grantedPermissions"),
+                capability=_field(document, "capabilityUrl"),
             )
             return RELATIONSHIP, relationship_document(relationship)
-        await consent.refuse(token, live.identity, reason=_field(document, "reason"))
+        await consent.refuse(
+            token,
+            live.identity,
+            reason=_field(document, "reason"),
+            capability=_field(document, "capabilityUrl"),
+        )
         return None
     raise no_method(command)
 

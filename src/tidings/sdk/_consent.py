@@ -77,6 +77,11 @@ class InboxEvent:
         )
 
 
+def _whole(capability: str) -> dict[str, str]:
+    """``capabilityUrl`` for a URL (the server decides whose it is); nothing for a token."""
+    return {"capabilityUrl": capability} if "://" in capability else {}
+
+
 def _segment(value: str) -> str:
     return quote(value, safe="")
 
@@ -212,8 +217,10 @@ class Consent:
         self, capability: str, *, granted_permissions: Sequence[Mapping[str, str]] | None = None
     ) -> dict[str, Any]:
         """Accept the offer as this identity; returns the relationship. ``granted_permissions``
-        (a subset of the requested ones) narrows the grant; default: all requested."""
-        document: dict[str, Any] = {"decision": "accept"}
+        (a subset of the requested ones) narrows the grant; default: all requested. A URL is
+        sent whole: when it is another server's (a federation peer of this one), the accept
+        runs there."""
+        document: dict[str, Any] = {"decision": "accept", **_whole(capability)}
         if granted_permissions is not None:
             document["grantedPermissions"] = [dict(p) for p in granted_permissions]
         relationship: dict[str, Any] = await self._call(
@@ -224,8 +231,9 @@ class Consent:
         return relationship
 
     async def refuse_invite(self, capability: str, *, reason: str | None = None) -> None:
-        """Refuse the offer; the requester is told (its inbox: ``invite-refused``)."""
-        document: dict[str, Any] = {"decision": "refuse"}
+        """Refuse the offer; the requester is told (its inbox: ``invite-refused``), also when
+        it is another server's."""
+        document: dict[str, Any] = {"decision": "refuse", **_whole(capability)}
         if reason is not None:
             document["reason"] = reason
         await self._call(
