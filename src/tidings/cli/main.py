@@ -720,7 +720,6 @@ def main() -> None:
     app()
 
 
-
 @federation_app.command("status")
 def federation_status(
     config: Config = None,
