@@ -9,6 +9,7 @@ then the body is looked at.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -41,6 +42,9 @@ Query = Callable[[str, dict[str, Any]], Awaitable[Any]]
 ``TidingsError``."""
 _QUERY_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
 MAX_BUCKETS: Final = 10_000
+LOGGED_REFUSALS: Final = 100
+"""Refusals of one kind logged one by one; beyond, every hundredth (with the count)."""
+log = logging.getLogger("tidings.federation")
 
 
 @dataclass(slots=True)
@@ -125,9 +129,19 @@ class FederationEndpoint:
             )
 
 
-def _refused(endpoint: FederationEndpoint, refusal: FederationRefused) -> JSONResponse:
+def _refused(
+    endpoint: FederationEndpoint, refusal: FederationRefused, request: Request
+) -> JSONResponse:
     error_id = str(refusal.error_id)
-    endpoint.refused[error_id] = endpoint.refused.get(error_id, 0) + 1
+    count = endpoint.refused[error_id] = endpoint.refused.get(error_id, 0) + 1
+    if count <= LOGGED_REFUSALS or count % LOGGED_REFUSALS == 0:  # a flood logs now and then
+        log.warning(
+            "refused a federation request claiming to be from %r (%s, %d so far): %s",
+            request.headers.get("tidings-origin", "")[:256],
+            error_id,
+            count,
+            refusal.detail,
+        )
     headers = None
     if refusal.status == 429:
         # Whole seconds, rounded up (RFC 9110 10.2.3): the peer must not come back too early.
@@ -170,11 +184,11 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         try:
             origin = await endpoint.verify(request, body)
         except FederationRefused as refusal:
-            return _refused(endpoint, refusal)
+            return _refused(endpoint, refusal, request)
         try:
             answer = await endpoint.envelopes(origin, body)
         except FederationRefused as refusal:
-            return _refused(endpoint, refusal)
+            return _refused(endpoint, refusal, request)
         except TidingsError as error:
             refused = endpoint.refused
             refused[error.error_id.value] = refused.get(error.error_id.value, 0) + 1
@@ -191,7 +205,7 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         try:
             origin = await endpoint.verify(request, body)
         except FederationRefused as refusal:
-            return _refused(endpoint, refusal)
+            return _refused(endpoint, refusal, request)
         endpoint.federation.hello(origin)
         return JSONResponse({"domain": endpoint.domain})
 
@@ -205,7 +219,7 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         try:
             origin = await endpoint.verify(request, body)
         except FederationRefused as refusal:
-            return _refused(endpoint, refusal)
+            return _refused(endpoint, refusal, request)
         try:
             question = _QUERY_DECODER.decode(body)
         except msgspec.DecodeError as exc:
