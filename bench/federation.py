@@ -3,7 +3,7 @@ beside the same traffic within one server.
 
     .venv/bin/python bench/federation.py [--reps 3] [--count 5000] [--warmup-count 500]
         [--window 100] [--size 300] [--paced-rate 1000] [--paced-seconds 5] [--src HEAD]
-        [--compare REV]
+        [--compare REV] [--modes single,cross,invite] [--invites 50] [--invite-warmup 5]
 
 Two ``tidings serve`` processes, alpha.test and beta.test, each the other's federation peer
 (``[federation.peers]`` in a TOML file), fresh data folders (SQLite), rate limits lifted, the
@@ -31,8 +31,20 @@ each message with ``received``). A message counts when bob has it AND alice got 
            still applies but does not bind at a moderate rate): the same latencies under a
            known load
 
-``--compare REV`` runs the cross mode a second time per repetition with the servers running
-``src/`` of REV (``cross@REV``), for a before/after of a change in the same session.
+  invite   (only when named in ``--modes``) invite to first chat across servers, INVITES times
+           in a row after INVITE_WARMUP unmeasured ones, each a fresh single-use invite:
+           alice (SDK, alpha) ``create_invite``; bob (SDK, beta) ``accept_invite`` of the
+           capability URL at once; alice, following her live consent inbox, sends the first
+           chat the moment an ``invite-accepted`` / ``relationship-created`` event of that
+           invite reaches her (event driven: no polling, no sleep); the clock stops when
+           bob's side has the chat (his live inbox's ``chat`` event or the LIME chat message,
+           whichever comes first). p50/p95/max of the total and of the split: create ->
+           accepted at bob (his ``accept_invite`` answered), accepted -> alice learns
+           (negative when alpha's inbox push beats beta's answer to bob), chat -> bob sees.
+
+``--compare REV`` runs the cross (and the invite) mode a second time per repetition with the
+servers running ``src/`` of REV (``cross@REV``, ``invite@REV``), for a before/after of a change
+in the same session.
 Medians of the repetitions.
 """
 
@@ -53,6 +65,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -64,13 +77,14 @@ from common import CLK_TCK, cpu_ticks, parser
 from harness import bench_session, run_driver
 
 from tidings.protocol.lime import Notification, NotificationEvent
-from tidings.sdk import Client
+from tidings.sdk import Client, Consent
 
 ALPHA, BETA = "alpha.test", "beta.test"
 PASSWORDS = {"alice": "alice-bench-pw", "bob": "bob-bench-pw"}
 TOKEN = "bench-token"
 READY = re.compile(r"tidings ready (ws://\S+) (http://\S+)")
-MODES = ("single", "cross")
+MODES = ("single", "cross")  # the default; "invite" runs only when named in --modes
+PRESENCE_READ = {"resource": "presence", "level": "read"}
 
 
 # -- the two servers -------------------------------------------------------------------------------
@@ -344,6 +358,230 @@ async def one_run(alpha: Peer, beta: Peer, mode: str, args: Any) -> dict[str, An
     return {"mode": mode, **phases, "federation": status}
 
 
+# -- invite to first chat --------------------------------------------------------------------------
+
+
+class Trial:
+    """One invite's timeline (perf_counter seconds), filled in by the driver and the three
+    listeners (alice's inbox, bob's inbox, bob's messages)."""
+
+    def __init__(self) -> None:
+        self.invite_id = ""
+        self.relationship_id = ""
+        self.start = self.created = self.accepted = 0.0
+        self.learned = self.chat_sent = self.chat_answered = 0.0
+        self.bob_inbox = self.bob_message = 0.0
+        self.learned_by = ""
+        self.seen = asyncio.Event()
+        self.chat_task: asyncio.Task[Any] | None = None
+
+    def bob_saw(self) -> None:
+        if self.bob_inbox and self.bob_message:
+            self.seen.set()
+
+    def row(self) -> dict[str, Any]:
+        seen = min(t for t in (self.bob_inbox, self.bob_message) if t)
+        ms = 1e3
+        return {
+            "total_ms": (seen - self.start) * ms,
+            "create_ms": (self.created - self.start) * ms,
+            "create_to_accepted_ms": (self.accepted - self.start) * ms,
+            "accepted_to_learned_ms": (self.learned - self.accepted) * ms,
+            "learned_to_chat_answered_ms": (self.chat_answered - self.learned) * ms,
+            "chat_to_seen_ms": (seen - self.chat_sent) * ms,
+            "chat_to_bob_inbox_ms": (self.bob_inbox - self.chat_sent) * ms,
+            "chat_to_bob_message_ms": (self.bob_message - self.chat_sent) * ms,
+            "learned_by": self.learned_by,
+            "seen_by": "inbox" if self.bob_inbox <= self.bob_message else "message",
+        }
+
+
+async def invite_run(alpha: Peer, beta: Peer, args: Any) -> dict[str, Any]:
+    alice = Client(alpha.ws_url, f"alice@{ALPHA}", instance="bench", password=PASSWORDS["alice"])
+    bob = Client(beta.ws_url, f"bob@{BETA}", instance="bench", password=PASSWORDS["bob"])
+    by_invite: dict[str, Trial] = {}
+    by_relationship: dict[str, Trial] = {}
+    trials: list[Trial] = []
+    async with alice, bob:
+
+        async def alice_listens(inbox: Any) -> None:
+            async for event in inbox:
+                trial = by_invite.get(event.data.get("inviteId", ""))
+                if trial is None or trial.learned:
+                    continue
+                if event.kind not in ("invite-accepted", "relationship-created"):
+                    continue
+                trial.learned = time.perf_counter()
+                trial.learned_by = event.kind
+                trial.relationship_id = event.data["relationshipId"]
+                by_relationship[trial.relationship_id] = trial
+                trial.chat_task = asyncio.create_task(alice_chats(trial))
+
+        async def alice_chats(trial: Trial) -> None:
+            trial.chat_sent = time.perf_counter()
+            await alice.consent.send_chat(trial.relationship_id, "hello bob")
+            trial.chat_answered = time.perf_counter()
+
+        async def bob_listens(inbox: Any) -> None:
+            async for event in inbox:
+                trial = by_relationship.get(event.data.get("relationshipId", ""))
+                if event.kind == "chat" and trial is not None and not trial.bob_inbox:
+                    trial.bob_inbox = time.perf_counter()
+                    trial.bob_saw()
+
+        async def bob_reads() -> None:
+            async for message in bob.messages():
+                if message.type != Consent.CHAT_TYPE:
+                    continue
+                trial = by_relationship.get(message.content.get("relationshipId", ""))
+                if trial is not None and not trial.bob_message:
+                    trial.bob_message = time.perf_counter()
+                    trial.bob_saw()
+
+        async with (
+            alice.consent.inbox(since=None) as a_inbox,
+            bob.consent.inbox(since=None) as b_inbox,
+        ):
+            await a_inbox.subscribe()
+            await b_inbox.subscribe()
+            listeners = [
+                asyncio.create_task(alice_listens(a_inbox)),
+                asyncio.create_task(bob_listens(b_inbox)),
+                asyncio.create_task(bob_reads()),
+            ]
+            pids = [alpha.pid, beta.pid]
+            try:
+                for n in range(args.invite_warmup + args.invites):
+                    if n == args.invite_warmup:
+                        relayed0 = await asyncio.to_thread(relay_counters, [alpha, beta])
+                        ticks0 = [cpu_ticks(p) for p in pids]
+                        cpu0 = time.process_time()
+                        wall0 = time.perf_counter()
+                        warm = [t.row() for t in trials]
+                        trials.clear()
+                    trial = Trial()
+                    trials.append(trial)
+                    trial.start = time.perf_counter()
+                    invite = await alice.consent.create_invite(
+                        app_code="bench",
+                        display_name=f"Bench {n}",
+                        consent={"en": "We read your presence."},
+                        permissions=[PRESENCE_READ],
+                    )
+                    trial.created = time.perf_counter()
+                    trial.invite_id = invite["id"]
+                    by_invite[trial.invite_id] = trial
+                    relationship = await bob.consent.accept_invite(invite["capabilityUrl"])
+                    trial.accepted = time.perf_counter()
+                    if trial.relationship_id:
+                        assert relationship["id"] == trial.relationship_id
+                    await asyncio.wait_for(trial.seen.wait(), 30)
+                    assert trial.chat_task is not None
+                    await trial.chat_task
+                wall = time.perf_counter() - wall0
+                ticks = [(cpu_ticks(p) - t) / CLK_TCK for p, t in zip(pids, ticks0, strict=True)]
+                driver = time.process_time() - cpu0
+            finally:
+                for task in listeners:
+                    task.cancel()
+    await asyncio.sleep(0.2)
+    relayed = await asyncio.to_thread(relay_counters, [alpha, beta])
+    envelopes, requests = (b - a for a, b in zip(relayed0, relayed, strict=True))
+    status = {s.domain: s.status() for s in (alpha, beta)}
+    rows = [t.row() for t in trials]
+    return {
+        "mode": "invite",
+        "trials": rows,
+        "warmup_totals_ms": [w["total_ms"] for w in warm],
+        "invites": len(rows),
+        "wall_s": wall,
+        "server_ms_per_invite": sum(ticks) / len(rows) * 1e3,
+        "server_cpu_pct": [round(100 * t / wall) for t in ticks],
+        "driver_ms_per_invite": driver / len(rows) * 1e3,
+        "relay_requests_per_invite": requests / len(rows),
+        "envelopes_per_invite": envelopes / len(rows),
+        "relay_failures": sum(p["failures"] for peers in status.values() for p in peers),
+        "federation": status,
+    }
+
+
+INVITE_KEYS = (
+    ("total_ms", "create_invite called -> bob sees the first chat (total)"),
+    ("create_ms", "create_invite answered"),
+    ("create_to_accepted_ms", "create -> accepted at bob (his accept_invite answered)"),
+    ("accepted_to_learned_ms", "accepted at bob -> alice learns (her inbox event)"),
+    ("learned_to_chat_answered_ms", "alice learns -> her send_chat answered"),
+    ("chat_to_seen_ms", "chat sent -> bob sees it (first of inbox / message)"),
+    ("chat_to_bob_inbox_ms", "chat sent -> bob's inbox `chat` event"),
+    ("chat_to_bob_message_ms", "chat sent -> bob's LIME chat message"),
+)
+
+
+def invite_report(runs: list[dict[str, Any]], target_ms: float = 200.0) -> None:
+    print(
+        f"\ninvite -> first chat across servers ({runs[0]['invites']} invites per rep, "
+        f"{len(runs)} reps; p50/p95/max of each rep, median over reps [p50 min-max]):\n"
+    )
+    print("| interval | p50 (ms) | p95 (ms) | max (ms) |")
+    print("|---|---:|---:|---:|")
+    summary: dict[str, dict[str, float]] = {}
+    for key, label in INVITE_KEYS:
+        per_rep = []
+        for r in runs:
+            values = [row[key] for row in r["trials"]]
+            per_rep.append((pct(values, 0.5) or 0.0, pct(values, 0.95) or 0.0, max(values)))
+        p50s = [x[0] for x in per_rep]
+        cols = [statistics.median(x[i] for x in per_rep) for i in range(3)]
+        summary[key] = dict(zip(("p50", "p95", "max"), cols, strict=True))
+        print(
+            f"| {label} | {cols[0]:.1f} [{min(p50s):.1f}-{max(p50s):.1f}] "
+            f"| {cols[1]:.1f} | {cols[2]:.1f} |"
+        )
+    for name in (
+        "server_ms_per_invite",
+        "driver_ms_per_invite",
+        "relay_requests_per_invite",
+        "envelopes_per_invite",
+        "wall_s",
+    ):
+        print(
+            f"- {name}: {statistics.median(r[name] for r in runs):.2f} "
+            f"({', '.join(f'{r[name]:.2f}' for r in runs)})"
+        )
+    print(
+        f"- servers' CPU % of a core (alpha, beta) per rep: {[r['server_cpu_pct'] for r in runs]}"
+    )
+    learned = Counter(row["learned_by"] for r in runs for row in r["trials"])
+    seen = Counter(row["seen_by"] for r in runs for row in r["trials"])
+    early = sum(row["accepted_to_learned_ms"] < 0 for r in runs for row in r["trials"])
+    total = sum(len(r["trials"]) for r in runs)
+    print(
+        f"- alice learned by {dict(learned)}; bob saw first by {dict(seen)}; alice learned "
+        f"before bob's accept was answered in {early}/{total}"
+    )
+    worst = max(row["total_ms"] for r in runs for row in r["trials"])
+    over = sum(row["total_ms"] >= target_ms for r in runs for row in r["trials"])
+    p95 = summary["total_ms"]["p95"]
+    verdict = (
+        "HOLDS"
+        if p95 < target_ms and worst < target_ms
+        else ("holds at p95, not at max" if p95 < target_ms else "DOES NOT HOLD")
+    )
+    print(
+        f"- target {target_ms:.0f} ms: {verdict} (median p95 {p95:.1f} ms, worst of all "
+        f"{worst:.1f} ms, {over}/{total} invites at or over)"
+    )
+    firsts = [r["warmup_totals_ms"][0] for r in runs if r["warmup_totals_ms"]]
+    if firsts:
+        shown = ", ".join(f"{t:.1f}" for t in firsts)
+        print(f"- the first invite on fresh servers (warm-up, not above), total ms: {shown}")
+    failures = [r["relay_failures"] for r in runs]
+    print(f"- relay failures (retries with backoff) per rep: {failures}")
+    for i, r in enumerate(runs):
+        if r.get("server_log"):
+            print(f"- invite run {i + 1}: {r['server_log']}")
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 
@@ -419,6 +657,8 @@ def main() -> None:
     p.add_argument("--paced-rate", type=float, default=1000.0)
     p.add_argument("--paced-seconds", type=float, default=5.0)
     p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--invites", type=int, default=50, help="invite mode: measured per rep")
+    p.add_argument("--invite-warmup", type=int, default=5, help="invite mode: not measured")
     p.add_argument("--compare", help="also run cross with the servers at this git revision")
     harness.add_output_options(p)
     args = p.parse_args()
@@ -430,9 +670,10 @@ def main() -> None:
         if args.compare:
             saved = dict(harness.SERVER_ENV)
             folder, source = harness.snapshot_source(args.compare)
-            print(f"<!-- cross@{args.compare}: {source} -->", flush=True)
-            envs[f"cross@{args.compare}"] = dict(harness.SERVER_ENV)
-            results[f"cross@{args.compare}"] = []
+            for mode in [m for m in modes if m != "single"]:  # cross and/or invite
+                print(f"<!-- {mode}@{args.compare}: {source} -->", flush=True)
+                envs[f"{mode}@{args.compare}"] = dict(harness.SERVER_ENV)
+                results[f"{mode}@{args.compare}"] = []
             harness.SERVER_ENV.clear()
             harness.SERVER_ENV.update(saved)
         try:
@@ -440,7 +681,11 @@ def main() -> None:
                 for mode, env in envs.items():
                     alpha, beta = start_pair(env)
                     try:
-                        result = asyncio.run(one_run(alpha, beta, mode.split("@")[0], args))
+                        kind = mode.split("@")[0]
+                        if kind == "invite":
+                            result = asyncio.run(invite_run(alpha, beta, args))
+                        else:
+                            result = asyncio.run(one_run(alpha, beta, kind, args))
                     finally:
                         alpha.stop()
                         beta.stop()
@@ -448,13 +693,25 @@ def main() -> None:
                     if log:
                         result["server_log"] = log
                     results[mode].append(result)
-                brief = {m: round(r[-1]["max"]["rate"]) for m, r in results.items() if r}
+                brief = {
+                    m: round(r[-1]["max"]["rate"])
+                    if "max" in r[-1]
+                    else f"p50 {statistics.median(t['total_ms'] for t in r[-1]['trials']):.1f} ms"
+                    for m, r in results.items()
+                    if r
+                }
                 print(f"<!-- repetition {rep + 1}/{args.reps}: {brief} -->", flush=True)
         finally:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
     harness.save(results, args.raw)
-    report(results)
+    invites = {m: r for m, r in results.items() if m.split("@")[0] == "invite"}
+    if any(m not in invites for m in results):
+        report({m: r for m, r in results.items() if m not in invites})
+    for mode, runs in invites.items():
+        if runs:
+            print(f"\n{mode}:")
+            invite_report(runs)
 
 
 if __name__ == "__main__":
