@@ -26,7 +26,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     root: Path = tmp_path_factory.mktemp("federation")
-    alpha, beta = pair(root)
+    alpha, beta = pair(root, settings={"allow_guests": True})
+    # beta takes smaller envelopes than alpha: what alpha accepted beta may not take
+    text = beta.config.read_text()
+    beta.config.write_text(
+        text.replace("[federation]", "max_envelope_size = 4096\n[federation]", 1)
+    )
     alpha.start()
     beta.start()
     yield alpha, beta
@@ -146,3 +151,26 @@ async def test_messages_from_the_other_domain_get_the_recipients_scope(
     )
     message = await carol.expect(lambda e: e.get("id") == "scoped", timeout=STEP)
     assert message["metadata"]["tidings.scope"] == "friends"  # claimed "self" overwritten
+
+
+async def test_an_envelope_the_peer_cannot_take_is_failed_back_not_dropped(
+    servers: tuple[Server, Server],
+) -> None:
+    alpha, _ = servers
+    alice = await signed_in(alpha, "alice")
+    alice.send({"id": "big", "to": "bob@beta.test", "type": "text/plain", "content": "x" * 8000})
+    failed = await alice.expect(
+        lambda e: e.get("id") == "big" and e.get("event") == "failed", timeout=STEP
+    )
+    assert failed["reason"]["code"] == 64  # invalid argument, in beta's words
+    assert "4096" in failed["reason"]["description"]
+
+
+async def test_guests_reach_only_their_own_server(servers: tuple[Server, Server]) -> None:
+    alpha, _ = servers
+    guest = await WireClient.guest(alpha.ws_url, f"guest-{uuid.uuid4().hex[:8]}@alpha.test/g")
+    guest.send({"id": "g1", "to": "bob@beta.test", "type": "text/plain", "content": "hi"})
+    failed = await guest.expect(lambda e: e.get("id") == "g1", timeout=STEP)
+    assert failed["event"] == "failed" and failed["reason"]["code"] == 35
+    answer = await guest.command(id="g2", method="get", uri="/ping", to="bob@beta.test/x")
+    assert answer["status"] == "failure" and answer["reason"]["code"] == 35

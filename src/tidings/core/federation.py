@@ -53,6 +53,8 @@ from .queue_policy import QueuePolicy
 from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 
 FIRST_RETRY_S: Final = 0.2
+MAX_PEERS: Final = 1000
+"""Peer domains one server relays to (each has a relay task and an outbox)."""
 MAX_BATCH_BYTES: Final = 512 * 1024
 """Envelope bytes in one request, at most (one larger envelope goes alone)."""
 log = logging.getLogger("tidings.federation")
@@ -155,6 +157,12 @@ class PeerState:
     batch_bytes: int = MAX_BATCH_BYTES
     """Envelope bytes per request (halved while the peer answers 413)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when there is something to send (rows queued, the peer back)."""
+    hello: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the peer said it is up: it cuts a backoff short."""
+    in_flight: int = 0
+    """The last outbox row of the batch being sent now (0: none): the expiry sweep leaves rows
+    up to it alone, as a live connection's."""
     task: asyncio.Task[None] | None = None
 
 
@@ -204,7 +212,14 @@ class Federation:
     # -- the router's side ------------------------------------------------------------------
 
     def check(self, domain: str) -> None:
-        """Raise ``DESTINATION_NOT_FOUND`` unless ``domain`` is a peer's."""
+        """Raise ``DESTINATION_NOT_FOUND`` unless ``domain`` is a peer's; ``LimitExceeded``
+        for a new one beyond ``MAX_PEERS`` (SRV makes any domain a candidate: each costs a
+        relay and lookups)."""
+        if domain not in self.peers and len(self.peers) >= MAX_PEERS:
+            raise LimitExceeded(
+                ErrorId.QUEUE_FULL,
+                f"This server relays to {MAX_PEERS} other domains already: not to {domain!r}",
+            )
         if not self._reachable(domain):
             raise NotFound(
                 ErrorId.DESTINATION_NOT_FOUND,
@@ -264,15 +279,24 @@ class Federation:
         dedupe = (sender_address, message_id) if message_id is not None else None
         self._store.append([entry], dedupe, appended)
 
-    def relay(self, to: Address, payload: bytes, expires_at: float | None = None) -> None:
+    def relay(
+        self,
+        to: Address,
+        payload: bytes,
+        expires_at: float | None = None,
+        *,
+        essential: bool = False,
+    ) -> None:
         """Queue an envelope that needs no acknowledgement to its sender (a notification, a
-        command between clients, a receipt) for ``to``'s server."""
+        command between clients, a receipt) for ``to``'s server. ``essential`` (a ``failed``
+        owed to a sender) is queued even into a full outbox: it is the only word the sender
+        gets."""
         domain = to.domain
         if not self._reachable(domain):
             log.info("dropped an envelope for %s: not a federation peer", to.text)
             return
         record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
-        if record.depth >= self.outbox_limit:
+        if record.depth >= self.outbox_limit and not essential:
             log.warning("the outbox of %s is full: an envelope for %s dropped", domain, to.text)
             return
         expiry = self._bound(expires_at if expires_at is not None else self._far())
@@ -281,7 +305,9 @@ class Federation:
 
         def appended(result: Any) -> None:
             self._ledger.settle_append([record], result)
-            if not isinstance(result, BaseException):
+            if isinstance(result, BaseException):
+                log.error("an envelope for %s was not stored: %s", to.text, result)
+            else:
                 self.wake(domain)
 
         self._store.append([entry], None, appended)
@@ -354,7 +380,7 @@ class Federation:
     def hello(self, domain: str) -> None:
         """The peer said it is back: retry at once rather than at the end of the backoff."""
         state = self._state(domain)
-        state.next_attempt_at = 0.0
+        state.hello.set()
         state.wake.set()
         if self.on_hello is not None:
             self.on_hello(domain)
@@ -377,45 +403,57 @@ class Federation:
                 await task
 
     async def _relay(self, state: PeerState) -> None:
-        domain = state.domain
-        record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
-        after = 0
+        """Send the outbox in order, for as long as the server runs. Nothing but cancellation
+        ends it: an unexpected error is logged and retried like an unreachable peer, or the
+        outbox to this peer would freeze until a restart."""
         delay = 0.0
         while True:
             await state.wake.wait()
             state.wake.clear()
-            while True:
-                try:
-                    rows = await self._store.backlog(
-                        record.identity, record.instance, after, self.max_batch
-                    )
-                except TidingsError:
-                    rows = []
-                    delay = self._next_delay(delay)
-                    await self._pause(state, delay)
-                    continue
-                if not rows:
-                    break
-                try:
-                    after = await self._deliver(state, rows)
-                except PeerUnreachable as failure:
-                    delay = self._next_delay(delay)
-                    if failure.retry_after is not None:
-                        delay = max(delay, min(failure.retry_after, self.retry_max_s))
-                    self._failed(state, str(failure))
-                    await self._pause(state, delay)
-                    continue
+            try:
+                # what the last round discarded is committed: reading from the start again
+                # finds rows another node's writer committed below an earlier cursor
+                await self._store.barrier()
+                await self._drain(state)
                 delay = 0.0
+            except asyncio.CancelledError:
+                raise
+            except PeerUnreachable as failure:
+                delay = self._next_delay(delay)
+                if failure.retry_after is not None:
+                    delay = max(delay, min(failure.retry_after, self.retry_max_s))
+                self._failed(state, str(failure))
+                await self._pause(state, delay)
+            except Exception as error:  # a store failure, a bug: not the end of the relay
+                delay = self._next_delay(delay)
+                log.exception("relaying to %s failed", state.domain)
+                self._failed(state, f"{type(error).__name__}: {error}")
+                await self._pause(state, delay)
+
+    async def _drain(self, state: PeerState) -> None:
+        """Send batches until the outbox has nothing past what was sent."""
+        record = self._registry.record(outbox_of(state.domain), OUTBOX_INSTANCE)
+        after = 0
+        while True:
+            rows = await self._store.backlog(
+                record.identity, record.instance, after, self.max_batch
+            )
+            if not rows:
+                return
+            after = await self._deliver(state, rows)
 
     async def _pause(self, state: PeerState, delay: float) -> None:
-        """Wait ``delay`` (jittered), or less when the peer says hello."""
+        """Wait ``delay`` (jittered), or less when the peer says hello; new rows do not cut
+        it short (a peer that is down or asked to wait would be asked at the rate messages
+        come). Work is pending after it, whatever came meanwhile."""
         state.next_attempt_at = self._clock() + delay
-        state.wake.clear()
+        state.hello.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.wake.wait(), delay * random.uniform(0.8, 1.0))
-        if state.next_attempt_at == 0.0:
+            await asyncio.wait_for(state.hello.wait(), delay * random.uniform(0.8, 1.0))
+        if state.hello.is_set():
             log.info("%s said hello: retrying now", state.domain)
         state.next_attempt_at = 0.0
+        state.wake.set()
 
     def _next_delay(self, delay: float) -> float:
         return min(self.retry_max_s, FIRST_RETRY_S if delay == 0.0 else delay * 2)
@@ -441,24 +479,28 @@ class Federation:
             else:
                 send.append(row)
                 size += len(row.payload) + 32
-        if send:
-            body = _BATCH_ENCODER.encode(
-                Batch([BatchItem(msgspec.Raw(r.payload), r.expires_at) for r in send])
-            )
-            try:
-                await self._channel.post(state.domain, "envelopes", body)
-            except PeerRefusal as refusal:
-                if refusal.status == 413 and len(send) > 1:
-                    state.batch_bytes = max(1, size // 2)  # the peer takes smaller bodies
-                    raise PeerUnreachable(f"{refusal}: sending smaller batches") from None
-                self._failed(state, str(refusal))
-                state.refused += 1
-                await self._refused(state.domain, send, refusal)
-                send = []
-            else:
-                state.sent += len(send)
-                state.batches += 1
-                state.last_success_at = self._clock()
+        if not send:
+            return last
+        body = _BATCH_ENCODER.encode(
+            Batch([BatchItem(msgspec.Raw(r.payload), r.expires_at) for r in send])
+        )
+        state.in_flight = send[-1].seq  # the sweep does not expire what the peer may be taking
+        try:
+            await self._channel.post(state.domain, "envelopes", body)
+        except PeerRefusal as refusal:
+            if refusal.status == 413 and len(send) > 1:
+                state.batch_bytes = max(1, size // 2)  # the peer takes smaller bodies
+                raise PeerUnreachable(f"{refusal}: sending smaller batches") from None
+            self._failed(state, str(refusal))
+            state.refused += 1
+            await self._refused(state.domain, send, refusal)
+            return last
+        finally:
+            state.in_flight = 0
+        state.sent += len(send)
+        state.batches += 1
+        state.last_success_at = self._clock()
+        state.batch_bytes = min(MAX_BATCH_BYTES, state.batch_bytes * 2)
         self._discard(state.domain, [r.seq for r in send])
         return last
 
@@ -482,6 +524,15 @@ class Federation:
             self.on_notices(result)
 
     # -- what an operator sees --------------------------------------------------------------
+
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        """The outboxes whose rows up to a sequence number are being sent now (for the expiry
+        sweep, which leaves them alone: the peer may be taking them)."""
+        return {
+            (outbox_of(domain), OUTBOX_INSTANCE): state.in_flight
+            for domain, state in self.peers.items()
+            if state.in_flight
+        }
 
     def depth(self, domain: str) -> int:
         """Rows in ``domain``'s outbox (what waits for it)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -62,6 +63,10 @@ def check_actor(origin: str, body: dict[str, Any], domain: str) -> tuple[str, st
     if owner.instance is not None or owner.domain != domain:
         raise Invalid(ErrorId.INVALID_ADDRESS, f"{identity} is no identity of {domain}")
     return actor_address.identity, owner.identity
+
+
+PUSH_TTL_S: Final = 300.0
+"""How long a presence push may wait for the subscriber's server."""
 
 
 class RemoteSubscribers:
@@ -196,7 +201,10 @@ class PresenceExports:
             # the one queued last carries the latest presence
             presence = self._presence.of_identity(identity)
             to = parse_address(subscriber)
-            self._federation.relay(to, self._encode(identity, subscriber, presence))
+            # a presence is stale soon: one that waited long for a peer is not worth sending
+            # (and must not fill the outbox others' messages need)
+            expires_at = time.time() + PUSH_TTL_S
+            self._federation.relay(to, self._encode(identity, subscriber, presence), expires_at)
 
 
 class PeerPresence:

@@ -153,6 +153,11 @@ class PresenceService:
         remote = self.remote
         if remote is not None and remote.serves(identity):
             presence = await remote.subscribe(live, identity)
+            if self._registry.live(live.identity, live.instance) is not live:
+                # the connection went while the other server answered: nobody to push to
+                self._subscribers.setdefault(identity, set()).add(live)
+                self.unsubscribe(live, identity)
+                return
         else:
             await self._authz.check(live.identity, Resource.PRESENCE, Method.SUBSCRIBE, identity)
             presence = self.of_identity(identity)

@@ -820,6 +820,9 @@ class Router:
                 for live in self._registry.all_live()
                 if live.cursor
             }
+            federation = self.federation
+            if federation is not None:
+                delivered.update(federation.in_flight())  # batches a peer may be taking now
             peers = self.peers
             if peers is not None:
                 # sessions live on other nodes: their rows are theirs to expire (only they

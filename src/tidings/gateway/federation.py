@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -65,6 +66,27 @@ user's identity, the operation as JSON); returns once it is applied (committed).
 log = logging.getLogger("tidings.federation")
 
 
+_Parsed = tuple[Node, Node, Message | Notification | Command]
+
+
+class _Header(msgspec.Struct):
+    """What an envelope this server cannot take still tells: who waits for an answer."""
+
+    id: str | None = None
+    from_: str | None = msgspec.field(name="from", default=None)
+    content: Any = None
+
+
+_HEADER_DECODER: Final = msgspec.json.Decoder(_Header)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    sender: Node
+    message_id: str
+    error: TidingsError
+
+
 class _Outcomes:
     """The outlet of every sender of one batch: what the router tells them goes back."""
 
@@ -95,7 +117,8 @@ class _Outcomes:
         if event is DeliveryEvent.FAILED:
             self.failed += 1
             assert error is not None
-            self._federation.relay(sender, self._notices.failed(sender.text, message_id, error))
+            failed = self._notices.failed(sender.text, message_id, error)
+            self._federation.relay(sender, failed, essential=True)
         if event in (DeliveryEvent.ACCEPTED, DeliveryEvent.FAILED):
             future = self._waiting.pop((sender.text, message_id), None)
             if future is not None and not future.done():
@@ -154,6 +177,7 @@ class PeerEnvelopes:
         self._server_node = server_node
         self._max_envelope_size = max_envelope_size
         self.observe = observe
+        self._locks: dict[str, asyncio.Lock] = {}
         self.consent = consent
         self._clock = clock
 
@@ -170,10 +194,25 @@ class PeerEnvelopes:
                 ErrorId.INVALID_ARGUMENT, f"A batch holds at most {MAX_ENVELOPES} envelopes"
             )
         parsed = [self._parse(origin, item.e) for item in batch.envelopes]
+        lock = self._locks.get(origin)
+        if lock is None:
+            lock = self._locks[origin] = asyncio.Lock()
+        async with lock:  # one batch of a peer at a time: its order is the outbox's
+            return await self._take(origin, batch, parsed)
+
+    async def _take(
+        self, origin: str, batch: Batch, parsed: list[_Parsed | _Unreadable | None]
+    ) -> dict[str, int]:
         outcomes = _Outcomes(self._federation, self._notices)
         waiting: list[asyncio.Future[None]] = []
         for item, envelope in zip(batch.envelopes, parsed, strict=True):
             if envelope is None:
+                continue
+            if isinstance(envelope, _Unreadable):
+                # its sender waits for an answer: tell it why it will never come
+                outcomes.told(
+                    envelope.sender, envelope.message_id, DeliveryEvent.FAILED, envelope.error
+                )
                 continue
             sender, to, decoded = envelope
             if to.domain != self._domain:
@@ -202,18 +241,22 @@ class PeerEnvelopes:
             state.received += len(parsed)
         return {"taken": len(parsed), "failed": outcomes.failed}
 
-    def _parse(
-        self, origin: str, raw: msgspec.Raw
-    ) -> tuple[Node, Node, Message | Notification | Command] | None:
-        """The envelope, its sender and recipient; None for one to skip (malformed: its
-        sender cannot be told, as nothing in it can be trusted)."""
+    def _parse(self, origin: str, raw: msgspec.Raw) -> _Parsed | _Unreadable | None:
+        """The envelope, its sender and recipient; ``_Unreadable`` for a message this server
+        cannot take (too large, invalid) whose sender can be told; None for one to skip
+        (nobody to tell)."""
         data = bytes(raw)
         if len(data) > self._max_envelope_size:
-            return None
+            return self._unreadable(
+                origin,
+                data,
+                f"The envelope is larger than {self._domain} takes "
+                f"({len(data)} > {self._max_envelope_size} bytes)",
+            )
         try:
             envelope = decode_envelope(data)
-        except EnvelopeError:
-            return None
+        except EnvelopeError as exc:
+            return self._unreadable(origin, data, f"{self._domain} cannot read it: {exc}")
         if not isinstance(envelope, (Message, Notification, Command)):
             return None
         if envelope.from_ is UNSET or envelope.to is UNSET:
@@ -232,6 +275,17 @@ class PeerEnvelopes:
                 "its own domain",
             )
         return sender, to, envelope
+
+    def _unreadable(self, origin: str, data: bytes, why: str) -> _Unreadable | None:
+        """A message its sender waits on (an id, a sender of the origin's domain), or None."""
+        try:
+            header = _HEADER_DECODER.decode(data)
+            sender = parse_node(header.from_) if header.from_ else None
+        except (msgspec.DecodeError, InvalidNode):
+            return None
+        if sender is None or sender.domain != origin or not header.id or header.content is None:
+            return None
+        return _Unreadable(sender, header.id, Invalid(ErrorId.INVALID_ARGUMENT, why[:1024]))
 
     async def _message(
         self,
@@ -303,7 +357,8 @@ class PeerEnvelopes:
             server + "/"
         )
         if from_server and notification.event is NotificationEvent.DISPATCHED:
-            assert isinstance(notification.id, str)
+            if not isinstance(notification.id, str):
+                return  # a receipt about nothing
             self._router.tell_live_sender(to, notification.id, DeliveryEvent.DISPATCHED, payload)
             return
         self._router.forward_notification(to, payload)

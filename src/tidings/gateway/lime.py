@@ -20,7 +20,7 @@ import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from ..core.authz import Method, Resource
-from ..core.errors import ErrorId, Invalid, TidingsError
+from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
 from ..core.expiry import expire_after_s, is_realtime
 from ..core.login_throttle import source_key
 from ..core.session_registry import DeliveryEvent, LiveSession
@@ -567,6 +567,15 @@ class LimeConnection(WSListener):
                 self._fail_command(command, Invalid(ErrorId.INVALID_ADDRESS, str(exc)))
                 return None
         if to is not None and to.text != self._server and to.identity != self._server_identity:
+            if live.guest and to.domain != self.ctx.domain:
+                self._fail_command(
+                    command,
+                    Forbidden(
+                        ErrorId.FORBIDDEN,
+                        "Guests send only to this server's identities, not other domains'",
+                    ),
+                )
+                return None
             payload = encode_envelope(_replace(command, from_=live.node, to=to.text))
             try:
                 pending = self.ctx.router.forward_command(to, payload)

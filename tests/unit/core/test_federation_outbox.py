@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from hypothesis import given, settings
@@ -190,3 +191,79 @@ def test_every_message_is_taken_once_in_order_or_failed_once(script: list[str], 
     assert sorted(peer.taken + failed, key=ids.index) == ids  # each exactly once
     assert peer.taken == sorted(peer.taken, key=ids.index)  # in the order sent
     assert not set(peer.taken) & set(failed)
+
+
+class FlakyPeer(ScriptedPeer):
+    """Raises what no relay expects, once: the relay must live on."""
+
+    async def post(self, domain: str, route: str, body: bytes) -> Any:
+        if self.posts == 0:
+            self.posts += 1
+            self.answered.set()
+            raise ValueError("could not convert string to float: '²'")
+        return await super().post(domain, route, body)
+
+
+async def test_an_unexpected_error_does_not_end_the_relay() -> None:
+    store, registry, router = world()
+    peer = FlakyPeer([])
+    federation = build(peer, registry, store, router)
+    federation.start([PEER])
+    alice, _ = await sender(router, registry)
+    router.send_message(alice, "m0", parse_address(f"bob@{PEER}"), b'{"id":"m0"}')
+    await settle(federation, peer, store)
+    await federation.stop()
+    assert peer.taken == ["m0"]
+    assert "ValueError" in federation.peers[PEER].last_error
+
+
+async def test_new_messages_do_not_cut_a_backoff_short_but_hello_does() -> None:
+    store, registry, router = world()
+    peer = ScriptedPeer(["down"])
+    federation = build(peer, registry, store, router)
+    federation.retry_max_s = 60.0  # the first pause: 0.2 s, far longer than this test's steps
+    federation.start([PEER])
+    alice, _ = await sender(router, registry)
+    router.send_message(alice, "m0", parse_address(f"bob@{PEER}"), b'{"id":"m0"}')
+    await peer.answered.wait()  # refused: the relay pauses now
+    for i in range(1, 20):
+        router.send_message(alice, f"m{i}", parse_address(f"bob@{PEER}"), b'{"id":"m%d"}' % i)
+    for _ in range(5):
+        await store.barrier()
+    assert peer.posts == 1  # 19 new messages, and the peer was not asked again
+    federation.hello(PEER)
+    await settle(federation, peer, store)
+    await federation.stop()
+    assert peer.taken == [f"m{i}" for i in range(20)]
+
+
+class HeldPeer(ScriptedPeer):
+    """Takes a batch only when the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.release = asyncio.Event()
+        self.posting = asyncio.Event()
+
+    async def post(self, domain: str, route: str, body: bytes) -> Any:
+        self.posting.set()
+        await self.release.wait()
+        return await super().post(domain, route, body)
+
+
+async def test_the_sweep_leaves_a_batch_in_flight_alone() -> None:
+    store, registry, router = world()
+    peer = HeldPeer()
+    federation = build(peer, registry, store, router)
+    federation.start([PEER])
+    alice, told = await sender(router, registry)
+    router.send_message(
+        alice, "m0", parse_address(f"bob@{PEER}"), b'{"id":"m0"}', expire_after=3600
+    )
+    await peer.posting.wait()
+    assert await router.sweep(time.time() + 7200) == 0  # past its expiry, but in the peer's hands
+    peer.release.set()
+    await settle(federation, peer, store)
+    await federation.stop()
+    assert peer.taken == ["m0"]
+    assert told.written == []  # no failed for what the peer took
