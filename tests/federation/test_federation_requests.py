@@ -155,6 +155,26 @@ async def test_a_correctly_signed_batch_is_delivered(
     await marker_is_next(alice, bob)
 
 
+async def test_a_batch_sent_again_is_taken_once_envelopes_without_ids_too(
+    servers: tuple[Server, Server], ends: tuple[WireClient, WireClient]
+) -> None:
+    """The sender's answer was lost and it sends the batch again (a new signature): what the
+    receiver took is skipped by its place in the sender's run, not only by message id."""
+    alpha, beta = servers
+    alice, bob = ends
+    url = beta.http_url + ENVELOPES
+    no_id = message("no-id")
+    del no_id["id"]
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"envelopes": [{"e": no_id, "x": None, "s": 7}], "run": run}).encode()
+    for _ in range(2):
+        response = await post(url, body, signed(url, body, key_of(alpha)))
+        assert response.status_code == 200, response.text
+    got = await next_message(bob)
+    assert got["content"] == "no-id" and "id" not in got
+    await marker_is_next(alice, bob)  # the second copy never came
+
+
 async def test_an_unsigned_request_is_refused(
     servers: tuple[Server, Server], ends: tuple[WireClient, WireClient]
 ) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,10 @@ class Batch(msgspec.Struct, frozen=True):
     """The body of ``POST /federation/v1/envelopes``."""
 
     envelopes: list[BatchItem]
+    run: str = ""
+    """The sending relay's run (random, per process): within one run its items' ``s`` only
+    grow, so the receiver skips those it took already (a batch sent again because its answer
+    was lost), envelopes without ids included."""
 
 
 class BatchItem(msgspec.Struct, frozen=True):
@@ -135,6 +140,8 @@ class BatchItem(msgspec.Struct, frozen=True):
     """A LIME envelope, as JSON."""
     x: float | None = None
     """When it expires (Unix seconds; the receiving server keeps that bound)."""
+    s: int = 0
+    """Its place in the sender's outbox (0: none given)."""
 
 
 _BATCH_ENCODER: Final = msgspec.json.Encoder()
@@ -203,6 +210,8 @@ class Federation:
         self.max_batch = max_batch
         self._clock = clock
         self.peers: dict[str, PeerState] = {}
+        self.run = secrets.token_urlsafe(12)
+        """This process's relays' run id (``Batch.run``)."""
         self._running = False
         self.on_notices: Callable[[TrimResult], None] | None = None
         """Delivers the ``failed`` notices a refusal queued (``Router.deliver_notices``)."""
@@ -482,7 +491,10 @@ class Federation:
         if not send:
             return last
         body = _BATCH_ENCODER.encode(
-            Batch([BatchItem(msgspec.Raw(r.payload), r.expires_at) for r in send])
+            Batch(
+                [BatchItem(msgspec.Raw(r.payload), r.expires_at, r.seq) for r in send],
+                self.run,
+            )
         )
         state.in_flight = send[-1].seq  # the sweep does not expire what the peer may be taking
         try:

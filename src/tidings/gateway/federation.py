@@ -56,6 +56,8 @@ _replace = msgspec.structs.replace
 _BATCH_DECODER: Final = msgspec.json.Decoder(Batch)
 _EVERY_EVENT: Final = frozenset(DeliveryEvent)
 MAX_ENVELOPES: Final = 10_000
+MAX_RUNS: Final = 10_000
+"""Sender runs remembered (``Batch.run``); a forgotten one is deduplicated by message id only."""
 
 ObserveHook = Callable[[Node, Node, Command], None]
 """A server's ``observe`` push (a presence or keys change) for a subscriber here:
@@ -178,6 +180,8 @@ class PeerEnvelopes:
         self._max_envelope_size = max_envelope_size
         self.observe = observe
         self._locks: dict[str, asyncio.Lock] = {}
+        self._taken: dict[tuple[str, str], int] = {}
+        """Per (origin, sender run): the highest outbox place taken (``Batch.run``)."""
         self.consent = consent
         self._clock = clock
 
@@ -198,7 +202,24 @@ class PeerEnvelopes:
         if lock is None:
             lock = self._locks[origin] = asyncio.Lock()
         async with lock:  # one batch of a peer at a time: its order is the outbox's
-            return await self._take(origin, batch, parsed)
+            run = (origin, batch.run)
+            taken = self._taken.get(run, 0) if batch.run else 0
+            if taken:
+                parsed = [
+                    None if item.s and item.s <= taken else envelope
+                    for item, envelope in zip(batch.envelopes, parsed, strict=True)
+                ]
+            answer = await self._take(origin, batch, parsed)
+            if batch.run:
+                self._note_taken(run, max((item.s for item in batch.envelopes), default=0))
+            return answer
+
+    def _note_taken(self, run: tuple[str, str], seq: int) -> None:
+        """Remember how far a sender's run was taken (bounded: the oldest runs go first)."""
+        taken = self._taken
+        if run not in taken and len(taken) >= MAX_RUNS:
+            del taken[next(iter(taken))]
+        taken[run] = max(taken.get(run, 0), seq)
 
     async def _take(
         self, origin: str, batch: Batch, parsed: list[_Parsed | _Unreadable | None]
