@@ -102,7 +102,7 @@ def peer_error(domain: str, refusal: PeerRefusal) -> TidingsError:
     if not isinstance(known, ErrorId):
         known = ErrorId.PEER_REFUSED
     cls = _ERROR_CLASSES.get(refusal.status, TidingsError)
-    return cls(known, f"{domain}: {refusal.detail}"[:1024])
+    return cls(known, f"{domain} refused it: {refusal.detail}"[:1024])
 
 
 class PeerChannel(Protocol):
@@ -525,7 +525,7 @@ class Federation:
 
     async def _refused(self, domain: str, rows: list[QueuedEnvelope], refusal: PeerRefusal) -> None:
         """The peer will never take these: remove them, each sender owed one told why."""
-        error = TidingsError(ErrorId.PEER_REFUSED, f"{domain} refused it: {refusal.detail}"[:1024])
+        error = peer_error(domain, refusal)  # the peer's own id when it is one of ours
         queue_rows = [QueueRow(r.seq, r.sender, r.message_id, r.needs_ack) for r in rows]
         work = self._policy.remove_rows(outbox_of(domain), OUTBOX_INSTANCE, queue_rows, error)
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
