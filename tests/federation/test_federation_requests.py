@@ -386,8 +386,9 @@ async def test_a_peer_over_its_rate_is_refused_with_retry_after(
     await marker_is_next(carol, bob)
 
 
-def pinned_row(server: Server, domain: str) -> list[bytes]:
-    """The keys ``server`` pinned for ``domain`` (its state row; read while it is stopped)."""
+def pinned_expiries(server: Server, domain: str) -> dict[bytes, int | None]:
+    """The keys ``server`` pinned for ``domain`` and their expiries (its state row; read while
+    it is stopped)."""
     database = sqlite3.connect(f"file:{server.process.data_dir / 'tidings.db'}?mode=ro", uri=True)
     try:
         rows = database.execute(
@@ -396,7 +397,11 @@ def pinned_row(server: Server, domain: str) -> list[bytes]:
     finally:
         database.close()
     assert len(rows) == 1, f"{server.domain} pinned nothing for {domain}"
-    return sorted(base64.b64decode(k) for k in json.loads(rows[0][0]))
+    return {base64.b64decode(k): expires for k, expires in json.loads(rows[0][0]).items()}
+
+
+def pinned_row(server: Server, domain: str) -> list[bytes]:
+    return sorted(pinned_expiries(server, domain))
 
 
 async def send_by_hand(alpha: Server, beta: Server, key: SigningKey) -> httpx.Response:
@@ -467,5 +472,9 @@ async def test_a_rotated_key_is_accepted_from_a_document_the_old_key_signed(
     # and the honest path, signed by the new key now, still delivers
     await marker_is_next(await signed_in(alpha, "alice"), bob)
     beta.stop()
-    assert pinned_row(beta, ALPHA) == sorted([old.public, new.public])
+    pins = pinned_expiries(beta, ALPHA)
+    assert pins.keys() == {old.public, new.public}
+    old_expiry = pins[old.public]
+    assert old_expiry is not None and old_expiry <= time.time() + 3600, pins  # the overlap's end
+    assert pins[new.public] is None
     beta.start()

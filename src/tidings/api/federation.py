@@ -3,8 +3,10 @@ servers call (docs/federation.md).
 
 Every ``/federation/v1/*`` request must carry a valid RFC 9421 signature of its origin server
 (``protocol.federation.verify_request``): refused otherwise with a problem naming why, before
-anything is read or changed. Then the origin's own limits apply (deny list, rate), and only
-then the body is looked at.
+anything is read or changed. Before the signature, the claimed origin must be a domain we
+federate with (valid, not ours, not denied, a peer we could answer): nothing, not even its key
+document, is fetched for any other. Then the origin's rate applies, and only then the body is
+looked at.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse
 from ..core.authz import Authorizer
 from ..core.errors import TidingsError
 from ..core.federation import Federation
+from ..core.federation_peers import check_domain
 from ..core.federation_trust import PeerKeys
 from ..core.limits import TokenBucket
 from ..protocol.federation import (
@@ -47,6 +50,10 @@ LOGGED_REFUSALS: Final = 100
 log = logging.getLogger("tidings.federation")
 
 
+def _anyone(domain: str) -> bool:
+    return True
+
+
 @dataclass(slots=True)
 class FederationEndpoint:
     """What the routes need, built by the wiring."""
@@ -61,6 +68,9 @@ class FederationEndpoint:
     public_url: str = ""
     """Requests name this base in their target URI when set (a proxy in front)."""
     deny: Collection[str] = ()
+    reachable: Callable[[str], bool] = _anyone
+    """Whether we could answer a domain (the relay's rule, ``wiring._reachable``): a peer we
+    cannot send ``failed``/``dispatched`` back to must not have its envelopes taken."""
     max_skew_s: float = 60.0
     rate_limit: float = 200.0
     rate_burst: int = 400
@@ -83,11 +93,7 @@ class FederationEndpoint:
     async def verify(self, request: Request, body: bytes) -> str:
         """The origin domain of a request whose signature holds; raises
         ``FederationRefused``."""
-        origin = request.headers.get("tidings-origin", "")
-        if origin in self.deny:
-            raise FederationRefused(
-                FederationErrorId.DENIED, f"{origin} is on this server's deny list"
-            )
+        origin = self._origin(request)
         nonces = self.nonces
         assert nonces is not None
         for attempt in (1, 2):
@@ -113,6 +119,37 @@ class FederationEndpoint:
             origin_domain: str = verified.origin
             return origin_domain
         raise AssertionError("unreachable")
+
+    def _origin(self, request: Request) -> str:
+        """The claimed origin, if it is one we federate with; checked before its signature
+        because an unknown key makes us fetch the origin's key document (and remember when)."""
+        origin = request.headers.get("tidings-origin")
+        if origin is None:
+            raise FederationRefused(FederationErrorId.UNSIGNED, "Tidings-Origin is missing")
+        try:
+            valid = check_domain(origin) == origin  # lowercase only: one spelling per domain
+        except ValueError:
+            valid = False
+        if not valid:
+            raise FederationRefused(
+                FederationErrorId.DENIED,
+                f"Tidings-Origin {origin[:256]!r} is not a domain in lowercase LDH form",
+            )
+        if origin == self.domain:
+            raise FederationRefused(
+                FederationErrorId.DENIED, f"{origin} is this server's own domain"
+            )
+        if origin in self.deny:
+            raise FederationRefused(
+                FederationErrorId.DENIED, f"{origin} is on this server's deny list"
+            )
+        if not self.reachable(origin):
+            raise FederationRefused(
+                FederationErrorId.DENIED,
+                f"{origin} is no peer of this server (not in [federation] peers, and SRV "
+                "lookup is off): its requests could not be answered",
+            )
+        return origin
 
     def _spend(self, origin: str) -> None:
         bucket = self.buckets.get(origin)

@@ -4,10 +4,17 @@ Every request is a POST signed with this server's current key (``protocol.federa
 redirects are never followed (a signature covers one target URI). Answers are sorted into
 what the relay does next: 2xx done, ``PeerUnreachable`` (network, timeout, 401, 408, 421,
 425, 429, 5xx: try again later) or ``PeerRefusal`` (any other 4xx: never).
+
+An answer is read as it streams in, uncompressed, and refused once it passes
+``MAX_ANSWER_BYTES``; each request, from finding the peer to the answer's last byte, has a
+deadline besides httpx's timeout per read: a peer cannot make us hold more than the bound in
+memory, nor hold a relay by trickling bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -20,6 +27,8 @@ from ..protocol.federation import SigningKey, sign_request
 RETRYABLE: Final = frozenset({401, 408, 421, 425, 429})
 DOCUMENT_PATH: Final = "/.well-known/tidings/server"
 MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
+DEADLINE_S: Final = 30.0
+"""The most one request may take in all (httpx's timeout bounds each read)."""
 
 
 class FederationClient:
@@ -30,6 +39,8 @@ class FederationClient:
         base_url: Callable[[str], Awaitable[str]],
         *,
         timeout_s: float = 15.0,
+        deadline_s: float = DEADLINE_S,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``key()`` is the current signing key (read at each request: rotation);
@@ -38,10 +49,14 @@ class FederationClient:
         self._key = key
         self._base_url = base_url
         self._clock = clock
+        self._deadline_s = deadline_s
+        self._max_answer_bytes = max_answer_bytes
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            # Compressed answers would be inflated past the bound before it is checked.
+            headers={"Accept-Encoding": "identity"},
         )
 
     async def _base(self, domain: str) -> str:
@@ -51,50 +66,87 @@ class FederationClient:
             raise PeerUnreachable(f"cannot find the server of {domain}: {exc}") from None
 
     async def post(self, domain: str, route: str, body: bytes) -> Any:
-        url = f"{await self._base(domain)}/federation/v1/{route}"
-        headers = sign_request(
-            "POST",
-            url,
-            body,
-            origin=self._domain,
-            destination=domain,
-            key=self._key(),
-            now=self._clock(),
-        )
-        headers["Content-Type"] = "application/json"
-        try:
-            response = await self._http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise PeerUnreachable(f"{type(exc).__name__}: {exc}".strip(": ")) from None
-        return _answer(response)
+        async def send() -> Any:
+            url = f"{await self._base(domain)}/federation/v1/{route}"
+            headers = sign_request(
+                "POST",
+                url,
+                body,
+                origin=self._domain,
+                destination=domain,
+                key=self._key(),
+                now=self._clock(),
+            )
+            headers["Content-Type"] = "application/json"
+            return await self._exchange("POST", url, body, headers)
+
+        return await self._within_deadline(send())
 
     async def document(self, domain: str) -> Any:
         """The peer's key document (``GET /.well-known/tidings/server``)."""
-        url = f"{await self._base(domain)}{DOCUMENT_PATH}"
-        try:
-            response = await self._http.get(url)
-        except httpx.HTTPError as exc:
-            raise PeerUnreachable(f"{type(exc).__name__}: {exc}") from None
-        return _answer(response)
+
+        async def read() -> Any:
+            return await self._exchange("GET", f"{await self._base(domain)}{DOCUMENT_PATH}")
+
+        return await self._within_deadline(read())
 
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def _within_deadline(self, request: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                return await request
+        except TimeoutError:
+            raise PeerUnreachable(f"no whole answer within {self._deadline_s:g} s") from None
 
-def _answer(response: httpx.Response) -> Any:
-    status = response.status_code
-    if len(response.content) > MAX_ANSWER_BYTES:
-        raise PeerUnreachable(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        try:
+            async with self._http.stream(method, url, content=body, headers=headers) as response:
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise PeerUnreachable(f"the answer is compressed ({encoding[:40]})")
+                declared = response.headers.get("content-length", "")
+                if _digits(declared) and int(declared) > self._max_answer_bytes:
+                    raise PeerUnreachable(_too_large(self._max_answer_bytes))
+                content = bytearray()
+                async for chunk in response.aiter_raw():
+                    content += chunk
+                    if len(content) > self._max_answer_bytes:
+                        raise PeerUnreachable(_too_large(self._max_answer_bytes))
+        except httpx.HTTPError as exc:
+            raise PeerUnreachable(f"{type(exc).__name__}: {exc}".strip(": ")) from None
+        return _answer(response.status_code, response.headers, bytes(content))
+
+
+def _too_large(bound: int) -> str:
+    return f"the answer is larger than {bound} bytes"
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²' or '٣', which ``int``/``float``
+    refuse or read otherwise."""
+    return text.isascii() and text.isdigit()
+
+
+def _answer(status: int, headers: httpx.Headers, content: bytes) -> Any:
     try:
-        body = response.json() if response.content else None
-    except ValueError:
+        body = json.loads(content) if content else None
+    except ValueError:  # not JSON, or not UTF-8
         body = None
     if 200 <= status < 300:
         return body
-    problem = body if isinstance(body, dict) else {"detail": response.text[:500]}
+    problem = (
+        body if isinstance(body, dict) else {"detail": content[:500].decode("utf-8", "replace")}
+    )
     detail = f"{status} {problem.get('error_id') or ''} {problem.get('detail') or ''}".strip()
     if status in RETRYABLE or status >= 500:
-        retry_after = response.headers.get("retry-after")
-        seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-        raise PeerUnreachable(detail, seconds)
+        retry_after = headers.get("retry-after", "").strip()
+        raise PeerUnreachable(detail, float(retry_after) if _digits(retry_after) else None)
     raise PeerRefusal(status, problem)
