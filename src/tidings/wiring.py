@@ -617,6 +617,7 @@ class TidingsServer:
             envelopes=services.peer_envelopes.receive,
             public_url=settings.public_url,
             deny=frozenset(settings.federation_deny),
+            reachable=_reachable(settings),
             max_skew_s=settings.federation_clock_skew_s,
             rate_limit=settings.federation_rate_limit,
             rate_burst=settings.federation_rate_burst,

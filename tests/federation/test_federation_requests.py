@@ -232,7 +232,7 @@ async def test_a_body_changed_after_signing_is_refused(
     ("change", "status", "error_id"),
     [
         ({"Tidings-Destination": "gamma.test"}, 421, "federation-wrong-destination"),
-        ({"Tidings-Origin": "gamma.test"}, 401, "federation-bad-signature"),
+        ({"Tidings-Origin": "gamma.test"}, 403, "federation-denied"),  # no peer of beta
         ({"route": "/federation/v1/hello"}, 401, "federation-bad-signature"),
     ],
     ids=["destination", "origin", "signed-for-another-route"],

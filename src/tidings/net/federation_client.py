@@ -22,6 +22,7 @@ from typing import Any, Final
 import httpx
 
 from ..core.federation import PeerRefusal, PeerUnreachable
+from ..core.federation_peers import PeerLookupFailed, PeerUnknown
 from ..protocol.federation import SigningKey, sign_request
 
 RETRYABLE: Final = frozenset({401, 408, 421, 425, 429})
@@ -60,8 +61,17 @@ class FederationClient:
         )
 
     async def _base(self, domain: str) -> str:
+        """The peer's base URL. A domain that has no server (no SRV record, denied) is a
+        refusal for good, 42 to the senders; a lookup that failed now is tried again."""
         try:
             return (await self._base_url(domain)).rstrip("/")
+        except PeerLookupFailed as exc:
+            raise PeerUnreachable(f"cannot find the server of {domain} now: {exc}") from None
+        except PeerUnknown as exc:
+            raise PeerRefusal(
+                404,
+                {"error_id": "destination-not-found", "detail": f"no server of {domain}: {exc}"},
+            ) from None
         except Exception as exc:
             raise PeerUnreachable(f"cannot find the server of {domain}: {exc}") from None
 
