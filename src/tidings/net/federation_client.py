@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import httpx
@@ -28,6 +28,9 @@ from ..protocol.federation import SigningKey, sign_request
 RETRYABLE: Final = frozenset({401, 408, 421, 425, 429})
 DOCUMENT_PATH: Final = "/.well-known/tidings/server"
 MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
+PER_PEER: Final = 16
+"""Requests in flight to one peer, at most (the connection pool holds 200 for all)."""
+MAX_PEER_SLOTS: Final = 10_000
 DEADLINE_S: Final = 30.0
 """The most one request may take in all (httpx's timeout bounds each read)."""
 
@@ -52,6 +55,7 @@ class FederationClient:
         self._clock = clock
         self._deadline_s = deadline_s
         self._max_answer_bytes = max_answer_bytes
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
@@ -90,7 +94,7 @@ class FederationClient:
             headers["Content-Type"] = "application/json"
             return await self._exchange("POST", url, body, headers)
 
-        return await self._within_deadline(send())
+        return await self._within_deadline(domain, send())
 
     async def document(self, domain: str) -> Any:
         """The peer's key document (``GET /.well-known/tidings/server``)."""
@@ -98,17 +102,27 @@ class FederationClient:
         async def read() -> Any:
             return await self._exchange("GET", f"{await self._base(domain)}{DOCUMENT_PATH}")
 
-        return await self._within_deadline(read())
+        return await self._within_deadline(domain, read())
 
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _within_deadline(self, request: Awaitable[Any]) -> Any:
+    async def _within_deadline(self, domain: str, request: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``request`` within the deadline, and within the peer's share of connections:
+        a peer that answers slowly (or never) holds at most ``PER_PEER`` of them, so the
+        others' relays and questions still go."""
+        slots = self._slots.get(domain)
+        if slots is None:
+            if len(self._slots) >= MAX_PEER_SLOTS:
+                self._slots = {d: s for d, s in self._slots.items() if s.locked()}
+            slots = self._slots[domain] = asyncio.Semaphore(PER_PEER)
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(self._deadline_s), slots:
                 return await request
         except TimeoutError:
             raise PeerUnreachable(f"no whole answer within {self._deadline_s:g} s") from None
+        finally:
+            request.close()  # never awaited when the deadline came while waiting for a slot
 
     async def _exchange(
         self,

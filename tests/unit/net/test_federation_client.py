@@ -155,3 +155,63 @@ async def test_retry_after_is_read_only_from_ascii_digits(
             await ask(client, "post")
     assert unreachable.value.retry_after == seconds
     assert "503 busy later" in str(unreachable.value)
+
+
+async def test_a_peer_that_never_answers_holds_only_its_share_of_connections() -> None:
+    """16 requests hang at a tarpit; a 17th to it waits for a slot, while a request to another
+    peer (the same client, the same pool) goes at once."""
+    hold = asyncio.Event()
+    sixteen = asyncio.Event()
+    heads = 0
+
+    async def tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal heads
+        await reader.readuntil(b"\r\n\r\n")
+        heads += 1
+        if heads == 16:
+            sixteen.set()
+        await hold.wait()
+        writer.close()
+
+    async def honest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.partition(b":")[2])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    slow = await asyncio.start_server(tarpit, "127.0.0.1", 0)
+    fine = await asyncio.start_server(honest, "127.0.0.1", 0)
+    ports = {
+        "slow.test": slow.sockets[0].getsockname()[1],
+        "fine.test": fine.sockets[0].getsockname()[1],
+    }
+
+    async def base_url(domain: str) -> str:
+        return f"http://127.0.0.1:{ports[domain]}"
+
+    key = SigningKey.generate("alpha.test")
+    client = FederationClient("alpha.test", lambda: key, base_url, timeout_s=60, deadline_s=60)
+    try:
+        stuck = [asyncio.ensure_future(client.post("slow.test", "query", b"{}")) for _ in range(17)]
+        async with asyncio.timeout(10):
+            assert await client.post("fine.test", "query", b"{}") == {}
+            await sixteen.wait()
+        assert not any(task.done() for task in stuck)
+        assert heads == 16
+        assert client._slots["slow.test"].locked()  # the 17th waits for one of the 16
+    finally:
+        hold.set()
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
+        await client.close()
+        slow.close()
+        fine.close()
