@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
 
 ALPHA = "alpha.test"
@@ -135,3 +137,12 @@ def client(server: Server, name: str, **extra: Any) -> dict[str, Any]:
         "domain": server.domain,
         **extra,
     }
+
+
+async def signed_in(server: Server, name: str, instance: str | None = None) -> WireClient:
+    """A LIME client of ``name``'s account on ``server`` (a fresh instance unless named)."""
+    wire = await WireClient.connect(server.ws_url)
+    node = f"{name}@{server.domain}/{instance or uuid.uuid4().hex[:8]}"
+    session = await wire.establish(node, password=PASSWORDS[name])
+    assert session["state"] == "established", session
+    return wire

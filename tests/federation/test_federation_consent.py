@@ -8,14 +8,13 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.federation.support import ALPHA, BETA, PASSWORDS, STEP, Server, pair
+from tests.federation.support import ALPHA, BETA, PASSWORDS, STEP, Server
 from tidings.core.federation import PeerRefusal
 from tidings.net.federation_client import FederationClient
 from tidings.sdk import Client, Consent, ConsentError, InboxEvent
@@ -25,17 +24,6 @@ pytestmark = pytest.mark.integration
 
 PRESENCE_READ = {"resource": "presence", "level": "read"}
 ACCOUNT_READ = {"resource": "account", "level": "read"}
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    root: Path = tmp_path_factory.mktemp("federation-consent")
-    alpha, beta = pair(root)
-    alpha.start()
-    beta.start()
-    yield alpha, beta
-    alpha.stop()
-    beta.stop()
 
 
 @asynccontextmanager

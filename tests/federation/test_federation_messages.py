@@ -11,12 +11,12 @@ import pytest
 
 from tests.federation.support import (
     BETA,
-    PASSWORDS,
     STEP,
     Server,
     client,
     lime_js,
     pair,
+    signed_in,
 )
 from tests.lime_wire import WireClient
 
@@ -37,14 +37,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     yield alpha, beta
     alpha.stop()
     beta.stop()
-
-
-async def signed_in(server: Server, name: str, instance: str | None = None) -> WireClient:
-    wire = await WireClient.connect(server.ws_url)
-    node = f"{name}@{server.domain}/{instance or uuid.uuid4().hex[:8]}"
-    session = await wire.establish(node, password=PASSWORDS[name])
-    assert session["state"] == "established", session
-    return wire
 
 
 @pytest.mark.conformance

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from tests.federation.support import PASSWORDS, STEP, Server, client, lime_js, pair
+from tests.federation.support import PASSWORDS, STEP, Server, client, lime_js, pair, signed_in
 from tests.lime_wire import WireClient
 from tidings.sdk import Backoff, Client
 
@@ -23,31 +22,6 @@ PRESENCE = "application/vnd.lime.presence+json"
 CONTACT = "application/vnd.lime.contact+json"
 NOT_SHARED = 35
 FAST = Backoff(initial=0.02, maximum=0.5)
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    root: Path = tmp_path_factory.mktemp("federation-presence")
-    alpha, beta = pair(root)
-    alpha.start()
-    beta.start()
-    yield alpha, beta
-    alpha.stop()
-    beta.stop()
-
-
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    yield
-    await WireClient.close_all()
-
-
-async def signed_in(server: Server, name: str) -> WireClient:
-    wire = await WireClient.connect(server.ws_url)
-    node = f"{name}@{server.domain}/{uuid.uuid4().hex[:8]}"
-    session = await wire.establish(node, password=PASSWORDS[name])
-    assert session["state"] == "established", session
-    return wire
 
 
 async def command(wire: WireClient, **fields: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ import pytest
 from tests.federation.support import (
     ALPHA,
     BETA,
-    PASSWORDS,
     STEP,
     Server,
     make_server,
     pair,
+    signed_in,
 )
 from tests.lime_wire import WireClient
 from tests.server_process import TIDINGS
@@ -42,30 +42,6 @@ pytestmark = pytest.mark.integration
 
 ENVELOPES = "/federation/v1/envelopes"
 DOCUMENT = "/.well-known/tidings/server"
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    alpha, beta = pair(tmp_path_factory.mktemp("federation-requests"))
-    alpha.start()
-    beta.start()
-    yield alpha, beta
-    alpha.stop()
-    beta.stop()
-
-
-@pytest.fixture(autouse=True)
-async def close_clients() -> AsyncIterator[None]:
-    yield
-    await WireClient.close_all()
-
-
-async def signed_in(server: Server, name: str) -> WireClient:
-    wire = await WireClient.connect(server.ws_url)
-    node = f"{name}@{server.domain}/{uuid.uuid4().hex[:8]}"
-    session = await wire.establish(node, password=PASSWORDS[name])
-    assert session["state"] == "established", session
-    return wire
 
 
 @pytest.fixture

@@ -191,6 +191,25 @@ def _failed(error: TidingsError) -> JSONResponse:
     return problem(HTTP_STATUS[error.error_id], error.error_id.value, error.message)
 
 
+async def _signed(
+    endpoint: FederationEndpoint,
+    request: Request,
+    work: Callable[[str, bytes], Awaitable[Response]],
+) -> Response:
+    """``work(origin, body)`` for a request whose signature holds; every refusal, of the
+    request or of what it asks, as the problem that names it."""
+    body = await request.body()
+    try:
+        origin = await endpoint.verify(request, body)
+        return await work(origin, body)
+    except FederationRefused as refusal:
+        return _refused(endpoint, refusal, request)
+    except TidingsError as error:
+        refused = endpoint.refused
+        refused[error.error_id.value] = refused.get(error.error_id.value, 0) + 1
+        return _failed(error)
+
+
 def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
     routes = APIRouter(tags=["federation"], responses=PROBLEM_RESPONSES)
 
@@ -217,20 +236,10 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         response_class=Response,
     )
     async def envelopes(request: Request) -> Response:
-        body = await request.body()
-        try:
-            origin = await endpoint.verify(request, body)
-        except FederationRefused as refusal:
-            return _refused(endpoint, refusal, request)
-        try:
-            answer = await endpoint.envelopes(origin, body)
-        except FederationRefused as refusal:
-            return _refused(endpoint, refusal, request)
-        except TidingsError as error:
-            refused = endpoint.refused
-            refused[error.error_id.value] = refused.get(error.error_id.value, 0) + 1
-            return _failed(error)
-        return JSONResponse(answer)
+        async def take(origin: str, body: bytes) -> Response:
+            return JSONResponse(await endpoint.envelopes(origin, body))
+
+        return await _signed(endpoint, request, take)
 
     @routes.post(
         "/federation/v1/hello",
@@ -238,13 +247,11 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         response_class=Response,
     )
     async def hello(request: Request) -> Response:
-        body = await request.body()
-        try:
-            origin = await endpoint.verify(request, body)
-        except FederationRefused as refusal:
-            return _refused(endpoint, refusal, request)
-        endpoint.federation.hello(origin)
-        return JSONResponse({"domain": endpoint.domain})
+        async def greet(origin: str, body: bytes) -> Response:
+            endpoint.federation.hello(origin)
+            return JSONResponse({"domain": endpoint.domain})
+
+        return await _signed(endpoint, request, greet)
 
     @routes.post(
         "/federation/v1/query",
@@ -252,23 +259,17 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         response_class=Response,
     )
     async def query(request: Request) -> Response:
-        body = await request.body()
-        try:
-            origin = await endpoint.verify(request, body)
-        except FederationRefused as refusal:
-            return _refused(endpoint, refusal, request)
-        try:
-            question = _QUERY_DECODER.decode(body)
-        except msgspec.DecodeError as exc:
-            return problem(422, "invalid-argument", f"Not a JSON object: {exc}")
-        kind = question.get("kind")
-        handler = endpoint.queries.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            return problem(404, "resource-not-found", f"No query kind {kind!r}")
-        try:
-            answer = await handler(origin, question)
-        except TidingsError as error:
-            return _failed(error)
-        return JSONResponse({"answer": answer})
+        async def answer(origin: str, body: bytes) -> Response:
+            try:
+                question = _QUERY_DECODER.decode(body)
+            except msgspec.DecodeError as exc:
+                return problem(422, "invalid-argument", f"Not a JSON object: {exc}")
+            kind = question.get("kind")
+            handler = endpoint.queries.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                return problem(404, "resource-not-found", f"No query kind {kind!r}")
+            return JSONResponse({"answer": await handler(origin, question)})
+
+        return await _signed(endpoint, request, answer)
 
     return routes
