@@ -7,16 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import cast
 
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 import pytest
+from tests.dns_zone import TinyDns, serving
 
 from tidings.core.federation_peers import PeerDirectory, PeerUnknown, SrvLookupError, SrvRecord
 from tidings.net.dns_srv import DnsSrv, parse_dns_server
@@ -33,48 +26,11 @@ EXISTING = {"node1.beta.test."}
 TTL = 300
 
 
-class TinyDns(asyncio.DatagramProtocol):
-    """Answers SRV queries from ``ZONE``, NXDOMAIN for the rest; silent while ``mute``."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.queries: list[str] = []
-        self.mute = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # the selector loop's datagram transport is not a DatagramTransport subclass in 3.11
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        query = dns.message.from_wire(data)
-        question = query.question[0]
-        name = question.name.to_text().lower()
-        self.queries.append(name)
-        if self.mute:
-            return
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        if name in ZONE and question.rdtype == dns.rdatatype.SRV:
-            response.answer.append(
-                dns.rrset.from_text_list(
-                    question.name, TTL, dns.rdataclass.IN, dns.rdatatype.SRV, ZONE[name]
-                )
-            )
-        elif name not in ZONE and name not in EXISTING:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        assert self.transport is not None
-        self.transport.sendto(response.to_wire(), addr)
-
-
 @pytest.fixture
 async def tiny_dns() -> AsyncIterator[tuple[TinyDns, str]]:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(TinyDns, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    try:
-        yield protocol, f"127.0.0.1:{port}"
-    finally:
-        transport.close()
+    server = TinyDns(ZONE, EXISTING, TTL)
+    async with serving(server) as address:
+        yield server, address
 
 
 async def test_srv_records_and_their_ttl_come_through(tiny_dns: tuple[TinyDns, str]) -> None:
