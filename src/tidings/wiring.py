@@ -283,6 +283,7 @@ async def build(
         settings.domain, presence_observe(server.text), presence, authz, federation
     )
     presence.on_changed = presence_exports.changed
+    federation.on_stop += [presence_exports.stop, peer_presence.stop]
     peer_envelopes.observe = presence_pushes(presence.observed)
     federation.on_hello = lambda domain: peer_presence.resubscribe(
         domain, presence.followed(), presence.observed

@@ -22,7 +22,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -213,6 +213,8 @@ class Federation:
         self.run = secrets.token_urlsafe(12)
         """This process's relays' run id (``Batch.run``)."""
         self._running = False
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        """Stopped before the relays (what else uses the channel: presence pushes, asks)."""
         self.on_notices: Callable[[TrimResult], None] | None = None
         """Delivers the ``failed`` notices a refusal queued (``Router.deliver_notices``)."""
         self.on_hello: Callable[[str], None] | None = None
@@ -404,6 +406,8 @@ class Federation:
 
     async def stop(self) -> None:
         self._running = False
+        for stop in self.on_stop:
+            await stop()
         tasks = [s.task for s in self.peers.values() if s.task is not None]
         for task in tasks:
             task.cancel()

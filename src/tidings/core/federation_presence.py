@@ -193,7 +193,20 @@ class PresenceExports:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def stop(self) -> None:
+        """Cancel what is under way (the server stops; the client it uses closes next)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _push(self, identity: str, subscribers: list[str]) -> None:
+        try:
+            await self._push_to(identity, subscribers)
+        except Exception:  # a store failure in a check: these pushes are lost, not the next
+            log.exception("pushing the presence of %s to other servers failed", identity)
+
+    async def _push_to(self, identity: str, subscribers: list[str]) -> None:
         for subscriber in subscribers:
             if not await self._authz.allows(subscriber, Resource.PRESENCE, Method.READ, identity):
                 continue
@@ -273,6 +286,13 @@ class PeerPresence:
             await self._federation.ask(
                 parse_address(identity).domain, kind, viewer, identity=identity
             )
+
+    async def stop(self) -> None:
+        """Cancel what is under way (the server stops; the client it uses closes next)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
