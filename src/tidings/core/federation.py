@@ -303,8 +303,10 @@ class Federation:
         owed to a sender) is queued even into a full outbox: it is the only word the sender
         gets."""
         domain = to.domain
-        if not self._reachable(domain):
-            log.info("dropped an envelope for %s: not a federation peer", to.text)
+        try:
+            self.check(domain)
+        except TidingsError as refusal:
+            log.info("dropped an envelope for %s: %s", to.text, refusal.message)
             return
         record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
         if record.depth >= self.outbox_limit and not essential:
