@@ -398,6 +398,10 @@ class Federation:
         if self.on_hello is not None:
             self.on_hello(domain)
 
+    def peer(self, domain: str) -> PeerState:
+        """What is known of ``domain``'s server (its relay started, if it was not)."""
+        return self._state(domain)
+
     def _state(self, domain: str) -> PeerState:
         state = self.peers.get(domain)
         if state is None:

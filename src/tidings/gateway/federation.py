@@ -257,9 +257,7 @@ class PeerEnvelopes:
         if waiting:
             await asyncio.gather(*waiting)
         await self._store.barrier()  # notifications kept and failures queued back: committed
-        state = self._federation.peers.get(origin)
-        if state is not None:
-            state.received += len(parsed)
+        self._federation.peer(origin).received += len(parsed)
         return {"taken": len(parsed), "failed": outcomes.failed}
 
     def _parse(self, origin: str, raw: msgspec.Raw) -> _Parsed | _Unreadable | None:
