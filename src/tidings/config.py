@@ -158,8 +158,6 @@ class Settings:
     """Envelopes one peer's outbox holds before new ones are refused (121)."""
     federation_max_batch: int = 500
     """Envelopes sent to a peer in one request."""
-    federation_linger_s: float = 0.002
-    """How long a peer's relay, woken for a few envelopes, waits for more before it sends."""
     federation_rate_limit: float = 200.0
     """Requests per second one peer may make, sustained (beyond: 429 with Retry-After)."""
     federation_rate_burst: int = 400
@@ -323,7 +321,6 @@ class Settings:
         _check(
             1 <= self.federation_max_batch <= 10_000, "federation_max_batch", "must be 1 .. 10000"
         )
-        _check(0 <= self.federation_linger_s <= 0.1, "federation_linger_s", "must be 0 .. 0.1")
         _check(
             self.federation_rate_limit > 0 and self.federation_rate_burst >= 1,
             "federation_rate_limit",

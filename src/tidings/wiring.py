@@ -259,7 +259,6 @@ async def build(
         retry_bound_s=settings.federation_retry_bound_s,
         retry_max_s=settings.federation_retry_max_s,
         max_batch=settings.federation_max_batch,
-        linger_s=settings.federation_linger_s,
     )
     router.federation = federation
     federation.on_notices = router.deliver_notices

@@ -56,9 +56,6 @@ from .session_registry import DeliveryEvent, LiveSession, SessionRegistry
 FIRST_RETRY_S: Final = 0.2
 MAX_PEERS: Final = 1000
 """Peer domains one server relays to (each has a relay task and an outbox)."""
-LINGER_BELOW: Final = 16
-"""Rows in an outbox below which its relay lingers (``Federation.linger_s``) before reading:
-a larger backlog fills a request without waiting."""
 MAX_BATCH_BYTES: Final = 512 * 1024
 """Envelope bytes in one request, at most (one larger envelope goes alone)."""
 log = logging.getLogger("tidings.federation")
@@ -194,12 +191,9 @@ class Federation:
         retry_bound_s: float = 0.0,
         retry_max_s: float = 60.0,
         max_batch: int = 500,
-        linger_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``linger_s``: how long a relay woken for a few rows waits for more before it sends
-        (fewer requests at moderate rates, each costing both servers far more than an envelope);
-        ``reachable(domain)``: whether messages to ``domain`` may be queued at all (a
+        """``reachable(domain)``: whether messages to ``domain`` may be queued at all (a
         configured or discoverable peer, not denied)."""
         self.domain = domain
         self._store = store
@@ -214,7 +208,6 @@ class Federation:
         self.retry_bound_s = retry_bound_s
         self.retry_max_s = retry_max_s
         self.max_batch = max_batch
-        self.linger_s = linger_s
         self._clock = clock
         self.peers: dict[str, PeerState] = {}
         self.run = secrets.token_urlsafe(12)
@@ -429,8 +422,6 @@ class Federation:
         delay = 0.0
         while True:
             await state.wake.wait()
-            if self.linger_s > 0 and self.depth(state.domain) < LINGER_BELOW:
-                await asyncio.sleep(self.linger_s)  # what comes meanwhile goes in this request
             state.wake.clear()
             try:
                 # what the last round discarded is committed: reading from the start again
