@@ -225,6 +225,7 @@ class PeerEnvelopes:
         self, origin: str, batch: Batch, parsed: list[_Parsed | _Unreadable | None]
     ) -> dict[str, int]:
         outcomes = _Outcomes(self._federation, self._notices)
+        senders: dict[str, LiveSession] = {}  # one per sender of the batch, not per message
         waiting: list[asyncio.Future[None]] = []
         for item, envelope in zip(batch.envelopes, parsed, strict=True):
             if envelope is None:
@@ -247,7 +248,10 @@ class PeerEnvelopes:
             if isinstance(decoded, Message) and self._consent_op(sender, decoded):
                 await self._consent(origin, to, decoded)
             elif isinstance(decoded, Message):
-                future = await self._message(outcomes, sender, to, decoded, item.x)
+                live = senders.get(sender.text)
+                if live is None:
+                    live = senders[sender.text] = self._sender(sender, outcomes)
+                future = await self._message(outcomes, live, sender, to, decoded, item.x)
                 if future is not None:
                     waiting.append(future)
             elif isinstance(decoded, Notification):
@@ -309,6 +313,7 @@ class PeerEnvelopes:
     async def _message(
         self,
         outcomes: _Outcomes,
+        live: LiveSession,
         sender: Node,
         to: Node,
         message: Message,
@@ -317,7 +322,6 @@ class PeerEnvelopes:
         message_id = message.id if message.id is not UNSET else None
         future = outcomes.expect(sender, message_id) if message_id is not None else None
         now = self._clock()
-        live = self._sender(sender, outcomes)
         metadata = without_persistence(message.metadata)
         try:
             if expires_at is not None and expires_at <= now:
