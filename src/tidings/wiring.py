@@ -23,7 +23,14 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .api.app import METRICS_MEDIA_TYPE, Labelled, create_app, health, metrics_page
+from .api.app import (
+    METRICS_MEDIA_TYPE,
+    Histograms,
+    Labelled,
+    create_app,
+    health,
+    metrics_page,
+)
 from .api.federation import FederationEndpoint, Query
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
@@ -43,6 +50,7 @@ from .core.federation_presence import PeerPresence, PresenceExports
 from .core.federation_trust import PeerKeys
 from .core.feeds import FeedHub, ServerState
 from .core.grants import Grants
+from .core.histogram import DEPTHS, Histogram
 from .core.key_directory import KeyDirectory
 from .core.login_throttle import LoginRule, source_key
 from .core.model import OverflowPolicy
@@ -510,6 +518,7 @@ class TidingsServer:
             capability_url=services.lime.capability_url,
             federation=await self._federation_endpoint(services),
             labelled_metrics=self._peer_metrics,
+            histograms=self._histograms,
         )
         settings = self.settings
         config = uvicorn.Config(
@@ -571,15 +580,47 @@ class TidingsServer:
             started.cancel()
             self._http_task.result()
 
+    def _histograms(self) -> Histograms:
+        services = self.services
+        if services is None:
+            return {}
+        depths = Histogram(DEPTHS)
+        for record in services.lime.registry.all_records():
+            depths.observe(record.depth)
+        found: Histograms = {
+            "send_to_accepted_seconds": ("histogram", services.router.accept_seconds),
+            "queue_depth": ("gaugehistogram", depths),
+        }
+        commits = self.store.commit_histograms()
+        if commits is not None:
+            found["commit_batch_operations"] = ("histogram", commits[0])
+            found["commit_seconds"] = ("histogram", commits[1])
+        return found
+
     def _peer_metrics(self) -> Labelled:
         services = self.services
         if services is None:
             return {}
+        stats = services.lime.stats
         federation = services.federation
         peers = federation.peers
         depth = {domain: float(federation.depth(domain)) for domain in peers}
         refused = self._endpoint.refused if self._endpoint is not None else {}
         return {
+            "envelopes_in_by_type_total": (
+                "counter",
+                "type",
+                {
+                    "message": stats.messages_in,
+                    "notification": stats.notifications_in,
+                    "command": stats.commands_in,
+                },
+            ),
+            "notifications_in_total": (
+                "counter",
+                "event",
+                {str(k): float(v) for k, v in stats.notification_events.items()},
+            ),
             "federation_outbox_depth": ("gauge", "peer", depth),
             "federation_sent_total": ("counter", "peer", {d: s.sent for d, s in peers.items()}),
             "federation_received_total": (
@@ -651,6 +692,8 @@ class TidingsServer:
             "reserve_connections_open": ("gauge", self.budget.waiting),
             "accept_backoffs_total": ("counter", self.budget.backoffs),
             "messages_routed_total": ("counter", lime.router.delivered),
+            "messages_expired_total": ("counter", lime.router.expired),
+            "messages_refused_queue_full_total": ("counter", lime.router.refused_full),
             "feed_deliveries_total": ("counter", feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(feedme.connections)),
             "output_stalls_total": ("counter", stats.output_stalls),

@@ -6,13 +6,20 @@ from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.authz import Authorizer
 from ..core.consent import ConsentService
 from ..core.feeds import FeedHub
+from ..core.histogram import Histogram
 from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
 from . import consent as consent_routes
@@ -27,27 +34,50 @@ Labelled = dict[str, tuple[str, str, dict[str, float]]]
 """Metrics with one label: {name: ("counter" | "gauge", label name, {label value: value})}."""
 
 
+Histograms = dict[str, tuple[str, Histogram]]
+"""{name: ("histogram" | "gaugehistogram", its buckets)}: a histogram counts what happened
+since the start, a gauge histogram what is now (queue depths)."""
+
+
 class _Collector(Collector):
     def __init__(
         self,
         read: Callable[[], dict[str, tuple[str, float]]],
         labelled: Callable[[], Labelled] | None = None,
+        histograms: Callable[[], Histograms] | None = None,
     ) -> None:
         self._read = read
         self._labelled = labelled
+        self._histograms = histograms
 
     def collect(self) -> Iterable[Metric]:
         for name, (kind, value) in self._read().items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(f"tidings_{name}", name.replace("_", " "), value=value)
-        if self._labelled is None:
-            return
-        for name, (kind, label, values) in self._labelled().items():
-            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            metric = family(f"tidings_{name}", name.replace("_", " "), labels=[label])
-            for label_value, value in values.items():
-                metric.add_metric([label_value], value)
-            yield metric
+        if self._labelled is not None:
+            for name, (kind, label, values) in self._labelled().items():
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                metric = family(f"tidings_{name}", name.replace("_", " "), labels=[label])
+                for label_value, value in values.items():
+                    metric.add_metric([label_value], value)
+                yield metric
+        if self._histograms is not None:
+            for name, (kind, histogram) in self._histograms().items():
+                buckets = histogram.cumulative()
+                if kind == "gaugehistogram":
+                    yield GaugeHistogramMetricFamily(
+                        f"tidings_{name}",
+                        name.replace("_", " "),
+                        buckets=buckets,
+                        gsum_value=histogram.total,
+                    )
+                else:
+                    yield HistogramMetricFamily(
+                        f"tidings_{name}",
+                        name.replace("_", " "),
+                        buckets=buckets,
+                        sum_value=histogram.total,
+                    )
 
 
 def health() -> dict[str, str]:
@@ -58,11 +88,12 @@ def health() -> dict[str, str]:
 def metrics_page(
     read_metrics: Callable[[], dict[str, tuple[str, float]]],
     labelled: Callable[[], Labelled] | None = None,
+    histograms: Callable[[], Histograms] | None = None,
 ) -> Callable[[], bytes]:
     """Renders ``/metrics`` (Prometheus text format) from ``read_metrics`` (and the
     ``labelled`` metrics, per peer say) at each call."""
     registry = CollectorRegistry()
-    registry.register(_Collector(read_metrics, labelled))
+    registry.register(_Collector(read_metrics, labelled, histograms))
     return lambda: generate_latest(registry)
 
 
@@ -81,6 +112,7 @@ def create_app(
     capability_url: Callable[[str], str] | None = None,
     federation: FederationEndpoint | None = None,
     labelled_metrics: Callable[[], Labelled] | None = None,
+    histograms: Callable[[], Histograms] | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
@@ -96,7 +128,7 @@ def create_app(
         app.include_router(consent_routes.router(consent, authz, identify, capability_url))
     if federation is not None:
         app.include_router(federation_routes.router(federation, authz))
-    render_metrics = metrics_page(read_metrics, labelled_metrics)
+    render_metrics = metrics_page(read_metrics, labelled_metrics, histograms)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")
     async def healthz() -> dict[str, str]:

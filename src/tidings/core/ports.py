@@ -33,6 +33,7 @@ from .consent_model import (
     ScopeRequest,
 )
 from .errors import TidingsError
+from .histogram import Histogram
 from .model import (
     Account,
     AppendResult,
@@ -327,6 +328,10 @@ class MessageStore(Transactional, Protocol):
 
     def write_counts(self) -> tuple[int, int]:
         """Commits and operations so far, for ``/metrics``."""
+
+    def commit_histograms(self) -> tuple[Histogram, Histogram] | None:
+        """Operations per commit and seconds per commit, for ``/metrics`` (None: a store that
+        commits nothing)."""
 
     async def queue_snapshot(
         self, identity: str, instance: str, limit: int

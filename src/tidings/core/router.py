@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from time import perf_counter as _perf_counter
 from typing import Any, Protocol
 
 from .address import Address, parse_address
@@ -38,6 +39,7 @@ from .errors import (
     Unavailable,
 )
 from .federation import Federation, outbox_domain
+from .histogram import LATENCY_S, Histogram
 from .model import (
     UNCLAIMED,
     AppendResult,
@@ -154,6 +156,12 @@ class Router:
         """The other nodes, once there are any (``core.cluster``)."""
         self.federation: Federation | None = None
         """Other domains' servers (``core.federation``); without it they are not found."""
+        self.accept_seconds = Histogram(LATENCY_S)
+        """From a message's routing to its commit (what its sender waits for ``accepted``)."""
+        self.expired = 0
+        """Queued envelopes removed past their expiry (their senders told)."""
+        self.refused_full = 0
+        """Messages refused because a destination queue was full (121)."""
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -323,8 +331,10 @@ class Router:
             return None
         entries = _queued(targets, sender_address, message_id, payload, expires_at)
         self.ledger.reserve(targets)
+        started = _perf_counter()
 
         def appended(result: AppendResult | BaseException) -> None:
+            self.accept_seconds.observe(_perf_counter() - started)
             self.ledger.settle_append(targets, result)
             self._appended(sender, admitted, message_id, targets, payload, result, expires_at)
 
@@ -837,6 +847,7 @@ class Router:
             done = await future
             self._expired(done.result)
             total += done.expired
+            self.expired += done.expired
             if done.scanned < EXPIRY_PASS:
                 return total
             after = done.last
@@ -1002,6 +1013,7 @@ class Router:
             if self.policy_of(record) is OverflowPolicy.DROP_OLDEST and self.notices is not None:
                 bounds.append(self.bound_of(record, limit))
                 continue
+            self.refused_full += 1
             raise LimitExceeded(
                 ErrorId.QUEUE_FULL,
                 f"The queue of {record.identity}/{record.instance or '*'} is full "

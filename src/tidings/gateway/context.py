@@ -28,6 +28,9 @@ class Stats:
 
     connections: int = 0
     envelopes_in: int = 0
+    messages_in: int = 0
+    notifications_in: int = 0
+    commands_in: int = 0
     envelopes_out: int = 0
     sessions_established: int = 0
     sessions_failed: int = 0
@@ -41,6 +44,8 @@ class Stats:
     """Connections dropped because their unread output passed the hard bound."""
     protocol_errors: int = 0
     """Connections closed for breaking RFC 6455 (reserved bits, fragments, invalid UTF-8)."""
+    notification_events: dict[str, int] = field(default_factory=dict)
+    """Notifications clients sent, by event (received, consumed, ...)."""
 
 
 @dataclass(slots=True)

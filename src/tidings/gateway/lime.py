@@ -334,11 +334,17 @@ class LimeConnection(WSListener):
     def _handle(self, event: Any) -> Awaitable[None] | None:
         kind = type(event)
         if kind is Message:
+            self.ctx.stats.messages_in += 1
             return self._on_message(event)
         if kind is Notification:
+            stats = self.ctx.stats
+            stats.notifications_in += 1
+            events = stats.notification_events
+            events[event.event] = events.get(event.event, 0) + 1
             self._on_notification(event)
             return None
         if kind is Command:
+            self.ctx.stats.commands_in += 1
             return self._on_command(event)
         if kind is AuthenticationRequested:
             return self._authenticate(event)

@@ -30,6 +30,7 @@ from ..core.consent_model import (
     ScopeRequest,
 )
 from ..core.errors import Conflict, ErrorId, TidingsError, Unavailable
+from ..core.histogram import Histogram
 from ..core.model import (
     KEPT_PUBLICATIONS,
     Account,
@@ -98,6 +99,10 @@ class SqlStore:
         """Commits and operations so far (for /metrics); zeros once closed."""
         writer = self._writer
         return (writer.batches, writer.operations) if writer is not None else (0, 0)
+
+    def commit_histograms(self) -> tuple[Histogram, Histogram] | None:
+        writer = self._writer
+        return (writer.batch_sizes, writer.commit_seconds) if writer is not None else None
 
     async def _reading(self, fn: Callable[[Read], T]) -> T:
         """Run ``fn`` with a function that reads committed rows."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
+from ..core.histogram import BATCH_SIZES, LATENCY_S, Histogram
 from ..core.ports import settling
 
 log = logging.getLogger("tidings.store")
@@ -83,6 +84,10 @@ class GroupCommitWriter(Generic[C]):
         self._stopped = False
         self.batches = 0
         self.operations = 0
+        self.batch_sizes = Histogram(BATCH_SIZES)
+        """Operations per commit (written by the writer thread only)."""
+        self.commit_seconds = Histogram(LATENCY_S)
+        """Time from a batch's first statement to its commit, fsync included."""
 
     def start(self) -> None:
         self._thread.start()
@@ -153,6 +158,7 @@ class GroupCommitWriter(Generic[C]):
     ) -> C | None:
         """Run and commit the batch; the connection for the next one (a new one when this one
         was lost, None when no new one could be made yet)."""
+        started = time.perf_counter()
         try:
             if connection is None:
                 connection = self._connect()
@@ -172,6 +178,8 @@ class GroupCommitWriter(Generic[C]):
                 connection = None
         self.batches += 1
         self.operations += len(batch)
+        self.batch_sizes.observe(len(batch))
+        self.commit_seconds.observe(time.perf_counter() - started)
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_complete, results)
         return connection

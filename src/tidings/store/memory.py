@@ -154,6 +154,9 @@ class MemoryStore:
         """Commits and operations so far (for /metrics): memory commits nothing."""
         return (0, 0)
 
+    def commit_histograms(self) -> None:
+        return None
+
     def _complete(self, done: Callable[[Any], None] | None, result: Any) -> None:
         if done is not None:
             asyncio.get_running_loop().call_soon(done, result)
