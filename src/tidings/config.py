@@ -421,8 +421,6 @@ class Settings:
                 value = REDACTED if value else ""
             elif setting.name in URL_SETTINGS:
                 value = _shown(value)
-            elif setting.name == "federation_peers":
-                value = {domain: _shown(url) for domain, url in value.items()}
             elif isinstance(value, Path):
                 value = str(value)
             values[setting.name] = value
