@@ -28,6 +28,11 @@ ENVIRONMENT = {"store": "TIDINGS_STORE", "broker": "TIDINGS_BROKER", "node_id": 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 """How a ``store`` setting names a PostgreSQL database (libpq's URL forms)."""
 REDIS_SCHEMES = ("redis://", "rediss://")
+SECRET_SETTINGS = frozenset({"api_token", "admin_token"})
+"""Settings never shown (``Settings.redacted``): only whether they are set."""
+URL_SETTINGS = frozenset({"store", "broker", "public_url"})
+"""Settings that may be URLs with a password in them (shown without it)."""
+REDACTED = "***"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,9 @@ class Settings:
     """A Tidings app to load, ``package.module:attribute`` (Feedme actions and feeds)."""
     api_token: str = ""
     """Bearer token for the HTTP API's write routes; they are refused while it is empty."""
+    admin_token: str = ""
+    """Bearer token for the HTTP API's admin routes (``/admin/...``); they are refused while it
+    is empty. It must differ from ``api_token``: the two never stand for each other."""
     feed_termination_window_s: float = 30.0
     """How long a terminated feed accepts the client's late FeedOpen/FeedClose."""
     max_connections: int = 10_000
@@ -251,6 +259,11 @@ class Settings:
             1024 <= self.http_max_body <= 64 * 1024 * 1024,
             "http_max_body",
             "must be 1024 .. 67108864 bytes",
+        )
+        _check(
+            not self.admin_token or self.admin_token != self.api_token,
+            "admin_token",
+            "must differ from api_token",
         )
         _check(0 <= self.login_failures_free <= 1000, "login_failures_free", "must be 0 .. 1000")
         _check(
@@ -399,6 +412,20 @@ class Settings:
             converted[name] = _convert(name, value, default)
         return cls(**converted)
 
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON values, with the tokens and the passwords in URLs hidden."""
+        values: dict[str, Any] = {}
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if setting.name in SECRET_SETTINGS:
+                value = REDACTED if value else ""
+            elif setting.name in URL_SETTINGS:
+                value = _shown(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            values[setting.name] = value
+        return values
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -488,6 +515,14 @@ def without_password(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _shown(url: str) -> str:
+    """``without_password``, or only ``***`` for a URL too broken to take apart."""
+    try:
+        return without_password(url)
+    except ValueError:
+        return REDACTED
 
 
 def _is_url(value: str, schemes: tuple[str, ...]) -> bool:

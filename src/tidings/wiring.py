@@ -23,6 +23,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .api.admin import AdminSources, Connection
 from .api.app import (
     METRICS_MEDIA_TYPE,
     Histograms,
@@ -31,7 +32,7 @@ from .api.app import (
     health,
     metrics_page,
 )
-from .api.federation import FederationEndpoint, Query
+from .api.federation import FederationEndpoint, Query, federation_status
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
 from .core.accounts import SERVER_NAME, AccountService
@@ -199,6 +200,7 @@ async def build(
         trust,
         settings.api_token or None,
         grant_checker if grant_checker is not None else grants,
+        admin_token=settings.admin_token or None,
     )
     server = Node(SERVER_NAME, settings.domain, SERVER_INSTANCE)
     notices = LimeNotices(server.text)
@@ -359,6 +361,44 @@ async def build(
     )
 
 
+def open_connections(services: Services) -> list[Connection]:
+    """The open LIME and Feedme connections, as the admin API shows them."""
+    found = []
+    for connection in list(services.lime.connections):
+        live = connection.live
+        found.append(
+            Connection(
+                protocol="lime",
+                identity=live.identity if live is not None else None,
+                instance=live.instance if live is not None else None,
+                since=connection.connected_at,
+                remote=_remote(connection.transport),
+            )
+        )
+    for feed_client in list(services.feedme.connections):
+        found.append(
+            Connection(
+                protocol="feedme",
+                identity=feed_client.identity,
+                instance=None,
+                since=feed_client.connected_at,
+                remote=_remote(feed_client.transport),
+            )
+        )
+    return found
+
+
+def _remote(transport: Any) -> str | None:
+    """``host:port`` of a WebSocket transport's peer, if it has one."""
+    if transport is None:
+        return None
+    peer = transport.underlying_transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return None
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def _reachable(settings: Settings) -> Callable[[str], bool]:
     """Whether messages to a domain may be queued: a configured peer, or any domain when
     SRV records find peers; never a denied one."""
@@ -506,6 +546,7 @@ class TidingsServer:
         return identity
 
     async def _start_http(self, services: Services) -> None:
+        endpoint = await self._federation_endpoint(services)
         app = create_app(
             self._metrics,
             services.hub,
@@ -516,9 +557,17 @@ class TidingsServer:
             identify=services.accounts.identity_for_key,
             consent=services.consent,
             capability_url=services.lime.capability_url,
-            federation=await self._federation_endpoint(services),
+            federation=endpoint,
             labelled_metrics=self._peer_metrics,
             histograms=self._histograms,
+            admin=AdminSources(
+                connections=lambda: open_connections(services),
+                registry=services.lime.registry,
+                sessions=services.sessions,
+                accounts=services.accounts,
+                settings=self.settings.redacted,
+                federation=lambda: federation_status(endpoint),
+            ),
         )
         settings = self.settings
         config = uvicorn.Config(

@@ -210,6 +210,16 @@ async def _signed(
         return _failed(error)
 
 
+async def federation_status(endpoint: FederationEndpoint) -> dict[str, Any]:
+    """This server's domain and key, each peer's outbox and counters, refused requests."""
+    return {
+        "domain": endpoint.domain,
+        "keyId": endpoint.keys(endpoint.clock())[-1][0].key_id,
+        "peers": await endpoint.federation.status(),
+        "refusedRequests": dict(endpoint.refused),
+    }
+
+
 def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
     routes = APIRouter(tags=["federation"], responses=PROBLEM_RESPONSES)
 
@@ -219,12 +229,7 @@ def router(endpoint: FederationEndpoint, authz: Authorizer) -> APIRouter:
         dependencies=[Depends(bearer_guard(authz))],
     )
     async def status() -> dict[str, Any]:
-        return {
-            "domain": endpoint.domain,
-            "keyId": endpoint.keys(endpoint.clock())[-1][0].key_id,
-            "peers": await endpoint.federation.status(),
-            "refusedRequests": dict(endpoint.refused),
-        }
+        return await federation_status(endpoint)
 
     @routes.get(DOCUMENT_PATH, summary="This server's domain and public keys, signed by each")
     async def document() -> dict[str, Any]:

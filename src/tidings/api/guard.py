@@ -1,4 +1,5 @@
-"""Who an HTTP request is: the server (its api_token) or an account (its API key).
+"""Who an HTTP request is: the server (its api_token), an account (its API key) or an
+administrator (the admin_token); the three never stand for each other.
 
 Authentication only: what the caller may do is core's (``Authorizer``)."""
 
@@ -45,6 +46,10 @@ def caller_guard(authz: Authorizer, identify: Identify) -> Callable[..., Caller]
     def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
         if authz.is_server(authorization):
             return Caller(None, server=True)
+        if authz.is_admin(authorization):
+            raise Forbidden(
+                ErrorId.FORBIDDEN, "The admin token acts as admin only: this route takes an API key"
+            )
         scheme, _, key = (authorization or "").partition(" ")
         if scheme != "Bearer" or not key:
             raise Forbidden(
@@ -57,3 +62,36 @@ def caller_guard(authz: Authorizer, identify: Identify) -> Callable[..., Caller]
         return Caller(identity)
 
     return caller
+
+
+def admin_guard(authz: Authorizer, identify: Identify) -> Callable[..., None]:
+    """A FastAPI dependency: ``Authorization: Bearer <admin_token>``.
+
+    No bearer token, or one that is nothing known, is 401 ``bad-credentials`` (counted against
+    the address like an unknown API key); the api_token or an account's API key is 403
+    ``forbidden``, as is any token while ``admin_token`` is unset."""
+
+    def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+        if authz.is_admin(authorization):
+            return
+        if not authz.admin_enabled:
+            raise Forbidden(ErrorId.FORBIDDEN, "Set admin_token to enable the admin routes")
+        if authz.is_server(authorization):
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                "The api_token is the server's: admin routes take the admin_token",
+            )
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme != "Bearer" or not key:
+            raise Forbidden(
+                ErrorId.BAD_CREDENTIALS, "This route needs 'Authorization: Bearer <admin token>'"
+            )
+        peer = (request.client.host, request.client.port) if request.client else None
+        if identify(key, source_key(peer)) is not None:
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                "An API key is its account's: admin routes take the admin_token",
+            )
+        raise Forbidden(ErrorId.BAD_CREDENTIALS, "The bearer token is not the admin token")
+
+    return admin

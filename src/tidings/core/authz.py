@@ -113,10 +113,12 @@ class Authorizer:
         trust: Acceptance,
         api_token: str | None = None,
         grants: GrantChecker | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self._roster = roster
         self._trust = trust
         self._api_token = api_token.encode() if api_token else None
+        self._admin_token = admin_token.encode() if admin_token else None
         self.grants: GrantChecker = grants if grants is not None else NoGrants()
 
     async def check(
@@ -226,16 +228,34 @@ class Authorizer:
     def is_server(self, authorization: str | None) -> bool:
         """Whether ``authorization`` is ``Bearer <api_token>`` (constant time); False while
         no api_token is set."""
-        if self._api_token is None:
-            return False
-        presented = (authorization or "").encode()
-        return hmac.compare_digest(presented, b"Bearer " + self._api_token)
+        return _presents(authorization, self._api_token)
+
+    def is_admin(self, authorization: str | None) -> bool:
+        """Whether ``authorization`` is ``Bearer <admin_token>`` (constant time); False while
+        no admin_token is set."""
+        return _presents(authorization, self._admin_token)
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether an admin_token is set (the admin routes refuse everyone while not)."""
+        return self._admin_token is not None
 
     def bearer(self, authorization: str | None) -> None:
         """The HTTP routes that act as the server: ``Authorization: Bearer <api_token>``,
         compared in constant time (a timing difference must not spell the token out)."""
         if self._api_token is None:
             raise Forbidden(ErrorId.FORBIDDEN, "Set api_token to enable the HTTP write routes")
-        presented = (authorization or "").encode()
-        if not hmac.compare_digest(presented, b"Bearer " + self._api_token):
+        if self.is_admin(authorization):
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                "The admin_token is for admin routes: these take the api_token",
+            )
+        if not self.is_server(authorization):
             raise Forbidden(ErrorId.FORBIDDEN, "A valid 'Authorization: Bearer <api_token>'")
+
+
+def _presents(authorization: str | None, token: bytes | None) -> bool:
+    """Whether ``authorization`` is ``Bearer <token>``, compared in constant time."""
+    if token is None:
+        return False
+    return hmac.compare_digest((authorization or "").encode(), b"Bearer " + token)

@@ -37,6 +37,7 @@ class ErrorId(StrEnum):
     STORAGE_UNAVAILABLE = "storage-unavailable"
     SHUTTING_DOWN = "shutting-down"
     SESSION_TAKEN_OVER = "session-taken-over"
+    SESSION_DISCONNECTED = "session-disconnected"
     QUEUE_DROPPED = "queue-dropped"
     SESSION_EXPIRED = "session-expired"
     MESSAGE_EXPIRED = "message-expired"

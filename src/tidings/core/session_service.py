@@ -21,6 +21,7 @@ Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,24 @@ class SessionService:
             self._describe(identity, name, persistence.get(name))
             for name in sorted(self._registry.records_of(identity))
             if name != UNCLAIMED
+        ]
+
+    def deepest(self, top: int) -> list[dict[str, Any]]:
+        """The ``top`` sessions of every identity with the most queued rows, deepest first
+        (federation outboxes and not yet claimed inboxes included: they hold rows too)."""
+        records = heapq.nlargest(top, self._registry.all_records(), key=lambda r: r.depth)
+        return [
+            {
+                "identity": r.identity,
+                "instance": r.instance,
+                "depth": r.depth,
+                "limit": self._router.limit_of(r),
+                "policy": self._router.policy_of(r).value,
+                "online": self._registry.live(r.identity, r.instance) is not None
+                or self._held_elsewhere(r.identity, r.instance),
+                "lastSeen": r.last_seen,
+            }
+            for r in records
         ]
 
     async def info(self, identity: str, name: str, snapshot: int = 100) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,8 @@ class FeedmeConnection(WSListener):
         self.ctx = context
         self.identity = identity
         self.client_id = f"c{next(_client_ids)}"
+        self.connected_at = time.time()
+        """When the connection was accepted (Unix seconds), for the admin API."""
         self.conversation = FeedmeConversation(
             max_message_size=context.max_message_size,
             handshake_timeout=context.handshake_timeout,

@@ -81,6 +81,8 @@ class LimeConnection(WSListener):
             now=time.monotonic(),
         )
         self.transport: WSTransport | None = None
+        self.connected_at = time.time()
+        """When the connection was accepted (Unix seconds), for the admin API."""
         self.live: LiveSession | None = None
         self._server = context.server_node.text
         self._throttle: ReadThrottle | None = None
