@@ -24,6 +24,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api.app import METRICS_MEDIA_TYPE, Labelled, create_app, health, metrics_page
+from .api.console import Console
 from .api.federation import FederationEndpoint, Query
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
@@ -510,6 +511,7 @@ class TidingsServer:
             capability_url=services.lime.capability_url,
             federation=await self._federation_endpoint(services),
             labelled_metrics=self._peer_metrics,
+            console=Console(self.settings.domain, self.settings.host, lambda: self.ws_port),
         )
         settings = self.settings
         config = uvicorn.Config(

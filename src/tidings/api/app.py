@@ -16,6 +16,7 @@ from ..core.feeds import FeedHub
 from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
 from . import consent as consent_routes
+from . import console as console_routes
 from . import federation as federation_routes
 from . import feeds, problems
 from . import sessions as session_routes
@@ -81,11 +82,13 @@ def create_app(
     capability_url: Callable[[str], str] | None = None,
     federation: FederationEndpoint | None = None,
     labelled_metrics: Callable[[], Labelled] | None = None,
+    console: console_routes.Console | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
     ``consent`` with ``identify`` and ``capability_url`` adds the consent routes;
-    ``federation`` the routes other domains' servers call."""
+    ``federation`` the routes other domains' servers call; ``console`` the web console at
+    ``/`` and ``/console/``."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
@@ -96,6 +99,8 @@ def create_app(
         app.include_router(consent_routes.router(consent, authz, identify, capability_url))
     if federation is not None:
         app.include_router(federation_routes.router(federation, authz))
+    if console is not None:
+        app.include_router(console_routes.router(console))
     render_metrics = metrics_page(read_metrics, labelled_metrics)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")
