@@ -173,6 +173,15 @@ async def test_two_people_chat_both_ways_with_ticks(
                 await expect(page.locator("#sign-in-view")).to_be_visible()
                 await expect(page.locator("#sign-in-status")).to_have_text("")
                 await page.screenshot(path=str(tmp_path / f"{name}-signed-out.png"))
+
+            # a second tab of alice's browser (same instance) takes her session over: the
+            # first tab goes back to the sign-in form and says why
+            await sign_in(alice, base, "alice", tmp_path)
+            second_tab = await alice.context.new_page()
+            watch.page(second_tab, "alice 2")
+            await sign_in(second_tab, base, "alice", tmp_path)
+            await expect(alice.locator("#sign-in-status")).to_contain_text("taken over")
+            await expect(alice.locator("#sign-in-status")).to_contain_text("(12)")
         finally:
             await browser.close()
     assert watch.errors == []

@@ -14,6 +14,7 @@ const state = {
   sent: new Map(), // message id -> item
   current: null, // peer key
   signingOut: false,
+  lastFailure: null, // the reason of a session the server failed (taken over, shut down)
 };
 
 async function loadConfig() {
@@ -61,6 +62,11 @@ async function signIn(event) {
     client.on("message", received);
     client.on("notification", notified);
     client.on("close", closed);
+    client.on("session", (session) => {
+      if (session.state === "failed" && session.reason) {
+        state.lastFailure = `${session.reason.description} (${session.reason.code})`;
+      }
+    });
     await client.setReceipt(RECEIPT);
   } catch (error) {
     client.close();
@@ -120,7 +126,9 @@ async function signOut() {
 
 function closed(event) {
   if (state.signingOut || state.client === null) return;
-  showSignIn(`Disconnected (${event.code}). Sign in again.`);
+  const why = state.lastFailure ?? `the connection closed (${event.code})`;
+  state.lastFailure = null;
+  showSignIn(`Signed out: ${why}. Sign in again.`);
 }
 
 function conversation(identity) {
