@@ -32,6 +32,7 @@ from .api.app import (
     health,
     metrics_page,
 )
+from .api.console import Console
 from .api.federation import FederationEndpoint, Query, federation_status
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
@@ -568,6 +569,7 @@ class TidingsServer:
                 settings=self.settings.redacted,
                 federation=lambda: federation_status(endpoint),
             ),
+            console=Console(self.settings.domain, self.settings.host, lambda: self.ws_port),
         )
         settings = self.settings
         config = uvicorn.Config(

@@ -24,6 +24,7 @@ from ..core.owner_feeds import OwnerFeeds
 from ..core.session_service import SessionService
 from . import admin as admin_routes
 from . import consent as consent_routes
+from . import console as console_routes
 from . import federation as federation_routes
 from . import feeds, problems
 from . import sessions as session_routes
@@ -115,12 +116,13 @@ def create_app(
     labelled_metrics: Callable[[], Labelled] | None = None,
     histograms: Callable[[], Histograms] | None = None,
     admin: admin_routes.AdminSources | None = None,
+    console: console_routes.Console | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
     ``consent`` with ``identify`` and ``capability_url`` adds the consent routes;
     ``federation`` the routes other domains' servers call; ``admin`` with ``identify`` the
-    admin routes."""
+    admin routes; ``console`` the web console at ``/`` and ``/console/``."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
@@ -133,6 +135,8 @@ def create_app(
         app.include_router(federation_routes.router(federation, authz))
     if admin is not None and identify is not None:
         app.include_router(admin_routes.router(admin, authz, identify))
+    if console is not None:
+        app.include_router(console_routes.router(console))
     render_metrics = metrics_page(read_metrics, labelled_metrics, histograms)
 
     @app.get("/healthz", summary="Liveness: 200 while the server is serving")
