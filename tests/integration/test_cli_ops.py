@@ -20,7 +20,7 @@ def tidings(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TIDINGS, *args], capture_output=True, text=True, timeout=60)
 
 
-async def test_import_reports_bad_rows_imports_the_rest_and_is_idempotent(tmp_path: Path):
+async def test_import_reports_bad_rows_imports_the_rest_and_is_idempotent(tmp_path: Path) -> None:
     data = tmp_path / "data"
     csv_file = tmp_path / "accounts.csv"
     csv_file.write_text(
@@ -70,7 +70,7 @@ async def test_import_reports_bad_rows_imports_the_rest_and_is_idempotent(tmp_pa
         server.stop()
 
 
-def test_import_refuses_a_file_without_the_header(tmp_path: Path):
+def test_import_refuses_a_file_without_the_header(tmp_path: Path) -> None:
     csv_file = tmp_path / "accounts.csv"
     csv_file.write_text("ann,ann-pw\n")
     refused = tidings("account", "import", str(csv_file), "--data-dir", str(tmp_path / "d"))
@@ -95,7 +95,7 @@ async def _queue_for_bob(server: ServerProcess, count: int) -> str:
         alice.send(
             {"id": f"q-{n}", "to": "bob@localhost/phone", "type": "text/plain", "content": f"#{n}"}
         )
-        await alice.expect(lambda e, n=n: e.get("id") == f"q-{n}" and e.get("event") == "accepted")
+        await alice.expect_id(f"q-{n}", event="accepted")
     await alice.finish()
     return bob.session_id
 
@@ -106,7 +106,7 @@ def _accounts(data: Path) -> None:
         assert added.returncode == 0, added.stderr
 
 
-async def test_queues_and_sessions_read_a_stopped_servers_data(tmp_path: Path):
+async def test_queues_and_sessions_read_a_stopped_servers_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _accounts(data)
     server = ServerProcess(data).start()
@@ -149,7 +149,7 @@ async def test_queues_and_sessions_read_a_stopped_servers_data(tmp_path: Path):
     assert [(row["instance"], row["depth"]) for row in alice] == [("desk", 0)]
 
 
-async def test_status_once_shows_a_connection_a_client_holds(tmp_path: Path):
+async def test_status_once_shows_a_connection_a_client_holds(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", args=["--allow-guests"]).start()
     try:
         before = tidings("status", "--once", "--json", "--url", server.http_url)
@@ -176,13 +176,13 @@ async def test_status_once_shows_a_connection_a_client_holds(tmp_path: Path):
         server.stop()
 
 
-def test_status_names_a_server_it_cannot_reach():
+def test_status_names_a_server_it_cannot_reach() -> None:
     failed = tidings("status", "--once", "--url", "http://127.0.0.1:1")
     assert failed.returncode == 1
     assert "cannot reach" in failed.stderr
 
 
-async def test_json_logs_are_json_lines_with_session_and_request_ids(tmp_path: Path):
+async def test_json_logs_are_json_lines_with_session_and_request_ids(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _accounts(data)
     server = ServerProcess(data, args=["--log-format", "json", "--log-level", "info"]).start()
@@ -211,7 +211,7 @@ async def test_json_logs_are_json_lines_with_session_and_request_ids(tmp_path: P
     assert any(r.get("request") == generated for r in records)
 
 
-def test_a_log_format_that_does_not_exist_is_named(tmp_path: Path):
+def test_a_log_format_that_does_not_exist_is_named(tmp_path: Path) -> None:
     refused = tidings("serve", "--data-dir", str(tmp_path), "--log-format", "xml")
     assert refused.returncode == 2
     assert "log_format" in refused.stderr
