@@ -171,8 +171,22 @@ class Settings:
     federation_rate_burst: int = 400
     """Requests one peer may make in a burst above ``federation_rate_limit``."""
 
+    log_format: str = "text"
+    """Server log lines on stderr: ``text`` (time, level, logger, ids, message) or ``json``
+    (one JSON object a line: ``time``, ``level``, ``logger``, ``message``, and ``session`` (a
+    LIME session's id) or ``request`` (an HTTP request's ``X-Request-ID``) when known)."""
+    log_level: str = "warning"
+    """Least severe log records written: ``debug``, ``info`` (adds sessions established and
+    ended, HTTP requests), ``warning`` or ``error``."""
+
     def __post_init__(self) -> None:
         self._check_federation()
+        _check(self.log_format in ("text", "json"), "log_format", "must be 'text' or 'json'")
+        _check(
+            self.log_level in ("debug", "info", "warning", "error"),
+            "log_level",
+            "must be 'debug', 'info', 'warning' or 'error'",
+        )
         _check(
             bool(self.domain) and "@" not in self.domain and "/" not in self.domain,
             "domain",

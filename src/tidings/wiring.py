@@ -82,6 +82,7 @@ from .gateway.lime_commands import parse_identity
 from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
+from .logs import RequestIds, configure_logging
 from .net.dns_srv import DnsSrv
 from .net.federation_client import FederationClient
 from .protocol.lime import Node, stamp_scope
@@ -573,12 +574,13 @@ class TidingsServer:
         )
         settings = self.settings
         config = uvicorn.Config(
-            app,
+            RequestIds(app),
             loop="none",
             lifespan="off",
             http="h11",
             ws="none",
             log_level="warning",
+            log_config=None,  # its records go to the server's handler (logs.configure_logging)
             access_log=False,
             timeout_keep_alive=settings.http_keep_alive_s,  # type: ignore[arg-type]
         )
@@ -941,6 +943,7 @@ async def serve(settings: Settings, ready: Any = None) -> None:
     """Run until SIGINT/SIGTERM; ``ready`` is called with the server once it listens."""
     import signal
 
+    configure_logging(settings.log_format, settings.log_level)
     _raise_file_limit(settings.max_connections + settings.connection_reserve)
     server = TidingsServer(settings)
     await server.start()

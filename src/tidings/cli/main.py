@@ -785,3 +785,6 @@ def federation_status(
             peer["lastError"] or "-",
         )
     Console().print(table)
+
+
+from . import ops  # noqa: E402, F401  (registers the operators' commands on ``app``)

@@ -120,6 +120,10 @@ class LimeConnection(WSListener):
         self._timer.cancel()
         live = self.live
         if live is not None:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "session of %s ended", live.node, extra={"session": self.session.session_id}
+                )
             self.ctx.keys.forget(live)
             forget_consent(self.ctx, live)
             if self.ctx.router.detach(live):
@@ -219,7 +223,11 @@ class LimeConnection(WSListener):
     def _fail_unexpectedly(self) -> None:
         """Called from an ``except`` block: log the bug and fail the session with 11, so that
         nothing after it is silently skipped (the client knows to reconnect and re-send)."""
-        log.exception("unexpected error on the session of %s", self.live and self.live.node)
+        log.exception(
+            "unexpected error on the session of %s",
+            self.live and self.live.node,
+            extra={"session": self.session.session_id},
+        )
         self._close_code = WSCloseCode.INTERNAL_ERROR
         self.session.fail(
             Reason(code=ReasonCode.SESSION_ERROR, description="An unexpected server error occurred")
@@ -327,6 +335,7 @@ class LimeConnection(WSListener):
             self.live.node if self.live is not None else "a connection",
             self.ctx.max_output_buffer,
             self.ctx.stall_timeout,
+            extra={"session": self.session.session_id},
         )
         if self.transport is not None:
             self.transport.disconnect(graceful=False)
@@ -415,6 +424,13 @@ class LimeConnection(WSListener):
         self.session.establish(Node(node.name, node.domain, instance))
         self._flush()
         ctx.stats.sessions_established += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "session established for %s (%s)",
+                live.node,
+                request.scheme,
+                extra={"session": self.session.session_id},
+            )
         await ctx.router.attach(live)
         await ctx.router.save(live)
         ctx.presence.changed(live.identity)
