@@ -40,6 +40,8 @@ async def test_the_page_and_its_files_are_served_with_their_types(
         "console.css": "text/css; charset=utf-8",
         "index.html": "text/html; charset=utf-8",
         "favicon.svg": "image/svg+xml",
+        "admin.html": "text/html; charset=utf-8",
+        "admin.js": "text/javascript; charset=utf-8",
     }
     for name, media_type in types.items():
         answer = await client.get(f"/console/{name}")
