@@ -1,5 +1,7 @@
-// The Tidings web console: sign in over LIME (lime.js), chat live with delivery ticks.
+// The Tidings web console: sign in over LIME (lime.js), chat live with delivery ticks, and
+// the consent view (consent.js) on the same session.
 import { LimeClient, identityOf, newId } from "/console/lime.js";
+import { CHAT_TYPE, openOffer, setUpConsent, startConsent, stopConsent } from "/console/consent.js";
 
 const $ = (id) => document.getElementById(id);
 const RECEIPT = ["accepted", "dispatched", "received"];
@@ -80,11 +82,40 @@ async function signIn(event) {
   state.me = identityOf(client.localNode);
   $("password").value = "";
   showChat();
+  startConsent(client, state.me).then(() => {
+    const offer = offerInHash();
+    if (offer !== null && state.client === client) {
+      showView("consent");
+      openOffer(offer);
+    }
+  });
+}
+
+/** The capability link of `#offer=<url>` in the page's address, or null. */
+function offerInHash() {
+  const hash = window.location.hash;
+  if (!hash.startsWith("#offer=")) return null;
+  const value = hash.slice("#offer=".length);
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function showView(which) {
+  const consent = which === "consent";
+  $("chat-view").hidden = consent;
+  $("consent-view").hidden = !consent;
+  $("show-chat").setAttribute("aria-pressed", String(!consent));
+  $("show-consent").setAttribute("aria-pressed", String(consent));
 }
 
 function showChat() {
   $("sign-in-view").hidden = true;
   $("chat-view").hidden = false;
+  $("views").hidden = false;
+  showView("chat");
   $("whoami").textContent = `Signed in as ${state.me}`;
   $("whoami").hidden = false;
   $("sign-out").hidden = false;
@@ -103,7 +134,10 @@ function showSignIn(message) {
   $("conversation-title").textContent = "No conversation open";
   $("text").disabled = true;
   $("send").disabled = true;
+  stopConsent();
   $("chat-view").hidden = true;
+  $("consent-view").hidden = true;
+  $("views").hidden = true;
   $("whoami").hidden = true;
   $("sign-out").hidden = true;
   $("sign-in-view").hidden = false;
@@ -242,7 +276,7 @@ function send(event) {
 
 function received(message) {
   const from = identityOf(message.from);
-  if (!from) return;
+  if (!from || message.type === CHAT_TYPE) return; // consent chat: shown in the consent view
   const text =
     typeof message.content === "string" && message.type === "text/plain"
       ? message.content
@@ -286,6 +320,22 @@ async function main() {
   $("sign-out").addEventListener("click", signOut);
   $("peer-form").addEventListener("submit", openPeer);
   $("message-form").addEventListener("submit", send);
+  $("show-chat").addEventListener("click", () => {
+    showView("chat");
+    $("peer").focus();
+  });
+  $("show-consent").addEventListener("click", () => {
+    showView("consent");
+    $("consent-title").focus();
+  });
+  window.addEventListener("hashchange", () => {
+    const offer = offerInHash();
+    if (offer !== null && state.client !== null) {
+      showView("consent");
+      openOffer(offer);
+    }
+  });
+  setUpConsent();
   try {
     await loadConfig();
   } catch (error) {

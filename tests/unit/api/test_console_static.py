@@ -45,6 +45,7 @@ async def test_the_page_and_its_files_are_served_with_their_types(
         "favicon.svg": "image/svg+xml",
         "admin.html": "text/html; charset=utf-8",
         "admin.js": "text/javascript; charset=utf-8",
+        "consent.js": "text/javascript; charset=utf-8",
     }
     for name, media_type in types.items():
         answer = await client.get(f"/console/{name}")

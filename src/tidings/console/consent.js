@@ -1,0 +1,470 @@
+// The consent view of the Tidings web console: the inbox (read, then followed live), the
+// relationships with their chat and alerts, and offers opened from a capability link.
+// Everything goes over the console's LIME session (lime.js), as commands on /consent/...
+// Text from the server is always set with textContent, never as markup.
+
+const $ = (id) => document.getElementById(id);
+const JSON_TYPE = "application/json";
+export const CHAT_TYPE = "application/vnd.tidings.consent-chat+json";
+const EVENT_TYPE = "application/vnd.tidings.consent-event+json";
+const PAGE = 1000;
+
+const state = {
+  client: null,
+  me: null,
+  cursor: 0, // the last inbox seq handled
+  relationships: new Map(), // id -> relationship document
+  chats: new Map(), // relationship id -> Map(seq -> {from, text, at})
+  alerts: new Map(), // alert id -> {alertId, relationshipId, from, level, title, body, ackRequired, ackId, ackedBy}
+  current: null, // relationship id shown
+  offer: null, // {url, token, offer}
+  listeners: [],
+};
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function when(seconds) {
+  return new Date(seconds * 1000).toLocaleString();
+}
+
+/** The text of a {lang: text} map: English, else the first one. */
+function localized(texts) {
+  if (typeof texts === "string") return texts;
+  if (texts === null || typeof texts !== "object") return "";
+  return texts.en ?? Object.values(texts)[0] ?? "";
+}
+
+function problem(error) {
+  return error && error.message ? error.message : String(error);
+}
+
+function command(method, uri, resource) {
+  const envelope = { method, uri };
+  if (resource !== undefined) {
+    envelope.type = JSON_TYPE;
+    envelope.resource = resource;
+  }
+  return state.client.sendCommand(envelope);
+}
+
+/** The capability token of a capability URL (its last path segment), or a bare token. */
+export function capabilityToken(capability) {
+  const value = capability.trim();
+  if (!value.includes("/")) return value;
+  let path;
+  try {
+    path = new URL(value).pathname;
+  } catch {
+    path = value;
+  }
+  const segments = path.replace(/\/+$/, "").split("/");
+  return decodeURIComponent(segments[segments.length - 1] ?? "");
+}
+
+// -- start and stop ----------------------------------------------------------------------
+
+/** Start following the signed-in identity's consent (the client is established). */
+export async function startConsent(client, me) {
+  stopConsent();
+  state.client = client;
+  state.me = me;
+  const onCommand = (envelope) => observed(envelope);
+  const onMessage = (message) => {
+    // consent chat also comes as a LIME message; the inbox event is what is shown
+    if (message.type === CHAT_TYPE) return;
+  };
+  client.on("command", onCommand);
+  client.on("message", onMessage);
+  state.listeners = [
+    ["command", onCommand],
+    ["message", onMessage],
+  ];
+  $("consent-status").textContent = "";
+  try {
+    await loadRelationships();
+    for (;;) {
+      const page = await command("get", `/consent/inbox?since=${state.cursor}&limit=${PAGE}`);
+      const items = page.resource?.items ?? [];
+      for (const event of items) handle(event);
+      if (items.length < PAGE) break;
+    }
+    await command("subscribe", `/consent/inbox?since=${state.cursor}`);
+  } catch (error) {
+    if (state.client === client) {
+      $("consent-status").textContent = `The consent inbox did not load: ${problem(error)}`;
+    }
+  }
+}
+
+/** Forget everything shown (signed out). */
+export function stopConsent() {
+  if (state.client !== null) {
+    for (const [type, listener] of state.listeners) state.client.off(type, listener);
+  }
+  state.client = null;
+  state.me = null;
+  state.cursor = 0;
+  state.relationships.clear();
+  state.chats.clear();
+  state.alerts.clear();
+  state.current = null;
+  state.listeners = [];
+  $("inbox").replaceChildren();
+  $("relationship-list").replaceChildren();
+  $("relationship").hidden = true;
+  $("consent-chat").replaceChildren();
+  $("consent-alerts").replaceChildren();
+  $("consent-status").textContent = "";
+  clearOffer();
+}
+
+function observed(envelope) {
+  if (envelope.method !== "observe" || envelope.type !== EVENT_TYPE) return;
+  if (!String(envelope.uri ?? "").endsWith("/consent/inbox")) return;
+  handle(envelope.resource);
+}
+
+// -- the inbox ---------------------------------------------------------------------------
+
+const SUMMARY = {
+  "invite-created": (d) => `Invite created: ${d.displayName ?? d.inviteId ?? ""}`,
+  "invite-accepted": (d) => `Invite accepted by ${d.by ?? d.accepter ?? "someone"}`,
+  "invite-refused": (d) => `Invite refused by ${d.by ?? "someone"}`,
+  "invite-invalidated": () => "Invite invalidated",
+  "relationship-created": (d) => `Relationship created: ${d.appCode ?? d.relationshipId ?? ""}`,
+  "relationship-revoked": (d) => `Relationship revoked${d.by ? ` by ${d.by}` : ""}`,
+  "relationship-expired": () => "Relationship expired",
+  "scope-requested": () => "New permissions requested",
+  "scope-accepted": () => "Permission request accepted",
+  "scope-refused": () => "Permission request refused",
+  chat: (d) => `Chat from ${d.from}: ${d.text}`,
+  alert: (d) => `Alert (${d.level}) from ${d.from}: ${localized(d.title)}`,
+  "alert-acked": (d) => `Alert acknowledged by ${d.by}`,
+};
+
+function handle(event) {
+  if (!event || typeof event.seq !== "number" || event.seq <= state.cursor) return;
+  state.cursor = event.seq;
+  const data = event.data ?? {};
+  const summary = (SUMMARY[event.kind] ?? (() => event.kind))(data);
+  const entry = element("li", null, "event");
+  entry.dataset.seq = String(event.seq);
+  entry.dataset.kind = event.kind;
+  entry.append(element("span", `#${event.seq}`, "seq"), element("span", summary, "summary"));
+  entry.append(element("time", when(event.at), "at"));
+  const list = $("inbox");
+  list.prepend(entry);
+  while (list.children.length > 200) list.lastElementChild.remove();
+
+  if (event.kind === "chat") {
+    chatOf(data.relationshipId).set(data.seq, { from: data.from, text: data.text, at: event.at });
+    if (data.relationshipId === state.current) renderChat();
+    else markUnread(data.relationshipId);
+  } else if (event.kind === "alert") {
+    state.alerts.set(data.alertId, { ...data, at: event.at, ackedBy: null });
+    if (data.relationshipId === state.current) renderAlerts();
+    else markUnread(data.relationshipId);
+  } else if (event.kind === "alert-acked") {
+    const alert = state.alerts.get(data.alertId);
+    if (alert !== undefined) {
+      alert.ackedBy = data.by;
+      if (alert.relationshipId === state.current) renderAlerts();
+    }
+  } else if (event.kind.startsWith("relationship-") || event.kind.startsWith("scope-")) {
+    loadRelationships().catch((error) => {
+      $("consent-status").textContent = `Relationships did not load: ${problem(error)}`;
+    });
+  }
+}
+
+function chatOf(relationshipId) {
+  let chat = state.chats.get(relationshipId);
+  if (chat === undefined) {
+    chat = new Map();
+    state.chats.set(relationshipId, chat);
+  }
+  return chat;
+}
+
+// -- relationships -----------------------------------------------------------------------
+
+async function loadRelationships() {
+  const client = state.client;
+  const answer = await command("get", "/consent/relationships");
+  if (state.client !== client) return;
+  state.relationships.clear();
+  for (const relationship of answer.resource?.items ?? []) {
+    state.relationships.set(relationship.id, relationship);
+  }
+  renderRelationships();
+  if (state.current !== null) showRelationship(state.current, false);
+}
+
+function counterparty(relationship) {
+  const me = (state.me ?? "").toLowerCase();
+  return relationship.requester.toLowerCase() === me
+    ? relationship.accepter
+    : relationship.requester;
+}
+
+function renderRelationships() {
+  const items = [];
+  for (const relationship of state.relationships.values()) {
+    const button = element("button", null, "relationship-button");
+    button.type = "button";
+    button.dataset.id = relationship.id;
+    button.append(
+      element("span", relationship.appCode, "app"),
+      element("span", ` with ${counterparty(relationship)}`, "with"),
+      element("span", ` (${relationship.state})`, `state state-${relationship.state}`),
+    );
+    if (relationship.id === state.current) button.setAttribute("aria-current", "true");
+    button.addEventListener("click", () => showRelationship(relationship.id, true));
+    const entry = element("li");
+    entry.append(button);
+    items.push(entry);
+  }
+  if (items.length === 0) items.push(element("li", "No relationships yet.", "empty"));
+  $("relationship-list").replaceChildren(...items);
+}
+
+function markUnread(relationshipId) {
+  const button = document.querySelector(
+    `#relationship-list button[data-id="${CSS.escape(relationshipId ?? "")}"]`,
+  );
+  if (button !== null && button.querySelector(".unread") === null) {
+    const badge = element("span", "new", "unread");
+    button.append(badge);
+  }
+}
+
+async function showRelationship(id, focus) {
+  const relationship = state.relationships.get(id);
+  if (relationship === undefined) return;
+  state.current = id;
+  renderRelationships();
+  $("relationship").hidden = false;
+  $("relationship-title").textContent =
+    `${relationship.appCode} with ${counterparty(relationship)}`;
+  const facts = $("relationship-facts");
+  facts.replaceChildren(
+    element("li", `State: ${relationship.state}`),
+    element("li", `Since: ${when(relationship.createdAt)}`),
+    element(
+      "li",
+      `Permissions: ${(relationship.permissions ?? []).map((p) => `${p.resource} (${p.level})`).join(", ") || "none"}`,
+    ),
+  );
+  const active = relationship.state === "active";
+  const chatOn = relationship.features?.chat !== false;
+  $("consent-text").disabled = !(active && chatOn);
+  $("consent-send").disabled = !(active && chatOn);
+  renderChat();
+  renderAlerts();
+  if (focus) {
+    if (!$("consent-text").disabled) $("consent-text").focus();
+    else $("relationship-title").focus();
+  }
+  try {
+    const client = state.client;
+    const answer = await command("get", `/consent/relationships/${encodeURIComponent(id)}/chat?since=0&limit=${PAGE}`);
+    if (state.client !== client) return;
+    const chat = chatOf(id);
+    for (const message of answer.resource?.items ?? []) {
+      chat.set(message.seq, { from: message.sender, text: message.text, at: message.at });
+    }
+    if (state.current === id) renderChat();
+  } catch (error) {
+    $("consent-status").textContent = `The chat did not load: ${problem(error)}`;
+  }
+}
+
+function renderChat() {
+  const list = $("consent-chat");
+  const chat = state.chats.get(state.current) ?? new Map();
+  const me = (state.me ?? "").toLowerCase();
+  const items = [...chat.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([seq, message]) => {
+      const mine = String(message.from).toLowerCase() === me;
+      const entry = element("li", null, mine ? "message mine" : "message theirs");
+      entry.dataset.seq = String(seq);
+      if (!mine) entry.append(element("span", `${message.from}: `, "from"));
+      entry.append(element("span", message.text, "text"));
+      return entry;
+    });
+  list.replaceChildren(...items);
+  list.scrollTop = list.scrollHeight;
+}
+
+function renderAlerts() {
+  const items = [];
+  const me = (state.me ?? "").toLowerCase();
+  for (const alert of state.alerts.values()) {
+    if (alert.relationshipId !== state.current) continue;
+    const entry = element("li", null, `alert level-${alert.level}`);
+    entry.dataset.id = alert.alertId;
+    entry.append(
+      element("strong", `${alert.level}: ${localized(alert.title)}`, "title"),
+      element("p", localized(alert.body), "body"),
+      element("span", `from ${alert.from}, ${when(alert.at)}`, "meta"),
+    );
+    if (alert.ackedBy) {
+      entry.append(element("span", `Acknowledged by ${alert.ackedBy}`, "acked"));
+    } else if (alert.ackRequired && String(alert.from).toLowerCase() !== me) {
+      const button = element("button", "Acknowledge", "ack");
+      button.type = "button";
+      button.addEventListener("click", () => acknowledge(alert, button));
+      entry.append(button);
+    } else if (alert.ackRequired) {
+      entry.append(element("span", "Waiting for acknowledgement", "acked"));
+    }
+    items.push(entry);
+  }
+  $("consent-alerts").replaceChildren(...items);
+  $("alerts-title").hidden = items.length === 0;
+}
+
+async function acknowledge(alert, button) {
+  button.disabled = true;
+  try {
+    await command("set", `/consent/alerts/${encodeURIComponent(alert.alertId)}/ack`, {
+      ackId: alert.ackId,
+    });
+    alert.ackedBy = alert.ackedBy ?? state.me; // the alert-acked event confirms it
+    renderAlerts();
+    $("relationship-title").focus();
+  } catch (error) {
+    button.disabled = false;
+    $("consent-status").textContent = `Not acknowledged: ${problem(error)}`;
+  }
+}
+
+async function sendChat(event) {
+  event.preventDefault();
+  const input = $("consent-text");
+  const text = input.value;
+  const id = state.current;
+  if (state.client === null || id === null || text.trim() === "") return;
+  input.disabled = true;
+  try {
+    const answer = await command("set", `/consent/relationships/${encodeURIComponent(id)}/chat`, {
+      text,
+    });
+    const message = answer.resource;
+    if (message && typeof message.seq === "number") {
+      chatOf(id).set(message.seq, { from: message.sender, text: message.text, at: message.at });
+      if (state.current === id) renderChat();
+    }
+    input.value = "";
+    $("consent-status").textContent = "";
+  } catch (error) {
+    $("consent-status").textContent = `Not sent: ${problem(error)}`;
+  } finally {
+    input.disabled = false;
+    input.focus();
+  }
+}
+
+// -- offers ------------------------------------------------------------------------------
+
+function clearOffer() {
+  state.offer = null;
+  $("offer").hidden = true;
+  $("offer-details").replaceChildren();
+  $("offer-status").textContent = "";
+}
+
+/** Read the offer of a capability link and show it with Accept and Refuse. */
+export async function openOffer(url) {
+  clearOffer();
+  $("offer-url").value = url;
+  const token = capabilityToken(url);
+  const status = $("offer-status");
+  if (state.client === null || token === "") {
+    status.textContent = "Paste a capability link first.";
+    return;
+  }
+  status.textContent = "Reading the offer…";
+  let offer;
+  try {
+    const answer = await command("get", `/consent/offers/${encodeURIComponent(token)}`);
+    offer = answer.resource;
+  } catch (error) {
+    status.textContent = `This offer cannot be read: ${problem(error)}`;
+    return;
+  }
+  state.offer = { url: url.trim(), token, offer };
+  const details = $("offer-details");
+  const permissions = element("ul", null, "permissions");
+  for (const permission of offer.requestedPermissions ?? []) {
+    permissions.append(element("li", `${permission.resource}: ${permission.level}`));
+  }
+  details.replaceChildren(
+    element("dt", "From"),
+    element("dd", offer.requester),
+    element("dt", "Application"),
+    element("dd", `${offer.displayName} (${offer.appCode})`),
+    element("dt", "Consent"),
+    element("dd", localized(offer.consent)),
+    element("dt", "Asks for"),
+    (() => {
+      const dd = element("dd");
+      dd.append(permissions);
+      return dd;
+    })(),
+    element("dt", "Expires"),
+    element("dd", when(offer.expiresAt)),
+  );
+  $("offer-title").textContent = offer.displayName;
+  $("offer").hidden = false;
+  status.textContent = "";
+  $("offer-title").focus();
+}
+
+async function decide(decision) {
+  const offer = state.offer;
+  if (offer === null || state.client === null) return;
+  const status = $("offer-status");
+  $("offer-accept").disabled = true;
+  $("offer-refuse").disabled = true;
+  const resource = { decision };
+  if (offer.url.includes("://")) resource.capabilityUrl = offer.url;
+  try {
+    const answer = await command("set", `/consent/offers/${encodeURIComponent(offer.token)}`, resource);
+    if (decision === "accept") {
+      const relationship = answer.resource;
+      state.relationships.set(relationship.id, relationship);
+      clearOffer();
+      $("offer-url").value = "";
+      $("offer-status").textContent = `Accepted: ${relationship.appCode} with ${counterparty(relationship)}.`;
+      await showRelationship(relationship.id, true);
+    } else {
+      clearOffer();
+      $("offer-url").value = "";
+      $("offer-status").textContent = "Refused.";
+      $("offer-url").focus();
+    }
+  } catch (error) {
+    status.textContent = `Not done: ${problem(error)}`;
+  } finally {
+    $("offer-accept").disabled = false;
+    $("offer-refuse").disabled = false;
+  }
+}
+
+/** Wire the view's forms (once, at page load). */
+export function setUpConsent() {
+  $("offer-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    openOffer($("offer-url").value);
+  });
+  $("offer-accept").addEventListener("click", () => decide("accept"));
+  $("offer-refuse").addEventListener("click", () => decide("refuse"));
+  $("consent-chat-form").addEventListener("submit", sendChat);
+}
