@@ -19,6 +19,7 @@ from rich.table import Table
 from ..config import ConfigError, Settings, setting_help, without_password
 from ..core.accounts import AccountService
 from ..core.errors import TidingsError
+from ..core.ports import Store
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 account_app = typer.Typer(no_args_is_help=True, help="Manage accounts in a data folder.")
@@ -179,9 +180,8 @@ class DataOptions:
             _fail(str(exc))
 
 
-def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable[T]]) -> T:
-    """Run ``work`` with the account service of the store the options name (the server's own
-    ``open_store``: SQLite, memory or PostgreSQL alike)."""
+def _with_store(data: DataOptions, work: Callable[[Store, Settings], Awaitable[T]]) -> T:
+    """Run ``work`` with the store the options name (offline: the server's own ``open_store``)."""
     from ..store import open_store
 
     settings = data.settings()
@@ -190,8 +190,7 @@ def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable
         store = open_store(settings)
         store.open(asyncio.get_running_loop())
         try:
-            service = AccountService(settings.domain, store)
-            return await work(service)
+            return await work(store, settings)
         finally:
             store.close()
 
@@ -199,6 +198,15 @@ def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable
         return asyncio.run(run())
     except TidingsError as error:
         _fail(error.message, 1)
+
+
+def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable[T]]) -> T:
+    """Run ``work`` with the account service of the store the options name."""
+
+    async def run(store: Store, settings: Settings) -> T:
+        return await work(AccountService(settings.domain, store))
+
+    return _with_store(data, run)
 
 
 @account_app.command("add")

@@ -8,7 +8,7 @@ import csv
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
@@ -22,7 +22,18 @@ from ..core.accounts import AccountService, check_account_name
 from ..core.errors import Conflict, TidingsError
 from ..core.model import UNCLAIMED, SessionRecord
 from ..core.ports import Store
-from .main import Config, DataDir, DataOptions, StoreUrl, _fail, _print_json, account_app, app
+from .main import (
+    Config,
+    DataDir,
+    DataOptions,
+    StoreUrl,
+    _fail,
+    _print_json,
+    _with_accounts,
+    _with_store,
+    account_app,
+    app,
+)
 
 T = TypeVar("T")
 MAX_IMPORT_ROWS: Final = 100_000
@@ -30,26 +41,6 @@ IMPORT_CONCURRENCY: Final = 8
 """Rows hashed at once (password hashing runs in threads and is most of the work)."""
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _with_store(data: DataOptions, work: Callable[[Store, Settings], Awaitable[T]]) -> T:
-    """Run ``work`` with the store the options name (offline: the server's own ``open_store``)."""
-    from ..store import open_store
-
-    settings = data.settings()
-
-    async def run() -> T:
-        store = open_store(settings)
-        store.open(asyncio.get_running_loop())
-        try:
-            return await work(store, settings)
-        finally:
-            store.close()
-
-    try:
-        return asyncio.run(run())
-    except TidingsError as error:
-        _fail(error.message, 1)
 
 
 # -- account import -----------------------------------------------------------------------------
@@ -157,13 +148,6 @@ def account_import(
     print(f"{counts['added']} added, {counts['exists']} existed, {counts['error']} failed")
     if counts["error"]:
         raise typer.Exit(1)
-
-
-def _with_accounts(data: DataOptions, work: Callable[[AccountService], Awaitable[T]]) -> T:
-    async def run(store: Store, settings: Settings) -> T:
-        return await work(AccountService(settings.domain, store))
-
-    return _with_store(data, run)
 
 
 # -- queues and sessions (offline, from the store) ----------------------------------------------

@@ -15,6 +15,8 @@
 
 /** A failed operation: `code` is Feedme's ErrorCode (or one of ours, e.g. "DISCONNECTED"),
  * `data` its ErrorData. */
+import { Listeners } from "./listeners.js";
+
 export class FeedmeError extends Error {
   constructor(code, message, data = {}) {
     super(`${code}: ${message}`);
@@ -292,7 +294,7 @@ const REOPEN_WINDOW_MS = 60000;
  *  - "badClientMessage": the server's ViolationResponse ({diagnostics})
  *  - "disconnect": the WebSocket closed ({code, reason, wasClean})
  */
-export class FeedmeClient {
+export class FeedmeClient extends Listeners {
   /**
    * @param {string} url  ws:// or wss:// URL of the server's WebSocket port (append
    *   `?token=API_KEY` to read accounts' own feeds)
@@ -300,6 +302,7 @@ export class FeedmeClient {
    *   open/close, 10000), verifyMd5 (true), WebSocket (the constructor; the browser's)
    */
   constructor(url, options = {}) {
+    super();
     this.url = url;
     this.timeout = options.timeout ?? 10000;
     this.verifyMd5 = options.verifyMd5 ?? true;
@@ -307,22 +310,10 @@ export class FeedmeClient {
     /** "disconnected", "connecting" or "connected" */
     this.state = "disconnected";
     this._socket = null;
-    this._listeners = new Map();
     this._feeds = new Map(); // feedKey -> {name, args, state, data, waiter, reopens: [ms]}
     this._actions = new Map(); // CallbackId -> {resolve, reject}
     this._handshake = null;
     this._nextCallback = 1;
-  }
-
-  on(type, listener) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(listener);
-    return this;
-  }
-
-  off(type, listener) {
-    this._listeners.get(type)?.delete(listener);
-    return this;
   }
 
   /** Open the WebSocket and handshake (version "0.1"). Rejects with a FeedmeError
@@ -600,17 +591,5 @@ export class FeedmeClient {
     }
     this._feeds.clear();
     this._emit("disconnect", { code: event.code, reason: event.reason, wasClean: event.wasClean });
-  }
-
-  _emit(type, value) {
-    for (const listener of this._listeners.get(type) ?? []) {
-      try {
-        listener(value);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
   }
 }

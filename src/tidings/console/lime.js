@@ -12,6 +12,8 @@
 //   await client.finish();
 
 /** A new envelope id (a UUID v4; crypto.randomUUID needs a secure context, this does not). */
+import { Listeners } from "./listeners.js";
+
 export function newId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   bytes[6] = (bytes[6] & 0x0f) | 0x40;
@@ -53,7 +55,7 @@ export class LimeError extends Error {
  *  - "session":      session envelopes received after establishment (finished, failed)
  *  - "close":        the WebSocket closed ({code, reason, wasClean})
  */
-export class LimeClient {
+export class LimeClient extends Listeners {
   /**
    * @param {string} url  ws:// or wss:// URL of the server's WebSocket port
    * @param {object} options  commandTimeout (ms, 6000), autoNotifyReceipt (true: answer every
@@ -61,6 +63,7 @@ export class LimeClient {
    *   autoReplyPings (true: answer the server's `get /ping`), WebSocket (the constructor)
    */
   constructor(url, options = {}) {
+    super();
     this.url = url;
     this.commandTimeout = options.commandTimeout ?? 6000;
     this.autoNotifyReceipt = options.autoNotifyReceipt ?? true;
@@ -74,20 +77,8 @@ export class LimeClient {
     /** The server's node (the `from` of `established`). */
     this.remoteNode = null;
     this._socket = null;
-    this._listeners = new Map();
     this._pending = new Map(); // command id -> {resolve, reject, timer}
     this._waiter = null; // the next session envelope awaited by connect/finish
-  }
-
-  on(type, listener) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(listener);
-    return this;
-  }
-
-  off(type, listener) {
-    this._listeners.get(type)?.delete(listener);
-    return this;
   }
 
   /**
@@ -313,18 +304,6 @@ export class LimeClient {
     if (this.state !== "finished" && this.state !== "failed") this.state = "failed";
     this._socket = null;
     this._emit("close", { code: event.code, reason: event.reason, wasClean: event.wasClean });
-  }
-
-  _emit(type, value) {
-    for (const listener of this._listeners.get(type) ?? []) {
-      try {
-        listener(value);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
   }
 }
 

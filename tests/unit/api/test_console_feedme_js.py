@@ -63,6 +63,9 @@ def test_feedme_js_md5_and_deltas(tmp_path: Path) -> None:
         pytest.skip("needs node")
     source = resources.files("tidings") / "console" / "feedme.js"
     (tmp_path / "feedme.mjs").write_bytes(source.read_bytes())
+    listeners = resources.files("tidings") / "console" / "listeners.js"
+    (tmp_path / "listeners.js").write_bytes(listeners.read_bytes())  # what feedme.js imports
+    (tmp_path / "package.json").write_text('{"type": "module"}')
     (tmp_path / "check.mjs").write_text(SCRIPT)
     run = subprocess.run(
         [node, "check.mjs", str(VECTORS)], cwd=tmp_path, capture_output=True, text=True, timeout=60

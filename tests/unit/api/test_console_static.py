@@ -38,6 +38,7 @@ async def test_the_page_and_its_files_are_served_with_their_types(
         "console.js": "text/javascript; charset=utf-8",
         "lime.js": "text/javascript; charset=utf-8",
         "feedme.js": "text/javascript; charset=utf-8",
+        "listeners.js": "text/javascript; charset=utf-8",
         "feeds.js": "text/javascript; charset=utf-8",
         "feeds.html": "text/html; charset=utf-8",
         "console.css": "text/css; charset=utf-8",
