@@ -82,7 +82,8 @@ class Settings:
     queue_limit: int = 10_000
     """Default number of envelopes a session's queue holds before new ones are refused."""
     commit_window_ms: float = 1.0
-    """How long the writer waits for company when a commit batch is small."""
+    """Under load, how long the writer waits for company when a commit batch is small (an idle
+    writer commits a lone write at once)."""
     rate_limit: float = 5_000.0
     """WebSocket messages per second one connection (LIME or Feedme) may send, sustained;
     beyond it (and ``rate_burst``) the connection is not read for a while (backpressure)."""

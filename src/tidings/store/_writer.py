@@ -4,10 +4,11 @@ Operations are plain functions of a connection (SQLite's, or the PostgreSQL adap
 ``Backend`` names the driver's statements and errors). The thread takes every operation queued
 while the previous batch was committing, runs each inside its own savepoint (so one failing
 operation does not undo its neighbours), commits once, and hands all the results back to the
-event loop in a single callback. Under load, batches grow by themselves; when the batch is small
-the writer waits up to ``window`` seconds for company before it commits. A connection that the
-driver reports lost (a PostgreSQL server restarted, a backend terminated) fails its batch and
-is replaced for the next one.
+event loop in a single callback. Batches form only under load, from what queued while the
+previous batch committed: a writer that had to wait for work commits it at once (a lone write
+costs one fsync), and one that found work waiting may wait ``window`` seconds for company when
+the batch is small. A connection that the driver reports lost (a PostgreSQL server restarted, a
+backend terminated) fails its batch and is replaced for the next one.
 """
 
 from __future__ import annotations
@@ -132,12 +133,20 @@ class GroupCommitWriter(Generic[C]):
                 self._backend.close(connection)
 
     def _take_batch(self) -> tuple[list[tuple[Operation[C], Completion | None]], bool]:
-        first = self._queue.get()
+        """What queued while the previous batch committed. A writer that had to wait for work
+        commits what it got at once (a lone write pays one fsync, not the window too); one
+        that found work waiting is under load and may wait ``window`` for a bigger batch."""
+        try:
+            first = self._queue.get_nowait()
+            busy = True
+        except queue.Empty:
+            first = self._queue.get()
+            busy = False
         if first is _STOP:
             return [], True
         batch = [first]
         stopping = self._drain(batch)
-        if not stopping and len(batch) < _SMALL_BATCH and self._window > 0:
+        if busy and not stopping and len(batch) < _SMALL_BATCH and self._window > 0:
             time.sleep(self._window)
             stopping = self._drain(batch)
         return batch, stopping

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,47 @@ async def test_batches_commit_together_and_results_come_back(database: Path):
         writer.stop()
     with connect(database) as connection:
         assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+
+
+async def test_a_lone_write_to_an_idle_writer_does_not_wait_for_the_window(database: Path):
+    """An hour-long window: an idle writer commits one write at once all the same (issue 15:
+    no fixed commit window when the writer is idle)."""
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=3600)
+    writer.start()
+    try:
+        for k in range(3):
+            write = writer.run(lambda c, k=k: c.execute("INSERT INTO t VALUES (?)", (k,)).rowcount)
+            assert await asyncio.wait_for(write, 60) == 1
+        assert writer.batches == 3
+    finally:
+        writer.stop()
+
+
+async def test_writes_queued_during_a_commit_form_the_next_batch(database: Path):
+    """Batches form under load: what queues while a batch runs commits together next."""
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0)
+    writer.start()
+    inside, release = threading.Event(), threading.Event()
+
+    def held(connection: sqlite3.Connection) -> None:
+        inside.set()
+        release.wait(60)
+        connection.execute("INSERT INTO t VALUES (-1)")
+
+    try:
+        first = writer.run(held)
+        await asyncio.to_thread(inside.wait, 60)
+        queued = [
+            writer.run(lambda c, k=k: c.execute("INSERT INTO t VALUES (?)", (k,)).rowcount)
+            for k in range(5)
+        ]
+        release.set()
+        await first
+        assert await asyncio.gather(*queued) == [1] * 5
+        assert writer.batches == 2
+    finally:
+        release.set()
+        writer.stop()
 
 
 async def test_a_failing_operation_fails_alone(database: Path):
