@@ -47,6 +47,10 @@ REPORT_EVERY_S = 60.0
 HEAD_MAX = 8192
 """A reserve connection's request head is answered once complete or this long, whichever first."""
 BACKLOG = 1024
+READ_BUFFER = 2048
+"""picows' first read buffer per connection (its smallest; picows' default is 16 KiB). It
+doubles as a busy connection's reads fill it and is never shrunk, so an idle connection keeps
+2 KiB instead of 16 (issue 15: memory per idle connection)."""
 
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 GONE_BEFORE_ACCEPT = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
@@ -417,7 +421,7 @@ def websocket_protocols(
             False,  # enable_auto_pong: the gateways answer pings after checking them
             max_frame_size,
             None,  # extra_headers: a client's
-            16 * 1024,  # read_buffer_init_size
+            READ_BUFFER,  # read_buffer_init_size
         )
         protocol.slot = slot
         assert isinstance(protocol, asyncio.BaseProtocol)
