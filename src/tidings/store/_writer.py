@@ -5,10 +5,10 @@ Operations are plain functions of a connection (SQLite's, or the PostgreSQL adap
 while the previous batch was committing, runs each inside its own savepoint (so one failing
 operation does not undo its neighbours), commits once, and hands all the results back to the
 event loop in a single callback. Batches form only under load, from what queued while the
-previous batch committed: a writer that had to wait for work commits it at once (a lone write
-costs one fsync), and one that found work waiting may wait ``window`` seconds for company when
-the batch is small. A connection that the driver reports lost (a PostgreSQL server restarted, a
-backend terminated) fails its batch and is replaced for the next one.
+previous batch committed: a lone write, or what a writer that had to wait for work got, commits
+at once (one fsync), and a writer that found several writes waiting may wait ``window`` seconds
+for company when the batch is small. A connection that the driver reports lost (a PostgreSQL
+server restarted, a backend terminated) fails its batch and is replaced for the next one.
 """
 
 from __future__ import annotations
@@ -133,9 +133,10 @@ class GroupCommitWriter(Generic[C]):
                 self._backend.close(connection)
 
     def _take_batch(self) -> tuple[list[tuple[Operation[C], Completion | None]], bool]:
-        """What queued while the previous batch committed. A writer that had to wait for work
-        commits what it got at once (a lone write pays one fsync, not the window too); one
-        that found work waiting is under load and may wait ``window`` for a bigger batch."""
+        """What queued while the previous batch committed. A lone write commits at once (one
+        fsync, not the window too), as does whatever a writer that had to wait for work got;
+        a writer that found several writes waiting is under load and may wait ``window`` for
+        a bigger batch."""
         try:
             first = self._queue.get_nowait()
             busy = True
@@ -146,7 +147,7 @@ class GroupCommitWriter(Generic[C]):
             return [], True
         batch = [first]
         stopping = self._drain(batch)
-        if busy and not stopping and len(batch) < _SMALL_BATCH and self._window > 0:
+        if busy and not stopping and 1 < len(batch) < _SMALL_BATCH and self._window > 0:
             time.sleep(self._window)
             stopping = self._drain(batch)
         return batch, stopping
