@@ -380,3 +380,39 @@ async def test_keys_answer_what_lime_answers(
     problem_of(
         await http.get("/keys/dave@localhost", headers=key_of(server, "alice")), 403, "not-shared"
     )
+
+
+async def test_an_offline_session_acknowledges_over_http_and_the_sender_hears(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    bob = await login(server, "bob@localhost/inbox")
+    assert (await bob.finish())["state"] == "finished"
+    carol = await login(server, "carol@localhost/sender")
+    await carol.set_receipt("accepted", "failed")
+    carol.send({"id": "m-ack", "to": "bob@localhost/inbox", "type": "text/plain", "content": "x"})
+    await carol.expect(lambda e: e.get("id") == "m-ack" and e.get("event") == "accepted")
+    queued = await http.get(
+        "/identities/bob@localhost/sessions/inbox", headers=key_of(server, "bob")
+    )
+    [entry] = queued.json()["queue"]
+    body = {"id": entry["id"], "from": entry["from"], "event": "received"}
+    route = "/identities/bob@localhost/sessions/inbox/notifications"
+    for token, status, error_id in (
+        (key_of(server, "alice"), 403, "forbidden"),
+        ({"Authorization": f"Bearer {API}"}, 403, "forbidden"),
+    ):
+        problem_of(await http.post(route, json=body, headers=token), status, error_id)
+    assert await depth(http, server, "bob@localhost/inbox") == 1
+    acked = await http.post(route, json=body, headers=key_of(server, "bob"))
+    assert acked.status_code == 200, acked.text
+    assert acked.json() == {"id": "m-ack", "removed": True}
+    receipt = await carol.expect(lambda e: e.get("id") == "m-ack" and e.get("event") == "received")
+    assert receipt["from"] == "bob@localhost/inbox"
+    assert await depth(http, server, "bob@localhost/inbox") == 0
+    again = await http.post(route, json=body, headers=key_of(server, "bob"))
+    assert again.json() == {"id": "m-ack", "removed": False}
+    live = await login(server, "bob@localhost/inbox")
+    problem_of(
+        await http.post(route, json=body, headers=key_of(server, "bob")), 409, "session-connected"
+    )
+    await live.finish()

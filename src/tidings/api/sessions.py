@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.address import parse_identity
+from ..core.address import parse_address, parse_identity
 from ..core.authz import Authorizer, Method, Resource
+from ..core.errors import ErrorId, Forbidden
 from ..core.session_service import SessionService
 from .guard import Caller, Identify, bearer_guard, caller_guard
 from .problems import PROBLEM_RESPONSES
@@ -61,6 +62,32 @@ class SessionInfo(BaseModel):
     lastSeen: float
     persistent: bool
     queue: list[dict[str, Any]] | None = None
+
+
+class Reason(BaseModel):
+    code: int = Field(ge=1, le=9999, description="A LIME reason code")
+    description: str = Field(default="", max_length=1024)
+
+
+class SessionNotification(BaseModel):
+    """A notification the session sends about a message in its queue, as a LIME client does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256, description="The message's id")
+    from_: str = Field(
+        alias="from",
+        min_length=1,
+        max_length=1024,
+        description="The message's sender, as its queue entry's 'from' says",
+    )
+    event: Literal["received", "consumed", "failed"]
+    reason: Reason | None = Field(default=None, description="Why it failed (event 'failed')")
+
+
+class Acknowledged(BaseModel):
+    id: str
+    removed: bool = Field(description="Whether the message was in the queue and left it")
 
 
 class Deleted(BaseModel):
@@ -151,5 +178,35 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
         owner = await owned(identity, who, Method.DELETE)
         removed = await sessions.delete(owner, name)
         return Deleted(identity=owner, name=name, removed=removed)
+
+    @routes.post(
+        "/sessions/{name}/notifications",
+        response_model=Acknowledged,
+        summary="Tell a message's sender that this offline session received, consumed or "
+        "failed it; the message leaves the queue, as over LIME (the account's API key)",
+    )
+    async def acknowledge(
+        identity: str,
+        name: str,
+        notification: SessionNotification,
+        who: Caller = Depends(caller),  # noqa: B008
+    ) -> Acknowledged:
+        if who.server:
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                "A session's notifications speak for its account: use its API key, not the "
+                "api_token",
+            )
+        owner = await owned(identity, who, Method.WRITE)
+        reason = notification.reason
+        removed = await sessions.acknowledge(
+            owner,
+            name,
+            parse_address(notification.from_),
+            notification.id,
+            notification.event,
+            None if reason is None else (reason.code, reason.description),
+        )
+        return Acknowledged(id=notification.id, removed=removed)
 
     return routes
