@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.integration.test_admin_api import problem_of
 from tests.lime_wire import WireClient
 from tests.server_process import ServerProcess
 from tests.unit.protocol.e2e.signers import TestSigner
@@ -75,14 +75,6 @@ async def accept_only_contacts(server: ServerProcess, node: str) -> None:
     )
     assert strict["status"] == "success", strict
     assert (await client.finish())["state"] == "finished"
-
-
-def problem_of(response: httpx.Response, status: int, error_id: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    document: dict[str, Any] = response.json()
-    assert document["error_id"] == error_id and document["status"] == status
-    return document
 
 
 async def depth(http: httpx.AsyncClient, server: ServerProcess, node: str) -> int:

@@ -29,7 +29,7 @@ from .errors import ErrorId, Invalid, TidingsError
 from .model import RoutingRule, SessionRecord
 from .ports import NoticeFactory
 from .router import Router
-from .session_registry import DeliveryEvent, LiveSession
+from .session_registry import DeliveryEvent, LiveSession, SenderOutlet
 
 HTTP_INSTANCE: Final = "http"
 """The instance an account's HTTP messages come from (their ``from`` is ``name@domain/http``)."""
@@ -47,17 +47,14 @@ class Sent:
     """Written at once to a connected session on this node."""
 
 
-class _Answer:
-    """The ``Outlet`` of an HTTP sender: what the router tells it settles its request."""
+class _Answer(SenderOutlet):
+    """What the router tells an HTTP sender settles its request."""
 
     __slots__ = ("dispatched", "future")
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.future = future
         self.dispatched = False
-
-    def deliver(self, payload: bytes) -> bool:
-        return False
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
@@ -71,15 +68,6 @@ class _Answer:
             self.future.set_exception(error)
         elif event is DeliveryEvent.ACCEPTED:
             self.future.set_result(None)
-
-    def observe(self, identity: str, presence: dict[str, Any]) -> None:
-        pass
-
-    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
-        pass
-
-    def end(self, error: TidingsError) -> None:
-        pass
 
 
 class AccountMessages:
