@@ -36,6 +36,7 @@ from .api.console import Console
 from .api.federation import FederationEndpoint, Query, federation_status
 from .broker.inprocess import InProcessBroker
 from .config import ConfigError, Settings
+from .core.account_messages import AccountMessages
 from .core.accounts import SERVER_NAME, AccountService
 from .core.address import parse_identity as parse_address_identity
 from .core.app_requests import AppRequestService
@@ -46,7 +47,7 @@ from .core.consent import ConsentService
 from .core.consent_federation import ConsentFederation
 from .core.errors import LimitExceeded
 from .core.federation import Federation, PeerRefusal, PeerUnreachable
-from .core.federation_keys import KeyExports, RemoteKeys
+from .core.federation_keys import KeyExports, KeyLookups, RemoteKeys
 from .core.federation_peers import PeerDirectory
 from .core.federation_presence import PeerPresence, PresenceExports
 from .core.federation_trust import PeerKeys
@@ -571,6 +572,12 @@ class TidingsServer:
                 federation=lambda: federation_status(endpoint),
             ),
             console=Console(self.settings.domain, self.settings.host, lambda: self.ws_port),
+            messages=AccountMessages(
+                services.router,
+                LimeNotices(services.lime.server_node.text),
+                self.settings.max_envelope_size,
+            ),
+            keys=KeyLookups(services.lime.keys, services.lime.remote_keys),
         )
         settings = self.settings
         config = uvicorn.Config(

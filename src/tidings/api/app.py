@@ -16,8 +16,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..core.account_messages import AccountMessages
 from ..core.authz import Authorizer
 from ..core.consent import ConsentService
+from ..core.federation_keys import KeyLookups
 from ..core.feeds import FeedHub
 from ..core.histogram import Histogram
 from ..core.owner_feeds import OwnerFeeds
@@ -27,6 +29,8 @@ from . import consent as consent_routes
 from . import console as console_routes
 from . import federation as federation_routes
 from . import feeds, problems
+from . import keys as key_routes
+from . import messages as message_routes
 from . import sessions as session_routes
 from .body_limit import DEFAULT_LIMIT, BodyLimit
 from .federation import FederationEndpoint
@@ -117,18 +121,25 @@ def create_app(
     histograms: Callable[[], Histograms] | None = None,
     admin: admin_routes.AdminSources | None = None,
     console: console_routes.Console | None = None,
+    messages: AccountMessages | None = None,
+    keys: KeyLookups | None = None,
 ) -> FastAPI:
     """``read_metrics`` returns {name: ("counter" | "gauge", value)} at scrape time;
     ``owner_feeds`` and ``identify`` (an API key's identity) add the accounts' own feeds;
     ``consent`` with ``identify`` and ``capability_url`` adds the consent routes;
     ``federation`` the routes other domains' servers call; ``admin`` with ``identify`` the
-    admin routes; ``console`` the web console at ``/`` and ``/console/``."""
+    admin routes; ``console`` the web console at ``/`` and ``/console/``; ``messages`` with
+    ``identify`` the accounts' ``POST /messages``, ``keys`` with it the key directory."""
     app = FastAPI(title="Tidings", version=__version__)
     app.add_middleware(BodyLimit, limit=max_body)
     problems.install(app)
     app.include_router(feeds.router(hub, authz, owner_feeds, identify))
-    if sessions is not None:
-        app.include_router(session_routes.router(sessions, authz))
+    if sessions is not None and identify is not None:
+        app.include_router(session_routes.router(sessions, authz, identify))
+    if messages is not None and identify is not None:
+        app.include_router(message_routes.router(messages, authz, identify))
+    if keys is not None and identify is not None:
+        app.include_router(key_routes.router(keys, authz, identify))
     if consent is not None and identify is not None and capability_url is not None:
         app.include_router(consent_routes.router(consent, authz, identify, capability_url))
     if federation is not None:

@@ -18,6 +18,7 @@ from ..core.feeds import FeedHub
 from ..core.owner_feeds import OwnerFeeds, is_owner_feed, parse_publication
 from ..protocol.feedme import FeedKey, feed_md5
 from .guard import Caller, Identify, bearer_guard, caller_guard
+from .problems import PROBLEM_RESPONSES
 
 
 class Publication(BaseModel):
@@ -52,7 +53,7 @@ def router(
     owner_feeds: OwnerFeeds | None = None,
     identify: Identify | None = None,
 ) -> APIRouter:
-    routes = APIRouter(prefix="/feeds", tags=["feeds"])
+    routes = APIRouter(prefix="/feeds", tags=["feeds"], responses=PROBLEM_RESPONSES)
     authorized = bearer_guard(authz)
 
     if owner_feeds is not None and identify is not None:

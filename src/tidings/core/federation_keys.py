@@ -18,7 +18,7 @@ from .errors import ErrorId, Forbidden, Invalid, NotFound
 from .federation_presence import Relay, check_actor
 from .key_directory import KeyDirectory
 
-__all__ = ["KeyExports", "RemoteKeys"]
+__all__ = ["KeyExports", "KeyLookups", "RemoteKeys"]
 
 
 class KeyExports:
@@ -73,3 +73,35 @@ class RemoteKeys:
             raise Forbidden(ErrorId.FORBIDDEN, "Guests look up only this server's identities' keys")
         domain = parse_address(owner).domain
         return await self._federation.ask(domain, kind, viewer, identity=owner, **fields)
+
+
+class KeyLookups:
+    """What a client of this server may look up, wherever the owner's keys are kept: this
+    server's directory (its rules: ``KeyDirectory.keys_of`` and ``key``), or the owner's own
+    server (``RemoteKeys``; None: other domains' keys are not found)."""
+
+    def __init__(self, keys: KeyDirectory, remote: RemoteKeys | None = None) -> None:
+        self._keys = keys
+        self._remote = remote
+
+    async def listing(
+        self, viewer: str, owner: str, *, guest: bool = False
+    ) -> list[dict[str, Any]]:
+        """``owner``'s current node infos, if ``owner`` accepts ``viewer``'s messages."""
+        remote = self._remote
+        if remote is not None and remote.serves(owner):
+            return await remote.listing(viewer, guest, owner)
+        return await self._keys.keys_of(viewer, owner)
+
+    async def key(
+        self, viewer: str, owner: str, sign_id: str, *, guest: bool = False
+    ) -> dict[str, Any]:
+        """The latest publication of ``owner``'s key ``sign_id``; ``NotFound`` when ``owner``
+        never published it (another identity's key included)."""
+        remote = self._remote
+        if remote is not None and remote.serves(owner):
+            return await remote.key(viewer, guest, owner, sign_id)
+        document = await self._keys.key(viewer, sign_id)
+        if document.get("identity") != owner:
+            raise NotFound(ErrorId.RESOURCE_NOT_FOUND, f"{owner} published no key {sign_id}")
+        return document

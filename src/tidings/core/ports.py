@@ -119,6 +119,13 @@ class NoticeFactory(Protocol):
         """A message from the server to ``node`` (server-side notify); ``sender`` puts another
         ``from`` than the server's node (a message the server delivers for an identity)."""
 
+    def notification(
+        self, node: str, to: str, message_id: str, event: str, reason: tuple[int, str] | None
+    ) -> bytes:
+        """A session's notification (``received``, ``consumed``, ``failed`` with ``reason``:
+        code, description) about ``message_id``, from ``node`` to the message's sender ``to``:
+        what a client would send about a message it took (an account over HTTP)."""
+
 
 class FeedClient(Protocol):
     """One connected Feedme client, as the feed hub sees it."""

@@ -12,12 +12,37 @@ from collections.abc import Iterator
 from typing import Any
 
 from .cluster_directory import Holes
-from .errors import ErrorId, LimitExceeded
+from .errors import ErrorId, LimitExceeded, TidingsError
 from .model import UNCLAIMED, RoutingRule, SessionRecord
 from .model import DeliveryEvent as DeliveryEvent
 from .ports import Outlet
 
 DEFAULT_RECEIPT: frozenset[DeliveryEvent] = frozenset({DeliveryEvent.FAILED})
+
+
+class SenderOutlet:
+    """The ``Outlet`` of a sender that is no connection here (a client of another server, an
+    account over HTTP): the router only tells it what became of its messages (``notify``,
+    for a subclass to say); nothing is written to it, pushed to it or ended."""
+
+    __slots__ = ()
+
+    def deliver(self, payload: bytes) -> bool:
+        return False
+
+    def notify(
+        self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def observe(self, identity: str, presence: dict[str, Any]) -> None:
+        pass
+
+    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
+        pass
+
+    def end(self, error: TidingsError) -> None:
+        pass
 
 
 class LiveSession:

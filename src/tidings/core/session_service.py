@@ -219,6 +219,41 @@ class SessionService:
         self._record_changed(identity, name)
         return sum(result.removed.values())
 
+    async def acknowledge(
+        self,
+        identity: str,
+        name: str,
+        sender: Address,
+        message_id: str,
+        event: str,
+        reason: tuple[int, str] | None = None,
+    ) -> bool:
+        """What a connected session does with a ``received``, ``consumed`` or ``failed``
+        notification, for an offline one (an account that reads its queue over HTTP): the
+        message ``message_id`` from ``sender`` leaves the session's queue, then the
+        notification goes to ``sender`` (kept for it when offline, relayed to its server
+        when of another domain). Whether a queued message was removed.
+
+        A connected session is refused (``SESSION_CONNECTED``): its connection reads and
+        acknowledges its queue, and rows under its cursor are its own to settle."""
+        check_name(name)
+        if self._registry.live(identity, name) is not None or self._held_elsewhere(identity, name):
+            raise Conflict(
+                ErrorId.SESSION_CONNECTED,
+                f"The session {name!r} is connected: its client acknowledges its messages",
+            )
+        if name not in self._registry.records_of(identity):
+            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+        payload = self._notices.notification(
+            f"{identity}/{name}", sender.text, message_id, event, reason
+        )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._store.acknowledge(identity, name, sender.text, message_id, settling(future))
+        removed = await future
+        self._router.ledger.settle_removal(self._registry.record(identity, name), removed)
+        self._router.forward_notification(sender, payload)
+        return removed > 0
+
     def _held_elsewhere(self, identity: str, name: str) -> bool:
         """Whether another node holds the session live now (``core.cluster``)."""
         peers = self._router.peers

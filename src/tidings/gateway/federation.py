@@ -31,7 +31,7 @@ from ..core.federation import Batch, Federation
 from ..core.model import RoutingRule, SessionRecord
 from ..core.ports import MessageStore, NoticeFactory
 from ..core.router import Router
-from ..core.session_registry import DeliveryEvent, LiveSession, SessionRegistry
+from ..core.session_registry import DeliveryEvent, LiveSession, SenderOutlet, SessionRegistry
 from ..protocol.federation import FederationErrorId, FederationRefused
 from ..protocol.lime import (
     UNSET,
@@ -127,8 +127,8 @@ class _Outcomes:
                 future.set_result(None)
 
 
-class _SenderOutlet:
-    """``Outlet`` of a sender connected to another server: only ``notify`` is ever used."""
+class _SenderOutlet(SenderOutlet):
+    """A sender connected to another server: told through the batch's ``_Outcomes``."""
 
     __slots__ = ("_node", "_outcomes")
 
@@ -136,22 +136,10 @@ class _SenderOutlet:
         self._node = node
         self._outcomes = outcomes
 
-    def deliver(self, payload: bytes) -> bool:
-        return False
-
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
     ) -> None:
         self._outcomes.told(self._node, message_id, event, error)
-
-    def observe(self, identity: str, presence: dict[str, Any]) -> None:
-        pass
-
-    def observe_resource(self, owner: str, uri: str, type_: str, resource: Any) -> None:
-        pass
-
-    def end(self, error: TidingsError) -> None:
-        pass
 
 
 class PeerEnvelopes:

@@ -26,6 +26,7 @@ from ..protocol.lime import (
     Message,
     Notification,
     NotificationEvent,
+    Reason,
     encode_envelope,
     scoped_metadata,
 )
@@ -98,6 +99,19 @@ class LimeNotices:
                 metadata=scoped_metadata(None),
                 type=type_,
                 content=msgspec.Raw(msgspec.json.encode(content)),
+            )
+        )
+
+    def notification(
+        self, node: str, to: str, message_id: str, event: str, reason: tuple[int, str] | None
+    ) -> bytes:
+        return encode_envelope(
+            Notification(
+                id=message_id,
+                from_=node,
+                to=to,
+                event=NotificationEvent(event),
+                reason=UNSET if reason is None else Reason(code=reason[0], description=reason[1]),
             )
         )
 
