@@ -20,8 +20,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from tests.conformance.console_feed_app import START
+from tests.conformance.console_feed_app import STEPS as BATCHES
 from tests.server_process import ServerProcess
+
+from tidings.app import Delta
+from tidings.protocol.feedme import apply_deltas
 
 pytestmark = pytest.mark.conformance
 
@@ -67,7 +73,7 @@ def drive(script: str, scenario: str, payload: dict[str, Any]) -> dict[str, Any]
     """Run one scenario of a compare_*.mjs driver and return its JSON result."""
     assert NODE is not None
     done = subprocess.run(
-        [NODE, str(DRIVERS / script), scenario, json.dumps(payload)],
+        [NODE, str(DRIVERS / script), *([scenario] if scenario else []), json.dumps(payload)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -284,3 +290,98 @@ def test_lime_unknown_recipient_fails_alike(lime_server: ServerProcess, console_
     assert views[0]["event"] == "failed"
     assert views[0]["id"] == "<id>"
     assert views[0]["reason"]["code"] == 42
+
+
+# -- Feedme -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("console-feedme"),
+        args=["--app", "tests.conformance.console_feed_app:app"],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+STEPS = ["numbers", "strings", "flags", "arrays", "values", "root"]
+
+
+def expected_documents() -> list[dict[str, Any]]:
+    """The document after each step, by the server's own delta code (a third implementation
+    beside the two clients)."""
+    documents = [START]
+    for step in STEPS:
+        deltas = [msgspec.convert(delta, Delta) for delta in BATCHES[step]]
+        documents.append(apply_deltas(documents[-1], deltas))
+    return documents
+
+
+def test_feedme_clients_agree(feed_server: ServerProcess, console_dir: Path) -> None:
+    """feedme.js and feedme-client open the same feed; the server reveals six batches of
+    deltas (all 14 operations, unicode strings, keys whose order differs by code unit), each
+    invoked by one client in turn: both log the same actions with the same old and new data,
+    which is what the server's own delta code computes. A revelation with a wrong FeedMd5:
+    both close the feed (BAD_ACTION_REVELATION), report INVALID_HASH, in that order, and
+    reopen it with the server's document, and revelations apply again. A failing action and a
+    refused feed give both the server's code and data; a termination closes the feed for both
+    with TERMINATED and the server's code and data."""
+    payload = {
+        "ws": feed_server.ws_url,
+        "consoleDir": str(console_dir),
+        "timeoutMs": 5000,
+        "room": "r1",
+        "steps": STEPS,
+    }
+    result = drive("compare_feedme.mjs", "", payload)
+    ours, npm = sides(result)
+    assert ours["log"] == npm["log"]
+    log = ours["log"]
+    events = [entry["event"] for entry in log]
+    after = ["close", "badServerMessage", "open", "action", "close"]
+    assert events == ["open", *(["action"] * len(STEPS)), *after]
+    documents = expected_documents()
+    assert log[0]["data"] == documents[0]
+    for n, step in enumerate(STEPS):
+        action = log[1 + n]
+        assert (action["name"], action["actionData"]) == (step, {"room": "r1"})
+        assert action["oldData"] == documents[n]
+        assert action["newData"] == documents[n + 1], step
+    assert ours["dataBeforeBadHash"] == npm["dataBeforeBadHash"] == documents[-1]
+    bad_close, bad_message, reopened, count, terminated = log[len(STEPS) + 1 :]
+    assert bad_close == {
+        "event": "close",
+        "code": "BAD_ACTION_REVELATION",
+        "serverCode": None,
+        "serverData": None,
+    }
+    assert bad_message == {"event": "badServerMessage", "code": "INVALID_HASH"}
+    assert reopened["data"] == {**documents[-1], "bad": "hash"}
+    assert count["oldData"] == reopened["data"]
+    assert count["newData"] == {**reopened["data"], "n": 1, "list": ["again"]}
+    assert terminated == {
+        "event": "close",
+        "code": "TERMINATED",
+        "serverCode": "ROOM_CLOSED",
+        "serverData": {"room": "r1"},
+    }
+    assert ours["stateAfterTermination"] == npm["stateAfterTermination"] == "closed"
+    # feedme-client wraps a server's refusal as REJECTED: serverErrorCode; feedme.js gives the
+    # server's code itself (docs/console.md). The server's code and data are the same.
+    assert npm["failed"].pop("code") == npm["refused"].pop("code") == "REJECTED"
+    assert ours["failed"] == npm["failed"]
+    assert ours["failed"] == {
+        "serverCode": "NOPE",
+        "serverData": {"why": "asked to fail", "args": {"x": "1"}},
+    }
+    assert ours["refused"] == npm["refused"]
+    assert ours["refused"] == {
+        "serverCode": "FORBIDDEN",
+        "serverData": {"room": "forbidden", "why": "nobody may read it"},
+        "state": "closed",
+    }
+    assert [(r["by"], r["result"]) for r in result["actionResults"]] == [
+        (("ours", "npm")[n % 2], {"data": {"step": step}}) for n, step in enumerate(STEPS)
+    ]
