@@ -3,6 +3,8 @@ Playwright) on a real ``tidings serve``: alice (the SDK) creates invites; bob, s
 console, opens one by pasting its capability link and accepts it, and refuses another opened
 with ``#offer=<url>``; the relationship shows; chat goes both ways live; an alert that needs an
 acknowledgement shows, bob acknowledges it with the keyboard and alice's inbox sees the ack.
+With both sides in the browser: carol makes an invite and invalidates another, dan accepts
+through the link, carol asks for a new scope, dan accepts it, carol revokes, both see it.
 A console error or an uncaught page error fails the test; screenshots go to tmp_path."""
 
 from __future__ import annotations

@@ -76,6 +76,18 @@ export function parsePermissions(text) {
   });
 }
 
+/** The permissions typed in the field `id`, or null after saying why not in `status` (the
+ * focus goes back to the field). */
+function permissionsOf(id, status) {
+  try {
+    return parsePermissions($(id).value);
+  } catch (error) {
+    status.textContent = problem(error);
+    $(id).focus();
+    return null;
+  }
+}
+
 /** Permissions as text: `presence: read, account: read`. */
 function permissionsText(permissions) {
   return (permissions ?? []).map((p) => `${p.resource}: ${p.level}`).join(", ") || "none";
@@ -412,14 +424,8 @@ async function requestScope(event) {
   const id = state.current;
   const status = $("relationship-status");
   if (state.client === null || id === null) return;
-  let permissions;
-  try {
-    permissions = parsePermissions($("scope-permissions").value);
-  } catch (error) {
-    status.textContent = problem(error);
-    $("scope-permissions").focus();
-    return;
-  }
+  const permissions = permissionsOf("scope-permissions", status);
+  if (permissions === null) return;
   const resource = { requestedPermissions: permissions };
   const message = $("scope-message").value.trim();
   if (message !== "") resource.message = { en: message }; // a {language: text} map
@@ -545,14 +551,8 @@ async function createInvite(event) {
   event.preventDefault();
   const status = $("invite-status");
   if (state.client === null) return;
-  let permissions;
-  try {
-    permissions = parsePermissions($("invite-permissions").value);
-  } catch (error) {
-    status.textContent = problem(error);
-    $("invite-permissions").focus();
-    return;
-  }
+  const permissions = permissionsOf("invite-permissions", status);
+  if (permissions === null) return;
   const resource = {
     appCode: $("invite-app").value.trim(),
     displayName: $("invite-name").value.trim(),

@@ -13,6 +13,7 @@
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { BrowserWebSocket } from "./browser_websocket.mjs";
+import { withTimeout as bound } from "./timeout.mjs";
 
 const require = createRequire(new URL("../feedme/package.json", import.meta.url));
 const feedmeClient = require("feedme-client");
@@ -26,13 +27,7 @@ const ARGS = { room: args.room };
 const copy = (value) => (value === undefined ? null : JSON.parse(JSON.stringify(value)));
 const codeOf = (message) => String(message).split(":")[0];
 
-function withTimeout(promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${TIMEOUT} ms waiting for ${what}`)), TIMEOUT);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const withTimeout = (promise, what) => bound(promise, what, TIMEOUT);
 
 // One client of either kind: connect, open/close the room's feed, call actions; every event
 // of the room's feed is logged as {event, ...} in the same shape for both kinds.

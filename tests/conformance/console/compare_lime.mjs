@@ -12,6 +12,7 @@
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { BrowserWebSocket } from "./browser_websocket.mjs";
+import { withTimeout as bound } from "./timeout.mjs";
 
 const require = createRequire(new URL("../lime/package.json", import.meta.url));
 const Lime = require("lime-js");
@@ -25,13 +26,7 @@ const { LimeClient, LimeError, newId } = await import(pathToFileURL(`${args.cons
 const b64 = (text) => Buffer.from(text, "utf8").toString("base64");
 const copy = (value) => JSON.parse(JSON.stringify(value));
 
-function withTimeout(promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${TIMEOUT} ms waiting for ${what}`)), TIMEOUT);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const withTimeout = (promise, what) => bound(promise, what, TIMEOUT);
 
 // One client of either kind behind one interface, recording every message, notification and
 // command its application sees; wait() resolves on the first unconsumed one that matches.
