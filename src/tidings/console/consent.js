@@ -1,5 +1,7 @@
 // The consent view of the Tidings web console: the inbox (read, then followed live), the
-// relationships with their chat and alerts, and offers opened from a capability link.
+// relationships with their chat, alerts, permission (scope) requests and revocation, the
+// signed-in identity's own invites (create, list, invalidate), and offers opened from a
+// capability link.
 // Everything goes over the console's LIME session (lime.js), as commands on /consent/...
 // Text from the server is always set with textContent, never as markup.
 
@@ -18,6 +20,8 @@ const state = {
   alerts: new Map(), // alert id -> {alertId, relationshipId, from, level, title, body, ackRequired, ackId, ackedBy}
   current: null, // relationship id shown
   offer: null, // {url, token, offer}
+  invites: [], // the identity's own invite documents, oldest first
+  scopeRequests: new Map(), // scope request id -> {id, relationshipId, permissions, message, at, state}
   listeners: [],
 };
 
@@ -50,6 +54,48 @@ function command(method, uri, resource) {
     envelope.resource = resource;
   }
   return state.client.sendCommand(envelope);
+}
+
+/** Permissions typed as `resource:level` items separated by commas or new lines (the level
+ * after the last colon, so `feed:heart-*:read` works); throws an Error saying which item is
+ * not one. */
+export function parsePermissions(text) {
+  const items = String(text)
+    .split(/[,\n]/)
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
+  if (items.length === 0) throw new Error("Give at least one permission, as resource:level.");
+  return items.map((item) => {
+    const at = item.lastIndexOf(":");
+    const resource = item.slice(0, at).trim();
+    const level = item.slice(at + 1).trim();
+    if (at <= 0 || resource === "" || level === "") {
+      throw new Error(`"${item}" is not resource:level (e.g. presence:read).`);
+    }
+    return { resource, level };
+  });
+}
+
+/** The permissions typed in the field `id`, or null after saying why not in `status` (the
+ * focus goes back to the field). */
+function permissionsOf(id, status) {
+  try {
+    return parsePermissions($(id).value);
+  } catch (error) {
+    status.textContent = problem(error);
+    $(id).focus();
+    return null;
+  }
+}
+
+/** Permissions as text: `presence: read, account: read`. */
+function permissionsText(permissions) {
+  return (permissions ?? []).map((p) => `${p.resource}: ${p.level}`).join(", ") || "none";
+}
+
+/** Permissions back in the form the fields take: `presence:read, account:read`. */
+function permissionsInput(permissions) {
+  return (permissions ?? []).map((p) => `${p.resource}:${p.level}`).join(", ");
 }
 
 /** The capability token of a capability URL (its last path segment), or a bare token. */
@@ -87,6 +133,7 @@ export async function startConsent(client, me) {
   $("consent-status").textContent = "";
   try {
     await loadRelationships();
+    await loadInvites();
     for (;;) {
       const page = await command("get", `/consent/inbox?since=${state.cursor}&limit=${PAGE}`);
       const items = page.resource?.items ?? [];
@@ -114,6 +161,17 @@ export function stopConsent() {
   state.alerts.clear();
   state.current = null;
   state.listeners = [];
+  state.invites = [];
+  state.scopeRequests.clear();
+  $("invite-list").replaceChildren();
+  $("invite-link").hidden = true;
+  $("invite-url").value = ""; // the capability link is a secret: not kept past sign-out
+  $("invite-status").textContent = "";
+  $("scope-requests").replaceChildren();
+  $("scope-form").hidden = true;
+  delete $("scope-form").dataset.relationship;
+  $("relationship-status").textContent = "";
+  hideRevoke();
   $("inbox").replaceChildren();
   $("relationship-list").replaceChildren();
   $("relationship").hidden = true;
@@ -139,8 +197,8 @@ const SUMMARY = {
   "relationship-created": (d) => `Relationship created: ${d.appCode ?? d.relationshipId ?? ""}`,
   "relationship-revoked": (d) => `Relationship revoked${d.by ? ` by ${d.by}` : ""}`,
   "relationship-expired": () => "Relationship expired",
-  "scope-requested": () => "New permissions requested",
-  "scope-accepted": () => "Permission request accepted",
+  "scope-requested": (d) => `New permissions requested: ${permissionsText(d.permissions)}`,
+  "scope-accepted": (d) => `Permission request accepted: ${permissionsText(d.permissions)}`,
   "scope-refused": () => "Permission request refused",
   chat: (d) => `Chat from ${d.from}: ${d.text}`,
   alert: (d) => `Alert (${d.level}) from ${d.from}: ${localized(d.title)}`,
@@ -175,7 +233,24 @@ function handle(event) {
       alert.ackedBy = data.by;
       if (alert.relationshipId === state.current) renderAlerts();
     }
+  } else if (event.kind.startsWith("invite-")) {
+    loadInvites().catch((error) => {
+      $("consent-status").textContent = `Invites did not load: ${problem(error)}`;
+    });
   } else if (event.kind.startsWith("relationship-") || event.kind.startsWith("scope-")) {
+    if (event.kind === "scope-requested") {
+      state.scopeRequests.set(data.scopeRequestId, {
+        id: data.scopeRequestId,
+        relationshipId: data.relationshipId,
+        permissions: data.permissions,
+        message: data.message,
+        at: event.at,
+        state: "pending",
+      });
+    } else if (event.kind === "scope-accepted" || event.kind === "scope-refused") {
+      const request = state.scopeRequests.get(data.scopeRequestId);
+      if (request !== undefined) request.state = event.kind.slice("scope-".length);
+    }
     loadRelationships().catch((error) => {
       $("consent-status").textContent = `Relationships did not load: ${problem(error)}`;
     });
@@ -246,6 +321,10 @@ function markUnread(relationshipId) {
 async function showRelationship(id, focus) {
   const relationship = state.relationships.get(id);
   if (relationship === undefined) return;
+  if (state.current !== id) {
+    hideRevoke();
+    $("relationship-status").textContent = "";
+  }
   state.current = id;
   renderRelationships();
   $("relationship").hidden = false;
@@ -255,12 +334,23 @@ async function showRelationship(id, focus) {
   facts.replaceChildren(
     element("li", `State: ${relationship.state}`),
     element("li", `Since: ${when(relationship.createdAt)}`),
-    element(
-      "li",
-      `Permissions: ${(relationship.permissions ?? []).map((p) => `${p.resource} (${p.level})`).join(", ") || "none"}`,
-    ),
+    element("li", `Permissions: ${permissionsText(relationship.permissions)}`),
   );
+  if (relationship.revokedBy) {
+    const why = relationship.revokeReason ? `: ${relationship.revokeReason}` : "";
+    facts.append(element("li", `Revoked by ${relationship.revokedBy}${why}`, "revoked"));
+  }
   const active = relationship.state === "active";
+  $("relationship-revoke").hidden = !active;
+  if (!active) hideRevoke();
+  const asking = active && isRequester(relationship);
+  const form = $("scope-form");
+  if (asking && form.dataset.relationship !== id) {
+    $("scope-permissions").value = permissionsInput(relationship.permissions);
+    form.dataset.relationship = id;
+  }
+  form.hidden = !asking;
+  renderScopeRequests();
   const chatOn = relationship.features?.chat !== false;
   $("consent-text").disabled = !(active && chatOn);
   $("consent-send").disabled = !(active && chatOn);
@@ -281,6 +371,239 @@ async function showRelationship(id, focus) {
     if (state.current === id) renderChat();
   } catch (error) {
     $("consent-status").textContent = `The chat did not load: ${problem(error)}`;
+  }
+}
+
+function isRequester(relationship) {
+  return relationship.requester.toLowerCase() === (state.me ?? "").toLowerCase();
+}
+
+// -- scope requests and revocation -------------------------------------------------------
+
+/** The current relationship's permission requests (known from the inbox), newest first: the
+ * accepter can accept or refuse a pending one, the requester sees it wait. */
+function renderScopeRequests() {
+  const relationship = state.relationships.get(state.current);
+  const items = [];
+  const requests = [...state.scopeRequests.values()]
+    .filter((r) => r.relationshipId === state.current)
+    .sort((a, b) => b.at - a.at);
+  for (const request of requests) {
+    const entry = element("li", null, "scope-request");
+    entry.dataset.id = request.id;
+    entry.dataset.state = request.state;
+    entry.append(
+      element("strong", `Asks for: ${permissionsText(request.permissions)}`, "asked"),
+      element("span", ` (${request.state})`, `state state-${request.state}`),
+    );
+    const message = localized(request.message);
+    if (message) entry.append(element("p", message, "body"));
+    entry.append(element("span", when(request.at), "meta"));
+    const pending = request.state === "pending" && relationship?.state === "active";
+    if (pending && relationship !== undefined && !isRequester(relationship)) {
+      const actions = element("div", null, "actions");
+      const accept = element("button", "Accept", "scope-accept");
+      accept.type = "button";
+      const refuse = element("button", "Refuse", "scope-refuse secondary");
+      refuse.type = "button";
+      accept.addEventListener("click", () => decideScope(request, "accept", [accept, refuse]));
+      refuse.addEventListener("click", () => decideScope(request, "refuse", [accept, refuse]));
+      actions.append(accept, refuse);
+      entry.append(actions);
+    } else if (pending && relationship !== undefined) {
+      entry.append(element("span", `Waiting for ${relationship.accepter}`, "meta"));
+    }
+    items.push(entry);
+  }
+  $("scope-requests").replaceChildren(...items);
+  $("scope-title").hidden = items.length === 0 && $("scope-form").hidden;
+}
+
+async function requestScope(event) {
+  event.preventDefault();
+  const id = state.current;
+  const status = $("relationship-status");
+  if (state.client === null || id === null) return;
+  const permissions = permissionsOf("scope-permissions", status);
+  if (permissions === null) return;
+  const resource = { requestedPermissions: permissions };
+  const message = $("scope-message").value.trim();
+  if (message !== "") resource.message = { en: message }; // a {language: text} map
+  $("scope-send").disabled = true;
+  try {
+    const answer = await command("set", `/consent/relationships/${encodeURIComponent(id)}/scope-requests`, resource);
+    const request = answer.resource;
+    if (!state.scopeRequests.has(request.id)) {
+      state.scopeRequests.set(request.id, {
+        id: request.id,
+        relationshipId: request.relationshipId,
+        permissions: request.requestedPermissions,
+        message: request.message,
+        at: request.createdAt,
+        state: request.state,
+      });
+    }
+    $("scope-message").value = "";
+    status.textContent = "Permission request sent.";
+    renderScopeRequests();
+  } catch (error) {
+    status.textContent = `Not requested: ${problem(error)}`;
+  } finally {
+    $("scope-send").disabled = false;
+  }
+}
+
+async function decideScope(request, decision, buttons) {
+  for (const button of buttons) button.disabled = true;
+  const status = $("relationship-status");
+  try {
+    const answer = await command("set", `/consent/scope-requests/${encodeURIComponent(request.id)}`, {
+      decision,
+    });
+    request.state = answer.resource?.state ?? request.state;
+    status.textContent = decision === "accept" ? "Permissions changed." : "Request refused.";
+    await loadRelationships(); // the new permissions
+    $("relationship-title").focus();
+  } catch (error) {
+    for (const button of buttons) button.disabled = false;
+    status.textContent = `Not decided: ${problem(error)}`;
+  }
+}
+
+function hideRevoke() {
+  $("revoke-form").hidden = true;
+  $("revoke-reason").value = "";
+  $("relationship-revoke").setAttribute("aria-expanded", "false");
+}
+
+async function revoke(event) {
+  event.preventDefault();
+  const id = state.current;
+  if (state.client === null || id === null) return;
+  const reason = $("revoke-reason").value.trim();
+  const status = $("relationship-status");
+  $("revoke-confirm").disabled = true;
+  try {
+    const answer = await command(
+      "delete",
+      `/consent/relationships/${encodeURIComponent(id)}`,
+      reason === "" ? undefined : { reason },
+    );
+    state.relationships.set(id, answer.resource);
+    hideRevoke();
+    status.textContent = "Revoked.";
+    renderRelationships();
+    await showRelationship(id, false);
+    $("relationship-title").focus();
+  } catch (error) {
+    status.textContent = `Not revoked: ${problem(error)}`;
+  } finally {
+    $("revoke-confirm").disabled = false;
+  }
+}
+
+// -- the identity's own invites ----------------------------------------------------------
+
+async function loadInvites() {
+  const client = state.client;
+  const answer = await command("get", `/consent/invites`);
+  if (state.client !== client) return;
+  state.invites = answer.resource?.items ?? [];
+  renderInvites();
+}
+
+function renderInvites() {
+  const items = [];
+  for (const invite of [...state.invites].reverse()) {
+    const entry = element("li", null, "invite");
+    entry.dataset.id = invite.id;
+    entry.dataset.status = invite.status;
+    entry.append(
+      element("strong", invite.displayName, "name"),
+      element("span", ` (${invite.appCode}, ${invite.mode}) `, "app"),
+      element("span", invite.status, `status status-${invite.status}`),
+      element("span", `Asks for: ${permissionsText(invite.requestedPermissions)}`, "meta"),
+      element("span", `Created ${when(invite.createdAt)}, expires ${when(invite.expiresAt)}`, "meta"),
+    );
+    for (const accepted of invite.acceptedBy ?? []) {
+      entry.append(element("span", `Accepted by ${accepted.identity}, ${when(accepted.at)}`, "meta accepted"));
+    }
+    for (const refused of invite.refusedBy ?? []) {
+      const why = refused.reason ? `: ${refused.reason}` : "";
+      entry.append(element("span", `Refused by ${refused.identity}${why}`, "meta refused"));
+    }
+    if (invite.status === "pending") {
+      const button = element("button", "Invalidate", "invalidate secondary danger");
+      button.type = "button";
+      button.setAttribute("aria-label", `Invalidate the invite ${invite.displayName}`);
+      button.addEventListener("click", () => invalidate(invite, button));
+      const actions = element("div", null, "actions");
+      actions.append(button);
+      entry.append(actions);
+    }
+    items.push(entry);
+  }
+  if (items.length === 0) items.push(element("li", "No invites yet.", "empty"));
+  $("invite-list").replaceChildren(...items);
+}
+
+async function createInvite(event) {
+  event.preventDefault();
+  const status = $("invite-status");
+  if (state.client === null) return;
+  const permissions = permissionsOf("invite-permissions", status);
+  if (permissions === null) return;
+  const resource = {
+    appCode: $("invite-app").value.trim(),
+    displayName: $("invite-name").value.trim(),
+    consent: { en: $("invite-consent").value.trim() },
+    requestedPermissions: permissions,
+    mode: $("invite-mode").value,
+  };
+  $("invite-create").disabled = true;
+  try {
+    const answer = await command("set", "/consent/invites", resource);
+    const invite = answer.resource;
+    $("invite-url").value = invite.capabilityUrl;
+    $("invite-link").hidden = false;
+    $("invite-name").value = "";
+    $("invite-consent").value = "";
+    status.textContent = `Invite created: ${invite.displayName}. Copy its link now.`;
+    $("invite-url").focus();
+    $("invite-url").select();
+    await loadInvites();
+  } catch (error) {
+    status.textContent = `Not created: ${problem(error)}`;
+  } finally {
+    $("invite-create").disabled = false;
+  }
+}
+
+async function copyInviteLink() {
+  const input = $("invite-url");
+  const status = $("invite-status");
+  input.focus();
+  input.select();
+  try {
+    await navigator.clipboard.writeText(input.value);
+    status.textContent = "Link copied.";
+  } catch {
+    // no clipboard access (a plain http:// page, or permission refused): the link is selected
+    status.textContent = "The link is selected: copy it with Ctrl+C.";
+  }
+}
+
+async function invalidate(invite, button) {
+  button.disabled = true;
+  const status = $("invite-status");
+  try {
+    const answer = await command("set", `/consent/invites/${encodeURIComponent(invite.id)}/invalidate`);
+    status.textContent = `Invalidated: ${answer.resource?.displayName ?? invite.displayName}.`;
+    await loadInvites();
+    $("invites-title").focus();
+  } catch (error) {
+    button.disabled = false;
+    status.textContent = `Not invalidated: ${problem(error)}`;
   }
 }
 
@@ -467,4 +790,17 @@ export function setUpConsent() {
   $("offer-accept").addEventListener("click", () => decide("accept"));
   $("offer-refuse").addEventListener("click", () => decide("refuse"));
   $("consent-chat-form").addEventListener("submit", sendChat);
+  $("invite-form").addEventListener("submit", createInvite);
+  $("invite-copy").addEventListener("click", copyInviteLink);
+  $("scope-form").addEventListener("submit", requestScope);
+  $("revoke-form").addEventListener("submit", revoke);
+  $("relationship-revoke").addEventListener("click", () => {
+    $("revoke-form").hidden = false;
+    $("relationship-revoke").setAttribute("aria-expanded", "true");
+    $("revoke-reason").focus();
+  });
+  $("revoke-cancel").addEventListener("click", () => {
+    hideRevoke();
+    $("relationship-revoke").focus();
+  });
 }

@@ -541,13 +541,14 @@ export class FeedmeClient extends Listeners {
       problem = new FeedmeError("INVALID_HASH", "Feed data MD5 verification failed.");
     }
     if (problem) {
-      // As feedme-client: report, close the feed, and reopen it (3 times a minute at most).
-      this._emit("badServerMessage", { error: problem, message });
+      // As feedme-client: the feed closes (its "close" first, then "badServerMessage", in
+      // feedme-client's order), and is reopened (3 times a minute at most).
       this._emit("close", {
         feedName: feed.name,
         feedArgs: feed.args,
         error: new FeedmeError("BAD_ACTION_REVELATION", problem.message),
       });
+      this._emit("badServerMessage", { error: problem, message });
       const now = Date.now();
       feed.reopens = feed.reopens.filter((t) => now - t < REOPEN_WINDOW_MS);
       this._close(feed)

@@ -103,7 +103,7 @@ export class LimeClient extends Listeners {
       );
     });
     if (socket.protocol !== "lime") {
-      socket.close(1002);
+      socket.close(1000); // a browser's close() takes only 1000 or 3000-4999
       throw new LimeError("The server did not accept the lime subprotocol");
     }
     const offer = await this._exchange({ state: "new" });
