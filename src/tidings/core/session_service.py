@@ -383,8 +383,11 @@ class SessionService:
             if not isinstance(result, BaseException):
                 router.deliver_notices(result)
                 if not result.duplicate:
+                    fanout = len(targets) > 1
                     for record, seq, entry in zip(targets, result.seqs, entries, strict=False):
-                        router.deliver_stored(record, seq, entry.payload, entry.expires_at)
+                        router.deliver_stored(
+                            record, seq, entry.payload, entry.expires_at, fanout=fanout
+                        )
             settle(result)
 
         self._store.transact(self._policy.bounded_append(entries, dedupe, bounds, None), written)

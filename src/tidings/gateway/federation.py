@@ -28,7 +28,7 @@ from ..core.consent_federation import SYNC_TYPE
 from ..core.errors import ErrorId, Invalid, NotFound, TidingsError
 from ..core.expiry import is_realtime
 from ..core.federation import Batch, Federation
-from ..core.model import RoutingRule, SessionRecord
+from ..core.model import EnvelopeKind, RoutingRule, SessionRecord
 from ..core.ports import MessageStore, NoticeFactory
 from ..core.router import Router
 from ..core.session_registry import DeliveryEvent, LiveSession, SessionRegistry
@@ -136,7 +136,7 @@ class _SenderOutlet:
         self._node = node
         self._outcomes = outcomes
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         return False
 
     def notify(
