@@ -153,6 +153,27 @@ async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_re
     assert federation.peers[PEER].last_error.startswith("403")
 
 
+async def test_retries_count_the_backoffs_and_failures_also_the_refusals() -> None:
+    """``federation_retries_total`` is the attempts made again; ``federation_failures_total``
+    every failed attempt, a batch refused for good (not retried) included."""
+    store, registry, router = world()
+    peer = ScriptedPeer(["down", "large", "down", "refused"])
+    federation = build(peer, registry, store, router)
+    alice, _ = await sender(router, registry)
+    for message_id in ("a", "b"):
+        router.send_message(
+            alice, message_id, parse_address(f"bob@{PEER}"), b'{"id":"%s"}' % message_id.encode()
+        )
+    await store.barrier()
+    federation.start([PEER])
+    await settle(federation, peer, store)
+    await federation.stop()
+    state = federation.peers[PEER]
+    # down, 413 for two (retried in halves), down, then "a" refused; "b" taken
+    assert (peer.posts, peer.taken) == (5, ["b"])
+    assert (state.retries, state.failures, state.refused) == (3, 4, 1)
+
+
 async def test_the_outbox_is_bounded_and_names_no_outbox_or_guest() -> None:
     store, registry, router = world()
     federation = build(ScriptedPeer([]), registry, store, router)
