@@ -170,6 +170,37 @@ async def test_drop_oldest_discards_are_counted_as_the_gap_marker_reports(
     assert not [e for e in alice.held if e.get("event") == "failed"]  # none for f1, f2
 
 
+async def test_a_full_reject_new_queue_counts_refusals_not_resends(server: ServerProcess) -> None:
+    identity = f"{uuid.uuid4().hex[:8]}@localhost"
+    owner = await guest(server, f"{identity}/r")
+    answer = await owner.command(
+        id="lim",
+        method="set",
+        uri="/sessions/r",
+        type="application/json",
+        resource={"limit": 1, "policy": "reject-new"},
+    )
+    assert answer["status"] == "success", answer
+    await owner.finish()
+    alice = await guest(server, f"{uuid.uuid4().hex[:8]}@localhost/a")
+    await alice.set_receipt("accepted")
+    before = scrape(server)
+    for message_id in ("r1", "r1", "r2"):  # stored; a re-send (accepted again); refused
+        alice.send({"id": message_id, "to": f"{identity}/r", "type": "text/plain", "content": "r"})
+        told = await alice.expect(lambda e, i=message_id: e.get("id") == i and "event" in e)
+        assert told["event"] == ("failed" if message_id == "r2" else "accepted"), told
+    moved = deltas(
+        before,
+        scrape(server),
+        "tidings_messages_refused_queue_full_total",
+        "tidings_messages_dropped_queue_full_total",
+    )
+    assert moved == {
+        "tidings_messages_refused_queue_full_total": 1,
+        "tidings_messages_dropped_queue_full_total": 0,
+    }
+
+
 async def test_the_other_new_series_are_exposed(server: ServerProcess) -> None:
     text = scrape(server)
     assert "# TYPE tidings_federation_retries_total counter" in text

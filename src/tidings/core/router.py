@@ -162,7 +162,8 @@ class Router:
         self.expired = 0
         """Queued envelopes removed past their expiry (their senders told)."""
         self.refused_full = 0
-        """Messages refused because a destination queue was full (121)."""
+        """Messages refused because a destination queue was full (121): counted where the
+        refusal is final (a re-send of a message stored before is answered ``accepted``)."""
         self.fanout_deliveries = 0
         """Live writes, at routing, of messages that had several destination sessions (an
         identity's sessions, a notify to a pattern): one per session written."""
@@ -311,6 +312,7 @@ class Router:
             bounds = self.bounds_for(targets)
         except LimitExceeded as refusal:
             if message_id is None:
+                self.refused_full += 1
                 raise
             return self._resend_or_refuse(sender, sender_address, message_id, refusal)
         if message_id is None:
@@ -396,6 +398,7 @@ class Router:
         """A full queue: a re-send of a message stored before (its accepted was lost) is queued
         already, so it gets the answer it got then, not "queue full"."""
         if not await self._store.was_stored(sender_address, message_id):
+            self.refused_full += 1
             raise refusal
         if sender.wants(DeliveryEvent.ACCEPTED):
             sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
@@ -1022,7 +1025,8 @@ class Router:
         return QueueBound(record.identity, record.instance, limit, upto)
 
     def bounds_for(self, targets: list[SessionRecord]) -> list[QueueBound]:
-        """Raise for a full reject-new queue; list the full drop-oldest ones to trim."""
+        """Raise for a full reject-new queue (the caller counts it in ``refused_full`` if that
+        is its answer); list the full drop-oldest ones to trim."""
         bounds = []
         for record in targets:
             limit = self._limit_of(record)
@@ -1031,7 +1035,6 @@ class Router:
             if self.policy_of(record) is OverflowPolicy.DROP_OLDEST and self.notices is not None:
                 bounds.append(self.bound_of(record, limit))
                 continue
-            self.refused_full += 1
             raise LimitExceeded(
                 ErrorId.QUEUE_FULL,
                 f"The queue of {record.identity}/{record.instance or '*'} is full "

@@ -333,6 +333,8 @@ class SessionService:
                 record = self._registry.open(identity, name)
                 bounds.extend(self._router.bounds_for([record]))
             except TidingsError as error:
+                if error.error_id is ErrorId.QUEUE_FULL:
+                    self._router.refused_full += 1
                 refused.append(
                     {"session": name, "error_id": error.error_id.value, "detail": error.message}
                 )
