@@ -70,6 +70,27 @@ async def guest(server: ServerProcess, node: str) -> WireClient:
     return await WireClient.guest(server.ws_url, node)
 
 
+async def offline_queue(
+    server: ServerProcess, instance: str, limit: int, policy: str
+) -> tuple[str, WireClient]:
+    """A fresh guest identity whose session ``instance`` has that queue bound and is offline,
+    and a live sender (receipts: accepted) to fill it."""
+    identity = f"{uuid.uuid4().hex[:8]}@localhost"
+    owner = await guest(server, f"{identity}/{instance}")
+    answer = await owner.command(
+        id="lim",
+        method="set",
+        uri=f"/sessions/{instance}",
+        type="application/json",
+        resource={"limit": limit, "policy": policy},
+    )
+    assert answer["status"] == "success", answer
+    await owner.finish()
+    alice = await guest(server, f"{uuid.uuid4().hex[:8]}@localhost/a")
+    await alice.set_receipt("accepted")
+    return identity, alice
+
+
 async def test_envelopes_out_are_counted_by_type_exactly(server: ServerProcess) -> None:
     before = scrape(server)
     alice = await guest(server, f"{uuid.uuid4().hex[:8]}@localhost/a")  # 2 session envelopes
@@ -131,19 +152,7 @@ async def test_fanout_counts_each_session_an_identity_wide_message_reaches(
 async def test_drop_oldest_discards_are_counted_as_the_gap_marker_reports(
     server: ServerProcess,
 ) -> None:
-    identity = f"{uuid.uuid4().hex[:8]}@localhost"
-    owner = await guest(server, f"{identity}/q")
-    answer = await owner.command(
-        id="lim",
-        method="set",
-        uri="/sessions/q",
-        type="application/json",
-        resource={"limit": 2, "policy": "drop-oldest"},
-    )
-    assert answer["status"] == "success", answer
-    await owner.finish()
-    alice = await guest(server, f"{uuid.uuid4().hex[:8]}@localhost/a")
-    await alice.set_receipt("accepted")
+    identity, alice = await offline_queue(server, "q", 2, "drop-oldest")
     before = scrape(server)
     for n in (1, 2):  # fire-and-forget: nobody to tell when they go
         alice.send({"to": f"{identity}/q", "type": "text/plain", "content": f"f{n}"})
@@ -171,19 +180,7 @@ async def test_drop_oldest_discards_are_counted_as_the_gap_marker_reports(
 
 
 async def test_a_full_reject_new_queue_counts_refusals_not_resends(server: ServerProcess) -> None:
-    identity = f"{uuid.uuid4().hex[:8]}@localhost"
-    owner = await guest(server, f"{identity}/r")
-    answer = await owner.command(
-        id="lim",
-        method="set",
-        uri="/sessions/r",
-        type="application/json",
-        resource={"limit": 1, "policy": "reject-new"},
-    )
-    assert answer["status"] == "success", answer
-    await owner.finish()
-    alice = await guest(server, f"{uuid.uuid4().hex[:8]}@localhost/a")
-    await alice.set_receipt("accepted")
+    identity, alice = await offline_queue(server, "r", 1, "reject-new")
     before = scrape(server)
     for message_id in ("r1", "r1", "r2"):  # stored; a re-send (accepted again); refused
         alice.send({"id": message_id, "to": f"{identity}/r", "type": "text/plain", "content": "r"})
