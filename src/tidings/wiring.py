@@ -676,6 +676,16 @@ class TidingsServer:
                     "command": stats.commands_in,
                 },
             ),
+            "envelopes_out_by_type_total": (
+                "counter",
+                "type",
+                {
+                    "message": stats.messages_out,
+                    "notification": stats.notifications_out,
+                    "command": stats.commands_out,
+                    "session": stats.sessions_out,
+                },
+            ),
             "notifications_in_total": (
                 "counter",
                 "event",
@@ -692,6 +702,11 @@ class TidingsServer:
                 "counter",
                 "peer",
                 {d: s.failures for d, s in peers.items()},
+            ),
+            "federation_retries_total": (
+                "counter",
+                "peer",
+                {d: s.retries for d, s in peers.items()},
             ),
             "federation_refused_batches_total": (
                 "counter",
@@ -754,6 +769,8 @@ class TidingsServer:
             "messages_routed_total": ("counter", lime.router.delivered),
             "messages_expired_total": ("counter", lime.router.expired),
             "messages_refused_queue_full_total": ("counter", lime.router.refused_full),
+            "messages_dropped_queue_full_total": ("counter", lime.router.ledger.dropped),
+            "fanout_deliveries_total": ("counter", lime.router.fanout_deliveries),
             "feed_deliveries_total": ("counter", feedme.hub.deliveries),
             "feedme_connections_open": ("gauge", len(feedme.connections)),
             "output_stalls_total": ("counter", stats.output_stalls),

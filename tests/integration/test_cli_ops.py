@@ -1,9 +1,12 @@
 """The operators' commands against real data and a real server: account import, queues,
-sessions, status; and the server's JSON log lines."""
+sessions, status, migrate; and the server's JSON log lines."""
 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -215,3 +218,48 @@ def test_a_log_format_that_does_not_exist_is_named(tmp_path: Path) -> None:
     refused = tidings("serve", "--data-dir", str(tmp_path), "--log-format", "xml")
     assert refused.returncode == 2
     assert "log_format" in refused.stderr
+
+
+MIGRATIONS = sorted(
+    p.name for p in (Path(__file__).parents[2] / "src/tidings/store/migrations").glob("*.sql")
+)
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+TERMINAL_OVERRIDES = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+"""Environment that would make rich think it is (or is not) in a terminal."""
+
+
+def _in_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run ``tidings`` with its stderr on a pseudo-terminal (where progress bars go): exit
+    code, stdout, and what the terminal showed (escape codes removed)."""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in TERMINAL_OVERRIDES} | {"TERM": "xterm"}
+    process = subprocess.Popen(
+        [*TIDINGS, *args], stdout=subprocess.PIPE, stderr=terminal, env=env, text=True
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    out, _ = process.communicate(timeout=60)
+    return process.returncode, out, ANSI.sub(b"", shown).decode()
+
+
+def test_migrate_shows_each_step_in_a_terminal_and_is_quiet_when_piped(tmp_path: Path) -> None:
+    code, out, shown = _in_a_terminal("migrate", "--data-dir", str(tmp_path / "t"))
+    assert code == 0, shown
+    for name in MIGRATIONS:  # each step drawn as it starts, though each takes no time
+        assert name in shown, (name, shown)
+        assert f"applied {name}" in out
+    assert "migrated ━━" in shown and f"{len(MIGRATIONS)}/{len(MIGRATIONS)}" in shown
+    piped = tidings("migrate", "--data-dir", str(tmp_path / "p"))
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert f"{len(MIGRATIONS)} migration(s) applied" in piped.stdout
+    again = tidings("migrate", "--data-dir", str(tmp_path / "p"))
+    assert again.stderr == "" and again.stdout.startswith("0 migration(s) applied"), again

@@ -131,25 +131,35 @@ def migrate_command(
     config: Config = None, store: StoreUrl = None, data_dir: DataDir = None
 ) -> None:
     """Apply the store's pending schema migrations (each in its own transaction) and say which;
-    safe to run while nodes start, and when there is nothing to do."""
-    from rich.progress import Progress
+    safe to run while nodes start, and when there is nothing to do.
+
+    In a terminal a progress bar names each step as it starts (drawn at once, so a step that
+    takes no time is still seen) and stays, complete, at the end; piped, only the list."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from ..store import migrate
 
     settings = DataOptions(config, store, data_dir).settings()
     where = settings.data_dir if settings.store == "sqlite" else _redacted(settings.store)
-    with Progress(console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    ) as bar:
         task = bar.add_task("migrating", total=None)
 
         def advance(name: str, number: int, total: int) -> None:
-            bar.update(task, description=name, completed=number - 1, total=total)
+            bar.update(task, description=name, completed=number - 1, total=total, refresh=True)
 
         try:
             applied = migrate(settings.store, settings.data_dir, advance)
         except (TidingsError, OSError) as exc:
             bar.stop()
             _fail(exc.message if isinstance(exc, TidingsError) else str(exc), 1)
-        bar.update(task, completed=len(applied), total=len(applied))
+        steps = bar.tasks[0].total or 0
+        bar.update(task, description="migrated", completed=steps, total=steps, refresh=True)
     for name in applied:
         print(f"applied {name}")
     print(f"{len(applied)} migration(s) applied to {where}; the schema is up to date")

@@ -65,7 +65,7 @@ from .errors import Conflict, ErrorId, Unavailable
 from .feeds import FeedHub
 from .grants import Grants
 from .key_directory import KeyDirectory
-from .model import SessionRecord
+from .model import EnvelopeKind, SessionRecord
 from .ports import Broker, MessageStore
 from .presence import PresenceService
 from .router import BACKLOG_PAGE, Router
@@ -476,9 +476,14 @@ class ClusterNode:
         if message.command:
             # as ``Router.forward_command``: to a live session now, even while it replays
             if live is not None and live.available:
-                live.outlet.deliver(message.payload)
+                live.outlet.deliver(message.payload, EnvelopeKind.COMMAND)
             return
-        if live is not None and not live.replaying and live.outlet.deliver(message.payload):
+        # a forwarded notification (messages come through the queue: ``Wake``)
+        if (
+            live is not None
+            and not live.replaying
+            and live.outlet.deliver(message.payload, EnvelopeKind.NOTIFICATION)
+        ):
             return
         record = self._registry.record(message.identity, message.instance)
         self._router.keep_notification(record, message.payload)

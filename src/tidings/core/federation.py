@@ -155,6 +155,9 @@ class PeerState:
     sent: int = 0
     batches: int = 0
     failures: int = 0
+    """Attempts that failed: those retried, and batches the peer refused for good."""
+    retries: int = 0
+    """Times the relay backed off to try again (the peer unreachable, busy, or a bug)."""
     refused: int = 0
     last_error: str = ""
     last_error_at: float = 0.0
@@ -442,11 +445,13 @@ class Federation:
                 if failure.retry_after is not None:
                     delay = max(delay, min(failure.retry_after, self.retry_max_s))
                 self._failed(state, str(failure))
+                state.retries += 1
                 await self._pause(state, delay)
             except Exception as error:  # a store failure, a bug: not the end of the relay
                 delay = self._next_delay(delay)
                 log.exception("relaying to %s failed", state.domain)
                 self._failed(state, f"{type(error).__name__}: {error}")
+                state.retries += 1
                 await self._pause(state, delay)
 
     async def _drain(self, state: PeerState) -> None:

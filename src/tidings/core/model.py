@@ -23,6 +23,15 @@ class DeliveryEvent(StrEnum):
     FAILED = "failed"
 
 
+class EnvelopeKind(StrEnum):
+    """What an envelope the core hands a connection is, so the gateway counts what it writes
+    by kind without parsing the bytes (``Outlet.deliver``)."""
+
+    MESSAGE = "message"
+    NOTIFICATION = "notification"
+    COMMAND = "command"
+
+
 class OverflowPolicy(StrEnum):
     REJECT_NEW = "reject-new"
     DROP_OLDEST = "drop-oldest"
@@ -178,6 +187,8 @@ class TrimResult:
     removed: dict[tuple[str, str], int] = field(default_factory=dict)
     """Rows removed per session (dropped envelopes, replaced gap markers)."""
     notices: list[Notice] = field(default_factory=list)
+    dropped: int = 0
+    """Envelopes drop-oldest trims removed to make room (of ``removed``; a metric)."""
 
 
 @dataclass(frozen=True, slots=True)

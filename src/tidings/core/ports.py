@@ -38,6 +38,7 @@ from .model import (
     Account,
     AppendResult,
     DeliveryEvent,
+    EnvelopeKind,
     ExpiredRow,
     GapState,
     KeyPublication,
@@ -79,9 +80,10 @@ def settling(future: asyncio.Future[Any]) -> Done:
 class Outlet(Protocol):
     """How the core reaches one connected client; the gateway implements it."""
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         """Write an envelope (already encoded for this protocol) to the client; False when the
-        connection is already closing and nothing was written."""
+        connection is already closing and nothing was written. ``kind`` says what it is (the
+        commonest, a message, by default: the hot path passes nothing)."""
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None

@@ -31,10 +31,12 @@ from .session_registry import SessionRegistry
 class QueueLedger:
     """Keeps each session record's ``depth`` equal to its stored queue rows."""
 
-    __slots__ = ("_registry",)
+    __slots__ = ("_registry", "dropped")
 
     def __init__(self, registry: SessionRegistry) -> None:
         self._registry = registry
+        self.dropped = 0
+        """Envelopes drop-oldest queues discarded to make room (every result passes here)."""
 
     def reserve(self, records: Sequence[SessionRecord]) -> None:
         """One row is about to be appended to each of ``records`` (settle it with
@@ -64,6 +66,7 @@ class QueueLedger:
     def settle(self, result: TrimResult) -> None:
         """Apply rows a policy transaction removed (trims, replaced gap markers, a deleted
         session's queue) and the notices it queued (one row each)."""
+        self.dropped += result.dropped
         record = self._registry.record
         for (identity, instance), count in result.removed.items():
             found = record(identity, instance)

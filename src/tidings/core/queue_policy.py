@@ -82,10 +82,11 @@ class QueuePolicy:
             removed: dict[tuple[str, str], int] = {}
             made: list[Notice] = []
             added = {(e.identity, e.instance): seq for e, seq in zip(entries, seqs, strict=True)}
+            dropped = 0
             for bound in bounds:
                 newest = added.get((bound.identity, bound.instance))
-                self._trim(tx, bound, newest, removed, made)
-            return TrimResult(seqs=seqs, removed=removed, notices=made)
+                dropped += self._trim(tx, bound, newest, removed, made)
+            return TrimResult(seqs=seqs, removed=removed, notices=made, dropped=dropped)
 
         return work
 
@@ -111,14 +112,14 @@ class QueuePolicy:
         newest: int | None,
         removed: dict[tuple[str, str], int],
         made: list[Notice],
-    ) -> None:
+    ) -> int:
         """Drop the oldest envelopes beyond ``bound.limit`` (see the module's rules); tell their
-        senders; move the gap marker."""
+        senders; move the gap marker. How many were dropped."""
         identity, instance = bound.identity, bound.instance
         count = tx.count(identity, instance)
         excess = count - bound.limit
         if excess <= 0:
-            return
+            return 0
         rows = tx.envelopes(
             identity,
             instance,
@@ -133,9 +134,10 @@ class QueuePolicy:
             )
             rows = delivered + rows
         if not rows:
-            return
+            return 0
         node = f"{identity}/{instance}"
         self._remove(tx, identity, instance, rows, dropped_error(node), removed, made)
+        return len(rows)
 
     def expiry(
         self, now: float, after: tuple[float, int], limit: int, delivered: Mapping[Key, int]

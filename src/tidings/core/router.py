@@ -43,6 +43,7 @@ from .histogram import LATENCY_S, Histogram
 from .model import (
     UNCLAIMED,
     AppendResult,
+    EnvelopeKind,
     ExpiryPass,
     Notice,
     OverflowPolicy,
@@ -161,7 +162,11 @@ class Router:
         self.expired = 0
         """Queued envelopes removed past their expiry (their senders told)."""
         self.refused_full = 0
-        """Messages refused because a destination queue was full (121)."""
+        """Messages refused because a destination queue was full (121): counted where the
+        refusal is final (a re-send of a message stored before is answered ``accepted``)."""
+        self.fanout_deliveries = 0
+        """Live writes, at routing, of messages that had several destination sessions (an
+        identity's sessions, a notify to a pattern): one per session written."""
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class Router:
             bounds = self.bounds_for(targets)
         except LimitExceeded as refusal:
             if message_id is None:
+                self.refused_full += 1
                 raise
             return self._resend_or_refuse(sender, sender_address, message_id, refusal)
         if message_id is None:
@@ -392,6 +398,7 @@ class Router:
         """A full queue: a re-send of a message stored before (its accepted was lost) is queued
         already, so it gets the answer it got then, not "queue full"."""
         if not await self._store.was_stored(sender_address, message_id):
+            self.refused_full += 1
             raise refusal
         if sender.wants(DeliveryEvent.ACCEPTED):
             sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
@@ -424,7 +431,6 @@ class Router:
                 sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
             self._expire_in(targets)  # expired while it was being stored: never written
             return
-        dispatched = False
         stamped: bytes | None = payload
         creator, circle = admitted
         trust = self._trust
@@ -436,6 +442,7 @@ class Router:
                 stamped = None
             elif now is not circle:
                 stamped = self._stamp(payload, scope_of(creator, recipient, now))
+        written = 0
         for record, seq in zip(targets, result.seqs, strict=True):
             live = self._writable(record, seq)
             if live is None:
@@ -444,9 +451,12 @@ class Router:
                 self._await_circle(live)  # stored: the replay writes it
             elif live.outlet.deliver(stamped):
                 _advance(live, seq)
-                dispatched = True
+                written += 1
+        dispatched = written > 0
         if dispatched:
             self.delivered += 1
+            if len(targets) > 1:
+                self.fanout_deliveries += written
         peers = self.peers
         if peers is not None and peers.waking():
             # "accepted" once the wakes are out: a node that dies right after answering must
@@ -475,6 +485,8 @@ class Router:
             elif not live.outlet.deliver(payload):
                 offline.append(record)  # closing, or behind reading: kept for it
         self.delivered += 1
+        if len(targets) > 1:
+            self.fanout_deliveries += len(targets) - len(offline)
         if offline:
             self._keep(offline, sender_address, payload, expires_at, bounds)
 
@@ -530,13 +542,15 @@ class Router:
         if expires_at <= time.time():
             self._expire_in([record])
             return
+        kind = EnvelopeKind.NOTIFICATION
         if sender_address:
+            kind = EnvelopeKind.MESSAGE
             scope = self._scope(sender_address, record.identity)
             if scope is None:
                 self._await_circle(live)
                 return
             payload = self._stamp(payload, scope)
-        if live.outlet.deliver(payload):  # kept (unacknowledged) entries go once written
+        if live.outlet.deliver(payload, kind):  # kept (unacknowledged) entries go once written
             _advance(live, seq)
             self.ledger.settle_removal(record, 1)
             self._store.discard([seq])
@@ -604,7 +618,7 @@ class Router:
                     record.identity, record.instance, payload, command=False
                 ):
                     offline.append(record)
-            elif live.replaying or not live.outlet.deliver(payload):
+            elif live.replaying or not live.outlet.deliver(payload, EnvelopeKind.NOTIFICATION):
                 offline.append(record)  # kept, and delivered when the session is next written to
         if offline:
             self._keep(offline, "", payload, self.expiry_of())
@@ -624,7 +638,7 @@ class Router:
         for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is not None:
-                if live.available and live.outlet.deliver(payload):
+                if live.available and live.outlet.deliver(payload, EnvelopeKind.COMMAND):
                     delivered = True
             elif peers is not None and peers.forward(
                 record.identity, record.instance, payload, command=True
@@ -753,7 +767,14 @@ class Router:
                     last_sender = sender
                     scope = scope_of(sender.partition("/")[0], identity, circle)
                 payload = stamp(payload, scope)
-            if not live.outlet.deliver(payload):
+            # a kept notification has no sender, a kept ``failed`` is the server's and needs no
+            # acknowledgement; the rest (gap markers too) are messages
+            kind = (
+                EnvelopeKind.NOTIFICATION
+                if not sender or (sender == server and not entry.needs_ack)
+                else EnvelopeKind.MESSAGE
+            )
+            if not live.outlet.deliver(payload, kind):
                 complete = _Page.STOPPED  # the rest stays queued, for this connection or the next
                 break
             if live.holes is not None:
@@ -965,7 +986,7 @@ class Router:
             if peers is not None:
                 peers.receipt(sender.identity, instance, message_id, event)
         elif live.wants(event):
-            live.outlet.deliver(payload)
+            live.outlet.deliver(payload, EnvelopeKind.NOTIFICATION)
 
     def detach(self, live: LiveSession) -> bool:
         """Forget a closed connection's session; its disconnect time outlives a restart."""
@@ -1004,7 +1025,8 @@ class Router:
         return QueueBound(record.identity, record.instance, limit, upto)
 
     def bounds_for(self, targets: list[SessionRecord]) -> list[QueueBound]:
-        """Raise for a full reject-new queue; list the full drop-oldest ones to trim."""
+        """Raise for a full reject-new queue (the caller counts it in ``refused_full`` if that
+        is its answer); list the full drop-oldest ones to trim."""
         bounds = []
         for record in targets:
             limit = self._limit_of(record)
@@ -1013,7 +1035,6 @@ class Router:
             if self.policy_of(record) is OverflowPolicy.DROP_OLDEST and self.notices is not None:
                 bounds.append(self.bound_of(record, limit))
                 continue
-            self.refused_full += 1
             raise LimitExceeded(
                 ErrorId.QUEUE_FULL,
                 f"The queue of {record.identity}/{record.instance or '*'} is full "
@@ -1104,9 +1125,16 @@ class Router:
             )
 
     def deliver_stored(
-        self, record: SessionRecord, seq: int, payload: bytes, expires_at: float | None = None
+        self,
+        record: SessionRecord,
+        seq: int,
+        payload: bytes,
+        expires_at: float | None = None,
+        *,
+        fanout: bool = False,
     ) -> None:
-        """Write a just-stored envelope that needs an acknowledgement to its live session."""
+        """Write a just-stored message that needs an acknowledgement to its live session;
+        ``fanout``: one of several sessions it went to (counted as such)."""
         live = self._writable(record, seq)
         if live is None:
             return
@@ -1116,6 +1144,8 @@ class Router:
         if live.outlet.deliver(payload):
             _advance(live, seq)
             self.delivered += 1
+            if fanout:
+                self.fanout_deliveries += 1
 
     def deliver_notices(self, result: TrimResult) -> None:
         """Write the notices a policy transaction queued to their live sessions (the ledger
@@ -1136,7 +1166,9 @@ class Router:
             return
         if live.replaying or not live.available:
             return
-        if not live.outlet.deliver(notice.payload):
+        # a gap marker is a message to be acknowledged; a kept ``failed``, a notification
+        kind = EnvelopeKind.MESSAGE if notice.needs_ack else EnvelopeKind.NOTIFICATION
+        if not live.outlet.deliver(notice.payload, kind):
             return  # the connection is closing: the notice stays queued for the next one
         if live.holes is not None:
             live.holes.jump(live.cursor, notice.seq)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .cluster_directory import Holes
 from .errors import ErrorId, LimitExceeded, TidingsError
-from .model import UNCLAIMED, RoutingRule, SessionRecord
+from .model import UNCLAIMED, EnvelopeKind, RoutingRule, SessionRecord
 from .model import DeliveryEvent as DeliveryEvent
 from .ports import Outlet
 
@@ -27,7 +27,7 @@ class SenderOutlet:
 
     __slots__ = ()
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         return False
 
     def notify(

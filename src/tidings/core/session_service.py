@@ -368,6 +368,8 @@ class SessionService:
                 record = self._registry.open(identity, name)
                 bounds.extend(self._router.bounds_for([record]))
             except TidingsError as error:
+                if error.error_id is ErrorId.QUEUE_FULL:
+                    self._router.refused_full += 1
                 refused.append(
                     {"session": name, "error_id": error.error_id.value, "detail": error.message}
                 )
@@ -418,8 +420,11 @@ class SessionService:
             if not isinstance(result, BaseException):
                 router.deliver_notices(result)
                 if not result.duplicate:
+                    fanout = len(targets) > 1
                     for record, seq, entry in zip(targets, result.seqs, entries, strict=False):
-                        router.deliver_stored(record, seq, entry.payload, entry.expires_at)
+                        router.deliver_stored(
+                            record, seq, entry.payload, entry.expires_at, fanout=fanout
+                        )
             settle(result)
 
         self._store.transact(self._policy.bounded_append(entries, dedupe, bounds, None), written)

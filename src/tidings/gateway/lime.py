@@ -23,6 +23,7 @@ from ..core.authz import Method, Resource
 from ..core.errors import ErrorId, Forbidden, Invalid, TidingsError
 from ..core.expiry import expire_after_s, is_realtime
 from ..core.login_throttle import source_key
+from ..core.model import EnvelopeKind
 from ..core.session_registry import DeliveryEvent, LiveSession
 from ..protocol.lime import (
     UNSET,
@@ -42,7 +43,7 @@ from ..protocol.lime import (
     parse_node,
     scoped_metadata,
 )
-from .context import LimeContext
+from .context import LimeContext, Stats
 from .deadline import DeadlineTimer
 from .errors import lime_reason
 from .flow import ReadThrottle
@@ -65,6 +66,8 @@ ACKNOWLEDGING_EVENTS = frozenset(
     {NotificationEvent.RECEIVED, NotificationEvent.CONSUMED, NotificationEvent.FAILED}
 )
 _replace = msgspec.structs.replace
+_MESSAGE = EnvelopeKind.MESSAGE
+_NOTIFICATION = EnvelopeKind.NOTIFICATION
 _PUBLIC_ONLY = scoped_metadata(None)
 """The metadata of a message that has none (shared, never changed)."""
 
@@ -236,7 +239,7 @@ class LimeConnection(WSListener):
 
     # -- the Outlet port ----------------------------------------------------------------------
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         """An envelope from someone else; not written (False) when the connection is closing
         or its client is behind reading: it stays in the session's queue, and the router
         writes it when the client has caught up."""
@@ -247,20 +250,27 @@ class LimeConnection(WSListener):
                 self.ctx.router.stall(self.live)  # its next writes wait for the replay too
             return False
         self._writer.write_text(payload)
-        self.ctx.stats.envelopes_out += 1
+        stats = self.ctx.stats
+        if kind is _MESSAGE:
+            stats.messages_out += 1
+        elif kind is _NOTIFICATION:
+            stats.notifications_out += 1
+        else:
+            stats.commands_out += 1
         return True
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: bytes) -> bool:
         """An answer to this client (a notification about its message, a command response,
         its session state): written even while it is behind, since nothing it sends is read
-        then; past four times the bound it is dropped as a slow consumer."""
+        then; past four times the bound it is dropped as a slow consumer. Whether it was
+        written (the caller counts it by type)."""
         writer = self._writer
         if self._closed or writer is None:
-            return
+            return False
         writer.write_text(payload)
-        self.ctx.stats.envelopes_out += 1
         if self._stalled and writer.buffered > 4 * self.ctx.max_output_buffer:
             self._drop_slow_consumer()
+        return True
 
     def notify(
         self, message_id: str, event: DeliveryEvent, error: TidingsError | None = None
@@ -272,7 +282,8 @@ class LimeConnection(WSListener):
             event=NotificationEvent(event.value),
             reason=lime_reason(error) if error is not None else UNSET,
         )
-        self._write(encode_envelope(notification))
+        if self._write(encode_envelope(notification)):
+            self.ctx.stats.notifications_out += 1
 
     def observe(self, identity: str, presence: dict[str, Any]) -> None:
         self.observe_resource(
@@ -288,7 +299,7 @@ class LimeConnection(WSListener):
             type=type_,
             resource=msgspec.Raw(msgspec.json.encode(resource)),
         )
-        self._write(encode_envelope(command))
+        self._respond(command)
 
     def end(self, error: TidingsError) -> None:
         self.session.fail(lime_reason(error))
@@ -366,7 +377,8 @@ class LimeConnection(WSListener):
     def _flush(self) -> None:
         session = self.session
         for data in session.data_to_send():
-            self._write(data)
+            if self._write(data):
+                _count_answer(self.ctx.stats, data)
         if session.is_closed and not self._closed and self.transport is not None:
             if self._writer is not None:
                 self._writer.flush()
@@ -661,12 +673,39 @@ class LimeConnection(WSListener):
             )
 
     def _respond(self, response: Command) -> None:
-        self._write(encode_envelope(response))
+        if self._write(encode_envelope(response)):
+            self.ctx.stats.commands_out += 1
 
     # -- shutdown -------------------------------------------------------------------------------
 
     def shut_down(self) -> None:
         self.end(TidingsError(ErrorId.SHUTTING_DOWN, "The server is being shut down"))
+
+
+class _Shape(msgspec.Struct):
+    """The keys that tell a LIME envelope's type (the rest is skipped)."""
+
+    state: Any = None
+    event: Any = None
+    method: Any = None
+
+
+_shape = msgspec.json.Decoder(_Shape).decode
+
+
+def _count_answer(stats: Stats, data: bytes) -> None:
+    """Count an envelope the protocol layer wrote by its type: session envelopes, and its
+    answers to invalid envelopes (a ``failed`` notification, a failed command). Rare frames
+    (establishment, refusals): worth a decode, unlike the router's deliveries."""
+    shape = _shape(data)
+    if shape.state is not None:
+        stats.sessions_out += 1
+    elif shape.event is not None:
+        stats.notifications_out += 1
+    elif shape.method is not None:
+        stats.commands_out += 1
+    else:
+        stats.messages_out += 1
 
 
 def _secret(scheme: str, authentication: dict[str, Any]) -> str | None:

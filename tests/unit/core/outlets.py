@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidings.core.model import EnvelopeKind
+
 
 class Recorder:
     def __init__(self, closing: bool) -> None:
         self.closing = closing
         self.written: list[bytes] = []
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         if self.closing:
             return False
         self.written.append(payload)

@@ -131,9 +131,11 @@ async def test_an_unreachable_peer_is_retried_until_it_takes_them_in_order() -> 
     assert all(event is DeliveryEvent.ACCEPTED for _, event, _ in told.told)
 
 
-async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_reason() -> None:
+async def queued_then_relayed(script: list[Outcome]) -> tuple[ScriptedPeer, Federation, Client]:
+    """Messages "a" and "b" queued while the relay is off, then relayed to a peer answering
+    ``script``, until the outbox is empty."""
     store, registry, router = world()
-    peer = ScriptedPeer(["refused"])
+    peer = ScriptedPeer(script)
     federation = build(peer, registry, store, router)
     alice, told = await sender(router, registry)
     for message_id in ("a", "b"):
@@ -144,6 +146,11 @@ async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_re
     federation.start([PEER])
     await settle(federation, peer, store)
     await federation.stop()
+    return peer, federation, told
+
+
+async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_reason() -> None:
+    peer, federation, told = await queued_then_relayed(["refused"])
     assert peer.taken == []
     failures = [json.loads(w) for w in told.written]
     assert failures == [
@@ -151,6 +158,16 @@ async def test_a_refused_batch_fails_each_message_to_its_sender_with_the_peer_re
         {"failed": "b", "why": ErrorId.PEER_REFUSED},
     ]
     assert federation.peers[PEER].last_error.startswith("403")
+
+
+async def test_retries_count_the_backoffs_and_failures_also_the_refusals() -> None:
+    """``federation_retries_total`` is the attempts made again; ``federation_failures_total``
+    every failed attempt, a batch refused for good (not retried) included."""
+    peer, federation, _ = await queued_then_relayed(["down", "large", "down", "refused"])
+    state = federation.peers[PEER]
+    # down, 413 for two (retried in halves), down, then "a" refused; "b" taken
+    assert (peer.posts, peer.taken) == (5, ["b"])
+    assert (state.retries, state.failures, state.refused) == (3, 4, 1)
 
 
 async def test_the_outbox_is_bounded_and_names_no_outbox_or_guest() -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tidings.core.address import Address, parse_address
 from tidings.core.errors import ErrorId, TidingsError
-from tidings.core.model import DeliveryEvent, OverflowPolicy
+from tidings.core.model import DeliveryEvent, EnvelopeKind, OverflowPolicy
 from tidings.core.router import QueueLimits, Router
 from tidings.core.session_registry import LiveSession, SessionRegistry
 from tidings.core.session_service import SessionService
@@ -47,7 +47,7 @@ class Client:
         self.written: list[bytes] = []
         self.told: list[tuple[str, DeliveryEvent, str | None]] = []
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         self.written.append(payload)
         return True
 

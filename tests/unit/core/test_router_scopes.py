@@ -11,7 +11,7 @@ import pytest
 
 from tidings.core.address import Address, parse_address
 from tidings.core.errors import ErrorId, TidingsError
-from tidings.core.model import DeliveryEvent
+from tidings.core.model import DeliveryEvent, EnvelopeKind
 from tidings.core.router import Router
 from tidings.core.session_registry import LiveSession, SessionRegistry
 from tidings.core.trust import TrustCircles
@@ -36,7 +36,7 @@ class Client:
         self.written: asyncio.Queue[bytes] = asyncio.Queue()
         self.told: list[tuple[str, DeliveryEvent, str | None]] = []
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         self.written.put_nowait(payload)
         return True
 

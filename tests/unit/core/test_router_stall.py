@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.core.test_router_memory import BOB, connect, send, world
+from tidings.core.model import EnvelopeKind
 from tidings.core.router import Router
 from tidings.core.session_registry import LiveSession
 
@@ -22,7 +23,7 @@ class StallingOutlet:
         self.stalled = False
         self.written: list[bytes] = []
 
-    def deliver(self, payload: bytes) -> bool:
+    def deliver(self, payload: bytes, kind: EnvelopeKind = EnvelopeKind.MESSAGE) -> bool:
         if self.stalled:
             if self.live is not None:
                 self.router.stall(self.live)
