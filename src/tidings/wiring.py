@@ -92,7 +92,11 @@ from .store.server_keys import ServerKeys
 log = logging.getLogger("tidings")
 
 SERVER_INSTANCE = "server"
-PRUNE_EVERY_S = 3600.0
+PRUNE_EVERY_S = 1.0
+"""How often the dedupe window is pruned when the last pass found nothing more to forget."""
+PRUNE_CHUNK = 1000
+"""Dedupe keys forgotten per write operation: a chunk adds about a millisecond to the one
+group commit it rides (measured in BENCHMARKS.md, "Duplicate detection in bounded space")."""
 FILES_RESERVED = 256
 """Open files besides connections: the database, its WAL, listening sockets, logs."""
 
@@ -779,11 +783,20 @@ class TidingsServer:
                 await services.federation_client.post(domain, "hello", b"{}")
 
     async def _prune_message_ids(self) -> None:
+        """Keep the dedupe table at about rate x ``message_id_retention_s``: forget expired
+        keys continuously, in chunks of ``PRUNE_CHUNK`` that each ride a group commit, one
+        chunk after another while they come back full (so deletion keeps up with any insert
+        rate), then once a second. Never one large delete: that would hold the writer, and
+        every sender's ``accepted``, for as long as it takes. A failed chunk (the store is
+        closing, a disk error) is tried again a second later."""
         while True:
             cutoff = time.time() - self.settings.message_id_retention_s
-            with contextlib.suppress(Exception):
-                await self.store.forget_message_ids(cutoff)
-            await asyncio.sleep(PRUNE_EVERY_S)
+            try:
+                forgotten = await self.store.forget_message_ids(cutoff, PRUNE_CHUNK)
+            except Exception:
+                forgotten = 0
+            if forgotten < PRUNE_CHUNK:
+                await asyncio.sleep(PRUNE_EVERY_S)
 
     async def stop(self) -> None:
         """Fail every session with a reason, stop listening, commit what is pending."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 from tidings.core.model import QueueKind
@@ -85,3 +86,40 @@ async def test_consent_rows_of_the_version_before_relationship_expiry_never_expi
         assert await store.consent_relationships_expiring(10) == []
     finally:
         store.close()
+
+
+MESSAGE_KEYS_MIGRATION = "0009_message_keys.sql"
+
+
+async def test_dedupe_keys_of_the_version_before_message_keys_still_hold(tmp_path: Path) -> None:
+    """Migration 0009 carries every kept (sender, id) over into message_keys, hashed the way
+    the store hashes them: a resend of a message stored before the upgrade is still a
+    duplicate, and its age is kept (so the pruner forgets it on time)."""
+    path = tmp_path / DATABASE_FILE
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
+    for name, script in _migrations():
+        if name >= MESSAGE_KEYS_MIGRATION:
+            break
+        connection.executescript(
+            f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
+        )
+    now = time.time()
+    connection.executemany(
+        "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)",
+        [("alice@x/p", "m1", now - 10.0), ("alice@x/p", "ancient", 1000.5)],
+    )
+    connection.close()
+    store = SqliteStore(tmp_path)
+    store.open(asyncio.get_running_loop())
+    try:
+        assert await store.was_stored("alice@x/p", "m1")
+        assert await store.was_stored("alice@x/p", "ancient")
+        assert not await store.was_stored("alice@x/p", "m2")
+        assert await store.forget_message_ids(now - 60.0, 100) == 1
+        assert not await store.was_stored("alice@x/p", "ancient")
+        assert await store.was_stored("alice@x/p", "m1")
+    finally:
+        store.close()
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("message_ids",) not in tables
