@@ -435,6 +435,21 @@ def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
     return url
 
 
+async def forget_expired_ids(
+    store: Store, cutoff: Callable[[], float], chunk: int = PRUNE_CHUNK
+) -> int:
+    """One pruning pass over the dedupe window: chunks of at most ``chunk`` keys stored before
+    ``cutoff()`` (asked anew for each chunk), one after another while they come back full, so
+    that deletion keeps up with any insert rate while no batch carries more than one chunk.
+    How many keys were forgotten."""
+    total = 0
+    while True:
+        forgotten = await store.forget_message_ids(cutoff(), chunk)
+        total += forgotten
+        if forgotten < chunk:
+            return total
+
+
 class TidingsServer:
     def __init__(
         self,
@@ -790,13 +805,11 @@ class TidingsServer:
         every sender's ``accepted``, for as long as it takes. A failed chunk (the store is
         closing, a disk error) is tried again a second later."""
         while True:
-            cutoff = time.time() - self.settings.message_id_retention_s
-            try:
-                forgotten = await self.store.forget_message_ids(cutoff, PRUNE_CHUNK)
-            except Exception:
-                forgotten = 0
-            if forgotten < PRUNE_CHUNK:
-                await asyncio.sleep(PRUNE_EVERY_S)
+            with contextlib.suppress(Exception):
+                await forget_expired_ids(
+                    self.store, lambda: time.time() - self.settings.message_id_retention_s
+                )
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def stop(self) -> None:
         """Fail every session with a reason, stop listening, commit what is pending."""
