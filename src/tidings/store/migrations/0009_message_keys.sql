@@ -1,9 +1,9 @@
 -- Duplicate detection in bounded space (issue 15): message_ids kept every (sender, id) as two
--- strings, twice (the primary key and the age index), for seven days. message_keys keeps a
--- 16-byte key per message (the first 128 bits of SHA-256 over the length-prefixed sender and
--- id, see _sql.dedupe_key) and the whole second after which it was stored; the age index lets
--- the pruner take the oldest rows in small chunks. Rows still in the table are carried over
--- (tidings_dedupe_key is the same function, registered on every connection by sqlite.py).
+-- strings, twice (the primary key and the age index), for seven days. message_keys keeps one
+-- key per message (96 bits of SHA-256 of the sender, then the id: _sql.dedupe_key) and the
+-- whole second after which it was stored; the age index lets the pruner take the oldest rows
+-- in small chunks. Rows still in the table are carried over (tidings_dedupe_key is
+-- _sql.dedupe_key, registered on every connection by sqlite.py).
 CREATE TABLE message_keys (
     key BLOB PRIMARY KEY,
     stored_at INTEGER NOT NULL
