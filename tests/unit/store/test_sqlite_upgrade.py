@@ -14,16 +14,22 @@ from tidings.store.sqlite import DATABASE_FILE, SqliteStore, _migrations
 EXPIRY_MIGRATION = "0006_message_expiry.sql"
 
 
-def _previous_version(path: Path) -> None:
-    """The schema as the previous version left it: every migration before expiry."""
+def _schema_before(path: Path, migration: str) -> sqlite3.Connection:
+    """A database as a version before ``migration`` left it: every migration before it."""
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
     for name, script in _migrations():
-        if name >= EXPIRY_MIGRATION:
+        if name >= migration:
             break
         connection.executescript(
             f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
         )
+    return connection
+
+
+def _previous_version(path: Path) -> None:
+    """The schema as the previous version left it: every migration before expiry."""
+    connection = _schema_before(path, EXPIRY_MIGRATION)
     connection.executemany(
         "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
         " kind) VALUES ('bob@x', 'a', ?, ?, 1, x'00', 1000.0, ?)",
@@ -55,14 +61,7 @@ async def test_consent_rows_of_the_version_before_relationship_expiry_never_expi
 ) -> None:
     """Invites and relationships written before migration 0008 read back with no expiry."""
     path = tmp_path / DATABASE_FILE
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
-    for name, script in _migrations():
-        if name >= RELATIONSHIP_EXPIRY_MIGRATION:
-            break
-        connection.executescript(
-            f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
-        )
+    connection = _schema_before(path, RELATIONSHIP_EXPIRY_MIGRATION)
     connection.execute(
         "INSERT INTO consent_invites (id, requester, token_hash, app_code, display_name, consent,"
         " permissions, mode, features, created_at, expires_at, status, status_at) VALUES"
@@ -96,14 +95,7 @@ async def test_dedupe_keys_of_the_version_before_message_keys_still_hold(tmp_pat
     the store hashes them: a resend of a message stored before the upgrade is still a
     duplicate, and its age is kept (so the pruner forgets it on time)."""
     path = tmp_path / DATABASE_FILE
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
-    for name, script in _migrations():
-        if name >= MESSAGE_KEYS_MIGRATION:
-            break
-        connection.executescript(
-            f"BEGIN;\n{script}\nINSERT INTO schema_migrations VALUES ('{name}');\nCOMMIT;"
-        )
+    connection = _schema_before(path, MESSAGE_KEYS_MIGRATION)
     now = time.time()
     connection.executemany(
         "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)",
