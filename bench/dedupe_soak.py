@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import harness
+from common import parser
 from durable import ACKED, LIMITS, loadgen_binary
 from harness import GEN_CORE
 
@@ -46,7 +47,7 @@ def disk_bytes(data_dir: str) -> int:
     )
 
 
-def page_usage(data_dir: str) -> dict[str, object]:
+def page_usage(data_dir: str) -> dict[str, int]:
     """Bytes of pages per table and index, and the rows of the dedupe table (read-only)."""
     uri = f"file:{Path(data_dir) / 'tidings.db'}?mode=ro"
     connection = sqlite3.connect(uri, uri=True)
@@ -54,22 +55,20 @@ def page_usage(data_dir: str) -> dict[str, object]:
         pages = dict(connection.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
         freelist = connection.execute("PRAGMA freelist_count").fetchone()[0]
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        table = "message_keys" if "message_keys" in pages else "message_ids"
+        table = "message_keys" if "message_keys" in pages else "message_ids"  # before 0009
         rows = connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     finally:
         connection.close()
     return {
-        "dedupe_table": table,
         "dedupe_rows": rows,
         "dedupe_bytes": sum(pages.get(name, 0) for name in DEDUPE_TABLES),
         "queue_bytes": sum(v for k, v in pages.items() if k.startswith("queue")),
         "free_bytes": freelist * page_size,
-        "pages": pages,
     }
 
 
 def main() -> None:
-    p = harness.parser(__doc__ or "")
+    p = parser(__doc__ or "")
     harness.add_output_options(p)
     p.add_argument("--seconds", type=float, default=240.0)
     p.add_argument("--every", type=float, default=10.0)
@@ -79,7 +78,8 @@ def main() -> None:
     args.loadgen = loadgen_binary(args.loadgen)
     with harness.bench_session(args.src):
         server = harness.start_tidings("--allow-guests", *LIMITS, *args.serve.split())
-        assert server.data_dir is not None
+        data_dir = server.data_dir
+        assert data_dir is not None
         port = server.url.rsplit(":", 1)[1].split("/")[0]
         argv = ["taskset", "-c", GEN_CORE, args.loadgen, "proto=lime", "scen=p2p"]
         argv += [f"port={port}", "lime_scheme=guest", "payload=300", f"spid={server.pid}"]
@@ -90,7 +90,7 @@ def main() -> None:
 
         def sample() -> None:
             while not stop.wait(args.every):
-                samples.append((round(time.monotonic() - started, 1), disk_bytes(server.data_dir)))
+                samples.append((round(time.monotonic() - started, 1), disk_bytes(data_dir)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -100,8 +100,8 @@ def main() -> None:
             sampler.join()
             result = harness.last_json(done.stdout) or {"error": done.stderr[-2000:]}
             metrics = harness.metrics(server)
-            usage = page_usage(server.data_dir)
-            size = disk_bytes(server.data_dir)
+            usage = page_usage(data_dir)
+            size = disk_bytes(data_dir)
         finally:
             server.stop()
     acked = float(result.get("delivered") or result.get("count") or 0)
@@ -112,7 +112,7 @@ def main() -> None:
     if len(third) >= 2 and rate:
         (t0, b0), (t1, b1) = third[0], third[-1]
         growth = (b1 - b0) / 1e6 / ((t1 - t0) * rate / 1e6)
-    dedupe_bytes = int(usage["dedupe_bytes"])  # type: ignore[call-overload]
+    dedupe_bytes = usage["dedupe_bytes"]
     print(
         json.dumps(
             {
@@ -127,9 +127,9 @@ def main() -> None:
                 "db_bytes_per_message": round(size / messages, 1) if messages else None,
                 "dedupe_mb": round(dedupe_bytes / 1e6, 1),
                 "dedupe_rows": usage["dedupe_rows"],
-                "dedupe_bytes_per_row": round(dedupe_bytes / max(1, int(usage["dedupe_rows"]))),  # type: ignore[call-overload]
-                "queue_mb": round(int(usage["queue_bytes"]) / 1e6, 1),  # type: ignore[call-overload]
-                "free_mb": round(int(usage["free_bytes"]) / 1e6, 1),  # type: ignore[call-overload]
+                "dedupe_bytes_per_row": round(dedupe_bytes / max(1, usage["dedupe_rows"])),
+                "queue_mb": round(usage["queue_bytes"] / 1e6, 1),
+                "free_mb": round(usage["free_bytes"] / 1e6, 1),
                 "growth_mb_per_million_last_third": None if growth is None else round(growth, 1),
                 "samples_mb": [(t, round(b / 1e6, 1)) for t, b in samples],
                 "ops_per_commit": (
