@@ -99,7 +99,7 @@ class Settings:
     stored message is acknowledged again and not stored twice (150 s .. 7 days). The SDK
     resends only within ``resend_horizon`` (120 s) of a message's first transmission; the
     rest of the window is margin (clock steps, slow commits). The table holds about
-    rate x window keys of about 40 bytes each."""
+    rate x window keys (about 85 bytes each on SQLite with short ids)."""
     message_ttl_s: float = 7 * 24 * 3600.0
     """How long a message that gives no ``tidings.expireAfter`` may wait for its recipient;
     then it is removed and its sender gets ``failed`` 123 (1 s .. 7 days)."""
