@@ -33,6 +33,9 @@ SECRET_SETTINGS = frozenset({"api_token", "admin_token"})
 URL_SETTINGS = frozenset({"store", "broker", "public_url"})
 """Settings that may be URLs with a password in them (shown without it)."""
 REDACTED = "***"
+MIN_DEDUPE_WINDOW_S = 150.0
+"""The shortest duplicate window allowed: above the SDK's default resend horizon (120 s), so
+that a default client never resends past what the server remembers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,12 @@ class Settings:
     """Messages one connection may send in a burst above ``rate_limit``."""
     establish_timeout_s: float = 30.0
     """Time a connection has to establish its session."""
-    message_id_retention_s: float = 7 * 24 * 3600.0
-    """How long (sender, id) pairs are remembered to drop sender-side duplicates."""
+    message_id_retention_s: float = 300.0
+    """The duplicate window: how long a (sender, id) is remembered, so that a resend of a
+    stored message is acknowledged again and not stored twice (150 s .. 7 days). The SDK
+    resends only within ``resend_horizon`` (120 s) of a message's first transmission; the
+    rest of the window is margin (clock steps, slow commits). The table holds about
+    rate x window keys (about 85 bytes each on SQLite with short ids)."""
     message_ttl_s: float = 7 * 24 * 3600.0
     """How long a message that gives no ``tidings.expireAfter`` may wait for its recipient;
     then it is removed and its sender gets ``failed`` 123 (1 s .. 7 days)."""
@@ -214,7 +221,11 @@ class Settings:
         _check(0 <= self.commit_window_ms <= 100, "commit_window_ms", "must be 0 .. 100")
         _check(self.rate_limit > 0 and self.rate_burst >= 1, "rate_limit", "must be positive")
         _check(self.establish_timeout_s > 0, "establish_timeout_s", "must be positive")
-        _check(self.message_id_retention_s > 0, "message_id_retention_s", "must be positive")
+        _check(
+            MIN_DEDUPE_WINDOW_S <= self.message_id_retention_s <= 7 * 24 * 3600,
+            "message_id_retention_s",
+            f"must be {MIN_DEDUPE_WINDOW_S:g} .. 604800 s (the SDK resends for up to 120 s)",
+        )
         _check(
             self.queue_policy in ("reject-new", "drop-oldest"),
             "queue_policy",

@@ -93,7 +93,11 @@ from .store.server_keys import ServerKeys
 log = logging.getLogger("tidings")
 
 SERVER_INSTANCE = "server"
-PRUNE_EVERY_S = 3600.0
+PRUNE_EVERY_S = 1.0
+"""How often the dedupe window is pruned when the last pass found nothing more to forget."""
+PRUNE_CHUNK = 1000
+"""Dedupe keys forgotten per write operation: a chunk adds about a millisecond to the one
+group commit it rides (measured in BENCHMARKS.md, "Duplicate detection in bounded space")."""
 FILES_RESERVED = 256
 """Open files besides connections: the database, its WAL, listening sockets, logs."""
 
@@ -430,6 +434,21 @@ def offer_url(http_base: Callable[[], str]) -> Callable[[str], str]:
         return f"{http_base().rstrip('/')}/consent/offers/{token}"
 
     return url
+
+
+async def forget_expired_ids(
+    store: Store, cutoff: Callable[[], float], chunk: int = PRUNE_CHUNK
+) -> int:
+    """One pruning pass over the dedupe window: chunks of at most ``chunk`` keys stored before
+    ``cutoff()`` (asked anew for each chunk), one after another while they come back full, so
+    that deletion keeps up with any insert rate while no batch carries more than one chunk.
+    How many keys were forgotten."""
+    total = 0
+    while True:
+        forgotten = await store.forget_message_ids(cutoff(), chunk)
+        total += forgotten
+        if forgotten < chunk:
+            return total
 
 
 class TidingsServer:
@@ -803,10 +822,17 @@ class TidingsServer:
                 await services.federation_client.post(domain, "hello", b"{}")
 
     async def _prune_message_ids(self) -> None:
+        """Keep the dedupe table at about rate x ``message_id_retention_s``: forget expired
+        keys continuously, in chunks of ``PRUNE_CHUNK`` that each ride a group commit, one
+        chunk after another while they come back full (so deletion keeps up with any insert
+        rate), then once a second. Never one large delete: that would hold the writer, and
+        every sender's ``accepted``, for as long as it takes. A failed chunk (the store is
+        closing, a disk error) is tried again a second later."""
         while True:
-            cutoff = time.time() - self.settings.message_id_retention_s
             with contextlib.suppress(Exception):
-                await self.store.forget_message_ids(cutoff)
+                await forget_expired_ids(
+                    self.store, lambda: time.time() - self.settings.message_id_retention_s
+                )
             await asyncio.sleep(PRUNE_EVERY_S)
 
     async def stop(self) -> None:

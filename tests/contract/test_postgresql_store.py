@@ -146,3 +146,37 @@ async def test_the_server_leaves_migrations_to_tidings_migrate_when_told(
         store.close()
         assert migrations_table() == migrate_on_start
     assert _applied(url) == NAMES
+
+
+async def test_dedupe_keys_of_the_version_before_message_keys_still_hold(
+    postgres: PostgresDatabases,
+) -> None:
+    """Migration 0009 hashes the kept (sender, id) pairs in SQL exactly as the store does in
+    Python (``_sql.dedupe_key``), non-ASCII included: a resend of a message stored before the
+    upgrade is still a duplicate."""
+    url = postgres.empty()
+    try:
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY)")
+            for name, script in migrations():
+                if name >= "0009_message_keys.sql":
+                    break
+                connection.execute(script.encode())
+                connection.execute("INSERT INTO schema_migrations VALUES (%s)", (name,))
+            connection.execute(
+                "INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES"
+                " ('alice@x/p', 'm1', %s), ('zoë@x/p', 'ü-2', %s)",
+                (time.time() - 10.0, 1000.5),
+            )
+        store = PostgresStore(url)
+        store.open(asyncio.get_running_loop())
+        try:
+            assert await store.was_stored("alice@x/p", "m1")
+            assert await store.was_stored("zoë@x/p", "ü-2")
+            assert not await store.was_stored("zoë@x/p", "ü-3")
+            assert await store.forget_message_ids(time.time() - 60.0, 100) == 1
+            assert await store.was_stored("alice@x/p", "m1")
+        finally:
+            store.close()
+    finally:
+        postgres.drop(url)

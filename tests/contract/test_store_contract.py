@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -162,10 +163,50 @@ async def test_barrier_waits_for_earlier_completions(store: Any) -> None:
 
 async def test_forget_message_ids_lets_an_old_id_be_stored_again(store: Any) -> None:
     await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))
-    assert await store.forget_message_ids(0.0) == 0
-    assert await store.forget_message_ids(float("inf")) == 1
+    assert await store.forget_message_ids(0.0, 100) == 0
+    assert await store.forget_message_ids(float("inf"), 100) == 1
     assert not await store.was_stored("s/1", "m")
     assert not (await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))).duplicate
+
+
+async def test_a_resend_inside_the_window_is_stored_once(store: Any) -> None:
+    """Keys younger than the cutoff survive any number of pruning passes (the window holds)."""
+    first = await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))
+    assert not first.duplicate
+    assert await store.forget_message_ids(time.time() - 1.0, 100) == 0
+    assert (await append(store, entry("s/1", "m"), dedupe=("s/1", "m"))).duplicate
+    assert await store.was_stored("s/1", "m")
+    assert await ids(store) == ["m"]
+
+
+async def test_forget_message_ids_takes_the_oldest_in_bounded_chunks(store: Any) -> None:
+    for n in range(7):
+        await append(store, entry("s/1", f"m{n}"), dedupe=("s/1", f"m{n}"))
+    assert await store.forget_message_ids(float("inf"), 3) == 3
+    assert await store.forget_message_ids(float("inf"), 3) == 3
+    assert await store.forget_message_ids(float("inf"), 3) == 1
+    assert await store.forget_message_ids(float("inf"), 3) == 0
+    assert not any([await store.was_stored("s/1", f"m{n}") for n in range(7)])
+    assert len(await ids(store)) == 7  # forgetting keys never touches the queue
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (("s/1", "2m"), ("s/12", "m")),  # the same characters, split differently
+        (("s/1", "m"), ("s/1", "M")),
+        (("s/1", "é"), ("s/1", "e\u0301")),  # not normalized: different ids
+        (("s/1", ""), ("s/", "1")),
+    ],
+)
+async def test_different_pairs_are_never_taken_for_one_another(
+    store: Any, one: tuple[str, str], other: tuple[str, str]
+) -> None:
+    """A false duplicate would drop a message silently: pairs that differ stay apart, however
+    their characters line up."""
+    assert not (await append(store, entry(one[0], one[1]), dedupe=one)).duplicate
+    assert not (await append(store, entry(other[0], other[1]), dedupe=other)).duplicate
+    assert not await store.was_stored(other[0], other[1] + "x")
 
 
 # -- session records -----------------------------------------------------------------------

@@ -332,8 +332,10 @@ class MessageStore(Transactional, Protocol):
         as identity-routed records."""
 
     async def save_session(self, record: SessionRecord) -> None: ...
-    async def forget_message_ids(self, older_than: float) -> int:
-        """Forget dedupe keys accepted before ``older_than``; how many."""
+    async def forget_message_ids(self, older_than: float, limit: int) -> int:
+        """Forget at most ``limit`` of the oldest dedupe keys stored before ``older_than``;
+        how many (fewer than ``limit``: none older is left). A key is kept at least until
+        ``older_than`` passes its storing time, never forgotten early."""
 
     def write_counts(self) -> tuple[int, int]:
         """Commits and operations so far, for ``/metrics``."""

@@ -13,7 +13,9 @@ Persistent sessions (Bernstein, Hsu & Mann 1990, as in Caf.js ``caf_session``):
   not the current one (an older instance, a concurrent client, a session that ended) changes
   nothing and fails with ``STALE_NONCE``.
 - A request repeated verbatim (same message id) is stored once: the (sender, id) dedupe of the
-  delivery contract closes the retry gap of the original (reference section 3.7).
+  delivery contract closes the retry gap of the original (reference section 3.7) within the
+  duplicate window (``message_id_retention_s``); past it a client begins again, and the new
+  nonce and the memento keep the request exactly-once.
 - ``end(name, nonce)`` with the current nonce clears nonce and memento; ending a session that
   has neither is a no-op success (idempotent); any other nonce fails with ``STALE_NONCE``.
 """

@@ -31,6 +31,7 @@ import enum
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
@@ -62,6 +63,7 @@ from ._exceptions import (
     CommandFailed,
     ConnectError,
     ConnectionLost,
+    MessageInDoubt,
     RequestTimeout,
     TidingsClientError,
     reason_parts,
@@ -86,6 +88,8 @@ logger = logging.getLogger("tidings.sdk")
 RECEIPT_EVENTS: Final = ("accepted", "dispatched", "received", "consumed")
 """What the SDK asks the server to notify (``failed`` always comes)."""
 RECEIPT_TYPE: Final = "application/vnd.lime.receipt+json"
+IN_DOUBT_KEPT: Final = 1024
+"""How many ids of messages given up as in doubt ``Client.in_doubt`` keeps."""
 
 WaitFor: TypeAlias = Literal["accepted", "dispatched", "received", "consumed"] | None
 
@@ -109,6 +113,13 @@ class Client:
     ``max_in_flight`` bounds the messages sent but not yet ``accepted`` (1000): beyond it,
     ``send_message`` waits for room, so a fast producer is paced by what the server stores (and
     by its flow control) instead of growing the outbox without bound.
+
+    ``resend_horizon`` (120 s) bounds how long after its first transmission an unaccepted
+    message is re-sent on a new connection. The server drops a re-sent copy only while it
+    remembers the id (its duplicate window, ``message_id_retention_s``: 300 s by default, never
+    below 150 s), so the horizon must stay below the window; past it the message is not re-sent
+    and fails with ``MessageInDoubt`` (its id is kept in ``in_doubt``). ``None`` re-sends for
+    ever: at least once, with a possible duplicate after the window.
 
     ``transport`` opens the connections (default: ``WebSocketTransport(ping_interval=...)``;
     ``ping_interval`` applies only to that default). ``layers`` are ``MessageLayer``s every
@@ -144,6 +155,7 @@ class Client:
         command_timeout: float = 30.0,
         ping_interval: float | None = 20.0,
         max_in_flight: int = 1000,
+        resend_horizon: float | None = 120.0,
         transport: Transport | None = None,
         layers: Sequence[MessageLayer] = (),
         e2e: bool = False,
@@ -154,6 +166,8 @@ class Client:
     ) -> None:
         if sum((password is not None, key is not None, guest)) != 1:
             raise ValueError("give exactly one of password=, key= or guest=True")
+        if resend_horizon is not None and not resend_horizon > 0:
+            raise ValueError("resend_horizon must be positive (or None: re-send for ever)")
         node = parse_node(identity)
         if instance is not None:
             node = node.with_instance(instance)
@@ -177,6 +191,8 @@ class Client:
             layers = (*layers, self._e2e)
         self._pipeline = Pipeline(layers)
         self._outbox = Outbox(max_in_flight)
+        self._resend_horizon = resend_horizon
+        self._in_doubt: deque[str] = deque(maxlen=IN_DOUBT_KEPT)
         self._receipts = Receipts()
         self._receiver = Receiver(self._send_ack, self._pipeline)
         self._reconnector = Reconnector(
@@ -223,10 +239,19 @@ class Client:
     def unaccepted(self) -> list[str]:
         """Ids of messages sent but not yet ``accepted`` nor ``failed``, oldest first.
 
-        The client re-sends them after every reconnection. Whatever is still here after
-        ``close()`` was never stored by the server: send it again, same id, from a new client.
+        The client re-sends them after every reconnection, within ``resend_horizon`` of their
+        first transmission. Whatever is still here after ``close()`` may or may not have been
+        stored (an ``accepted`` can be lost with its connection): sending it again with the
+        same id, from a new client, is stored once if done within the server's duplicate window.
         """
         return [message.id for message in self._outbox if isinstance(message.id, str)]
+
+    @property
+    def in_doubt(self) -> list[str]:
+        """Ids of messages given up as ``MessageInDoubt`` (the latest ``IN_DOUBT_KEPT``),
+        oldest first: each was sent, never accepted, and not re-sent past the resend horizon.
+        The server may or may not have stored it."""
+        return list(self._in_doubt)
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -346,7 +371,8 @@ class Client:
         the wait, except for ``accepted``), or ``None`` to return at once. Raises
         ``MessageFailed`` (with the reason code) if a ``failed`` notification comes first and
         ``RequestTimeout`` when ``timeout`` passes; either way an unaccepted message stays
-        queued and is re-sent after a reconnection until the server accepts or fails it. With
+        queued and is re-sent after a reconnection until the server accepts or fails it, or
+        until it has been out ``resend_horizon`` seconds (then ``MessageInDoubt``). With
         ``max_in_flight`` messages unaccepted, it first waits for one of them to settle (even
         with ``wait=None``); ``timeout`` bounds that wait and the notification wait together,
         and a message that found no room in time is not sent at all (``RequestTimeout``).
@@ -380,6 +406,7 @@ class Client:
         waiter = self._receipts.watch(message_id, wanted) if wanted is not None else None
         if self._live and self._link is not None:
             self._link.send(message)
+            self._outbox.transmitted(message_id, loop.time())
         if waiter is None:
             return message_id
         try:
@@ -638,15 +665,42 @@ class Client:
         acks = self._outbox.take_acks()
         for ack in acks:
             link.send(ack)
+        self._give_up_overdue()
         resent = 0
+        now = asyncio.get_running_loop().time()
         for message in self._outbox:
             link.send(message)
+            if isinstance(message.id, str):
+                self._outbox.transmitted(message.id, now)
             resent += 1
         logger.debug(
             "%s: live; sent %d queued acks, re-sent %d messages", self.node, len(acks), resent
         )
         self._live = True
         self._changes.notify()
+
+    def _give_up_overdue(self) -> None:
+        """Before re-sending: settle every message out longer than the resend horizon as
+        ``MessageInDoubt`` instead (the server may have forgotten its id, and would store a
+        copy as a new message)."""
+        horizon = self._resend_horizon
+        if horizon is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for message in self._outbox.overdue(now, horizon):
+            message_id = message.id
+            assert isinstance(message_id, str)  # the outbox tracks only messages with an id
+            age = now - self._outbox.first_sent(message_id)
+            self._outbox.settle(message_id)
+            self._in_doubt.append(message_id)
+            logger.warning(
+                "%s: message %s not re-sent: out %.0f s, past the resend horizon (%g s)",
+                self.node,
+                message_id,
+                age,
+                horizon,
+            )
+            self._receipts.fail(message_id, MessageInDoubt(message_id, age, horizon))
 
     # -- events from the link (synchronous, from the event loop) -----------------------------
 

@@ -8,6 +8,7 @@ Every exception the SDK raises on purpose derives from ``TidingsClientError``::
      +-- ClientClosed            the client is closed, or was closed while the call waited
      +-- RequestTimeout          no answer in time (also a ``TimeoutError``)
      +-- OutboxFull              the peer outbox holds its maximum number of messages
+     +-- MessageInDoubt          a message out longer than the resend horizon, not re-sent
      +-- LimeError               the server answered with a LIME reason (``code``, ``description``)
           +-- SessionFailed      the server ended the session with ``failed``
           |    +-- AuthenticationFailed   ... because it refused the credentials (code 13)
@@ -37,6 +38,7 @@ __all__ = [
     "InviteRefused",
     "LimeError",
     "MessageFailed",
+    "MessageInDoubt",
     "OutboxFull",
     "PeerSendFailed",
     "RequestTimeout",
@@ -118,6 +120,28 @@ class MessageFailed(LimeError):
     def __init__(self, code: int, description: str = "", message_id: str = "") -> None:
         super().__init__(code, description)
         self.message_id = message_id
+
+
+class MessageInDoubt(TidingsClientError):
+    """A message sent, never ``accepted`` nor ``failed``, that the client will not re-send:
+    its connection was lost, and by the time a new one was up the message had been out longer
+    than the client's ``resend_horizon``. The server may have stored it (only the ``accepted``
+    was lost) or not; it remembers ids only for its duplicate window, so a re-send could be
+    stored, and delivered, twice. Find out (a persistent session's memento says what took
+    effect), or send it again under a new id, accepting a possible duplicate."""
+
+    message_id: str
+    age: float
+    """Seconds since the message was first sent."""
+
+    def __init__(self, message_id: str, age: float, horizon: float) -> None:
+        super().__init__(
+            f"message {message_id!r} was sent {age:.0f} s ago and never accepted; past the"
+            f" resend horizon ({horizon:g} s) it is not re-sent, since the server may have"
+            " stored it and forgotten its id (a re-send could be delivered twice)"
+        )
+        self.message_id = message_id
+        self.age = age
 
 
 class CommandFailed(LimeError):

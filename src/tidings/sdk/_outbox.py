@@ -11,6 +11,13 @@ redelivers what it did not get, and the client acknowledges the copy).
 
 ``max_in_flight`` bounds the unsettled messages: the client waits for ``has_room`` before adding
 one, so a producer faster than the server stores is paced rather than buffered without end.
+
+The server remembers a (sender, id) only for its duplicate window (``message_id_retention_s``,
+5 minutes by default), so a re-send is safe only while that memory lasts. The outbox notes when
+each message first went out (``transmitted``); ``overdue`` names those first sent longer ago
+than the client's resend horizon, which the client then stops re-sending (``MessageInDoubt``).
+A message that never went out (queued while no connection was up) is not overdue: sending it
+for the first time can duplicate nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class Outbox:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
         self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._first_sent: dict[str, float] = {}
         self._acks: list[Notification] = []
 
     def __len__(self) -> int:
@@ -57,7 +65,30 @@ class Outbox:
 
     def settle(self, message_id: str) -> bool:
         """Forget a message the server accepted or failed; False if it was not tracked."""
+        self._first_sent.pop(message_id, None)
         return self._messages.pop(message_id, None) is not None
+
+    def transmitted(self, message_id: str, now: float) -> None:
+        """The message was written to a connection at ``now`` (monotonic seconds); only the
+        first transmission counts, since the server's window runs from the first copy it
+        stored."""
+        if message_id in self._messages:
+            self._first_sent.setdefault(message_id, now)
+
+    def first_sent(self, message_id: str) -> float:
+        """When the message was first transmitted (monotonic seconds)."""
+        return self._first_sent[message_id]
+
+    def overdue(self, now: float, horizon: float) -> list[Message]:
+        """Unsettled messages first transmitted more than ``horizon`` seconds before ``now``,
+        oldest first: the server may have stored one and forgotten its id since, so a re-send
+        could be stored a second time."""
+        first_sent = self._first_sent
+        return [
+            message
+            for message_id, message in self._messages.items()
+            if now - first_sent.get(message_id, now) > horizon
+        ]
 
     @property
     def acks_waiting(self) -> int:

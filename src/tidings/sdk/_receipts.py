@@ -87,6 +87,12 @@ class Receipts:
             if not waiter.done() and satisfies(event, wanted):
                 waiter.set_result(None)
 
+    def fail(self, message_id: str, error: BaseException) -> None:
+        """End every wait on one message with ``error`` (the client gave up on it)."""
+        for _, waiter in self._waiters.pop(message_id, []):
+            if not waiter.done():
+                waiter.set_exception(error)
+
     def abort(self, error: BaseException) -> None:
         """Make every wait raise ``error`` (the client is closing or gave up)."""
         for waiters in self._waiters.values():

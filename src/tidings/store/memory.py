@@ -269,9 +269,15 @@ class MemoryStore:
             record.routing_rule, record.queue_limit, record.policy, record.last_seen
         )
 
-    async def forget_message_ids(self, older_than: float) -> int:
+    async def forget_message_ids(self, older_than: float, limit: int) -> int:
+        """The oldest keys first, as the SQL stores: a dict keeps insertion order, which is
+        the order of ``now`` (a backward clock step only delays the keys stored after it)."""
         ids = self._state.message_ids
-        old = [key for key, accepted_at in ids.items() if accepted_at < older_than]
+        old: list[tuple[str, str]] = []
+        for key, accepted_at in ids.items():
+            if accepted_at >= older_than or len(old) == limit:
+                break
+            old.append(key)
         for key in old:
             del ids[key]
         return len(old)

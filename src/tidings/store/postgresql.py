@@ -28,7 +28,7 @@ from psycopg.pq import TransactionStatus
 from ..core.errors import ErrorId, Unavailable
 from ..core.model import QueueEntry
 from ._db import Db, Progress, Read
-from ._sql import DriverErrors, SqlStore, insert_once, queue_values
+from ._sql import DriverErrors, SqlStore, dedupe_key, dedupe_stamp, insert_once, queue_values
 from ._writer import Backend, GroupCommitWriter
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ BACKEND: Final = Backend[PgDb](
 
 
 _INSERT_ONE_ONCE: Final = (
-    "WITH fresh AS (INSERT INTO message_ids (sender, msg_id, accepted_at) VALUES (?,?,?)"
+    "WITH fresh AS (INSERT INTO message_keys (key, stored_at) VALUES (?,?)"
     " ON CONFLICT DO NOTHING RETURNING 1)"
     " INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
     " expires_at) SELECT ?::text, ?::text, ?::text, ?::text, ?::bigint, ?::bytea,"
@@ -133,7 +133,8 @@ def _insert_once(
     was (no row back: a duplicate)."""
     if dedupe is None or len(entries) != 1:
         return insert_once(db, entries, dedupe, now, returning=True)
-    row = db.execute(_INSERT_ONE_ONCE, (*dedupe, now, *queue_values(entries[0], now))).fetchone()
+    key = (dedupe_key(*dedupe), dedupe_stamp(now))
+    row = db.execute(_INSERT_ONE_ONCE, (*key, *queue_values(entries[0], now))).fetchone()
     return None if row is None else [row[0]]
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 from ..core.errors import ErrorId, Unavailable
 from ._db import Progress, Read
-from ._sql import DriverErrors, SqlStore
+from ._sql import DriverErrors, SqlStore, dedupe_key
 from ._writer import SQLITE, GroupCommitWriter
 
 T = TypeVar("T")
@@ -72,6 +72,8 @@ def _connect(path: Path) -> SqliteDb:
     _use_wal(connection)
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA foreign_keys=ON")
+    # The migration that replaced message_ids with message_keys hashes the kept rows in SQL.
+    connection.create_function("tidings_dedupe_key", 2, dedupe_key, deterministic=True)
     return connection
 
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tidings.protocol.lime import Message, Notification, NotificationEvent
-from tidings.sdk import MessageFailed, RequestTimeout
+from tidings.sdk import MessageFailed, MessageInDoubt, RequestTimeout
 from tidings.sdk.testing import FakeServer
 
 from .harness import bounded, connected, make_client, take
@@ -159,6 +159,49 @@ class TestOutboxAcrossReconnections:
             assert (ack.id, ack.to, ack.event) == ("in1", held.sender, NotificationEvent.RECEIVED)
             assert (await bounded(again.expect(Message))).id == "out1"
             again.notify("out1", "accepted")
+
+
+class TestResendHorizon:
+    """A re-send is safe only while the server remembers the id (its duplicate window); the
+    client stops re-sending a message out longer than ``resend_horizon``."""
+
+    async def test_a_message_out_past_the_horizon_is_not_re_sent_but_in_doubt(self) -> None:
+        server = FakeServer(auto_accept=False)
+        async with connected(server, resend_horizon=1.0) as (client, peer):
+            waiting = asyncio.create_task(client.send_message("alice@localhost", "old", id="old"))
+            await bounded(peer.expect(Message))
+            await asyncio.sleep(1.2)
+            await client.send_message("alice@localhost", "new", id="new", wait=None)
+            await bounded(peer.expect(Message))
+            peer.drop()
+            again = await bounded(server.next_connection())
+            assert (await bounded(again.expect(Message))).id == "new"
+            with pytest.raises(MessageInDoubt) as raised:
+                await bounded(waiting)
+            assert raised.value.message_id == "old" and raised.value.age > 1.0
+            assert client.in_doubt == ["old"] and client.unaccepted == ["new"]
+            again.notify("new", "accepted")
+            await again.ping()
+            assert not again.pending()  # "old" never went out again
+            assert client.unaccepted == []
+
+    async def test_without_a_horizon_everything_is_re_sent(self) -> None:
+        server = FakeServer(auto_accept=False)
+        async with connected(server, resend_horizon=None) as (client, peer):
+            await client.send_message("alice@localhost", "old", id="old", wait=None)
+            await bounded(peer.expect(Message))
+            await asyncio.sleep(0.05)
+            peer.drop()
+            again = await bounded(server.next_connection())
+            assert (await bounded(again.expect(Message))).id == "old"
+            again.notify("old", "accepted")
+            await again.ping()
+            assert client.in_doubt == [] and client.unaccepted == []
+
+    @pytest.mark.parametrize("horizon", [0.0, -1.0, float("nan")])
+    def test_the_horizon_must_be_positive(self, horizon: float) -> None:
+        with pytest.raises(ValueError, match="resend_horizon"):
+            make_client(FakeServer(), resend_horizon=horizon)
 
 
 class TestPacing:

@@ -25,6 +25,26 @@ def test_unsettled_messages_come_back_in_send_order() -> None:
     assert len(outbox) == 2
 
 
+def test_overdue_counts_from_the_first_transmission_and_never_from_a_queued_one() -> None:
+    """The server's window runs from the first copy it could have stored: a re-send does not
+    restart the clock, and a message that never went out cannot be stored twice."""
+    outbox = Outbox()
+    for message_id in ("early", "late", "never"):
+        outbox.add(message(message_id))
+    outbox.transmitted("early", 0.0)
+    outbox.transmitted("late", 50.0)
+    outbox.transmitted("early", 90.0)  # a re-send: the first transmission still counts
+    assert [m.id for m in outbox.overdue(100.0, 60.0)] == ["early"]
+    assert outbox.first_sent("early") == 0.0
+    assert [m.id for m in outbox.overdue(111.0, 60.0)] == ["early", "late"]
+    assert outbox.overdue(1e9, 60.0)[-1].id != "never"
+    outbox.settle("early")
+    outbox.add(message("early"))  # the id again, a new message: a new clock
+    assert [m.id for m in outbox.overdue(111.0, 60.0)] == ["late"]
+    outbox.transmitted("gone", 0.0)  # not tracked: ignored
+    assert "gone" not in outbox
+
+
 def test_settling_twice_or_unknown_is_false() -> None:
     outbox = Outbox()
     outbox.add(message("a"))
