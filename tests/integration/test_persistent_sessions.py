@@ -481,7 +481,8 @@ class TestHttpNotify:
             assert missing.headers["content-type"] == "application/problem+json"
             assert missing.json()["error_id"] == "session-not-found"
             refused = await http.get(f"/identities/{bob}@localhost/sessions")
-            assert refused.status_code == 403
+            assert refused.status_code == 401
+            assert refused.json()["error_id"] == "bad-credentials"
             unknown = await notify(http, "nobody-here", content=1)
             assert unknown.status_code == 404
             spec = (await http.get("/openapi.json")).json()
