@@ -84,9 +84,9 @@ class Settings:
     acknowledged), so that it cannot hold a connection slot for good."""
     queue_limit: int = 10_000
     """Default number of envelopes a session's queue holds before new ones are refused."""
-    commit_window_ms: float = 0.0
-    """How long a writer that found work waiting waits for company when its batch is small (an
-    idle writer commits a lone write at once; batches form under load without a window)."""
+    commit_window_ms: float = 1.0
+    """How long a writer that found several writes waiting waits for company when its batch is
+    small (a lone write, and whatever an idle writer gets, commits at once)."""
     rate_limit: float = 5_000.0
     """WebSocket messages per second one connection (LIME or Feedme) may send, sustained;
     beyond it (and ``rate_burst``) the connection is not read for a while (backpressure)."""

@@ -72,7 +72,7 @@ class GroupCommitWriter(Generic[C]):
         connect: Callable[[], C],
         loop: asyncio.AbstractEventLoop,
         *,
-        window: float = 0.0,
+        window: float = 0.001,
         backend: Backend[C] = SQLITE,  # type: ignore[assignment]
     ) -> None:
         self._connect = connect

@@ -191,7 +191,7 @@ class PostgresStore(SqlStore):
     _errors = _ERRORS
 
     def __init__(
-        self, url: str, *, commit_window: float = 0.0, migrate_on_open: bool = True
+        self, url: str, *, commit_window: float = 0.001, migrate_on_open: bool = True
     ) -> None:
         super().__init__()
         self.url = url

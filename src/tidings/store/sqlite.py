@@ -115,7 +115,7 @@ class SqliteStore(SqlStore):
     _errors = _ERRORS
 
     def __init__(
-        self, data_dir: Path, *, commit_window: float = 0.0, migrate_on_open: bool = True
+        self, data_dir: Path, *, commit_window: float = 0.001, migrate_on_open: bool = True
     ) -> None:
         super().__init__()
         self.path = Path(data_dir) / DATABASE_FILE
