@@ -916,6 +916,11 @@ class Router:
         if any(s > cursor for s in seqs) or not seqs:
             if live.replay_running:
                 live.again = True
+                if holes is not None:
+                    # the running replay may have read its page before these rows committed
+                    # and write that page past them: its re-read (from the cursor) would then
+                    # miss them, so they are written late as holes (``_write_missed``)
+                    live.missed.extend(s for s in seqs if s > cursor)
             elif live.available and not live.behind:
                 await self.replay(live)
 

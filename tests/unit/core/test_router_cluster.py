@@ -4,6 +4,7 @@ live write of a newer row jumped the cursor past it before its ``Wake`` came."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -138,3 +139,36 @@ async def test_a_row_a_replay_wrote_is_not_written_again_when_its_wake_comes_lat
     assert bob_client.written == [b"one", b"two"]
     await router_b.woken(bob, seqs[1:])  # the second wake, late
     assert bob_client.written == [b"one", b"two"]
+
+
+async def test_a_wake_during_a_replay_for_a_row_that_page_jumped_over_is_written() -> None:
+    """A replay reads a page before another node's row commits, the row's wake comes while
+    that page is on its way (the row is past the cursor still), then the page moves the
+    cursor past the row: the replay's re-read from the cursor would miss it. It is written."""
+    store = MemoryStore()
+    reg_a, router_a, peers_a = node(store)
+    reg_b, router_b, _ = node(store)
+    bob, bob_client = await connect(router_b, reg_b, "bob@x/b")
+    alice, _ = await connect(router_a, reg_a, "alice@x/a")
+    reg_a.record("bob@x", "b")
+    for message_id in ("one", "two", "three"):
+        await send(store, router_a, alice, message_id, "bob@x/b")
+    one, two, three = [w[2] for w in peers_a.woken if w[:2] == ("bob@x", "b")]
+    read = store.backlog
+    first = True
+
+    async def backlog_before_two_commits(*args: Any) -> Any:
+        nonlocal first
+        page = await read(*args)
+        if first:
+            first = False
+            page = [e for e in page if e.seq != two]  # "two" not committed when it was read
+            woken = asyncio.ensure_future(router_b.woken(bob, [two]))  # its wake comes now
+            await asyncio.sleep(0)
+            assert not woken.done() or woken.exception() is None
+        return page
+
+    store.backlog = backlog_before_two_commits  # type: ignore[method-assign]
+    await router_b.woken(bob, [one, three])
+    assert sorted(bob_client.written) == [b"one", b"three", b"two"]
+    assert bob.cursor == three
