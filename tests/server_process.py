@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,8 @@ class ServerProcess:
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     _lines: threading.Condition = field(default_factory=threading.Condition)
     _seen: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    """The API keys ``new_key`` made, by account name."""
 
     @property
     def ws_url(self) -> str:
@@ -139,6 +143,18 @@ class ServerProcess:
         """Start again on the same ports and data folder."""
         return self.start(self.ws_port, self.http_port)
 
+    def add_account(self, name: str, password: str) -> None:
+        """Make an account through the CLI (before ``start``: the CLI opens the store)."""
+        made = self.tidings("account", "add", name, "--password", password)
+        assert made.returncode == 0, made.stderr
+
+    def new_key(self, name: str) -> str:
+        """A new API key of the account ``name`` (the CLI prints it on its last line)."""
+        made = self.tidings("account", "key", name)
+        assert made.returncode == 0, made.stderr
+        self.keys[name] = made.stdout.strip().splitlines()[-1]
+        return self.keys[name]
+
     def tidings(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*TIDINGS, *args, "--data-dir", str(self.data_dir)],
@@ -146,3 +162,13 @@ class ServerProcess:
             text=True,
             timeout=60,
         )
+
+
+@contextmanager
+def running(process: ServerProcess) -> Iterator[ServerProcess]:
+    """The server started for the block, stopped after it (a module fixture's body)."""
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -829,10 +829,12 @@ class TidingsServer:
         every sender's ``accepted``, for as long as it takes. A failed chunk (the store is
         closing, a disk error) is tried again a second later."""
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await forget_expired_ids(
                     self.store, lambda: time.time() - self.settings.message_id_retention_s
                 )
+            except Exception as exc:  # the only thing keeping the table bounded: say so
+                log.warning("forgetting expired message ids failed (tried again): %s", exc)
             await asyncio.sleep(PRUNE_EVERY_S)
 
     async def stop(self) -> None:

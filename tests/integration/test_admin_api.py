@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.lime_wire import WireClient
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
         tmp_path_factory.mktemp("admin-api"), args=["--admin-token", ADMIN, "--api-token", API]
     )
-    assert process.tidings("account", "add", "alice", "--password", PASSWORD).returncode == 0
-    key = process.tidings("account", "key", "alice").stdout.strip().splitlines()[-1]
-    process.start()
-    process.alice_key = key  # type: ignore[attr-defined]
-    yield process
-    process.stop()
+    process.add_account("alice", PASSWORD)
+    process.new_key("alice")
+    with running(process):
+        yield process
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -72,7 +70,7 @@ def test_admin_routes_refuse_other_tokens_and_none(
         assert "admin_token" in missing["detail"] or "admin token" in missing["detail"]
         problem_of(http.request(method, path, headers=bearer("nonsense")), 401, "bad-credentials")
         problem_of(http.request(method, path, headers=bearer(API)), 403, "forbidden")
-        key = server.alice_key  # type: ignore[attr-defined]
+        key = server.keys["alice"]
         problem_of(http.request(method, path, headers=bearer(key)), 403, "forbidden")
     # nothing was done: alice is still there
     assert "alice" in [
@@ -197,7 +195,7 @@ async def test_a_session_shows_up_is_disconnected_and_keeps_its_queue(
 
 
 async def test_feedme_connections_are_listed(server: ServerProcess) -> None:
-    key = server.alice_key  # type: ignore[attr-defined]
+    key = server.keys["alice"]
     await WireClient.connect(f"{server.ws_url}?token={key}", subprotocol="feedme")
     async with httpx.AsyncClient(
         base_url=server.http_url, headers=bearer(ADMIN), timeout=30

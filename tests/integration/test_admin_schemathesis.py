@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from tests.integration.test_consent_schemathesis import fuzz, path_parameters_hook
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +23,9 @@ def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         tmp_path_factory.mktemp("admin-schemathesis"),
         args=["--admin-token", ADMIN, "--api-token", "api-fuzz-token"],
     )
-    assert server.tidings("account", "add", "carol", "--password", "carol-pw").returncode == 0
-    server.start()
-    try:
+    server.add_account("carol", "carol-pw")
+    with running(server):
         yield server
-    finally:
-        server.stop()
 
 
 def test_the_admin_routes_answer_no_5xx_and_conform(process: ServerProcess) -> None:

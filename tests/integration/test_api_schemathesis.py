@@ -83,10 +83,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         tmp_path_factory.mktemp("api-schemathesis"),
         args=["--api-token", API, "--admin-token", ADMIN],
     )
-    keys = {}
     for name in NAMES:
-        assert process.tidings("account", "add", name, "--password", f"{name}-pw").returncode == 0
-        keys[name] = process.tidings("account", "key", name).stdout.strip().splitlines()[-1]
+        process.add_account(name, f"{name}-pw")
+        process.new_key(name)
+    keys = process.keys
     process.start()
     try:
         ids = _seed(process.http_url, keys)

@@ -7,13 +7,12 @@ same page driven in a real browser (Debian's chromium through Playwright)."""
 from __future__ import annotations
 
 import html
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from tests.integration.browser_support import CHROMIUM_FLAGS, browser_or_skip
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -23,15 +22,6 @@ MARKUP = "<script>alert(1)</script>"
 CONSENT = 'We read your <b>pulse</b> & "sleep"'
 HEART = {"resource": "feed:heart-rate*", "level": "read"}
 PRESENCE = {"resource": "presence", "level": "read"}
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -145,26 +135,10 @@ async def test_the_page_form_accepts_with_a_valid_key_only(
     assert status["refusedBy"][0]["identity"] == "carol@localhost"
 
 
-def _browser_or_skip() -> str:
-    """Debian's chromium and the Playwright package: scripts/test installs both; a developer
-    machine without them skips, CI (CI=true) fails."""
-    chromium = shutil.which("chromium")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        chromium = None
-    if chromium is None:
-        message = "needs Debian's chromium and the playwright package (scripts/test installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return chromium
-
-
 async def test_a_person_accepts_in_a_browser(
     http: httpx.AsyncClient, page_server: tuple[ServerProcess, dict]
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright
 
     _, keys = page_server

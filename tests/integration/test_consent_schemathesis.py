@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -87,15 +87,11 @@ def _seed(url: str, keys: dict[str, str]) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     process = ServerProcess(tmp_path_factory.mktemp("consent-schemathesis"))
-    keys = {}
     for name in NAMES:
-        assert process.tidings("account", "add", name, "--password", f"{name}-pw").returncode == 0
-        keys[name] = process.tidings("account", "key", name).stdout.strip().splitlines()[-1]
-    process.start()
-    try:
-        yield Target(process, keys, _seed(process.http_url, keys))
-    finally:
-        process.stop()
+        process.add_account(name, f"{name}-pw")
+        process.new_key(name)
+    with running(process):
+        yield Target(process, process.keys, _seed(process.http_url, process.keys))
 
 
 def path_parameters_hook(ids: dict[str, list[str]]) -> Any:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.test_consent_html import CHROMIUM_FLAGS, _browser_or_skip
-from tests.integration.test_console_chat import Watch
+from tests.integration.browser_support import CHROMIUM_FLAGS, Watch, browser_or_skip
 from tests.lime_wire import WireClient
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +26,9 @@ PASSWORD = "carol pw"
 @pytest.fixture(scope="module")
 def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("console-admin"), args=["--admin-token", ADMIN])
-    made = process.tidings("account", "add", "carol", "--password", PASSWORD)
-    assert made.returncode == 0, made.stderr
-    process.start()
-    try:
+    process.add_account("carol", PASSWORD)
+    with running(process):
         yield process
-    finally:
-        process.stop()
 
 
 def test_the_dashboard_files_are_served_with_the_policy(admin_server: ServerProcess) -> None:
@@ -49,7 +44,7 @@ def test_the_dashboard_files_are_served_with_the_policy(admin_server: ServerProc
 async def test_the_dashboard_shows_a_connection_another_client_opened(
     admin_server: ServerProcess, tmp_path: Path
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright, expect
 
     base = admin_server.http_url
@@ -100,7 +95,6 @@ async def test_the_dashboard_shows_a_connection_another_client_opened(
                     {"id": f"m{n}", "to": "carol@localhost", "type": "text/plain", "content": "x"}
                 )
             await expect(page.locator("#rate-chart polyline")).to_have_count(1, timeout=10_000)
-            assert int(await page.locator("#rate-chart").get_attribute("data-points") or 0) >= 1
 
             # the token survives a reload of the tab (sessionStorage), never in the URL
             await page.reload()

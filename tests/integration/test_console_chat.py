@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.test_consent_html import CHROMIUM_FLAGS, _browser_or_skip
-from tests.server_process import ServerProcess
+from tests.integration.browser_support import CHROMIUM_FLAGS, Watch, browser_or_skip
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +24,9 @@ NAMES = ("alice", "bob")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("console"))
     for name in NAMES:
-        made = process.tidings("account", "add", name, "--password", f"{name} pw é")
-        assert made.returncode == 0, made.stderr
-    process.start()
-    try:
+        process.add_account(name, f"{name} pw é")
+    with running(process):
         yield process
-    finally:
-        process.stop()
 
 
 def test_the_console_is_served_with_its_policy(console_server: ServerProcess) -> None:
@@ -41,21 +37,6 @@ def test_the_console_is_served_with_its_policy(console_server: ServerProcess) ->
     config = httpx.get(f"{console_server.http_url}/console/config.json").json()
     assert config == {"ws": ws, "domain": "localhost"}
     assert httpx.get(f"{console_server.http_url}/console/nothing.js").status_code == 404
-
-
-class Watch:
-    """Console errors and uncaught exceptions of the pages, which fail the test."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def page(self, page: Any, who: str) -> None:
-        def console(message: Any) -> None:
-            if message.type == "error":
-                self.errors.append(f"{who} console: {message.text}")
-
-        page.on("console", console)
-        page.on("pageerror", lambda error: self.errors.append(f"{who} pageerror: {error}"))
 
 
 async def sign_in(page: Any, base: str, name: str, shots: Path) -> None:
@@ -91,7 +72,7 @@ async def say(page: Any, text: str) -> Any:
 async def test_two_people_chat_both_ways_with_ticks(
     console_server: ServerProcess, tmp_path: Path
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright, expect
 
     base = console_server.http_url

@@ -18,9 +18,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.integration.test_consent_html import CHROMIUM_FLAGS, _browser_or_skip
-from tests.integration.test_console_chat import Watch
-from tests.server_process import ServerProcess
+from tests.integration.browser_support import CHROMIUM_FLAGS, Watch, browser_or_skip
+from tests.server_process import ServerProcess, running
 
 from tidings.sdk import Client, InboxEvent
 
@@ -34,13 +33,9 @@ MARKUP = "Cardio <b>study</b>"
 def consent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("console-consent"))
     for name in ("alice", "bob", "carol", "dan"):
-        made = process.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert made.returncode == 0, made.stderr
-    process.start()
-    try:
+        process.add_account(name, f"{name}-pw")
+    with running(process):
         yield process
-    finally:
-        process.stop()
 
 
 def test_the_consent_script_is_served_and_linked(consent_server: ServerProcess) -> None:
@@ -94,7 +89,7 @@ async def no_sideways_overflow(page: Any) -> None:
 async def test_bob_accepts_an_offer_chats_and_acknowledges_an_alert(
     consent_server: ServerProcess, tmp_path: Path
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright, expect
 
     base = consent_server.http_url
@@ -243,7 +238,7 @@ async def test_invite_scope_change_and_revocation_between_two_consoles(
     another permission set; dan sees the pending request and accepts it with the keyboard;
     both see the new permissions. Carol revokes; both see the relationship revoked (and chat
     closed), with who revoked it and why. No console or page error, no sideways overflow."""
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright, expect
 
     base = consent_server.http_url

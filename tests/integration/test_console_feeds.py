@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.test_consent_html import CHROMIUM_FLAGS, _browser_or_skip
-from tests.integration.test_console_chat import Watch
-from tests.server_process import ServerProcess
+from tests.integration.browser_support import CHROMIUM_FLAGS, Watch, browser_or_skip
+from tests.server_process import ServerProcess, running
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +24,8 @@ ARGS = {"game": "g1"}
 
 @pytest.fixture(scope="module")
 def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("feeds"), args=["--api-token", TOKEN])
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    with running(ServerProcess(tmp_path_factory.mktemp("feeds"), args=["--api-token", TOKEN])) as p:
+        yield p
 
 
 def publish(server: ServerProcess, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +55,7 @@ def test_the_viewer_is_linked_and_served(feed_server: ServerProcess) -> None:
 async def test_a_feed_updates_live_in_the_viewer(
     feed_server: ServerProcess, tmp_path: Path
 ) -> None:
-    chromium = _browser_or_skip()
+    chromium = browser_or_skip()
     from playwright.async_api import async_playwright, expect
 
     document: dict[str, Any] = {"home": 0, "away": 0, "log": [], "live": False, "title": "Cup"}

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.integration.test_admin_api import problem_of
 from tests.lime_wire import WireClient
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, running
 from tests.unit.protocol.e2e.signers import TestSigner
 
 from tidings.protocol.e2e import sign_node_info
@@ -35,18 +35,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
         tmp_path_factory.mktemp("account-api"), args=["--admin-token", ADMIN, "--api-token", API]
     )
-    keys = {}
     for name in NAMES:
-        assert process.tidings("account", "add", name, "--password", f"{name}-pw").returncode == 0
-        keys[name] = process.tidings("account", "key", name).stdout.strip().splitlines()[-1]
-    process.keys = keys  # type: ignore[attr-defined]
-    process.start()
-    yield process
-    process.stop()
+        process.add_account(name, f"{name}-pw")
+        process.new_key(name)
+    with running(process):
+        yield process
 
 
 def key_of(server: ServerProcess, name: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {server.keys[name]}"}  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {server.keys[name]}"}
 
 
 @pytest.fixture

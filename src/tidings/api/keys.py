@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.address import parse_identity
-from ..core.authz import Authorizer
-from ..core.errors import ErrorId, Forbidden, NotFound
+from ..core.authz import Authorizer, Method, Resource
+from ..core.errors import ErrorId, NotFound
 from ..core.federation_keys import KeyLookups
 from .guard import Caller, Identify, caller_guard
 from .problems import PROBLEM_RESPONSES
@@ -41,13 +41,11 @@ def router(lookups: KeyLookups, authz: Authorizer, identify: Identify) -> APIRou
     routes = APIRouter(prefix="/keys", tags=["keys"], responses=PROBLEM_RESPONSES)
     caller = caller_guard(authz, identify)
 
-    def account(who: Caller) -> str:
-        if who.identity is None:
-            raise Forbidden(
-                ErrorId.FORBIDDEN,
-                "Keys are looked up as an account (whom their owner accepts): use an API key, "
-                "not the api_token",
-            )
+    async def account(who: Caller) -> str:
+        """The looking account (``core.authz`` refuses the api_token: the server is nobody's
+        contact)."""
+        await authz.check(who.identity, Resource.KEYS, Method.READ, server=who.server)
+        assert who.identity is not None  # an account's key
         return who.identity
 
     # ``Depends(caller)`` as a default: see ``feeds._owner_routes``
@@ -61,7 +59,7 @@ def router(lookups: KeyLookups, authz: Authorizer, identify: Identify) -> APIRou
         identity: str,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> list[NodeInfo]:
-        viewer = account(who)
+        viewer = await account(who)
         documents = await lookups.listing(viewer, parse_identity(identity).identity)
         return [info for info in map(_node_info, documents) if info is not None]
 
@@ -76,7 +74,7 @@ def router(lookups: KeyLookups, authz: Authorizer, identify: Identify) -> APIRou
         sign_id: str,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> NodeInfo:
-        viewer = account(who)
+        viewer = await account(who)
         owner = parse_identity(identity).identity
         info = _node_info(await lookups.key(viewer, owner, sign_id))
         if info is None:

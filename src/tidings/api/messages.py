@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.account_messages import AccountMessages
 from ..core.address import parse_address
-from ..core.authz import Authorizer
-from ..core.errors import ErrorId, Forbidden
+from ..core.authz import Authorizer, Method, Resource
 from ..core.expiry import MAX_EXPIRE_AFTER_MS
 from .guard import Caller, Identify, caller_guard
 from .problems import PROBLEM_RESPONSES
@@ -77,12 +76,8 @@ def router(messages: AccountMessages, authz: Authorizer, identify: Identify) -> 
         message: OutgoingMessage,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> Accepted:
-        if who.identity is None:
-            raise Forbidden(
-                ErrorId.FORBIDDEN,
-                "The api_token is the server's: it sends with POST "
-                "/identities/{identity}/notifications; /messages takes an account's API key",
-            )
+        await authz.check(who.identity, Resource.MESSAGES, Method.SEND, server=who.server)
+        assert who.identity is not None  # an account's key (the api_token was refused)
         to = parse_address(message.to, messages.domain)
         sent = await messages.send(
             who.identity,

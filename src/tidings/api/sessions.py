@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.address import parse_address, parse_identity
 from ..core.authz import Authorizer, Method, Resource
-from ..core.errors import ErrorId, Forbidden
 from ..core.session_service import SessionService
 from .guard import Caller, Identify, bearer_guard, caller_guard
 from .problems import PROBLEM_RESPONSES
@@ -104,10 +103,9 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
     caller = caller_guard(authz, identify)
 
     async def owned(identity: str, who: Caller, method: Method) -> str:
-        """The identity, if the caller is the server or the identity's own account."""
+        """The identity, if the caller may ``method`` its sessions (``core.authz``)."""
         owner = parse_identity(identity).identity
-        if not who.server:
-            await authz.check(who.identity, Resource.SESSIONS, method, owner)
+        await authz.check(who.identity, Resource.SESSIONS, method, owner, server=who.server)
         return owner
 
     @routes.post(
@@ -191,12 +189,6 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
         notification: SessionNotification,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> Acknowledged:
-        if who.server:
-            raise Forbidden(
-                ErrorId.FORBIDDEN,
-                "A session's notifications speak for its account: use its API key, not the "
-                "api_token",
-            )
         owner = await owned(identity, who, Method.WRITE)
         reason = notification.reason
         removed = await sessions.acknowledge(

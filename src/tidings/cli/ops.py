@@ -130,6 +130,8 @@ def account_import(
                         outcome[row.number] = "exists"
                     except TidingsError as error:
                         outcome[row.number] = f"error: {error.message}"
+                    except Exception as error:  # the store failed: the report still comes
+                        outcome[row.number] = f"error: {error}"
                     bar.advance(task)
 
             await asyncio.gather(*(worker() for _ in range(IMPORT_CONCURRENCY)))
@@ -340,8 +342,8 @@ def status_command(
         str | None,
         typer.Option(
             "--token",
-            envvar="TIDINGS_API_TOKEN",
-            help="A bearer token sent with the requests (default: none).",
+            help="A bearer token for a proxy in front of /metrics (the server asks none; "
+            "default: none, so no secret is sent).",
         ),
     ] = None,
     once: Annotated[

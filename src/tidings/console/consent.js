@@ -120,16 +120,8 @@ export async function startConsent(client, me) {
   state.client = client;
   state.me = me;
   const onCommand = (envelope) => observed(envelope);
-  const onMessage = (message) => {
-    // consent chat also comes as a LIME message; the inbox event is what is shown
-    if (message.type === CHAT_TYPE) return;
-  };
   client.on("command", onCommand);
-  client.on("message", onMessage);
-  state.listeners = [
-    ["command", onCommand],
-    ["message", onMessage],
-  ];
+  state.listeners = [["command", onCommand]];
   $("consent-status").textContent = "";
   try {
     await loadRelationships();

@@ -25,13 +25,16 @@ from typing import Any, Final
 
 from ..protocol.feedme import check_json_value
 from .address import Address
-from .errors import ErrorId, Invalid, TidingsError
+from .errors import ErrorId, Invalid, TidingsError, Unavailable
 from .model import RoutingRule, SessionRecord
 from .ports import NoticeFactory
 from .router import Router
 from .session_registry import DeliveryEvent, LiveSession, SenderOutlet
 
 HTTP_INSTANCE: Final = "http"
+ACCEPT_DEADLINE_S: Final = 30.0
+"""How long a sender over HTTP waits for its message's commit before a 503 (the store is
+stuck): whether it was stored is then unknown, and a retry with the same id is stored once."""
 """The instance an account's HTTP messages come from (their ``from`` is ``name@domain/http``)."""
 _ANSWERS: Final = frozenset(
     {DeliveryEvent.ACCEPTED, DeliveryEvent.FAILED, DeliveryEvent.DISPATCHED}
@@ -115,5 +118,12 @@ class AccountMessages:
         )
         if pending is not None:
             await pending
-        await future
+        try:
+            await asyncio.wait_for(future, ACCEPT_DEADLINE_S)
+        except TimeoutError:
+            raise Unavailable(
+                ErrorId.STORAGE_UNAVAILABLE,
+                f"The message was not committed within {ACCEPT_DEADLINE_S:g} s; it may or may not "
+                "be stored: send it again with the same id",
+            ) from None
         return Sent(message_id, node, answer.dispatched)

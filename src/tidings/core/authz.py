@@ -52,6 +52,13 @@ class Method(StrEnum):
     SEND = "send"
 
 
+SERVER_MAY: Final = frozenset(
+    {(Resource.SESSIONS, Method.READ), (Resource.SESSIONS, Method.DELETE)}
+)
+"""What the server (the api_token) may do on resources other than feeds: read and delete any
+identity's sessions. It may not speak for an account (send its messages, acknowledge for its
+sessions) nor look keys up as one (keys are shown to whom their owner accepts)."""
+
 OWN_ONLY: Final = frozenset(
     {Resource.ACCOUNT, Resource.CONTACTS, Resource.DELEGATIONS, Resource.SESSIONS, Resource.APPS}
 )
@@ -135,11 +142,19 @@ class Authorizer:
         """Raise ``Forbidden`` unless ``actor`` may ``method`` the ``owner``'s ``resource``
         (``feed``: the feed's name without ``~owner/``, for ``OWNER_FEEDS``; ``server``: the
         caller presented the api_token, see ``is_server``, and acts as the server, which keeps
-        every owner's feeds and may read and publish them all)."""
+        every owner's feeds and may read and publish them all, and ``SERVER_MAY``)."""
         if resource is Resource.OWNER_FEEDS:
             if not server:
                 await self._owner_feed(actor, method, owner, feed)
             return
+        if server:
+            if (resource, method) in SERVER_MAY:
+                return
+            raise Forbidden(
+                ErrorId.FORBIDDEN,
+                f"The api_token acts as the server, which may not {method} {resource} as an "
+                "account: use the account's API key",
+            )
         if resource is Resource.FEEDS:
             if not public and actor is None:
                 raise Forbidden(ErrorId.FORBIDDEN, "This feed needs an identity (token)")

@@ -11,7 +11,9 @@ A relay task per peer reads the outbox in order and hands batches to a ``PeerCha
 HTTP, ``net.federation_client``); a batch the peer took is discarded, one it could not take now
 is retried with exponential backoff, one it refused for good is removed and each of its
 messages' senders told ``failed`` with the peer's reason. The receiving side drops duplicates
-by (sender, id), so a batch sent twice (its answer lost) is harmless.
+by the batch's (run, sequence) while it runs, and by (sender, id) within its duplicate window
+(``message_id_retention_s``): a batch sent again past both (its answer lost, the peer restarted,
+the retry later than the window) may be stored twice (docs/federation.md, "Limits of this version").
 """
 
 from __future__ import annotations

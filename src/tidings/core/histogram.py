@@ -8,23 +8,22 @@ from collections.abc import Sequence
 
 
 class Histogram:
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         """``bounds``: the buckets' upper bounds (inclusive), rising; one more bucket holds
         what is above the last."""
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
-        self.count = 0
         self.total = 0.0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        """Prometheus buckets: (upper bound, observations at or below it), ending at +Inf."""
+        """Prometheus buckets: (upper bound, observations at or below it), ending at +Inf
+        (the count: derived here, so a scrape during an observation stays consistent)."""
         running = 0
         buckets: list[tuple[str, float]] = []
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):

@@ -767,14 +767,7 @@ class Router:
                     last_sender = sender
                     scope = scope_of(sender.partition("/")[0], identity, circle)
                 payload = stamp(payload, scope)
-            # a kept notification has no sender, a kept ``failed`` is the server's and needs no
-            # acknowledgement; the rest (gap markers too) are messages
-            kind = (
-                EnvelopeKind.NOTIFICATION
-                if not sender or (sender == server and not entry.needs_ack)
-                else EnvelopeKind.MESSAGE
-            )
-            if not live.outlet.deliver(payload, kind):
+            if not live.outlet.deliver(payload, _queued_kind(sender, server, entry.needs_ack)):
                 complete = _Page.STOPPED  # the rest stays queued, for this connection or the next
                 break
             if live.holes is not None:
@@ -1171,8 +1164,7 @@ class Router:
             return
         if live.replaying or not live.available:
             return
-        # a gap marker is a message to be acknowledged; a kept ``failed``, a notification
-        kind = EnvelopeKind.MESSAGE if notice.needs_ack else EnvelopeKind.NOTIFICATION
+        kind = _queued_kind(self.server_node, self.server_node, notice.needs_ack)
         if not live.outlet.deliver(notice.payload, kind):
             return  # the connection is closing: the notice stays queued for the next one
         if live.holes is not None:
@@ -1251,6 +1243,15 @@ def _replaying(live: LiveSession, seq: int) -> None:
     if live.replay_running and live.holes is not None:
         live.missed.append(seq)
         live.again = True
+
+
+def _queued_kind(sender: str, server: str, needs_ack: bool) -> EnvelopeKind:
+    """What a queue row is on the wire (for ``envelopes_out_by_type``): a kept notification has
+    no sender; the server's own rows are messages when they are to be acknowledged (gap
+    markers), notifications otherwise (a kept ``failed``); a client's are messages."""
+    if not sender or (sender == server and not needs_ack):
+        return EnvelopeKind.NOTIFICATION
+    return EnvelopeKind.MESSAGE
 
 
 def _advance(live: LiveSession, seq: int) -> None:

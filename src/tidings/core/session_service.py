@@ -195,17 +195,22 @@ class SessionService:
             await self._write([], None, [self._router.bound_of(record, limit)])
         return self._describe(identity, name, None)
 
+    def _offline(self, identity: str, name: str, while_connected: str) -> None:
+        """Raise unless ``name`` is an existing session of ``identity`` connected nowhere
+        (``while_connected``: what the refusal tells the caller to do instead)."""
+        check_name(name)
+        if self._registry.live(identity, name) is not None or self._held_elsewhere(identity, name):
+            raise Conflict(
+                ErrorId.SESSION_CONNECTED, f"The session {name!r} is connected: {while_connected}"
+            )
+        if name not in self._registry.records_of(identity):
+            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+
     async def delete(self, identity: str, name: str) -> int:
         """Delete an offline session; senders of its queued messages get ``SESSION_EXPIRED``.
 
         Returns how many queue rows were removed."""
-        check_name(name)
-        if self._registry.live(identity, name) is not None or self._held_elsewhere(identity, name):
-            raise Conflict(
-                ErrorId.SESSION_CONNECTED, f"The session {name!r} is connected: end it first"
-            )
-        if name not in self._registry.records_of(identity):
-            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+        self._offline(identity, name, "end it first")
         future: asyncio.Future[TrimResult] = asyncio.get_running_loop().create_future()
         self._store.transact(self._policy.session_deletion(identity, name), settling(future))
         result = await future
@@ -238,14 +243,7 @@ class SessionService:
 
         A connected session is refused (``SESSION_CONNECTED``): its connection reads and
         acknowledges its queue, and rows under its cursor are its own to settle."""
-        check_name(name)
-        if self._registry.live(identity, name) is not None or self._held_elsewhere(identity, name):
-            raise Conflict(
-                ErrorId.SESSION_CONNECTED,
-                f"The session {name!r} is connected: its client acknowledges its messages",
-            )
-        if name not in self._registry.records_of(identity):
-            raise NotFound(ErrorId.SESSION_NOT_FOUND, f"{identity} has no session {name!r}")
+        self._offline(identity, name, "its client acknowledges its messages")
         payload = self._notices.notification(
             f"{identity}/{name}", sender.text, message_id, event, reason
         )

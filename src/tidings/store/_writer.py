@@ -172,6 +172,7 @@ class GroupCommitWriter(Generic[C]):
         try:
             if connection is None:
                 connection = self._connect()
+                started = time.perf_counter()  # commit_seconds times the batch, not the connect
             try:
                 results = self._run_batch(connection, batch, isolate=False)
             except _OperationFailed:

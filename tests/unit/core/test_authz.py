@@ -352,3 +352,26 @@ async def test_without_a_grant_checker_nobody_is_granted(authz):
         await authz.check(GRANTEE, Resource.OWNER_FEEDS, Method.READ, OWNER, feed="x")
     assert refusal.value.error_id is ErrorId.NOT_GRANTED
     await authz.check(OWNER, Resource.OWNER_FEEDS, Method.WRITE, OWNER, feed="x")
+
+
+@pytest.mark.parametrize(
+    ("resource", "method", "allowed"),
+    [
+        (Resource.SESSIONS, Method.READ, True),
+        (Resource.SESSIONS, Method.DELETE, True),
+        (Resource.SESSIONS, Method.WRITE, False),  # acknowledging speaks for the account
+        (Resource.MESSAGES, Method.SEND, False),  # the server sends as itself, not as one
+        (Resource.KEYS, Method.READ, False),  # keys go to whom their owner accepts
+        (Resource.CONTACTS, Method.READ, False),
+    ],
+)
+async def test_the_server_token_may_read_and_delete_sessions_and_nothing_as_an_account(
+    authz, resource, method, allowed
+):
+    checking = authz.check(None, resource, method, "alice@localhost", server=True)
+    if allowed:
+        await checking
+    else:
+        with pytest.raises(Forbidden, match="api_token") as refused:
+            await checking
+        assert refused.value.error_id is ErrorId.FORBIDDEN
