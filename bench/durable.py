@@ -15,8 +15,10 @@ in a new temporary folder, rate limits lifted) pinned to core 0, the generator
   ffhalf  fire-and-forget, open loop at half the rate ``ff`` reached in this repetition
 
 Reports the median over repetitions of: msgs/s, server CPU us per message (loadgen samples
-/proc/PID/stat over its measured window), p50/p99 latency (loadgen's: send -> the later of
-delivered and accepted), and the writer's operations per commit from the server's /metrics.
+/proc/PID/stat over its measured window), the writer thread's share of the server's CPU
+(``store_writer_cpu_seconds_total`` over the process's CPU, whole run), p50/p99 latency
+(loadgen's: send -> the later of delivered and accepted), and the writer's operations per
+commit from the server's /metrics.
 Compare revisions by running it once per ``--src`` (alternate them: the machine is shared).
 """
 
@@ -70,6 +72,13 @@ def ops_per_commit(run: Result) -> float | None:
     return metrics["store_operations_total"] / commits if commits else None
 
 
+def writer_share(run: Result) -> float | None:
+    """The writer thread's part of the server's CPU over the whole run (warm-up included)."""
+    writer = (run.get("server_metrics") or {}).get("store_writer_cpu_seconds_total")
+    total = run.get("server_cpu_s")
+    return writer / total if writer is not None and total else None
+
+
 def ms(runs: list[Result], key: str) -> float | None:
     """The median of a latency loadgen reports in us, in ms."""
     value = med(runs, key)
@@ -78,16 +87,24 @@ def ms(runs: list[Result], key: str) -> float | None:
 
 def report(results: Results) -> str:
     lines = table_head(
-        "mode", "msgs/s", "server CPU us/msg", "p50 / p99 ms", "ops per commit", "errors"
+        "mode",
+        "msgs/s",
+        "server CPU us/msg",
+        "writer thread",
+        "p50 / p99 ms",
+        "ops per commit",
+        "errors",
     )
     for mode, runs in results.items():
         ops = [v for r in runs if (v := ops_per_commit(r)) is not None]
+        shares = [v for r in runs if (v := writer_share(r)) is not None]
         errors = sum(1 for r in runs if r.get("error") or r.get("errors") or r.get("lost"))
         lines.append(
             md_row(
                 mode,
                 fmt(med(runs, "rate")),
                 fmt(med(runs, "us_per_msg"), 1),
+                f"{statistics.median(shares):.0%}" if shares else "-",
                 f"{fmt(ms(runs, 'lat_p50_us'), 2)} / {fmt(ms(runs, 'lat_p99_us'), 2)}",
                 fmt(statistics.median(ops), 1) if ops else "-",
                 str(errors),

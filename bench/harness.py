@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import Result, add_phases, parser
+from common import CLK_TCK, Result, add_phases, cpu_ticks, parser
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -272,6 +272,7 @@ def measure(server: Server, argv: list[str], mode: str, timeout: float, metered:
             result = {"mode": mode, "error": f"rc={done.returncode} {done.stderr[-2000:]}"}
         if metered:
             result["server_metrics"] = metrics(server)
+            result["server_cpu_s"] = cpu_ticks(server.pid) / CLK_TCK  # the whole run's
     finally:
         server.stop()
     errors = server.errors()

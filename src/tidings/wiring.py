@@ -767,7 +767,7 @@ class TidingsServer:
             return {}
         lime, feedme = services.lime, services.feedme
         stats = lime.stats
-        commits, operations = self.store.write_counts()
+        writes = self.store.write_counts()
         return {
             "connections_total": ("counter", stats.connections),
             "connections_open": ("gauge", len(lime.connections)),
@@ -799,8 +799,9 @@ class TidingsServer:
                 "counter",
                 stats.protocol_errors + feedme.protocol_errors,
             ),
-            "store_commits_total": ("counter", commits),
-            "store_operations_total": ("counter", operations),
+            "store_commits_total": ("counter", writes.commits),
+            "store_operations_total": ("counter", writes.operations),
+            "store_writer_cpu_seconds_total": ("counter", writes.cpu_seconds),
             "cluster_nodes_known": ("gauge", len(services.cluster.directory.nodes)),
             "cluster_sessions_elsewhere": (
                 "gauge",

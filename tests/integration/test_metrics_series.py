@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
@@ -48,6 +49,7 @@ async def test_the_series_move_under_traffic(server: ServerProcess) -> None:
         ("tidings_send_to_accepted_seconds_count", 5),
         ("tidings_commit_batch_operations_count", 1),
         ("tidings_commit_seconds_count", 1),
+        ("tidings_store_commits_total", 1),
     ):
         start = value(before, series) if series in before else 0.0
         assert value(after, series) - start >= at_least, series
@@ -55,6 +57,16 @@ async def test_the_series_move_under_traffic(server: ServerProcess) -> None:
     assert "tidings_queue_depth_bucket" in after  # a gauge histogram of every queue now
     assert "tidings_messages_expired_total" in after
     assert "tidings_messages_refused_queue_full_total" in after
+    # the writer thread ran ten writes and their commits: some CPU, never more than the process's
+    writer_cpu = value(after, "tidings_store_writer_cpu_seconds_total")
+    assert 0 < writer_cpu <= process_cpu_seconds(server.process.pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a whole process, all its threads (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def deltas(before: str, after: str, *series: str) -> dict[str, float]:

@@ -56,6 +56,17 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteCounts:
+    """What a store's writer has done so far, for ``/metrics``."""
+
+    commits: int = 0
+    operations: int = 0
+    cpu_seconds: float = 0.0
+    """CPU time of the writer thread: with the loop's, what a durable message costs (the
+    server's other threads are idle under load)."""
+
+
+@dataclass(frozen=True, slots=True)
 class QueueEntry:
     """One envelope bound for one session's queue."""
 

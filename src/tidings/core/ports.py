@@ -49,6 +49,7 @@ from .model import (
     QueueRow,
     QueueSnapshotEntry,
     SessionRecord,
+    WriteCounts,
 )
 
 if TYPE_CHECKING:
@@ -337,8 +338,8 @@ class MessageStore(Transactional, Protocol):
         how many (fewer than ``limit``: none older is left). A key is kept at least until
         ``older_than`` passes its storing time, never forgotten early."""
 
-    def write_counts(self) -> tuple[int, int]:
-        """Commits and operations so far, for ``/metrics``."""
+    def write_counts(self) -> WriteCounts:
+        """Commits, operations and the writer's CPU so far, for ``/metrics``."""
 
     def commit_histograms(self) -> tuple[Histogram, Histogram] | None:
         """Operations per commit and seconds per commit, for ``/metrics`` (None: a store that

@@ -50,6 +50,7 @@ from ..core.model import (
     QueueSnapshotEntry,
     RoutingRule,
     SessionRecord,
+    WriteCounts,
 )
 from ..core.ports import QueueTransaction
 from ._consent_sql import ConsentReads, ConsentTable
@@ -97,10 +98,12 @@ class SqlStore:
             raise Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the store is not open")
         return self._writer
 
-    def write_counts(self) -> tuple[int, int]:
-        """Commits and operations so far (for /metrics); zeros once closed."""
+    def write_counts(self) -> WriteCounts:
+        """Zeros once closed."""
         writer = self._writer
-        return (writer.batches, writer.operations) if writer is not None else (0, 0)
+        if writer is None:
+            return WriteCounts()
+        return WriteCounts(writer.batches, writer.operations, writer.cpu_seconds)
 
     def commit_histograms(self) -> tuple[Histogram, Histogram] | None:
         writer = self._writer

@@ -85,6 +85,8 @@ class GroupCommitWriter(Generic[C]):
         self._stopped = False
         self.batches = 0
         self.operations = 0
+        self.cpu_seconds = 0.0
+        """CPU time of the writer thread so far (updated after each batch)."""
         self.batch_sizes = Histogram(BATCH_SIZES)
         """Operations per commit (written by the writer thread only)."""
         self.commit_seconds = Histogram(LATENCY_S)
@@ -191,6 +193,7 @@ class GroupCommitWriter(Generic[C]):
         self.operations += len(batch)
         self.batch_sizes.observe(len(batch))
         self.commit_seconds.observe(time.perf_counter() - started)
+        self.cpu_seconds = time.thread_time()  # before the results: they may be awaited on it
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_complete, results)
         return connection

@@ -44,6 +44,7 @@ from ..core.model import (
     QueueSnapshotEntry,
     RoutingRule,
     SessionRecord,
+    WriteCounts,
 )
 from ..core.ports import QueueTransaction
 from ._consent_memory import ConsentState, ConsentTable
@@ -150,9 +151,9 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to commit: the state goes with the process."""
 
-    def write_counts(self) -> tuple[int, int]:
-        """Commits and operations so far (for /metrics): memory commits nothing."""
-        return (0, 0)
+    def write_counts(self) -> WriteCounts:
+        """Memory commits nothing."""
+        return WriteCounts()
 
     def commit_histograms(self) -> None:
         return None

@@ -211,3 +211,26 @@ async def test_a_lost_connection_fails_its_batch_and_the_next_batch_gets_a_new_o
     assert len(opened) == 2
     with connect(database) as connection:
         assert [r[0] for r in connection.execute("SELECT k FROM t ORDER BY k")] == [2]
+
+
+async def test_the_writer_counts_its_own_cpu_time(database: Path):
+    """``cpu_seconds`` is the writer thread's CPU (what /metrics calls
+    ``store_writer_cpu_seconds_total``): work done in an operation shows in it, and it never
+    goes back."""
+    writer = GroupCommitWriter(lambda: connect(database), asyncio.get_running_loop(), window=0)
+    writer.start()
+    try:
+        assert writer.cpu_seconds == 0.0
+
+        def busy(connection: sqlite3.Connection) -> int:
+            # about 0.05 s of CPU in SQLite itself, on the writer's thread
+            query = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<200000)"
+            return int(connection.execute(query + " SELECT count(*) FROM n").fetchone()[0])
+
+        assert await writer.run(busy) == 200000
+        first = writer.cpu_seconds
+        assert first > 0.01
+        await writer.run(lambda c: None)
+        assert writer.cpu_seconds >= first
+    finally:
+        writer.stop()
