@@ -13,6 +13,8 @@ in a new temporary folder, rate limits lifted) pinned to core 0, the generator
   one     acked with one pair and one message in flight: latency = one commit (+ fsync)
   ff      fire-and-forget (no id), 100 pairs x 10 in flight
   ffhalf  fire-and-forget, open loop at half the rate ``ff`` reached in this repetition
+  fanout  Feedme: 1000 subscribers of feed ``bench`` (``--app bench.fanout_app:app``), one
+          publisher calling action ``pub`` with 10 in flight: msgs/s are deliveries/s
 
 Reports the median over repetitions of: msgs/s, server CPU us per message (loadgen samples
 /proc/PID/stat over its measured window), the writer thread's share of the server's CPU
@@ -33,7 +35,8 @@ import harness
 from harness import GEN_CORE, Result, Results, fmt, md_row, med, table_head
 
 LOADGEN_C = "/work/shared/tools/loadgen.c"
-MODES = ("acked", "paced", "one", "ff", "ffhalf")
+MODES = ("acked", "paced", "one", "ff", "ffhalf", "fanout")
+FANOUT = ("proto=feedme", "scen=fanout", "subs=1000", "window=10")
 LIMITS = ("--rate-limit", "10000000", "--rate-burst", "10000000")
 ACKED = ("lime_id=1", "lime_receipt=accepted,failed", "lime_received=1", "lime_complete=1")
 
@@ -56,11 +59,16 @@ def shape(mode: str, rates: dict[str, float], args: argparse.Namespace) -> list[
 
 
 def one_run(mode: str, rates: dict[str, float], args: argparse.Namespace) -> Result:
-    server = harness.start_tidings("--allow-guests", *LIMITS, *args.serve.split())
+    app = ("--app", "bench.fanout_app:app") if mode == "fanout" else ()
+    server = harness.start_tidings("--allow-guests", *LIMITS, *app, *args.serve.split())
     port = server.url.rsplit(":", 1)[1].split("/")[0]
-    argv = ["taskset", "-c", GEN_CORE, args.loadgen, "proto=lime", "scen=p2p"]
-    argv += [f"port={port}", "lime_scheme=guest", "payload=300", f"spid={server.pid}"]
-    argv += [f"seconds={args.duration}", f"warmup={args.warmup}", *shape(mode, rates, args)]
+    argv = ["taskset", "-c", GEN_CORE, args.loadgen]
+    if mode == "fanout":
+        argv += FANOUT
+    else:
+        argv += ["proto=lime", "scen=p2p", "lime_scheme=guest", *shape(mode, rates, args)]
+    argv += [f"port={port}", "payload=300", f"spid={server.pid}"]
+    argv += [f"seconds={args.duration}", f"warmup={args.warmup}"]
     result = harness.measure(server, argv, mode, args.warmup + args.duration + 60, metered=True)
     result["mode"] = mode
     return result
@@ -125,6 +133,7 @@ def main() -> None:
     modes = args.modes.split(",")
     results: Results = {mode: [] for mode in modes}
     with harness.bench_session(args.src):
+        harness.add_server_path(harness.ROOT)  # bench.fanout_app, after the exported src/
         for rep in range(args.reps):
             rates: dict[str, float] = {}
             for mode in modes:
