@@ -45,7 +45,7 @@ from .core.authz import Authorizer, GrantChecker
 from .core.cluster import ClusterNode
 from .core.consent import ConsentService
 from .core.consent_federation import ConsentFederation
-from .core.errors import LimitExceeded
+from .core.errors import LimitExceeded, Unavailable
 from .core.federation import Federation, PeerRefusal, PeerUnreachable
 from .core.federation_keys import KeyExports, KeyLookups, RemoteKeys
 from .core.federation_peers import PeerDirectory
@@ -449,6 +449,21 @@ async def forget_expired_ids(
         total += forgotten
         if forgotten < chunk:
             return total
+
+
+async def drain_writes(store: Store, rounds: int = 20) -> None:
+    """Commit every write submitted so far and the writes their completions make in turn
+    (a ``received`` for a sender gone offline is kept in its queue; a closed store would drop
+    it): barriers until one commits nothing but itself. Bounded: a chain of completions that
+    keeps writing is cut after ``rounds``."""
+    last = store.write_counts().operations
+    for _ in range(rounds):
+        await store.barrier()
+        now = store.write_counts().operations
+        if now - last <= 1:
+            return
+        last = now
+    log.warning("writes were still coming after %d rounds of draining", rounds)
 
 
 class TidingsServer:
@@ -873,6 +888,10 @@ class TidingsServer:
         if self.broker is not None:
             await self.broker.close()
         if self._own_store:
+            try:
+                await drain_writes(self.store)
+            except Unavailable as exc:  # the database is gone: nothing more can be committed
+                log.error("the last writes were not committed: %s", exc)
             self.store.close()
         if self.app.state is ServerState.STOPPING:
             self.app.set_state(ServerState.STOPPED)
