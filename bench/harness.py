@@ -6,6 +6,7 @@ generators to core 1, py-spy profiles, and the helpers of their markdown reports
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
@@ -16,16 +17,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import CLK_TCK, Result, add_phases, cpu_ticks, parser
+
+if TYPE_CHECKING:
+    from tidings.devcluster.services import Postgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -262,14 +267,33 @@ def last_json(stdout: str) -> Result | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def measure(server: Server, argv: list[str], mode: str, timeout: float, metered: bool) -> Result:
+def measure(
+    server: Server,
+    argv: list[str],
+    mode: str,
+    timeout: float,
+    metered: bool,
+    beside: Callable[[], float] | None = None,
+) -> Result:
     """Run one generator against a fresh server, then stop the server. Its JSON result, plus the
-    server's /metrics when ``metered`` and any lines of trouble in the server's output."""
+    server's /metrics when ``metered`` and any lines of trouble in the server's output.
+
+    ``beside``: the CPU seconds so far of processes working for the server that the generator
+    does not read (its database: ``tree_cpu_s``), reported as ``beside_cpu_s`` over the
+    generator's measured window. That needs a generator which reports its window's length as
+    ``seconds`` and exits as soon as the window ends (the C loadgen does both)."""
+    trail = CpuTrail(beside) if beside else None
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        with trail or nullcontext():
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            if trail:
+                trail.sample()  # the window's end: the generator exits as it ends
         result = last_json(done.stdout)
         if done.returncode != 0 or result is None:
             result = {"mode": mode, "error": f"rc={done.returncode} {done.stderr[-2000:]}"}
+        elif trail and result.get("seconds"):
+            end = trail.samples[-1][0]
+            result["beside_cpu_s"] = trail.at(end) - trail.at(end - result["seconds"])
         if metered:
             result["server_metrics"] = metrics(server)
             result["server_cpu_s"] = cpu_ticks(server.pid) / CLK_TCK  # the whole run's
@@ -279,6 +303,104 @@ def measure(server: Server, argv: list[str], mode: str, timeout: float, metered:
     if errors:
         result["server_log"] = errors
     return result
+
+
+class CpuTrail:
+    """Samples ``read`` (CPU seconds so far of some processes) every ``period`` seconds on a
+    thread while in use, so that their CPU over a window known only afterwards (a generator's
+    measured window, which it reports when done) can be read off by interpolation."""
+
+    def __init__(self, read: Callable[[], float], period: float = 0.1) -> None:
+        self.read, self.period = read, period
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuTrail:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.period):
+                return
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic(), self.read()))
+
+    def at(self, when: float) -> float:
+        """The CPU seconds at monotonic time ``when``, between the samples around it."""
+        samples = sorted(self.samples)
+        i = bisect.bisect_left(samples, (when, -1.0))
+        if i == 0 or i == len(samples):
+            return samples[min(i, len(samples) - 1)][1]
+        (t0, v0), (t1, v1) = samples[i - 1], samples[i]
+        return v0 + (v1 - v0) * (when - t0) / (t1 - t0) if t1 > t0 else v1
+
+
+# -- PostgreSQL beside the server ------------------------------------------------------------------
+
+
+def start_postgres() -> Postgres:
+    """A throwaway PostgreSQL (``devcluster.services.Postgres``: its own user, a new data folder,
+    fsync on, synchronous_commit at its default, on) pinned to the server's core, so that the
+    server's "one core" holds the server and its database."""
+    from tidings.devcluster.services import Postgres
+
+    server = Postgres().start()
+    assert server.process is not None
+    pin_tree(server.process.pid, SERVER_CORE)
+    return server
+
+
+def pin_tree(root: int, core: str) -> None:
+    """Move a process and the processes it started to ``core``; those it starts later (a
+    postmaster's backends) inherit it."""
+    for pid in [root, *children(root)]:
+        with suppress(ProcessLookupError):
+            os.sched_setaffinity(pid, {int(core)})
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command) of every process still there."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                yield int(entry.name), (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+
+
+def children(root: int) -> list[int]:
+    """The processes ``root`` started (its direct children)."""
+    return [pid for pid, fields in _processes() if int(fields[1]) == root]
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and every process it started, live (utime+stime) or ended (the
+    root's cutime+cstime: e.g. a postmaster's backends whose clients left)."""
+    total = 0
+    for pid, fields in _processes():
+        if pid == root:
+            total += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == root:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def fresh_database(server: Postgres, name: str) -> str:
+    """The URL of a new, empty database ``name`` on ``server`` (dropped first if it exists)."""
+    import psycopg
+
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[arg-type]
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 def progress(rep: int, reps: int, results: Results, keys: tuple[str, ...]) -> None:

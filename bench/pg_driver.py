@@ -27,7 +27,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -102,7 +101,7 @@ def drivers(server: Postgres, reps: int, seconds: float) -> str:
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for rep in range(reps):
         for size in SIZES:
-            url = fresh_database(server, f"drivers_{rep}_{size}")
+            url = harness.fresh_database(server, f"drivers_{rep}_{size}")
             for way, figures in {
                 **psycopg_ways(url, size, seconds),
                 **asyncio.run(asyncpg_ways(url, size, seconds)),
@@ -127,49 +126,25 @@ def drivers(server: Postgres, reps: int, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fresh_database(server: Postgres, name: str) -> str:
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[arg-type]
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    return server.url.rsplit("/", 1)[0] + "/" + name
-
-
-def postgres_cpu_s(server: Postgres) -> float:
-    """CPU seconds of the postmaster and every process it started, live (utime+stime) or
-    ended (the postmaster's cutime+cstime: the backends of a stopped node)."""
-    assert server.process is not None
-    root = server.process.pid
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(entry.name) == root:
-            total += sum(int(f) for f in fields[11:15])
-        elif int(fields[1]) == root:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def node(server: Postgres, args: argparse.Namespace) -> str:
     results: dict[str, list[dict[str, Any]]] = {"sqlite": [], "postgresql": []}
     pg_share: list[float] = []
+    assert server.process is not None
+    postmaster = server.process.pid
     for rep in range(args.reps):
         for store in results:
             options = ["--allow-guests"]
             if store == "postgresql":
-                options += ["--store", fresh_database(server, f"node_{rep}")]
+                options += ["--store", harness.fresh_database(server, f"node_{rep}")]
             tidings = harness.start_tidings(*options)
             argv = harness.pairs_generator(
                 "loadgen.py", tidings, args, "acked", "--window", str(args.acked_window)
             )
-            cpu0, t0 = postgres_cpu_s(server), time.perf_counter()
+            cpu0, t0 = harness.tree_cpu_s(postmaster), time.perf_counter()
             result = harness.measure(tidings, argv, "acked", args.warmup + args.duration + 90, True)
             if store == "postgresql":
-                pg_share.append(100 * (postgres_cpu_s(server) - cpu0) / (time.perf_counter() - t0))
+                cpu = harness.tree_cpu_s(postmaster) - cpu0
+                pg_share.append(100 * cpu / (time.perf_counter() - t0))
             results[store].append(result)
         print(f"<!-- node, repetition {rep + 1}/{args.reps} done -->", flush=True)
     lines = [
