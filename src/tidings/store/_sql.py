@@ -91,6 +91,12 @@ class SqlStore:
         self._writer: GroupCommitWriter[Any] | None = None
         self._insert_once: InsertOnce = insert_once
         """How messages are queued once (a backend may do it in fewer statements)."""
+        self._appends_together: AppendsTogether | None = None
+        """Several messages for one session each, with an id, queued in one statement: the
+        arguments of each are ``appending_arguments``'s (None: one statement each)."""
+        self._acknowledgements_together: AcknowledgementsTogether | None = None
+        """Several acknowledgements in one statement, each (identity, instance, sender, id);
+        their row counts in order (None: one statement each)."""
 
     @property
     def writer(self) -> GroupCommitWriter[Any]:
@@ -150,7 +156,12 @@ class SqlStore:
                 return AppendResult(duplicate=True)
             return AppendResult(duplicate=False, seqs=seqs)
 
-        self.writer.submit(operation, done)
+        together = self._appends_together
+        if together is None or dedupe is None or len(entries) != 1:
+            self.writer.submit(operation, done)
+        else:
+            arguments = appending_arguments(entries[0], dedupe, now)
+            self.writer.submit(operation, done, (together, arguments))
 
     def acknowledge(
         self,
@@ -160,13 +171,15 @@ class SqlStore:
         message_id: str,
         done: Callable[[int | BaseException], None],
     ) -> None:
+        row = (identity, instance, sender, message_id)
+
         def operation(connection: Db) -> int:
             return connection.execute(
-                "DELETE FROM queue WHERE identity=? AND instance=? AND sender=? AND msg_id=?",
-                (identity, instance, sender, message_id),
+                "DELETE FROM queue WHERE identity=? AND instance=? AND sender=? AND msg_id=?", row
             ).rowcount
 
-        self.writer.submit(operation, done)
+        together = self._acknowledgements_together
+        self.writer.submit(operation, done, None if together is None else (together, row))
 
     def discard(self, seqs: Sequence[int]) -> None:
         rows = [(seq,) for seq in seqs]
@@ -705,6 +718,16 @@ _FORGET_OLDEST: Final = (
     "DELETE FROM message_keys WHERE key IN (SELECT key FROM message_keys"
     " WHERE stored_at < ? ORDER BY stored_at LIMIT ?)"
 )
+
+
+AppendsTogether = Callable[[Db, list[Any]], list[AppendResult]]
+AcknowledgementsTogether = Callable[[Db, list[Any]], list[int]]
+
+
+def appending_arguments(entry: QueueEntry, dedupe: tuple[str, str], now: float) -> tuple[Any, ...]:
+    """One message's part of a statement that queues several: its dedupe key and stamp, then
+    its queue row's values."""
+    return (dedupe_key(*dedupe), dedupe_stamp(now), *queue_values(entry, now))
 
 
 InsertOnce = Callable[

@@ -4,7 +4,9 @@ Operations are plain functions of a connection (SQLite's, or the PostgreSQL adap
 ``Backend`` names the driver's statements and errors). The thread takes every operation queued
 while the previous batch was committing, runs each inside its own savepoint (so one failing
 operation does not undo its neighbours), commits once, and hands all the results back to the
-event loop in a single callback. Batches form only under load, from what queued while the
+event loop in a single callback. Operations of one kind that sit next to each other in a batch
+may run together, in one statement (``Together``): on PostgreSQL every statement is a round
+trip to the database. Batches form only under load, from what queued while the
 previous batch committed: a lone write, or what a writer that had to wait for work got, commits
 at once (one fsync), and a writer that found several writes waiting may wait ``window`` seconds
 for company when the batch is small. A connection that the driver reports lost (a PostgreSQL
@@ -31,6 +33,12 @@ log = logging.getLogger("tidings.store")
 C = TypeVar("C")
 Operation = Callable[[C], Any]
 Completion = Callable[[Any], None]
+Together = tuple[Callable[[C, list[Any]], list[Any]], Any]
+"""An operation's other form: a function that runs several operations of its kind at once
+(their results in order) and this operation's arguments for it. Used for a run of two or more
+such operations in a batch; alone, or when a batch is re-run one operation at a time after a
+failure, the operation runs by itself."""
+Item = tuple[Operation[C], "Completion | None", "Together[C] | None"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,16 @@ class GroupCommitWriter(Generic[C]):
         self._thread.start()
         self._ready.wait()
 
-    def submit(self, operation: Operation[C], done: Completion | None = None) -> None:
+    def submit(
+        self,
+        operation: Operation[C],
+        done: Completion | None = None,
+        together: Together[C] | None = None,
+    ) -> None:
         """Queue an operation; ``done`` gets its result (or exception) on the event loop."""
         if self._stopped:
             raise RuntimeError("the writer is stopped")
-        self._queue.put((operation, done))
+        self._queue.put((operation, done, together))
 
     def run(self, operation: Operation[C]) -> asyncio.Future[Any]:
         """Queue an operation and return a future for its result."""
@@ -134,7 +147,7 @@ class GroupCommitWriter(Generic[C]):
             if connection is not None:
                 self._backend.close(connection)
 
-    def _take_batch(self) -> tuple[list[tuple[Operation[C], Completion | None]], bool]:
+    def _take_batch(self) -> tuple[list[Item[C]], bool]:
         """What queued while the previous batch committed. A lone write commits at once (one
         fsync, not the window too), as does whatever a writer that had to wait for work got;
         a writer that found several writes waiting is under load and may wait ``window`` for
@@ -165,9 +178,7 @@ class GroupCommitWriter(Generic[C]):
             batch.append(item)
         return False
 
-    def _commit(
-        self, connection: C | None, batch: list[tuple[Operation[C], Completion | None]]
-    ) -> C | None:
+    def _commit(self, connection: C | None, batch: list[Item[C]]) -> C | None:
         """Run and commit the batch; the connection for the next one (a new one when this one
         was lost, None when no new one could be made yet)."""
         started = time.perf_counter()
@@ -185,7 +196,7 @@ class GroupCommitWriter(Generic[C]):
             # lives on (with a new connection next time if this one is gone).
             log.error("a commit failed: %s", exc)
             failure = self._backend.translate(exc)
-            results = [(done, failure) for _, done in batch]
+            results = [(done, failure) for _, done, _ in batch]
             if connection is not None and self._backend.lost(connection):
                 self._backend.close(connection)
                 connection = None
@@ -199,28 +210,20 @@ class GroupCommitWriter(Generic[C]):
         return connection
 
     def _run_batch(
-        self,
-        connection: C,
-        batch: list[tuple[Operation[C], Completion | None]],
-        *,
-        isolate: bool,
+        self, connection: C, batch: list[Item[C]], *, isolate: bool
     ) -> list[tuple[Completion | None, Any]]:
-        """One transaction for the batch. Optimistically without savepoints; when an operation
-        fails, the caller runs the batch again with one savepoint per operation, so that the
-        failure stays with its own operation."""
+        """One transaction for the batch. Optimistically without savepoints, runs of operations
+        that can go together together; when an operation fails, the caller runs the batch again
+        one operation at a time, each in its own savepoint, so that the failure stays with its
+        own operation."""
         results: list[tuple[Completion | None, Any]] = []
         execute = self._backend.execute
         try:
             execute(connection, self._backend.begin)
-            for operation, done in batch:
-                if not isolate:
-                    try:
-                        results.append((done, operation(connection)))
-                    except Exception as exc:
-                        if self._backend.lost(connection):
-                            raise
-                        raise _OperationFailed from exc
-                    continue
+            if not isolate:
+                self._run_optimistically(connection, batch, results)
+                batch = []
+            for operation, done, _ in batch:
                 execute(connection, "SAVEPOINT op")
                 try:
                     result = operation(connection)
@@ -237,6 +240,43 @@ class GroupCommitWriter(Generic[C]):
                 execute(connection, "ROLLBACK")
             raise
         return results
+
+    def _run_optimistically(
+        self, connection: C, batch: list[Item[C]], results: list[tuple[Completion | None, Any]]
+    ) -> None:
+        """Every operation of the batch in order, each run of two or more that can go together
+        in one call; any failure is ``_OperationFailed`` (unless the connection is lost)."""
+        run: list[Item[C]] = []
+        try:
+            for item in batch:
+                together = item[2]
+                if run and (together is None or together[0] is not run[0][2][0]):  # type: ignore[index]
+                    _run_together(connection, run, results)
+                    run = []
+                if together is not None:
+                    run.append(item)
+                else:
+                    results.append((item[1], item[0](connection)))
+            if run:
+                _run_together(connection, run, results)
+        except Exception as exc:
+            if self._backend.lost(connection):
+                raise
+            raise _OperationFailed from exc
+
+
+def _run_together(
+    connection: C, run: list[Item[C]], results: list[tuple[Completion | None, Any]]
+) -> None:
+    """Operations of one kind, next to each other in a batch: in one call when there are
+    several, or the one alone."""
+    if len(run) == 1:
+        operation, done, _ = run[0]
+        results.append((done, operation(connection)))
+        return
+    function = run[0][2][0]  # type: ignore[index]
+    outcomes = function(connection, [item[2][1] for item in run])  # type: ignore[index]
+    results.extend(zip([item[1] for item in run], outcomes, strict=True))
 
 
 class _OperationFailed(Exception):

@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..core.errors import ErrorId, Unavailable
-from ..core.model import QueueEntry
+from ..core.model import AppendResult, QueueEntry
 from ._db import Db, Progress, Read
 from ._sql import DriverErrors, SqlStore, dedupe_key, dedupe_stamp, insert_once, queue_values
 from ._writer import Backend, GroupCommitWriter
@@ -138,6 +139,61 @@ def _insert_once(
     return None if row is None else [row[0]]
 
 
+_APPEND_MANY: Final = """
+WITH input AS (
+    SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::text[], %s::text[], %s::text[],
+        %s::text[], %s::bigint[], %s::bytea[], %s::double precision[], %s::double precision[])
+    WITH ORDINALITY AS i(key, stored_at, identity, instance, sender, msg_id, needs_ack,
+        payload, enqueued_at, expires_at, n)
+), fresh AS (
+    INSERT INTO message_keys (key, stored_at) SELECT key, stored_at FROM input ORDER BY n
+    ON CONFLICT DO NOTHING RETURNING key
+), firsts AS (
+    SELECT DISTINCT ON (key) * FROM input ORDER BY key, n
+)
+INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,
+    expires_at)
+SELECT f.identity, f.instance, f.sender, f.msg_id, f.needs_ack, f.payload, f.enqueued_at,
+    f.expires_at FROM firsts f JOIN fresh USING (key) ORDER BY f.n
+RETURNING seq, sender, msg_id
+"""
+
+
+def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
+    """Several ``_insert_once`` in one statement (one round trip for a run of messages, not one
+    each): each message's key is inserted unless stored before; the queue row of each message
+    whose key went in is written, in the order of the messages (their sequence numbers rise
+    with it). A message is a duplicate when its key was stored before or comes earlier in the
+    same run: only the first of equal keys is queued, as one statement each would."""
+    columns = [list(column) for column in zip(*arguments, strict=True)]
+    rows = cast(PgDb, db).connection.execute(_APPEND_MANY, columns, prepare=True).fetchall()
+    seq_of = {(sender, msg_id): seq for seq, sender, msg_id in rows}
+    results = []
+    for _, _, _, _, sender, msg_id, *_ in arguments:
+        seq = seq_of.pop((sender, msg_id), None)
+        results.append(AppendResult(duplicate=True) if seq is None else AppendResult(False, [seq]))
+    return results
+
+
+_ACKNOWLEDGE_MANY: Final = """
+DELETE FROM queue q
+USING unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+    AS a(identity, instance, sender, msg_id, n)
+WHERE q.identity = a.identity AND q.instance = a.instance AND q.sender = a.sender
+    AND q.msg_id = a.msg_id
+RETURNING a.n
+"""
+
+
+def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
+    """Several acknowledgements in one statement: how many rows each removed (a row two of
+    them name is removed once, and counted for one of them)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    found = cast(PgDb, db).connection.execute(_ACKNOWLEDGE_MANY, columns, prepare=True)
+    removed = Counter(n for (n,) in found)
+    return [removed[n] for n in range(1, len(rows) + 1)]
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 
@@ -203,6 +259,8 @@ class PostgresStore(SqlStore):
         self._lock = threading.Lock()
         self._key_reader: PgDb | None = None
         self._insert_once = _insert_once
+        self._appends_together = _appends_together
+        self._acknowledgements_together = _acknowledgements_together
 
     # -- lifecycle --------------------------------------------------------------------------
 
