@@ -13,6 +13,7 @@ import pytest
 
 from tidings.core.model import AppendResult, QueueEntry
 from tidings.core.ports import settling
+from tidings.store._writer import Kind
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 
@@ -40,15 +41,15 @@ def count_runs(store: Any, attribute: str) -> list[int]:
     """The sizes of the runs the store's one-statement form of ``attribute`` ran and answered
     (stays empty on SQLite, which has none)."""
     runs: list[int] = []
-    together = getattr(store, attribute)
-    if together is not None:
+    kind = getattr(store, attribute)
+    if kind is not None:
 
         def counting(db: Any, arguments: list[Any]) -> list[Any]:
-            results = together(db, arguments)
+            results = kind.run(db, arguments)
             runs.append(len(arguments))
             return list(results)
 
-        setattr(store, attribute, counting)
+        setattr(store, attribute, Kind(counting, kind.rank))
     return runs
 
 
@@ -143,3 +144,36 @@ async def test_a_failing_append_in_a_run_fails_alone(store: Any) -> None:
     left = await store.backlog("bob@x", "a", 0, 100)
     assert [e.message_id for e in left] == ["g1", "g3"]
     assert not (await append(store, entry("bob@x", "alice@x/a", "g2"))).duplicate  # not kept
+
+
+async def test_appends_and_acknowledgements_interleaved_run_as_two_statements(store: Any) -> None:
+    """A stretch of appends and acknowledgements, mixed as they arrive under load: all the
+    acknowledgements in one statement, then all the appends in one, and every completion in
+    the order of submission."""
+    acknowledged = [entry("bob@x", "alice@x/a", f"old{n}") for n in range(2)]
+    for item in acknowledged:
+        assert not (await append(store, item)).duplicate
+    appends_run = count_runs(store, "_appends_together")
+    acknowledgements_run = count_runs(store, "_acknowledgements_together")
+    order: list[str] = []
+    held = HeldWriter(store)
+    futures = []
+    for label, submitted in (
+        ("a1", append(store, entry("bob@x", "alice@x/a", "new1"))),
+        ("k0", acknowledge(store, acknowledged[0])),
+        ("a2", append(store, entry("bob@x", "alice@x/a", "new2"))),
+        ("none", acknowledge(store, entry("bob@x", "alice@x/a", "never"))),
+        ("k1", acknowledge(store, acknowledged[1])),
+        ("a3", append(store, entry("bob@x", "alice@x/a", "new3"))),
+    ):
+        submitted.add_done_callback(lambda _, label=label: order.append(label))
+        futures.append(submitted)
+    await held.release()
+    outcomes = await asyncio.gather(*futures)
+    assert order == ["a1", "k0", "a2", "none", "k1", "a3"]
+    assert [o.duplicate for o in (outcomes[0], outcomes[2], outcomes[5])] == [False] * 3
+    assert (outcomes[1], outcomes[3], outcomes[4]) == (1, 0, 1)
+    if one_statement(store):
+        assert (appends_run, acknowledgements_run) == ([3], [3])
+    left = await store.backlog("bob@x", "a", 0, 100)
+    assert [e.message_id for e in left] == ["new1", "new2", "new3"]

@@ -55,7 +55,7 @@ from ..core.model import (
 from ..core.ports import QueueTransaction
 from ._consent_sql import ConsentReads, ConsentTable
 from ._db import Db, Read
-from ._writer import GroupCommitWriter
+from ._writer import GroupCommitWriter, Kind
 
 T = TypeVar("T")
 
@@ -91,12 +91,17 @@ class SqlStore:
         self._writer: GroupCommitWriter[Any] | None = None
         self._insert_once: InsertOnce = insert_once
         """How messages are queued once (a backend may do it in fewer statements)."""
-        self._appends_together: AppendsTogether | None = None
+        self._appends_together: Kind[Any] | None = None
         """Several messages for one session each, with an id, queued in one statement: the
-        arguments of each are ``appending_arguments``'s (None: one statement each)."""
-        self._acknowledgements_together: AcknowledgementsTogether | None = None
+        arguments of each are ``appending_arguments``'s, the results ``AppendResult``s (None:
+        one statement each)."""
+        self._acknowledgements_together: Kind[Any] | None = None
         """Several acknowledgements in one statement, each (identity, instance, sender, id);
-        their row counts in order (None: one statement each)."""
+        their row counts in order (None: one statement each). Ranked before appends: an
+        acknowledgement removes what an earlier commit stored (a message is written to its
+        recipient only once committed), so it never needs an append of its own batch; one
+        that names a message appended in its own batch (a client acknowledging what it was
+        not written yet) removes nothing there, where one statement each may remove it."""
 
     @property
     def writer(self) -> GroupCommitWriter[Any]:
@@ -718,10 +723,6 @@ _FORGET_OLDEST: Final = (
     "DELETE FROM message_keys WHERE key IN (SELECT key FROM message_keys"
     " WHERE stored_at < ? ORDER BY stored_at LIMIT ?)"
 )
-
-
-AppendsTogether = Callable[[Db, list[Any]], list[AppendResult]]
-AcknowledgementsTogether = Callable[[Db, list[Any]], list[int]]
 
 
 def appending_arguments(entry: QueueEntry, dedupe: tuple[str, str], now: float) -> tuple[Any, ...]:

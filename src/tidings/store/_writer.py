@@ -33,11 +33,23 @@ log = logging.getLogger("tidings.store")
 C = TypeVar("C")
 Operation = Callable[[C], Any]
 Completion = Callable[[Any], None]
-Together = tuple[Callable[[C, list[Any]], list[Any]], Any]
-"""An operation's other form: a function that runs several operations of its kind at once
-(their results in order) and this operation's arguments for it. Used for a run of two or more
-such operations in a batch; alone, or when a batch is re-run one operation at a time after a
-failure, the operation runs by itself."""
+
+
+@dataclass(frozen=True, eq=False)
+class Kind(Generic[C]):
+    """Operations that can run several at once: ``run`` takes their arguments and returns their
+    results in order. In a stretch of such operations (no other operation between them) each
+    kind's run together, the kinds in ``rank`` order: a kind may go before operations of
+    another that came earlier only if it never depends on them (an acknowledgement removes a
+    row an earlier commit stored, never one appended in its own batch). Alone, or when a batch
+    is re-run one operation at a time after a failure, an operation runs by itself."""
+
+    run: Callable[[C, list[Any]], list[Any]]
+    rank: int
+
+
+Together = tuple[Kind[C], Any]
+"""An operation's kind and its arguments for ``Kind.run``."""
 Item = tuple[Operation[C], "Completion | None", "Together[C] | None"]
 
 
@@ -244,39 +256,45 @@ class GroupCommitWriter(Generic[C]):
     def _run_optimistically(
         self, connection: C, batch: list[Item[C]], results: list[tuple[Completion | None, Any]]
     ) -> None:
-        """Every operation of the batch in order, each run of two or more that can go together
-        in one call; any failure is ``_OperationFailed`` (unless the connection is lost)."""
-        run: list[Item[C]] = []
+        """Every operation of the batch, the stretches of those that can run together by kind
+        (``Kind``); the results in the batch's order. Any failure is ``_OperationFailed``
+        (unless the connection is lost)."""
+        outcomes: list[Any] = [None] * len(batch)
+        stretch: list[int] = []
         try:
-            for item in batch:
-                together = item[2]
-                if run and (together is None or together[0] is not run[0][2][0]):  # type: ignore[index]
-                    _run_together(connection, run, results)
-                    run = []
+            for index, (operation, _, together) in enumerate(batch):
                 if together is not None:
-                    run.append(item)
-                else:
-                    results.append((item[1], item[0](connection)))
-            if run:
-                _run_together(connection, run, results)
+                    stretch.append(index)
+                    continue
+                if stretch:
+                    _run_stretch(connection, batch, stretch, outcomes)
+                    stretch = []
+                outcomes[index] = operation(connection)
+            if stretch:
+                _run_stretch(connection, batch, stretch, outcomes)
         except Exception as exc:
             if self._backend.lost(connection):
                 raise
             raise _OperationFailed from exc
+        results.extend(zip([done for _, done, _ in batch], outcomes, strict=True))
 
 
-def _run_together(
-    connection: C, run: list[Item[C]], results: list[tuple[Completion | None, Any]]
+def _run_stretch(
+    connection: C, batch: list[Item[C]], stretch: list[int], outcomes: list[Any]
 ) -> None:
-    """Operations of one kind, next to each other in a batch: in one call when there are
-    several, or the one alone."""
-    if len(run) == 1:
-        operation, done, _ = run[0]
-        results.append((done, operation(connection)))
-        return
-    function = run[0][2][0]  # type: ignore[index]
-    outcomes = function(connection, [item[2][1] for item in run])  # type: ignore[index]
-    results.extend(zip([item[1] for item in run], outcomes, strict=True))
+    """Operations that can run together, next to each other in a batch: each kind's at once
+    (or the one alone), the kinds in rank order."""
+    kinds: dict[Kind[C], list[int]] = {}
+    for index in stretch:
+        kinds.setdefault(batch[index][2][0], []).append(index)  # type: ignore[index]
+    for kind in sorted(kinds, key=lambda kind: kind.rank):
+        indexes = kinds[kind]
+        if len(indexes) == 1:
+            outcomes[indexes[0]] = batch[indexes[0]][0](connection)
+            continue
+        arguments = [batch[index][2][1] for index in indexes]  # type: ignore[index]
+        for index, outcome in zip(indexes, kind.run(connection, arguments), strict=True):
+            outcomes[index] = outcome
 
 
 class _OperationFailed(Exception):

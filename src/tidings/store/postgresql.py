@@ -30,7 +30,7 @@ from ..core.errors import ErrorId, Unavailable
 from ..core.model import AppendResult, QueueEntry
 from ._db import Db, Progress, Read
 from ._sql import DriverErrors, SqlStore, dedupe_key, dedupe_stamp, insert_once, queue_values
-from ._writer import Backend, GroupCommitWriter
+from ._writer import Backend, GroupCommitWriter, Kind
 
 T = TypeVar("T")
 
@@ -194,6 +194,10 @@ def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
     return [removed[n] for n in range(1, len(rows) + 1)]
 
 
+ACKNOWLEDGEMENTS: Final = Kind[Any](_acknowledgements_together, rank=0)
+APPENDS: Final = Kind[Any](_appends_together, rank=1)
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 
@@ -259,8 +263,8 @@ class PostgresStore(SqlStore):
         self._lock = threading.Lock()
         self._key_reader: PgDb | None = None
         self._insert_once = _insert_once
-        self._appends_together = _appends_together
-        self._acknowledgements_together = _acknowledgements_together
+        self._appends_together = APPENDS
+        self._acknowledgements_together = ACKNOWLEDGEMENTS
 
     # -- lifecycle --------------------------------------------------------------------------
 
