@@ -166,11 +166,7 @@ def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
     with it). A message is a duplicate when its key was stored before or comes earlier in the
     same run: only the first of equal keys is queued, as one statement each would."""
     columns = [list(column) for column in zip(*arguments, strict=True)]
-    rows = (
-        cast(PgDb, db)
-        .connection.execute(_APPEND_MANY, columns, prepare=True, binary=True)
-        .fetchall()
-    )
+    rows = cast(PgDb, db).connection.execute(_APPEND_MANY, columns, prepare=True).fetchall()
     seq_of = {(sender, msg_id): seq for seq, sender, msg_id in rows}
     results = []
     for _, _, _, _, sender, msg_id, *_ in arguments:
@@ -193,7 +189,7 @@ def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
     """Several acknowledgements in one statement: how many rows each removed (a row two of
     them name is removed once, and counted for one of them)."""
     columns = [list(column) for column in zip(*rows, strict=True)]
-    found = cast(PgDb, db).connection.execute(_ACKNOWLEDGE_MANY, columns, prepare=True, binary=True)
+    found = cast(PgDb, db).connection.execute(_ACKNOWLEDGE_MANY, columns, prepare=True)
     removed = Counter(n for (n,) in found)
     return [removed[n] for n in range(1, len(rows) + 1)]
 
