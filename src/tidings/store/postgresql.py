@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Final, TypeVar, cast
 
+import msgspec
 import psycopg
 from psycopg.pq import TransactionStatus
 
@@ -141,10 +142,11 @@ def _insert_once(
 
 _APPEND_MANY: Final = """
 WITH input AS (
-    SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::text[], %s::text[], %s::text[],
-        %s::text[], %s::bigint[], %s::bytea[], %s::double precision[], %s::double precision[])
-    WITH ORDINALITY AS i(key, stored_at, identity, instance, sender, msg_id, needs_ack,
-        payload, enqueued_at, expires_at, n)
+    SELECT decode(r->>0, 'base64') AS key, (r->>1)::bigint AS stored_at, r->>2 AS identity,
+        r->>3 AS instance, r->>4 AS sender, r->>5 AS msg_id, (r->>6)::bigint AS needs_ack,
+        decode(r->>7, 'base64') AS payload, (r->>8)::double precision AS enqueued_at,
+        (r->>9)::double precision AS expires_at, n
+    FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(r, n)
 ), fresh AS (
     INSERT INTO message_keys (key, stored_at) SELECT key, stored_at FROM input ORDER BY n
     ON CONFLICT DO NOTHING RETURNING key
@@ -164,9 +166,12 @@ def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
     each): each message's key is inserted unless stored before; the queue row of each message
     whose key went in is written, in the order of the messages (their sequence numbers rise
     with it). A message is a duplicate when its key was stored before or comes earlier in the
-    same run: only the first of equal keys is queued, as one statement each would."""
-    columns = [list(column) for column in zip(*arguments, strict=True)]
-    rows = cast(PgDb, db).connection.execute(_APPEND_MANY, columns, prepare=True).fetchall()
+    same run: only the first of equal keys is queued, as one statement each would.
+
+    The run goes as one JSON array of rows (bytes in base64), encoded by msgspec: psycopg's
+    array parameters are built in Python, escaping every payload (a fifth of a node's CPU
+    under load, measured)."""
+    rows = _execute_json(db, _APPEND_MANY, arguments).fetchall()
     seq_of = {(sender, msg_id): seq for seq, sender, msg_id in rows}
     results = []
     for _, _, _, _, sender, msg_id, *_ in arguments:
@@ -177,10 +182,9 @@ def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
 
 _ACKNOWLEDGE_MANY: Final = """
 DELETE FROM queue q
-USING unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-    AS a(identity, instance, sender, msg_id, n)
-WHERE q.identity = a.identity AND q.instance = a.instance AND q.sender = a.sender
-    AND q.msg_id = a.msg_id
+USING jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(r, n)
+WHERE q.identity = a.r->>0 AND q.instance = a.r->>1 AND q.sender = a.r->>2
+    AND q.msg_id = a.r->>3
 RETURNING a.n
 """
 
@@ -188,10 +192,14 @@ RETURNING a.n
 def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
     """Several acknowledgements in one statement: how many rows each removed (a row two of
     them name is removed once, and counted for one of them)."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    found = cast(PgDb, db).connection.execute(_ACKNOWLEDGE_MANY, columns, prepare=True)
-    removed = Counter(n for (n,) in found)
+    removed = Counter(n for (n,) in _execute_json(db, _ACKNOWLEDGE_MANY, rows))
     return [removed[n] for n in range(1, len(rows) + 1)]
+
+
+def _execute_json(db: Db, statement: str, rows: list[Any]) -> psycopg.Cursor[Any]:
+    """``statement`` with ``rows`` as its one parameter, a JSON array (bytes in base64)."""
+    document = msgspec.json.encode(rows).decode()
+    return cast(PgDb, db).connection.execute(statement, (document,), prepare=True)
 
 
 ACKNOWLEDGEMENTS: Final = Kind[Any](_acknowledgements_together, rank=0)
