@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -30,7 +29,16 @@ from psycopg.pq import TransactionStatus
 from ..core.errors import ErrorId, Unavailable
 from ..core.model import AppendResult, QueueEntry
 from ._db import Db, Progress, Read
-from ._sql import DriverErrors, SqlStore, dedupe_key, dedupe_stamp, insert_once, queue_values
+from ._sql import (
+    DriverErrors,
+    SqlStore,
+    appended,
+    dedupe_key,
+    dedupe_stamp,
+    insert_once,
+    queue_values,
+    removed_counts,
+)
 from ._writer import Backend, GroupCommitWriter, Kind
 
 T = TypeVar("T")
@@ -171,29 +179,21 @@ def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
     The run goes as one JSON array of rows (bytes in base64), encoded by msgspec: psycopg's
     array parameters are built in Python, escaping every payload (a fifth of a node's CPU
     under load, measured)."""
-    rows = _execute_json(db, _APPEND_MANY, arguments).fetchall()
-    seq_of = {(sender, msg_id): seq for seq, sender, msg_id in rows}
-    results = []
-    for _, _, _, _, sender, msg_id, *_ in arguments:
-        seq = seq_of.pop((sender, msg_id), None)
-        results.append(AppendResult(duplicate=True) if seq is None else AppendResult(False, [seq]))
-    return results
+    return appended(arguments, _execute_json(db, _APPEND_MANY, arguments))
 
 
 _ACKNOWLEDGE_MANY: Final = """
 DELETE FROM queue q
-USING jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(r, n)
+USING jsonb_array_elements(%s::jsonb) AS a(r)
 WHERE q.identity = a.r->>0 AND q.instance = a.r->>1 AND q.sender = a.r->>2
     AND q.msg_id = a.r->>3
-RETURNING a.n
+RETURNING q.identity, q.instance, q.sender, q.msg_id
 """
 
 
 def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
-    """Several acknowledgements in one statement: how many rows each removed (a row two of
-    them name is removed once, and counted for one of them)."""
-    removed = Counter(n for (n,) in _execute_json(db, _ACKNOWLEDGE_MANY, rows))
-    return [removed[n] for n in range(1, len(rows) + 1)]
+    """Several acknowledgements in one statement: how many rows each removed."""
+    return removed_counts(rows, _execute_json(db, _ACKNOWLEDGE_MANY, rows))
 
 
 def _execute_json(db: Db, statement: str, rows: list[Any]) -> psycopg.Cursor[Any]:
