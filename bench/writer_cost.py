@@ -18,7 +18,9 @@ Variants, each one change from ``current``:
 - ``time-ordered key``: the key prefixed by its millisecond stamp (appends instead of one
   random leaf per message; lookups would need another index: only to show the page effect),
 - ``recent + merge``: new keys go to a small ``message_keys_recent`` table (checked with the
-  big one in one statement) merged into ``message_keys`` in key order every 1024 keys.
+  big one in one statement) merged into ``message_keys`` in key order every 1024 keys,
+- ``together``: what the store does now (``sqlite.APPENDS`` and ``ACKNOWLEDGEMENTS``): each
+  transaction's acknowledgements in one statement, its appends in two.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tidings.core.model import QueueEntry
-from tidings.store._sql import dedupe_key, dedupe_stamp, insert_once
-from tidings.store.sqlite import _connect, migrate
+from tidings.store._sql import appending_arguments, dedupe_key, dedupe_stamp, insert_once
+from tidings.store.sqlite import ACKNOWLEDGEMENTS, APPENDS, _connect, migrate
 
 PAIRS = 100
 PAYLOAD = os.urandom(420)  # a 300-byte message's envelope, about
@@ -106,6 +108,7 @@ VARIANTS: dict[str, tuple[Callable[[], Insert], Callable[[sqlite3.Connection], N
     "no message index": (lambda: current, no_message_index),
     "time-ordered key": (lambda: time_ordered, None),
     "recent + merge": (RecentThenMerge, recent_table),
+    "together": (lambda: current, None),
 }
 
 
@@ -120,10 +123,16 @@ def run(name: str, messages: int, batch: int) -> tuple[float, float]:
         if prepare is not None:
             prepare(connection)
         by_seq = name == "no message index"
+        together = name == "together"
         previous: list[tuple[int, QueueEntry]] = []
         start = resource.getrusage(resource.RUSAGE_THREAD)
         for first in range(0, messages, batch):
             connection.execute("BEGIN IMMEDIATE")
+            if together:
+                rows = [(e.identity, e.instance, e.sender, e.message_id) for _, e in previous]
+                if rows:
+                    assert sum(ACKNOWLEDGEMENTS.run(connection, rows)) == len(rows)
+                previous = []
             for seq, entry in previous:
                 if by_seq:
                     connection.execute("DELETE FROM queue WHERE seq=?", (seq,))
@@ -143,7 +152,15 @@ def run(name: str, messages: int, batch: int) -> tuple[float, float]:
                     PAYLOAD,
                     now + 3600,
                 )
-                previous.append((insert(connection, entry, now), entry))
+                if together:
+                    previous.append((0, entry))
+                else:
+                    previous.append((insert(connection, entry, now), entry))
+            if together:
+                run = [
+                    appending_arguments(e, (e.sender, str(e.message_id)), now) for _, e in previous
+                ]
+                assert not any(r.duplicate for r in APPENDS.run(connection, run))
             connection.execute("COMMIT")
         end = resource.getrusage(resource.RUSAGE_THREAD)
         connection.close()

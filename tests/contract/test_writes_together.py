@@ -1,8 +1,8 @@
-"""Runs of appends and of acknowledgements that share a batch go to the database in one
-statement each (two for SQLite's appends: ``_writer.Kind``); they must answer exactly what one
-statement per operation answers (``_sql.insert_once`` and the acknowledge's delete, which a run
-of one still uses). The writer is held by a first operation until everything is queued, so the
-batch is the one the test builds."""
+"""Runs of appends and of acknowledgements that share a batch go to PostgreSQL in one statement
+each (``_writer.Kind``: every statement is a round trip there); they must answer exactly what
+one statement per operation answers, which SQLite (one statement each: running them together
+measured no cheaper there, bench/writer_cost.py) shows beside it. The writer is held by a first
+operation until everything is queued, so the batch is the one the test builds."""
 
 from __future__ import annotations
 
@@ -40,17 +40,22 @@ class HeldWriter:
 
 def count_runs(store: Any, attribute: str) -> list[int]:
     """The sizes of the runs the store's one-statement form of ``attribute`` ran and answered
-    and answered."""
+    and answered (stays empty on SQLite, which runs each alone)."""
     runs: list[int] = []
     kind = getattr(store, attribute)
+    if kind is not None:
 
-    def counting(db: Any, arguments: list[Any]) -> list[Any]:
-        results = kind.run(db, arguments)
-        runs.append(len(arguments))
-        return list(results)
+        def counting(db: Any, arguments: list[Any]) -> list[Any]:
+            results = kind.run(db, arguments)
+            runs.append(len(arguments))
+            return list(results)
 
-    setattr(store, attribute, Kind(counting, kind.rank))
+        setattr(store, attribute, Kind(counting, kind.rank))
     return runs
+
+
+def one_statement(store: Any) -> bool:
+    return type(store).__name__ == "PostgresStore"
 
 
 def entry(recipient: str, sender: str, message_id: str, payload: Any = b"x") -> QueueEntry:
@@ -88,7 +93,7 @@ async def test_a_run_of_appends_answers_as_one_statement_each_would(store: Any) 
     futures = [append(store, item) for item in items]
     await held.release()
     results: list[AppendResult] = list(await asyncio.gather(*futures))
-    assert runs == [6]
+    assert runs == ([6] if one_statement(store) else [])
     assert [r.duplicate for r in results] == [False, False, True, True, False, False]
     seqs = [r.seqs[0] for r in results if not r.duplicate]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4  # in the order they were sent
@@ -116,7 +121,7 @@ async def test_a_run_of_acknowledgements_counts_each_ones_rows(store: Any) -> No
     ]
     await held.release()
     counts = await asyncio.gather(*futures)
-    assert runs == [4]
+    assert runs == ([4] if one_statement(store) else [])
     assert counts[:2] == [1, 0]
     assert sorted(counts[2:]) == [0, 1]
     left = await store.backlog("bob@x", "a", 0, 100)
@@ -169,6 +174,7 @@ async def test_appends_and_acknowledgements_interleaved_run_as_two_statements(st
     assert order == ["a1", "k0", "a2", "none", "k1", "a3"]
     assert [o.duplicate for o in (outcomes[0], outcomes[2], outcomes[5])] == [False] * 3
     assert (outcomes[1], outcomes[3], outcomes[4]) == (1, 0, 1)
-    assert (appends_run, acknowledgements_run) == ([3], [3])
+    if one_statement(store):
+        assert (appends_run, acknowledgements_run) == ([3], [3])
     left = await store.backlog("bob@x", "a", 0, 100)
     assert [e.message_id for e in left] == ["new1", "new2", "new3"]

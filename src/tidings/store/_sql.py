@@ -19,8 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -732,26 +731,6 @@ def appending_arguments(entry: QueueEntry, dedupe: tuple[str, str], now: float) 
     return (dedupe_key(*dedupe), dedupe_stamp(now), *queue_values(entry, now))
 
 
-def appended(arguments: list[Any], queued: Iterable[Sequence[Any]]) -> list[AppendResult]:
-    """Each message's result in a run of appends (``appending_arguments`` each), from the
-    (seq, sender, id) rows the run queued: the first of equal (sender, id) holds the row, as one
-    statement each would have it; the others, and messages not queued, are duplicates."""
-    seq_of = {(sender, msg_id): seq for seq, sender, msg_id in queued}
-    results = []
-    for argument in arguments:
-        seq = seq_of.pop((argument[4], argument[5]), None)
-        results.append(AppendResult(duplicate=True) if seq is None else AppendResult(False, [seq]))
-    return results
-
-
-def removed_counts(rows: list[Any], deleted: Iterable[Sequence[Any]]) -> list[int]:
-    """Each acknowledgement's row count in a run, from the (identity, instance, sender, id) of
-    the rows the run deleted: rows two of them name are counted for the first, as one statement
-    each would."""
-    left = Counter(tuple(row) for row in deleted)
-    return [left.pop(tuple(row), 0) for row in rows]
-
-
 InsertOnce = Callable[
     [Db, Sequence[QueueEntry], "tuple[str, str] | None", float], "list[int] | None"
 ]
@@ -798,12 +777,10 @@ def queue_values(entry: QueueEntry, now: float) -> tuple[Any, ...]:
     )
 
 
-QUEUE_INSERT_HEAD: Final = (
+_QUEUE_INSERT: Final = (
     "INSERT INTO queue (identity, instance, sender, msg_id, needs_ack, payload, enqueued_at,"
-    " expires_at) VALUES "
+    " expires_at) VALUES (?,?,?,?,?,?,?,?)"
 )
-"""A queue insert up to its rows (``queue_values`` gives a row's eight)."""
-_QUEUE_INSERT: Final = QUEUE_INSERT_HEAD + "(?,?,?,?,?,?,?,?)"
 _QUEUE_INSERT_RETURNING: Final = _QUEUE_INSERT + " RETURNING seq"
 
 

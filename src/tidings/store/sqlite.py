@@ -18,17 +18,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ..core.errors import ErrorId, Unavailable
-from ..core.model import AppendResult
-from ._db import Db, Progress, Read
-from ._sql import (
-    QUEUE_INSERT_HEAD,
-    DriverErrors,
-    SqlStore,
-    appended,
-    dedupe_key,
-    removed_counts,
-)
-from ._writer import SQLITE, GroupCommitWriter, Kind
+from ._db import Progress, Read
+from ._sql import DriverErrors, SqlStore, dedupe_key
+from ._writer import SQLITE, GroupCommitWriter
 
 T = TypeVar("T")
 
@@ -119,53 +111,6 @@ def migrate(path: Path, progress: Progress | None = None) -> list[str]:
     return done
 
 
-def _values(count: int, width: int) -> str:
-    """``(?,?),(?,?)...``: ``count`` rows of ``width`` parameters."""
-    row = "(" + ",".join("?" * width) + ")"
-    return ",".join([row] * count)
-
-
-def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
-    """Several ``_sql.insert_once`` in two statements, not two each: the keys in one insert
-    (those already stored, or repeated in the run, come back as not inserted), then the queue
-    rows of the messages whose keys went in, in the messages' order (their sequence numbers
-    rise with it). Python's sqlite3 costs about 2 us per statement (measured)."""
-    keys = db.execute(
-        _KEYS_INSERT + _values(len(arguments), 2) + _KEYS_RETURNING,
-        [value for argument in arguments for value in argument[:2]],
-    )
-    fresh = {key for (key,) in keys.fetchall()}
-    queued = []
-    for argument in arguments:
-        if argument[0] in fresh:
-            fresh.discard(argument[0])  # a later equal key is a duplicate
-            queued.append(argument)
-    if not queued:
-        return appended(arguments, [])
-    rows = db.execute(
-        QUEUE_INSERT_HEAD + _values(len(queued), 8) + " RETURNING seq, sender, msg_id",
-        [value for argument in queued for value in argument[2:]],
-    )
-    return appended(arguments, rows.fetchall())
-
-
-def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
-    """Several acknowledgements in one statement: how many rows each removed."""
-    deleted = db.execute(
-        "DELETE FROM queue WHERE (identity, instance, sender, msg_id) IN (VALUES "
-        + _values(len(rows), 4)
-        + ") RETURNING identity, instance, sender, msg_id",
-        [value for row in rows for value in row],
-    )
-    return removed_counts(rows, deleted.fetchall())
-
-
-_KEYS_INSERT: Final = "INSERT INTO message_keys (key, stored_at) VALUES "
-_KEYS_RETURNING: Final = " ON CONFLICT DO NOTHING RETURNING key"
-ACKNOWLEDGEMENTS: Final = Kind[Any](_acknowledgements_together, rank=0)
-APPENDS: Final = Kind[Any](_appends_together, rank=1)
-
-
 class SqliteStore(SqlStore):
     _errors = _ERRORS
 
@@ -177,8 +122,6 @@ class SqliteStore(SqlStore):
         self._commit_window = commit_window
         self._migrate_on_open = migrate_on_open
         self._reader: sqlite3.Connection | None = None
-        self._appends_together = APPENDS
-        self._acknowledgements_together = ACKNOWLEDGEMENTS
 
     # -- lifecycle --------------------------------------------------------------------------
 
