@@ -404,7 +404,11 @@ def websocket_protocols(
 
     ``handshake_timeout`` closes a connection that has not asked for its upgrade in time.
     """
-    logger = logging.getLogger("picows.server")
+    # picows makes each connection a child logging.Logger of a Logger it is given (a name, a
+    # dict, lists: ~0.7 KB per connection, kept for its life); any other logger-like object
+    # is used as it is. An adapter over the same logger logs the same records, under
+    # "picows.server" instead of "picows.server.<fd>" (issue 15: memory per idle connection).
+    logger = logging.LoggerAdapter(logging.getLogger("picows.server"))
 
     def make(slot: Slot) -> asyncio.BaseProtocol:
         protocol = _WebSocketProtocol(
