@@ -59,6 +59,7 @@ from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
 from .lime_consent import forget_consent
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
+from .listener import release_handshake
 
 log = logging.getLogger("tidings.lime")
 DEFAULT_INSTANCE = "default"
@@ -107,6 +108,7 @@ class LimeConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        release_handshake(transport)
         bound = self.ctx.max_output_buffer
         transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
         self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound, ws=transport)
