@@ -548,6 +548,9 @@ class LimeConnection(WSListener):
     async def _owner(self, live: LiveSession, claimed: Any, envelope_type: str) -> Node:
         """Whose behalf an envelope is sent on: the session itself, or a delegating identity."""
         if claimed is UNSET:
+            own = self.session.remote
+            if own is not None and own.text == live.node:
+                return own  # what parse_node(live.node) gives, without a cache entry per session
             return parse_node(live.node)
         try:
             owner = parse_node(claimed, self.ctx.domain)
