@@ -308,7 +308,7 @@ async def build(
     lime = LimeContext(
         domain=settings.domain,
         server_node=server,
-        scheme_options=["plain", "key"] + (["guest"] if settings.allow_guests else []),
+        scheme_options=("plain", "key", *(("guest",) if settings.allow_guests else ())),
         max_envelope_size=settings.max_envelope_size,
         max_output_buffer=settings.max_output_buffer,
         stall_timeout=settings.stall_timeout_s,

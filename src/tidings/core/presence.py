@@ -162,6 +162,8 @@ class PresenceService:
             await self._authz.check(live.identity, Resource.PRESENCE, Method.SUBSCRIBE, identity)
             presence = self.of_identity(identity)
         self._subscribers.setdefault(identity, set()).add(live)
+        if live.subscriptions is None:
+            live.subscriptions = set()
         live.subscriptions.add(identity)
         live.outlet.observe(identity, presence)
 
@@ -182,7 +184,8 @@ class PresenceService:
                 and not any(s.identity == live.identity for s in subscribers)
             ):
                 told = remote.unsubscribed(live.identity, identity)
-        live.subscriptions.discard(identity)
+        if live.subscriptions is not None:
+            live.subscriptions.discard(identity)
         return told
 
     def observed(self, viewer: str, identity: str, presence: dict[str, Any]) -> None:
@@ -200,7 +203,7 @@ class PresenceService:
 
     def forget(self, live: LiveSession) -> None:
         """The session is gone: drop its subscriptions and tell its own subscribers."""
-        for identity in list(live.subscriptions):
+        for identity in list(live.subscriptions or ()):
             self.unsubscribe(live, identity)
         self.changed(live.identity)
 

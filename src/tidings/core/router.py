@@ -913,6 +913,8 @@ class Router:
                     # the running replay may have read its page before these rows committed
                     # and write that page past them: its re-read (from the cursor) would then
                     # miss them, so they are written late as holes (``_write_missed``)
+                    if live.missed is None:
+                        live.missed = []
                     live.missed.extend(s for s in seqs if s > cursor)
             elif live.available and not live.behind:
                 await self.replay(live)
@@ -920,7 +922,7 @@ class Router:
     async def _write_missed(self, live: LiveSession) -> None:
         """Rows stored here while the replay ran and committed after it read past them (their
         seq below the cursor, a page of another node's newer rows written first): now."""
-        missed, live.missed = live.missed, []
+        missed, live.missed = live.missed or [], None
         holes = live.holes
         if holes is not None:
             late = holes.take([s for s in missed if s <= live.cursor])
@@ -1241,6 +1243,8 @@ def _replaying(live: LiveSession, seq: int) -> None:
     runs may have read past it before it committed: that replay reads once more and writes
     it at its end (``Router._write_missed``)."""
     if live.replay_running and live.holes is not None:
+        if live.missed is None:
+            live.missed = []
         live.missed.append(seq)
         live.again = True
 

@@ -30,6 +30,9 @@ MESSAGES: Final = "messages"
 """The consent resource that lets a requester write to an accepter who refuses strangers."""
 
 DEFAULT_CAPACITY: Final = 100_000
+NOBODY: Final[frozenset[str]] = frozenset()
+"""The one empty set a circle holds: each ``frozenset()`` is a new 216-byte object, and most
+circles (every guest's) are empty (issue 15: memory per connection)."""
 
 
 class Scope(StrEnum):
@@ -43,9 +46,9 @@ class Circle:
     """What an identity trusts: its accepted contacts, whether strangers may write, and whom
     it granted ``messages`` through consent (they may write; their scope stays ``public``)."""
 
-    friends: frozenset[str] = frozenset()
+    friends: frozenset[str] = NOBODY
     allow_unknown: bool = True
-    granted: frozenset[str] = frozenset()
+    granted: frozenset[str] = NOBODY
     granted_until: float | None = None
     """The soonest ``expires_at`` of the relationships behind ``granted``: from then on the
     circle is stale (``TrustCircles`` loads it again), even before the expiry sweep runs."""
@@ -139,13 +142,16 @@ class TrustCircles:
         name, _, _domain = identity.partition("@")
         account = await self._accounts.get_account(name)
         allow_unknown = True if account is None else account.profile.get("allowUnknownSender")
-        friends = frozenset(
-            [
-                contact["identity"]
-                for contact in await self._roster.contacts(identity)
-                if not contact.get("isPending", False)
-                and await self._is_account(contact["identity"], _domain)
-            ]
+        friends = (
+            frozenset(
+                [
+                    contact["identity"]
+                    for contact in await self._roster.contacts(identity)
+                    if not contact.get("isPending", False)
+                    and await self._is_account(contact["identity"], _domain)
+                ]
+            )
+            or NOBODY
         )
         granted, until = await self._granted(identity)
         return Circle(friends, allow_unknown is not False, granted, until)
@@ -154,7 +160,7 @@ class TrustCircles:
         """Who ``identity`` granted ``messages`` (contribute) in a relationship active now,
         and the soonest expiry among those relationships."""
         if self._consent is None:
-            return frozenset(), None
+            return NOBODY, None
         wanted = Level.CONTRIBUTE
         now = self._clock()
         granting = [
@@ -165,7 +171,7 @@ class TrustCircles:
             and any(covers(p, MESSAGES, wanted) for p in relationship.permissions)
         ]
         expiries = [r.expires_at for r in granting if r.expires_at is not None]
-        return frozenset(r.requester for r in granting), min(expiries, default=None)
+        return frozenset(r.requester for r in granting) or NOBODY, min(expiries, default=None)
 
     async def _is_account(self, identity: str, domain: str) -> bool:
         """A contact is a friend only as an account of this server (a guest can take any other

@@ -61,7 +61,7 @@ class Stats:
 class LimeContext:
     domain: str
     server_node: Node
-    scheme_options: list[str]
+    scheme_options: tuple[str, ...]
     max_envelope_size: int
     max_output_buffer: int
     stall_timeout: float

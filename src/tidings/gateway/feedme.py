@@ -43,6 +43,7 @@ from .deadline import DeadlineTimer
 from .flow import ReadThrottle
 from .frames import FrameError, answer_control, check_reserved_bits, check_text
 from .framing import CorkedWriter
+from .listener import release_handshake
 
 log = logging.getLogger("tidings.feedme")
 UNAUTHORIZED = "UNAUTHORIZED"
@@ -137,6 +138,7 @@ class FeedmeConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        release_handshake(transport)
         bound = self.ctx.max_output_buffer
         transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
         self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound, ws=transport)

@@ -59,6 +59,7 @@ from .lime_apps import APPS_PREFIX
 from .lime_commands import execute_command, ping_response, receipt_command
 from .lime_consent import forget_consent
 from .lime_sessions import NONCE_KEY, persist_step, without_persistence
+from .listener import release_handshake
 
 log = logging.getLogger("tidings.lime")
 DEFAULT_INSTANCE = "default"
@@ -107,6 +108,7 @@ class LimeConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        release_handshake(transport)
         bound = self.ctx.max_output_buffer
         transport.underlying_transport.set_write_buffer_limits(high=bound, low=bound // 4)
         self._writer = CorkedWriter(transport.underlying_transport, flush_at=bound, ws=transport)
@@ -546,6 +548,9 @@ class LimeConnection(WSListener):
     async def _owner(self, live: LiveSession, claimed: Any, envelope_type: str) -> Node:
         """Whose behalf an envelope is sent on: the session itself, or a delegating identity."""
         if claimed is UNSET:
+            own = self.session.remote
+            if own is not None and own.text == live.node:
+                return own  # what parse_node(live.node) gives, without a cache entry per session
             return parse_node(live.node)
         try:
             owner = parse_node(claimed, self.ctx.domain)

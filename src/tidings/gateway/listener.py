@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from picows import (
     WSListener,
+    WSTransport,
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
@@ -23,6 +25,26 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+_NO_HEADERS: Any = CIMultiDictProxy(CIMultiDict[str]())
+"""Read-only (picows types the attribute as a CIMultiDict: read it, never write it)."""
+
+
+def release_handshake(transport: WSTransport) -> None:
+    """Let go of the upgrade's headers once the connection is up (``on_ws_connected``).
+
+    picows keeps the upgrade request and its response on the transport for the connection's
+    life (``transport.request``, ``transport.response``); their headers are the bulk of them
+    (a multidict each, every name and value a string: 1-2 KB per idle connection, more with a
+    browser's headers). Tidings reads them only while routing the upgrade, and picows only
+    while answering it, both done by the time the listener is connected: they are replaced by
+    one shared empty, read-only set (issue 15: memory per idle connection)."""
+    request, response = transport.request, transport.response
+    if request is not None:
+        request.headers = _NO_HEADERS
+    if response is not None:
+        response.headers = _NO_HEADERS
 
 
 def offered_subprotocols(request: WSUpgradeRequest) -> list[str]:

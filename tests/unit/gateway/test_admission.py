@@ -246,7 +246,7 @@ async def test_a_waiting_connection_is_admitted_if_a_slot_is_free_before_it_is_r
 
 @on_both_loops
 async def test_websocket_transports_take_admitted_and_waiting_connections(harness: Make) -> None:
-    """aiofastnet's transports (the WebSocket port's) after the reserve watched the socket."""
+    """The WebSocket port's transports after the reserve watched the socket."""
     h = harness(Budget(limit=1, reserve=1), connect=websocket_connect)
     first = await h.connect()
     protocol = await h.admitted()

@@ -39,7 +39,7 @@ from ._envelopes import (
     SessionState,
     UnsetType,
 )
-from ._node import InvalidNode, Node, parse_node
+from ._node import InvalidNode, Node, parse_node, parse_node_once
 from ._reasons import VALIDATION_INVALID_URI, Reason, ReasonCode
 from ._state import (
     AWAITING_DECISION,
@@ -308,9 +308,11 @@ class ServerSession(_SessionMachine):
             self._deadline = now + establish_timeout
         self.server_node = server_node
         self._server = self._from = server_node.text
-        self.scheme_options = list(scheme_options)
-        self.compression_options = list(compression_options)
-        self.encryption_options = list(encryption_options)
+        # tuples: a tuple of a tuple is that tuple, so sessions share their server's options
+        # instead of three lists each (issue 15: memory per connection)
+        self.scheme_options = tuple(scheme_options)
+        self.compression_options = tuple(compression_options)
+        self.encryption_options = tuple(encryption_options)
         self.establish_timeout = establish_timeout
         self._new_session_id = new_session_id
 
@@ -383,7 +385,7 @@ class ServerSession(_SessionMachine):
         if envelope.from_ is UNSET:
             return self._fail_with(ReasonCode.SESSION_ERROR, "'from' is required to authenticate")
         try:
-            node = parse_node(envelope.from_, self.server_node.domain)
+            node = parse_node_once(envelope.from_, self.server_node.domain)
         except InvalidNode as exc:
             return self._fail_with(ReasonCode.SESSION_ERROR, f"Invalid 'from': {exc}")
         scheme = envelope.scheme
@@ -393,7 +395,7 @@ class ServerSession(_SessionMachine):
             return self._fail_with(
                 ReasonCode.SESSION_AUTHENTICATION_FAILED,
                 f"The authentication scheme {scheme!r} is not offered; "
-                f"use one of {self.scheme_options}",
+                f"use one of {list(self.scheme_options)}",
             )
         self._row = _SERVER_AWAITING
         authentication = envelope.authentication if envelope.authentication is not UNSET else {}
