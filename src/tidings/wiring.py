@@ -451,21 +451,6 @@ async def forget_expired_ids(
             return total
 
 
-async def drain_writes(store: Store, rounds: int = 20) -> None:
-    """Commit every write submitted so far and the writes their completions make in turn
-    (a ``received`` for a sender gone offline is kept in its queue; a closed store would drop
-    it): barriers until one commits nothing but itself. Bounded: a chain of completions that
-    keeps writing is cut after ``rounds``."""
-    last = store.write_counts().operations
-    for _ in range(rounds):
-        await store.barrier()
-        now = store.write_counts().operations
-        if now - last <= 1:
-            return
-        last = now
-    log.warning("writes were still coming after %d rounds of draining", rounds)
-
-
 class TidingsServer:
     def __init__(
         self,
@@ -817,6 +802,7 @@ class TidingsServer:
             "store_commits_total": ("counter", writes.commits),
             "store_operations_total": ("counter", writes.operations),
             "store_writer_cpu_seconds_total": ("counter", writes.cpu_seconds),
+            "store_runs_failed_total": ("counter", writes.runs_failed),
             "cluster_nodes_known": ("gauge", len(services.cluster.directory.nodes)),
             "cluster_sessions_elsewhere": (
                 "gauge",
@@ -881,6 +867,7 @@ class TidingsServer:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await self._http_task
+        await self._drain()  # receipts for senders on other nodes go while the broker is up
         if services is not None:
             await services.federation.stop()
             await services.federation_client.close()
@@ -888,14 +875,18 @@ class TidingsServer:
         if self.broker is not None:
             await self.broker.close()
         if self._own_store:
-            try:
-                await drain_writes(self.store)
-            except Unavailable as exc:  # the database is gone: nothing more can be committed
-                log.error("the last writes were not committed: %s", exc)
+            await self._drain()
             self.store.close()
         if self.app.state is ServerState.STOPPING:
             self.app.set_state(ServerState.STOPPED)
             await self.app.emit("stop")
+
+    async def _drain(self) -> None:
+        """Commit what the last writes' completions write in turn (``Store.drain``)."""
+        try:
+            await self.store.drain()
+        except Unavailable as exc:  # the database is gone: nothing more can be committed
+            log.error("the last writes were not committed: %s", exc)
 
 
 class _HttpProtocol(H11Protocol):

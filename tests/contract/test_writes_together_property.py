@@ -8,12 +8,12 @@ runs acknowledgements first relies on it, ``_sql.SqlStore._acknowledgements_toge
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.contract.test_writes_together import HeldWriter
 from tests.postgres import PostgresDatabases
 from tidings.core.model import QueueEntry
 from tidings.core.ports import settling
@@ -58,12 +58,9 @@ async def run(
         for identity, sender, message_id in STORED:
             await submit(store, ("append", identity, sender, message_id))
         if together:  # hold the writer so that every operation lands in one batch
-            gate, held = threading.Event(), threading.Event()
-            holding = store.writer.run(lambda c: (held.set(), gate.wait(30)))
+            held = HeldWriter(store)
             futures = [submit(store, op) for op in ops]
-            assert await asyncio.to_thread(held.wait, 30)
-            gate.set()
-            await holding
+            await held.release()
             results = list(await asyncio.gather(*futures))
         else:
             results = [await submit(store, op) for op in ops]

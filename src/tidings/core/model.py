@@ -64,6 +64,9 @@ class WriteCounts:
     cpu_seconds: float = 0.0
     """CPU time of the writer thread: with the loop's, what a durable message costs (the
     server's other threads are idle under load)."""
+    runs_failed: int = 0
+    """Runs of operations made in one statement that failed (their batch then ran one
+    operation at a time)."""
 
 
 @dataclass(frozen=True, slots=True)

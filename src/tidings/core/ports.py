@@ -320,6 +320,11 @@ class MessageStore(Transactional, Protocol):
         """Wait until every write submitted before this call is committed and its completion
         has run."""
 
+    async def drain(self) -> None:
+        """Wait until every write submitted so far, and every one their completions submit in
+        turn, is committed and its completion has run (before closing: an acknowledgement's
+        completion keeps ``received`` for a sender gone offline)."""
+
     async def backlog(
         self, identity: str, instance: str, after_seq: int, limit: int
     ) -> list[QueuedEnvelope]:

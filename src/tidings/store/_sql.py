@@ -8,7 +8,8 @@ NOTHING / DO UPDATE`` rather than ``INSERT OR IGNORE / REPLACE``, ``RETURNING`` 
 is cheaper). A subclass supplies the connections: how the writer's are made
 (``GroupCommitWriter`` with its ``Backend``), how committed rows are read (``_reading``), how
 driver errors are told apart (``_errors``), and may queue messages in fewer statements
-(``_insert_once``).
+(``_insert_once``, and ``_appends_together`` / ``_acknowledgements_together``: a run of
+appends or acknowledgements in one statement, ``_writer.Kind``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -114,7 +116,9 @@ class SqlStore:
         writer = self._writer
         if writer is None:
             return WriteCounts()
-        return WriteCounts(writer.batches, writer.operations, writer.cpu_seconds)
+        return WriteCounts(
+            writer.batches, writer.operations, writer.cpu_seconds, writer.runs_failed
+        )
 
     def commit_histograms(self) -> tuple[Histogram, Histogram] | None:
         writer = self._writer
@@ -162,9 +166,10 @@ class SqlStore:
             return AppendResult(duplicate=False, seqs=seqs)
 
         together = self._appends_together
-        if together is None or dedupe is None or len(entries) != 1:
+        if together is None or not _runs_with_others(entries, dedupe):
             self.writer.submit(operation, done)
         else:
+            assert dedupe is not None
             arguments = appending_arguments(entries[0], dedupe, now)
             self.writer.submit(operation, done, (together, arguments))
 
@@ -213,6 +218,9 @@ class SqlStore:
 
     async def barrier(self) -> None:
         await self._write(lambda connection: None)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
 
     async def backlog(
         self, identity: str, instance: str, after_seq: int, limit: int
@@ -723,6 +731,19 @@ _FORGET_OLDEST: Final = (
     "DELETE FROM message_keys WHERE key IN (SELECT key FROM message_keys"
     " WHERE stored_at < ? ORDER BY stored_at LIMIT ?)"
 )
+
+
+def _runs_with_others(entries: Sequence[QueueEntry], dedupe: tuple[str, str] | None) -> bool:
+    """Whether an append may run with others in one statement: one session's, deduplicated
+    on its own sender and id (how the results are told apart), with a finite expiry (JSON
+    has no infinity)."""
+    if dedupe is None or len(entries) != 1:
+        return False
+    entry = entries[0]
+    expires_at = entry.expires_at
+    return (entry.sender, entry.message_id) == dedupe and (
+        expires_at is None or math.isfinite(expires_at)
+    )
 
 
 def appending_arguments(entry: QueueEntry, dedupe: tuple[str, str], now: float) -> tuple[Any, ...]:

@@ -39,13 +39,13 @@ Completion = Callable[[Any], None]
 class Kind(Generic[C]):
     """Operations that can run several at once: ``run`` takes their arguments and returns their
     results in order. In a stretch of such operations (no other operation between them) each
-    kind's run together, the kinds in ``rank`` order: a kind may go before operations of
-    another that came earlier only if it never depends on them (an acknowledgement removes a
-    row an earlier commit stored, never one appended in its own batch). Alone, or when a batch
-    is re-run one operation at a time after a failure, an operation runs by itself."""
+    kind's run together, the kinds in ``rank`` order. Alone, or when a batch is re-run one
+    operation at a time after a failure, an operation runs by itself."""
 
     run: Callable[[C, list[Any]], list[Any]]
     rank: int
+    """Kinds run in rising rank in a stretch: a kind may go before operations of another that
+    came earlier only if it never depends on them."""
 
 
 Together = tuple[Kind[C], Any]
@@ -105,6 +105,13 @@ class GroupCommitWriter(Generic[C]):
         self._stopped = False
         self.batches = 0
         self.operations = 0
+        self.submitted = 0
+        """Operations submitted so far (counted on the event loop, like ``completed``)."""
+        self.completed = 0
+        """Operations whose completion has run (or had none to run)."""
+        self.runs_failed = 0
+        """Runs of operations together (``Kind``) that failed, their batch then run one
+        operation at a time: a bad member (refused by the database), or a bug."""
         self.cpu_seconds = 0.0
         """CPU time of the writer thread so far (updated after each batch)."""
         self.batch_sizes = Histogram(BATCH_SIZES)
@@ -125,6 +132,7 @@ class GroupCommitWriter(Generic[C]):
         """Queue an operation; ``done`` gets its result (or exception) on the event loop."""
         if self._stopped:
             raise RuntimeError("the writer is stopped")
+        self.submitted += 1
         self._queue.put((operation, done, together))
 
     def run(self, operation: Operation[C]) -> asyncio.Future[Any]:
@@ -132,6 +140,18 @@ class GroupCommitWriter(Generic[C]):
         future: asyncio.Future[Any] = self._loop.create_future()
         self.submit(operation, settling(future))
         return future
+
+    async def drain(self, rounds: int = 100) -> None:
+        """Wait until every operation submitted so far, and every one their completions submit
+        in turn, is committed and its completion has run: before ``stop``, whose last batch's
+        completions would otherwise find the store closed (an acknowledgement's completion
+        keeps ``received`` for a sender gone offline). Bounded: writes that keep coming (a
+        chain of completions that keeps writing) are left after ``rounds`` barriers."""
+        for _ in range(rounds):
+            if self.submitted == self.completed:
+                return
+            await self.run(_nothing)
+        log.warning("writes were still coming after %d rounds of draining", rounds)
 
     def stop(self) -> None:
         """Commit everything queued so far, then stop the thread."""
@@ -218,8 +238,14 @@ class GroupCommitWriter(Generic[C]):
         self.commit_seconds.observe(time.perf_counter() - started)
         self.cpu_seconds = time.thread_time()  # before the results: they may be awaited on it
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_complete, results)
+            self._loop.call_soon_threadsafe(self._complete, results)
         return connection
+
+    def _complete(self, results: list[tuple[Completion | None, Any]]) -> None:
+        try:
+            _complete(results)
+        finally:
+            self.completed += len(results)
 
     def _run_batch(
         self, connection: C, batch: list[Item[C]], *, isolate: bool
@@ -260,45 +286,60 @@ class GroupCommitWriter(Generic[C]):
         (``Kind``); the results in the batch's order. Any failure is ``_OperationFailed``
         (unless the connection is lost)."""
         outcomes: list[Any] = [None] * len(batch)
-        stretch: list[int] = []
+        stretch: list[tuple[int, Together[C]]] = []
         try:
             for index, (operation, _, together) in enumerate(batch):
                 if together is not None:
-                    stretch.append(index)
+                    stretch.append((index, together))
                     continue
                 if stretch:
-                    _run_stretch(connection, batch, stretch, outcomes)
+                    self._run_stretch(connection, batch, stretch, outcomes)
                     stretch = []
                 outcomes[index] = operation(connection)
             if stretch:
-                _run_stretch(connection, batch, stretch, outcomes)
+                self._run_stretch(connection, batch, stretch, outcomes)
         except Exception as exc:
             if self._backend.lost(connection):
                 raise
             raise _OperationFailed from exc
         results.extend(zip([done for _, done, _ in batch], outcomes, strict=True))
 
-
-def _run_stretch(
-    connection: C, batch: list[Item[C]], stretch: list[int], outcomes: list[Any]
-) -> None:
-    """Operations that can run together, next to each other in a batch: each kind's at once
-    (or the one alone), the kinds in rank order."""
-    kinds: dict[Kind[C], list[int]] = {}
-    for index in stretch:
-        kinds.setdefault(batch[index][2][0], []).append(index)  # type: ignore[index]
-    for kind in sorted(kinds, key=lambda kind: kind.rank):
-        indexes = kinds[kind]
-        if len(indexes) == 1:
-            outcomes[indexes[0]] = batch[indexes[0]][0](connection)
-            continue
-        arguments = [batch[index][2][1] for index in indexes]  # type: ignore[index]
-        for index, outcome in zip(indexes, kind.run(connection, arguments), strict=True):
-            outcomes[index] = outcome
+    def _run_stretch(
+        self,
+        connection: C,
+        batch: list[Item[C]],
+        stretch: list[tuple[int, Together[C]]],
+        outcomes: list[Any],
+    ) -> None:
+        """Operations that can run together, next to each other in a batch: each kind's at
+        once (or the one alone), the kinds in rank order."""
+        kinds: dict[Kind[C], list[tuple[int, Any]]] = {}
+        for index, (kind, arguments) in stretch:
+            kinds.setdefault(kind, []).append((index, arguments))
+        for kind in sorted(kinds, key=lambda kind: kind.rank):
+            members = kinds[kind]
+            if len(members) == 1:
+                index = members[0][0]
+                outcomes[index] = batch[index][0](connection)
+                continue
+            try:
+                answers = kind.run(connection, [arguments for _, arguments in members])
+                for (index, _), answer in zip(members, answers, strict=True):
+                    outcomes[index] = answer
+            except Exception:
+                # a member the database refuses (then it fails alone in the re-run), or a bug
+                # in ``run`` (then every member is run by itself, correctly but slower)
+                self.runs_failed += 1
+                log.debug("a run of %d operations failed", len(members), exc_info=True)
+                raise
 
 
 class _OperationFailed(Exception):
     """An operation of an optimistic batch failed; the batch is rolled back and isolated."""
+
+
+def _nothing(connection: object) -> None:
+    """A barrier: an operation that writes nothing."""
 
 
 def _complete(results: list[tuple[Completion | None, Any]]) -> None:

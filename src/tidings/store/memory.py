@@ -221,6 +221,10 @@ class MemoryStore:
     async def was_stored(self, sender: str, message_id: str) -> bool:
         return (sender, message_id) in self._state.message_ids
 
+    async def drain(self) -> None:
+        """Nothing refuses a write after ``close``: what completions write is kept anyway."""
+        await self.barrier()
+
     async def barrier(self) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._complete(future.set_result, None)  # after every completion queued before it

@@ -18,7 +18,7 @@ import asyncio
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Final, TypeVar, cast
@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar, cast
 import msgspec
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from ..core.errors import ErrorId, Unavailable
 from ..core.model import AppendResult, QueueEntry
@@ -191,7 +192,10 @@ def _appends_together(db: Db, arguments: list[Any]) -> list[AppendResult]:
     The run goes as one JSON array of rows (bytes in base64), encoded by msgspec: psycopg's
     array parameters are built in Python, escaping every payload (a fifth of a node's CPU
     under load, measured)."""
-    return _appended(arguments, _execute_json(db, _APPEND_MANY, arguments))
+    queued = []
+    for part in _parts(arguments, lambda argument: len(argument[7])):
+        queued += _execute_json(db, _APPEND_MANY, part).fetchall()
+    return _appended(arguments, queued)
 
 
 _ACKNOWLEDGE_MANY: Final = """
@@ -205,13 +209,35 @@ RETURNING q.identity, q.instance, q.sender, q.msg_id
 
 def _acknowledgements_together(db: Db, rows: list[Any]) -> list[int]:
     """Several acknowledgements in one statement: how many rows each removed."""
-    return _removed_counts(rows, _execute_json(db, _ACKNOWLEDGE_MANY, rows))
+    deleted = []
+    for part in _parts(rows, lambda row: 0):
+        deleted += _execute_json(db, _ACKNOWLEDGE_MANY, part).fetchall()
+    return _removed_counts(rows, deleted)
 
 
 def _execute_json(db: Db, statement: str, rows: list[Any]) -> psycopg.Cursor[Any]:
     """``statement`` with ``rows`` as its one parameter, a JSON array (bytes in base64)."""
-    document = msgspec.json.encode(rows).decode()
+    document = Jsonb(rows, dumps=msgspec.json.encode)
     return cast(PgDb, db).connection.execute(statement, (document,), prepare=True)
+
+
+RUN_ROWS: Final = 500
+RUN_BYTES: Final = 16 * 1024 * 1024
+"""A run goes in statements of at most ``RUN_ROWS`` rows and about ``RUN_BYTES`` of payload
+(jsonb refuses a document over 256 MiB, and a big one is held three times over while sent)."""
+
+
+def _parts(rows: list[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
+    part: list[Any] = []
+    total = 0
+    for row in rows:
+        if part and (len(part) == RUN_ROWS or total + size(row) > RUN_BYTES):
+            yield part
+            part, total = [], 0
+        part.append(row)
+        total += size(row)
+    if part:
+        yield part
 
 
 ACKNOWLEDGEMENTS: Final = Kind[Any](_acknowledgements_together, rank=0)

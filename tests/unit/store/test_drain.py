@@ -1,4 +1,4 @@
-"""Stopping a server commits the writes that completions make (``wiring.drain_writes``): an
+"""Stopping a server commits the writes that completions make (``Store.drain``): an
 acknowledgement's completion forwards ``received`` to a sender gone offline by keeping it in
 the sender's queue, a write submitted while the store is closing (found by bench/durable.py
 on PostgreSQL: hundreds of receipts lost at every stop under load)."""
@@ -11,7 +11,6 @@ from typing import Any
 
 from tidings.core.model import QueueEntry
 from tidings.store.sqlite import SqliteStore
-from tidings.wiring import drain_writes
 
 
 def chain(store: Any, depth: int, written: list[int]) -> None:
@@ -44,7 +43,7 @@ async def test_writes_made_by_completions_are_committed_before_the_store_closes(
     written: list[int] = []
     for _ in range(50):
         chain(store, 4, written)
-    await drain_writes(store)
+    await store.drain()
     store.close()
     assert sorted(written) == sorted([4, 3, 2, 1] * 50)
     assert queued(tmp_path) == 200
