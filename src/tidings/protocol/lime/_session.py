@@ -410,7 +410,7 @@ class ServerSession(_SessionMachine):
 
     def _accept_message(self, envelope: Message) -> Event | None:
         envelope_id = envelope.id
-        if envelope_id is not UNSET and not 0 < len(envelope_id) <= MAX_ID_LENGTH:
+        if envelope_id is not UNSET and _bad_id_text(envelope_id):
             return self._refuse(envelope, _bad_id())
         if not _MEDIA_TYPE.fullmatch(envelope.type):
             return self._refuse(
@@ -433,13 +433,13 @@ class ServerSession(_SessionMachine):
             return self._refuse(
                 envelope, _reason(ReasonCode.VALIDATION_ERROR, "A notification needs an id")
             )
-        if not 0 < len(envelope_id) <= MAX_ID_LENGTH:
+        if _bad_id_text(envelope_id):
             return self._refuse(envelope, _bad_id())
         return envelope
 
     def _accept_command(self, envelope: Command) -> Event | None:
         envelope_id = envelope.id
-        if envelope_id is not UNSET and not 0 < len(envelope_id) <= MAX_ID_LENGTH:
+        if envelope_id is not UNSET and _bad_id_text(envelope_id):
             return self._refuse(envelope, _bad_id())
         if envelope.status is UNSET:
             if envelope_id is UNSET and envelope.method is not CommandMethod.OBSERVE:
@@ -527,8 +527,16 @@ class ServerSession(_SessionMachine):
         )
 
 
+def _bad_id_text(envelope_id: str) -> bool:
+    """Ids are stored and compared as text: NUL is refused here, because PostgreSQL's text
+    cannot hold it (and no client needs it)."""
+    return not 0 < len(envelope_id) <= MAX_ID_LENGTH or "\x00" in envelope_id
+
+
 def _bad_id() -> Reason:
-    return _reason(ReasonCode.VALIDATION_ERROR, f"An id must have 1 to {MAX_ID_LENGTH} chars")
+    return _reason(
+        ReasonCode.VALIDATION_ERROR, f"An id must have 1 to {MAX_ID_LENGTH} chars, none of them NUL"
+    )
 
 
 _SERVER_STEPS: Final[Mapping[Step | tuple[Step, TransitionKey], Handler]] = {

@@ -278,6 +278,30 @@ class TestEstablished:
         assert isinstance(ended, SessionEnded)
         assert sent(session)[0]["reason"]["code"] == ReasonCode.VALIDATION_ERROR
 
+
+    @pytest.mark.parametrize(
+        "envelope",
+        [
+            {"id": "a\u0000b", "to": "b@localhost", "type": "text/plain", "content": "x"},
+            {"id": "a\u0000b", "method": "get", "uri": "/ping"},
+            {"id": "a\u0000b", "event": "received", "to": "b@localhost"},
+        ],
+        ids=["message", "command", "notification"],
+    )
+    def test_an_id_holding_nul_is_refused_on_that_id(self, envelope):
+        """PostgreSQL text cannot hold NUL: such an id never reaches a store."""
+        session = established(server())
+        event = feed(session, envelope)
+        [answer] = sent(session)
+        assert answer["reason"]["code"] == ReasonCode.VALIDATION_ERROR
+        assert "NUL" in answer["reason"]["description"]
+        if "event" in envelope:  # a notification is never answered: the session fails
+            assert isinstance(event, SessionEnded)
+            assert answer["state"] == "failed"
+        else:
+            assert event is None
+            assert answer["id"] == "a\u0000b"
+            assert session.state is SessionState.ESTABLISHED
     @pytest.mark.parametrize(
         ("envelope", "code"),
         [
