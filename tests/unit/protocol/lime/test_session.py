@@ -278,7 +278,6 @@ class TestEstablished:
         assert isinstance(ended, SessionEnded)
         assert sent(session)[0]["reason"]["code"] == ReasonCode.VALIDATION_ERROR
 
-
     @pytest.mark.parametrize(
         "envelope",
         [
@@ -302,6 +301,7 @@ class TestEstablished:
             assert event is None
             assert answer["id"] == "a\u0000b"
             assert session.state is SessionState.ESTABLISHED
+
     @pytest.mark.parametrize(
         ("envelope", "code"),
         [
