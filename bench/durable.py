@@ -27,6 +27,13 @@ Modes:
   ffhalf  fire-and-forget, open loop at half the rate ``ff`` reached in this repetition
   fanout  Feedme: 1000 subscribers of feed ``bench`` (``--app bench.fanout_app:app``), one
           publisher calling action ``pub`` with 10 in flight: msgs/s are deliveries/s
+  echo    the transport's floor: the bare picows echo (bench/bare_echo.py, same uvloop and
+          picows as Tidings, no JSON, no routing, no storage), 100 connections x 10 in flight.
+          One echo is one frame in and one out, as ``ff`` is (in from the sender, out to the
+          receiver); an acknowledged message is two in and three out (message, accepted,
+          delivery, received, received forwarded)
+  echohalf  the echo, open loop at half the rate ``echo`` reached in this repetition: the
+          floor of ``ffhalf``
 
 Reports the median (min-max) over repetitions of: msgs/s, server CPU us per message (loadgen
 samples /proc/PID/stat over its measured window), PostgreSQL's CPU us per message over the same
@@ -55,7 +62,8 @@ if TYPE_CHECKING:
     from tidings.devcluster.services import Postgres
 
 LOADGEN_C = "/work/shared/tools/loadgen.c"
-MODES = ("acked", "paced", "one", "ff", "ffhalf", "fanout")
+MODES = ("acked", "paced", "one", "ff", "ffhalf", "fanout", "echo", "echohalf")
+ECHO = ("echo", "echohalf")
 FANOUT = ("proto=feedme", "scen=fanout", "subs=1000", "window=10")
 STORES = ("sqlite", "postgresql")
 LIMITS = ("--rate-limit", "10000000", "--rate-burst", "10000000")
@@ -80,18 +88,26 @@ def loadgen_binary(path: str) -> str:
 
 def shape(mode: str, rates: dict[str, float], args: argparse.Namespace) -> list[str]:
     """loadgen's options for ``mode``; paced modes need the rate of their closed-loop mode."""
-    pairs = ["pairs=1", "window=1"] if mode == "one" else ["pairs=100", "window=10"]
-    options = [*pairs, *(ACKED if mode in ("acked", "paced", "one") else ("lime_presence=1",))]
+    if mode in ECHO:
+        options = ["proto=ws", "scen=echo", "conns=100", "window=10"]
+    else:
+        pairs = ["pairs=1", "window=1"] if mode == "one" else ["pairs=100", "window=10"]
+        acked = ACKED if mode in ("acked", "paced", "one") else ("lime_presence=1",)
+        options = ["proto=lime", "scen=p2p", "lime_scheme=guest", *pairs, *acked]
     if mode == "paced":
         options.append(f"rate={int(rates['acked'] * args.paced)}")
     elif mode == "ffhalf":
         options.append(f"rate={int(rates['ff'] / 2)}")
+    elif mode == "echohalf":
+        options.append(f"rate={int(rates['echo'] / 2)}")
     return options
 
 
 def one_run(
     store: str, mode: str, rates: dict[str, float], args: argparse.Namespace, pg: Postgres | None
 ) -> Result:
+    if mode in ECHO:
+        return echo_run(mode, rates, args)
     options = ["--allow-guests", *LIMITS, *args.serve.split()]
     if mode == "fanout":
         options += ["--app", "bench.fanout_app:app"]
@@ -101,14 +117,12 @@ def one_run(
         options += ["--store", harness.fresh_database(pg, "durable")]
         beside = functools.partial(harness.tree_cpu_s, pg.process.pid)
     server = harness.start_tidings(*options)
-    port = server.url.rsplit(":", 1)[1].split("/")[0]
     argv = ["taskset", "-c", GEN_CORE, args.loadgen]
     if mode == "fanout":
         argv += FANOUT
     else:
-        argv += ["proto=lime", "scen=p2p", "lime_scheme=guest", *shape(mode, rates, args)]
-    argv += [f"port={port}", "payload=300", f"spid={server.pid}"]
-    argv += [f"seconds={args.duration}", f"warmup={args.warmup}"]
+        argv += shape(mode, rates, args)
+    argv += generator_common(server, args)
     timeout = args.warmup + args.duration + 60
     try:
         result = harness.measure(server, argv, mode, timeout, metered=True, beside=beside)
@@ -118,6 +132,23 @@ def one_run(
     result["mode"], result["store"] = mode, store
     derive(result)
     return result
+
+
+def echo_run(mode: str, rates: dict[str, float], args: argparse.Namespace) -> Result:
+    """The bare echo under the same generator: the store plays no part in it."""
+    server = harness.start_script("bare_echo.py")
+    argv = ["taskset", "-c", GEN_CORE, args.loadgen, *shape(mode, rates, args)]
+    argv += generator_common(server, args)
+    result = harness.measure(server, argv, mode, args.warmup + args.duration + 60, metered=False)
+    result["mode"], result["store"] = mode, "-"
+    derive(result)
+    return result
+
+
+def generator_common(server: harness.Server, args: argparse.Namespace) -> list[str]:
+    port = server.url.rsplit(":", 1)[1].split("/")[0]
+    timing = [f"seconds={args.duration}", f"warmup={args.warmup}"]
+    return [f"port={port}", "payload=300", f"spid={server.pid}", *timing]
 
 
 def settle(pg: Postgres) -> None:

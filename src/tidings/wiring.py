@@ -732,6 +732,11 @@ class TidingsServer:
                 "peer",
                 {d: s.refused for d, s in peers.items()},
             ),
+            "federation_dropped_total": (
+                "counter",
+                "peer",
+                {d: s.dropped for d, s in peers.items()},
+            ),
             "federation_requests_refused_total": (
                 "counter",
                 "reason",

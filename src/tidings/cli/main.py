@@ -788,6 +788,7 @@ def federation_status(
         "sent",
         "received",
         "failures",
+        "dropped",
         "last error",
     ):
         table.add_column(column)
@@ -800,6 +801,7 @@ def federation_status(
             str(peer["sent"]),
             str(peer["received"]),
             str(peer["failures"]),
+            str(peer["dropped"]),
             peer["lastError"] or "-",
         )
     Console().print(table)

@@ -161,6 +161,9 @@ class PeerState:
     retries: int = 0
     """Times the relay backed off to try again (the peer unreachable, busy, or a bug)."""
     refused: int = 0
+    dropped: int = 0
+    """Envelopes that need no acknowledgement (notifications, commands, receipts) dropped
+    because the outbox was full."""
     last_error: str = ""
     last_error_at: float = 0.0
     last_success_at: float = 0.0
@@ -315,6 +318,7 @@ class Federation:
             return
         record = self._registry.record(outbox_of(domain), OUTBOX_INSTANCE)
         if record.depth >= self.outbox_limit and not essential:
+            self._state(domain).dropped += 1
             log.warning("the outbox of %s is full: an envelope for %s dropped", domain, to.text)
             return
         expiry = self._bound(expires_at if expires_at is not None else self._far())
@@ -585,6 +589,7 @@ class Federation:
                     "received": state.received,
                     "failures": state.failures,
                     "refusedBatches": state.refused,
+                    "dropped": state.dropped,
                     "lastError": state.last_error or None,
                     "lastErrorAt": state.last_error_at or None,
                     "lastSuccessAt": state.last_success_at or None,

@@ -284,3 +284,25 @@ async def test_the_sweep_leaves_a_batch_in_flight_alone() -> None:
     await federation.stop()
     assert peer.taken == ["m0"]
     assert told.written == []  # no failed for what the peer took
+
+
+async def test_a_full_outbox_drops_what_needs_no_acknowledgement_and_counts_it() -> None:
+    """A notification into a full outbox has no sender to tell: it is dropped and counted
+    (``federation_dropped_total``); an essential one (a ``failed`` owed) still goes in."""
+    store, registry, router = world()
+    federation = build(ScriptedPeer([]), registry, store, router)
+    federation.outbox_limit = 1
+    to = parse_address(f"bob@{PEER}")
+    federation.relay(to, b'{"n": 1}')
+    await store.barrier()
+    federation.relay(to, b'{"n": 2}')
+    federation.relay(to, b'{"n": 3}')
+    await store.barrier()
+    assert federation.depth(PEER) == 1
+    assert federation.peers[PEER].dropped == 2
+    federation.relay(to, b'{"n": 4}', essential=True)
+    await store.barrier()
+    assert federation.depth(PEER) == 2
+    assert federation.peers[PEER].dropped == 2
+    [status] = await federation.status()
+    assert status["dropped"] == 2
