@@ -41,12 +41,26 @@ class Clock:
         return self.now
 
 
+class GatedBroker(InProcessBroker):
+    """Node A's broker: while ``gate`` is clear, what it published has not "reached the
+    broker" (``flushed`` waits), as a Redis reply still on its way."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(node_id)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def flushed(self) -> None:
+        await self.gate.wait()
+
+
 @dataclass
 class Cluster:
     nodes: list[TidingsServer]
     bus: Bus
     clock: Clock
     store: Store
+    gate: asyncio.Event
     keys: dict[str, str] = field(default_factory=dict)
 
     def url(self, node: int) -> str:
@@ -71,14 +85,14 @@ class Cluster:
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
     store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path)
     store.open(asyncio.get_running_loop())
-    first = InProcessBroker("node-a")
+    first = GatedBroker("node-a")
     clock = Clock()
     nodes = []
     for index, node_id in enumerate(("node-a", "node-b", "node-c")):
         settings = Settings(ws_port=0, http_port=0, data_dir=tmp_path / node_id, store="memory")
         broker = first if index == 0 else first.join(node_id)
         nodes.append(TidingsServer(settings, store=store, broker=broker, cluster_clock=clock))
-    running = Cluster(nodes, first.bus, clock, store)
+    running = Cluster(nodes, first.bus, clock, store, first.gate)
     try:
         for node in nodes:
             await node.start()
@@ -154,6 +168,31 @@ async def test_raw_receipts_accepted_dispatched_received(cluster: Cluster) -> No
     await alice.expect_id("m1", event="received")
     bob.send({"id": "m1", "to": "alice@localhost/r1", "event": "consumed"})
     await alice.expect_id("m1", event="consumed")
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["from-another-node", "from-this-node"])
+async def test_a_notification_that_overtakes_accepted_waits_for_it(
+    cluster: Cluster, local: bool
+) -> None:
+    """Bob answers ``received`` while the ``accepted`` of alice's message is still waiting for
+    node A's wakes to reach the broker: alice still hears accepted first. Bob's answer comes
+    through the bus (bob on node B) or from node A itself (another session of bob's there,
+    beside the one on node B that the wake is for)."""
+    alice = await login(cluster, 0, "alice@localhost/o1")
+    bob_b = await login(cluster, 1, "bob@localhost/o2")
+    bob = await login(cluster, 0, "bob@localhost/o3") if local else bob_b
+    await alice.set_receipt("accepted", "received")
+    here = cluster.services(0).cluster
+    await eventually(lambda: here.directory.owner("bob@localhost", "o2") == "node-b")
+    cluster.gate.clear()
+    alice.send({"id": "m1", "to": "bob@localhost", "type": "text/plain", "content": "hi"})
+    await bob.expect_id("m1")
+    bob.send({"id": "m1", "to": "alice@localhost/o1", "event": "received"})
+    await eventually(lambda: len(here._accepting.get("m1", ())) == 1)
+    assert not [e for e in alice.held if e.get("id") == "m1"]
+    cluster.gate.set()
+    told = [await alice.expect(lambda e: e.get("id") == "m1") for _ in range(2)]
+    assert [e["event"] for e in told] == ["accepted", "received"]
 
 
 async def test_an_identity_address_reaches_a_session_that_exists_only_on_another_node(

@@ -275,13 +275,22 @@ class ClusterNode:
         for receipt in self._accepting.pop(message_id, []):
             receipt()
 
-    def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
+    def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
+        held = self._accepting.get(message_id)
+        if held is None:
+            return False
+        held.append(then)
+        return True
+
+    def forward(
+        self, identity: str, instance: str, payload: bytes, *, command: bool, about: str = ""
+    ) -> bool:
         node = self.directory.owner(identity, instance)
         if node is None:
             return False
         self._send(
             node_channel(node),
-            Deliver(self.node_id, identity, instance, payload, command=command),
+            Deliver(self.node_id, identity, instance, payload, about, command=command),
         )
         return True
 
@@ -467,18 +476,21 @@ class ClusterNode:
         if message.event:
             event = DeliveryEvent(message.event)
             if live is not None and live.wants(event):
-                held = self._accepting.get(message.message_id)
-                if held is not None:  # its "accepted" is not out yet: after it
-                    held.append(partial(live.outlet.notify, message.message_id, event))
-                else:
-                    live.outlet.notify(message.message_id, event)
+                tell = partial(live.outlet.notify, message.message_id, event)
+                if not self.held_back(message.message_id, tell):  # else after its "accepted"
+                    tell()
             return
         if message.command:
             # as ``Router.forward_command``: to a live session now, even while it replays
             if live is not None and live.available:
                 live.outlet.deliver(message.payload, EnvelopeKind.COMMAND)
             return
-        # a forwarded notification (messages come through the queue: ``Wake``)
+        # a forwarded notification (messages come through the queue: ``Wake``): one that
+        # overtook the "accepted" of the message it is about waits for it
+        if message.message_id and self.held_back(
+            message.message_id, partial(self._deliver, msgspec.structs.replace(message, message_id=""))
+        ):
+            return
         if (
             live is not None
             and not live.replaying

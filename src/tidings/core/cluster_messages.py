@@ -100,7 +100,9 @@ class Wake(_Message, frozen=True, tag="wake"):
 class Deliver(_Message, frozen=True, tag="deliver"):
     """To the owner node: something not queued for a live session. With ``event`` it is a
     receipt for the session's message ``message_id`` (``dispatched``...); otherwise
-    ``payload`` is an encoded envelope (a forwarded notification or command)."""
+    ``payload`` is an encoded envelope (a forwarded notification or command), and
+    ``message_id`` the message a notification is about (it waits for that one's
+    ``accepted``)."""
 
     identity: str
     instance: str

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter as _perf_counter
 from typing import Any, Protocol
 
@@ -86,9 +87,11 @@ class Peers(Protocol):
         """A row was stored in the queue of a session not live on this node: wake its owner
         node, if another node holds it."""
 
-    def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
+    def forward(
+        self, identity: str, instance: str, payload: bytes, *, command: bool, about: str = ""
+    ) -> bool:
         """Send an envelope to the session on the node that holds it; False when no node
-        does."""
+        does. ``about``: the id of the message a forwarded notification is about."""
 
     def receipt(self, identity: str, instance: str, message_id: str, event: DeliveryEvent) -> None:
         """Tell a sender live on another node what became of its message."""
@@ -104,6 +107,10 @@ class Peers(Protocol):
     def once_announced(self, then: Callable[[], None], message_id: str) -> None:
         """Call ``then`` (the ``accepted`` of ``message_id``) once the wakes queued so far
         have reached the broker; receipts of that message from other nodes wait for it."""
+
+    def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
+        """If the ``accepted`` of ``message_id`` is not out yet, keep ``then`` (a receipt or a
+        recipient's notification about it) to run right after it, and say so."""
 
     def held_elsewhere(self) -> dict[str, dict[str, Any]]:
         """The sessions live on other nodes, by identity and instance."""
@@ -600,8 +607,10 @@ class Router:
         node forwarded it to a connection that went meanwhile)."""
         self._keep([record], "", payload, self.expiry_of())
 
-    def forward_notification(self, to: Address, payload: bytes) -> None:
-        """Forward a client's notification; kept for the originator if it is offline."""
+    def forward_notification(self, to: Address, payload: bytes, about: str = "") -> None:
+        """Forward a client's notification; kept for the originator if it is offline.
+        ``about``: the id of the message it is about; with other nodes, a notification that
+        overtook that message's ``accepted`` (still on its way out) waits for it."""
         if to.domain != self.domain:
             federation = self.federation
             if federation is not None:
@@ -609,13 +618,17 @@ class Router:
             return
         if not self._registry.knows(to.identity):
             return
-        offline = []
         peers = self.peers
+        if peers is not None and about:
+            again = partial(self.forward_notification, to, payload)
+            if peers.held_back(about, again):
+                return
+        offline = []
         for record in self._registry.targets(to.identity, to.instance, create=False):
             live = self._registry.live(record.identity, record.instance)
             if live is None:
                 if peers is None or not peers.forward(
-                    record.identity, record.instance, payload, command=False
+                    record.identity, record.instance, payload, command=False, about=about
                 ):
                     offline.append(record)
             elif live.replaying or not live.outlet.deliver(payload, EnvelopeKind.NOTIFICATION):

@@ -586,12 +586,13 @@ class LimeConnection(WSListener):
             return
         payload = encode_envelope(_replace(notification, from_=live.node, to=to.text))
         router = self.ctx.router
+        about = notification.id
 
         def forward() -> None:
-            router.forward_notification(to, payload)
+            router.forward_notification(to, payload, about)
 
         if notification.event in ACKNOWLEDGING_EVENTS:
-            router.acknowledge(live, to.text, notification.id, forward)
+            router.acknowledge(live, to.text, about, forward)
         else:
             forward()
 

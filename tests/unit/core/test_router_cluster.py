@@ -44,7 +44,12 @@ class Peers:
         else:
             self.held.append(then)
 
-    def forward(self, identity: str, instance: str, payload: bytes, *, command: bool) -> bool:
+    def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
+        return False
+
+    def forward(
+        self, identity: str, instance: str, payload: bytes, *, command: bool, about: str = ""
+    ) -> bool:
         return False
 
     def receipt(self, identity: str, instance: str, message_id: str, event: DeliveryEvent) -> None:
