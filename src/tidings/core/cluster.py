@@ -488,7 +488,8 @@ class ClusterNode:
         # a forwarded notification (messages come through the queue: ``Wake``): one that
         # overtook the "accepted" of the message it is about waits for it
         if message.message_id and self.held_back(
-            message.message_id, partial(self._deliver, msgspec.structs.replace(message, message_id=""))
+            message.message_id,
+            partial(self._deliver, msgspec.structs.replace(message, message_id="")),
         ):
             return
         if (
