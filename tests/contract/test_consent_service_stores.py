@@ -1,5 +1,5 @@
-"""The consent service end to end over every store adapter (memory and SQLite): the seed's
-handshake, and what one transaction must hold together."""
+"""The consent service end to end over every store adapter (memory, SQLite, PostgreSQL): the
+seed's handshake, and what one transaction must hold together."""
 
 from __future__ import annotations
 
@@ -82,3 +82,44 @@ async def test_a_failed_operation_leaves_nothing(store: Any) -> None:
     assert caught.value.error_id is ErrorId.CAPABILITY_CONSUMED
     assert await service.inbox(ALICE) == before
     assert await service.relationships("carol@x") == []
+
+
+async def test_nul_in_a_text_or_an_id_gets_the_same_answer_on_every_store(store: Any) -> None:
+    """PostgreSQL text cannot hold NUL (U+0000), SQLite can: the service refuses it first, so
+    every store answers alike (before, PostgreSQL's was a storage error)."""
+    service = ConsentService(store)
+    nul = "\x00"
+
+    async def refused(error_id: ErrorId, call: Any) -> str:
+        with pytest.raises(TidingsError) as caught:
+            await call
+        assert caught.value.error_id is error_id, caught.value.message
+        return caught.value.message
+
+    invalid = ErrorId.INVALID_ARGUMENT
+    assert (
+        await refused(invalid, service.create_invite(ALICE, **{**OFFER, "display_name": nul}))
+        == "displayName may not contain NUL (U+0000)"
+    )
+    await refused(invalid, service.create_invite(ALICE, **{**OFFER, "consent": {"en": nul}}))
+    invite, token = await service.create_invite(ALICE, **OFFER)
+    relationship = await service.accept(token, BOB)
+    content = ErrorId.INVALID_EVENT_CONTENT
+    assert (
+        await refused(content, service.chat(relationship.id, BOB, f"hi{nul}"))
+        == "text may not contain NUL (U+0000)"
+    )
+    alert = {"level": "info", "title": {"en": "t"}, "body": {"en": "b"}, "ack_required": True}
+    await refused(content, service.alert(relationship.id, ALICE, **{**alert, "ack_id": nul}))
+    await refused(content, service.alert(relationship.id, ALICE, **{**alert, "body": {"en": nul}}))
+    await refused(invalid, service.revoke(relationship.id, BOB, reason=nul))
+    missing = ErrorId.CONSENT_NOT_FOUND
+    await refused(missing, service.invite(f"{invite.id}{nul}", ALICE))
+    await refused(missing, service.invalidate(f"{invite.id}{nul}", ALICE))
+    await refused(missing, service.relationship(f"{relationship.id}{nul}", ALICE))
+    await refused(missing, service.chat(f"{relationship.id}{nul}", BOB, "hi"))
+    await refused(missing, service.decide_scope(nul, BOB, accept=True))
+    await refused(missing, service.ack(nul, BOB, "d1"))
+    # nothing of it was stored: the relationship is as it was
+    assert await service.chat_history(relationship.id, ALICE) == []
+    assert (await service.relationship(relationship.id, ALICE)).state is RelationshipState.ACTIVE

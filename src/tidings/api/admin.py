@@ -21,6 +21,7 @@ from ..core.session_registry import SessionRegistry
 from ..core.session_service import SessionService
 from .guard import Identify, admin_guard
 from .problems import PROBLEM_RESPONSES
+from .text import Text
 
 MAX_TOP = 1000
 
@@ -66,7 +67,7 @@ class Account(BaseModel):
 
 
 class NewKey(_Body):
-    label: str = Field(default="", max_length=256)
+    label: Text = Field(default="", max_length=256)
 
 
 class ApiKey(BaseModel):
@@ -118,7 +119,7 @@ def router(sources: AdminSources, authz: Authorizer, identify: Identify) -> APIR
         response_model=Disconnected,
         summary="End a live session on this node with a reason; its queue is kept",
     )
-    async def disconnect(identity: str, instance: str) -> Disconnected:
+    async def disconnect(identity: str, instance: Text) -> Disconnected:
         live = sources.registry.live(identity, instance)
         if live is None:
             raise NotFound(
@@ -161,7 +162,7 @@ def router(sources: AdminSources, authz: Authorizer, identify: Identify) -> APIR
         response_class=Response,
         summary="Delete an account (its contacts and delegations go with it)",
     )
-    async def delete_account(name: str) -> Response:
+    async def delete_account(name: Text) -> Response:
         await accounts.remove(name)
         return Response(status_code=204)
 
@@ -171,7 +172,7 @@ def router(sources: AdminSources, authz: Authorizer, identify: Identify) -> APIR
         status_code=201,
         summary="A new API key for the account (shown once)",
     )
-    async def create_key(name: str, body: NewKey | None = None) -> ApiKey:
+    async def create_key(name: Text, body: NewKey | None = None) -> ApiKey:
         label = body.label if body is not None else ""
         return ApiKey(name=name, label=label, key=await accounts.create_key(name, label))
 

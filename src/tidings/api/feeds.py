@@ -19,6 +19,7 @@ from ..core.owner_feeds import OwnerFeeds, is_owner_feed, parse_publication
 from ..protocol.feedme import FeedKey, feed_md5
 from .guard import Caller, Identify, bearer_guard, caller_guard
 from .problems import PROBLEM_RESPONSES
+from .text import Text
 
 
 class Publication(BaseModel):
@@ -65,7 +66,7 @@ def router(
         dependencies=[Depends(authorized)],
         summary="Reveal an action on a feed, updating its stored document",
     )
-    async def publish(feed_name: str, publication: Publication) -> Revealed:
+    async def publish(feed_name: Text, publication: Publication) -> Revealed:
         parsed = parse_publication(publication.model_dump())
         feed = _feed(feed_name, parsed.feed_args)
         result = await hub.publish(
@@ -83,7 +84,7 @@ def router(
         )
 
     @routes.get("/{feed_name}", response_model=FeedDocument, summary="A published feed's data")
-    async def read(feed_name: str, request: Request) -> FeedDocument:
+    async def read(feed_name: Text, request: Request) -> FeedDocument:
         feed = _feed(feed_name, dict(request.query_params))
         document = await hub.document(feed)
         if document is None:

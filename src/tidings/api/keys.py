@@ -20,6 +20,7 @@ from ..core.errors import ErrorId, NotFound
 from ..core.federation_keys import KeyLookups
 from .guard import Caller, Identify, caller_guard
 from .problems import PROBLEM_RESPONSES
+from .text import Text
 
 
 class NodeInfo(BaseModel):
@@ -71,7 +72,7 @@ def router(lookups: KeyLookups, authz: Authorizer, identify: Identify) -> APIRou
     )
     async def key(
         identity: str,
-        sign_id: str,
+        sign_id: Text,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> NodeInfo:
         viewer = await account(who)

@@ -20,6 +20,7 @@ from ..core.authz import Authorizer, Method, Resource
 from ..core.expiry import MAX_EXPIRE_AFTER_MS
 from .guard import Caller, Identify, caller_guard
 from .problems import PROBLEM_RESPONSES
+from .text import Text
 
 
 class OutgoingMessage(BaseModel):
@@ -35,7 +36,7 @@ class OutgoingMessage(BaseModel):
     )
     type: str = Field(default="application/json", min_length=3, max_length=256)
     content: Any = Field(description="JSON value (a string for non-JSON types)")
-    id: str | None = Field(
+    id: Text | None = Field(
         default=None,
         min_length=1,
         max_length=256,

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..core.errors import ErrorId, TidingsError
+from .text import nul_message
 
 HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.INVALID_ARGUMENT: 422,
@@ -142,6 +143,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {nul_message(e) or e['msg']}"
+            for e in error.errors()
         )
         return problem(422, ErrorId.INVALID_ARGUMENT.value, details)

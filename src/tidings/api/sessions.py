@@ -21,6 +21,7 @@ from ..core.authz import Authorizer, Method, Resource
 from ..core.session_service import SessionService
 from .guard import Caller, Identify, bearer_guard, caller_guard
 from .problems import PROBLEM_RESPONSES
+from .text import Text
 
 
 class Notification(BaseModel):
@@ -29,13 +30,13 @@ class Notification(BaseModel):
 
     type: str = Field(default="application/json", min_length=3, max_length=256)
     content: Any = Field(description="JSON value (a string for non-JSON types)")
-    id: str | None = Field(
+    id: Text | None = Field(
         default=None,
         max_length=256,
         description="Message id; a retry with the same id is stored once (default: a new uuid)",
     )
-    session: str | None = Field(default=None, description="One session name (created if new)")
-    pattern: str | None = Field(default=None, description="Glob over existing session names")
+    session: Text | None = Field(default=None, description="One session name (created if new)")
+    pattern: Text | None = Field(default=None, description="Glob over existing session names")
 
 
 class Refusal(BaseModel):
@@ -73,7 +74,7 @@ class SessionNotification(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=256, description="The message's id")
+    id: Text = Field(min_length=1, max_length=256, description="The message's id")
     from_: str = Field(
         alias="from",
         min_length=1,
@@ -152,7 +153,7 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
     )
     async def session_info(
         identity: str,
-        name: str,
+        name: Text,
         limit: Annotated[int, Query(ge=0, le=1000)] = 100,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> SessionInfo:
@@ -170,7 +171,7 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
     )
     async def delete_session(
         identity: str,
-        name: str,
+        name: Text,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> Deleted:
         owner = await owned(identity, who, Method.DELETE)
@@ -185,7 +186,7 @@ def router(sessions: SessionService, authz: Authorizer, identify: Identify) -> A
     )
     async def acknowledge(
         identity: str,
-        name: str,
+        name: Text,
         notification: SessionNotification,
         who: Caller = Depends(caller),  # noqa: B008
     ) -> Acknowledged:

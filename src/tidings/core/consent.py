@@ -148,11 +148,14 @@ InboxListener = Callable[[InboxEvent], None]
 
 
 def _text(value: Any, what: str, error_id: ErrorId, *, low: int, high: int) -> str:
-    """A string of ``low``..``high`` characters that UTF-8 can encode (no lone surrogates)."""
+    """A string of ``low``..``high`` characters that UTF-8 can encode (no lone surrogates) and
+    a store can hold (no NUL: PostgreSQL's text cannot, and SQLite's answer must be the same)."""
     if not isinstance(value, str):
         raise Invalid(error_id, f"{what} must be a string")
     if not low <= len(value) <= high:
         raise Invalid(error_id, f"{what} must be {low} to {high} characters")
+    if "\x00" in value:
+        raise Invalid(error_id, f"{what} may not contain NUL (U+0000)")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -309,8 +312,14 @@ def hash_token(token: Any) -> bytes:
 
 def _known(value: Any, what: str) -> str:
     """An id from a client: ours are 32 hex digits, so anything not short ASCII names nothing
-    (and never reaches the store, which could not encode it)."""
-    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isascii():
+    (and never reaches the store, which could not encode it; NUL is ASCII, but PostgreSQL's
+    text cannot hold it either)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 64
+        or not value.isascii()
+        or "\x00" in value
+    ):
         raise NotFound(ErrorId.CONSENT_NOT_FOUND, f"No such {what}")
     return value
 

@@ -126,6 +126,10 @@ def persist_step(live: LiveSession, metadata: Any) -> PersistStep | None:
         raise Invalid(
             ErrorId.INVALID_ARGUMENT, f"'{NONCE_KEY}' and '{MEMENTO_KEY}' must be strings"
         )
+    if "\x00" in nonce or (memento is not None and "\x00" in memento):
+        raise Invalid(  # both are stored as text, which PostgreSQL's cannot hold NUL in
+            ErrorId.INVALID_ARGUMENT, f"'{NONCE_KEY}' and '{MEMENTO_KEY}' may not contain NUL"
+        )
     return PersistStep(live.identity, live.instance, nonce, memento)
 
 

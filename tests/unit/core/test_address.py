@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tidings.core.address import Address, NodeAddress, parse_address, parse_identity
 from tidings.core.errors import ErrorId, Invalid
 from tidings.protocol.lime import InvalidNode, Node, parse_node
+from tidings.protocol.lime._node import parse_node_once
 
 parts = st.text(
     st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp", "Co", "Cn")),
@@ -57,6 +58,23 @@ def test_it_agrees_with_the_lime_parser(text: str) -> None:
             address.identity,
             address.text,
         )
+
+
+@given(name=names, domain=domains, instance=instances, data=st.data())
+def test_no_address_holds_nul(
+    name: str, domain: str, instance: str | None, data: st.DataObject
+) -> None:
+    """A NUL anywhere in an otherwise valid address: refused by every parser, with only its
+    documented error (PostgreSQL text cannot hold NUL, and addresses become store keys)."""
+    text = f"{name}@{domain}" + ("" if instance is None else f"/{instance}")
+    at = data.draw(st.integers(0, len(text)))
+    text = text[:at] + "\x00" + text[at:]
+    with pytest.raises(Invalid) as caught:
+        parse_address(text, "d")
+    assert caught.value.error_id is ErrorId.INVALID_ADDRESS
+    for parse in (parse_node, parse_node_once):
+        with pytest.raises(InvalidNode):
+            parse(text, "d")
 
 
 def test_a_lime_node_is_an_address() -> None:

@@ -70,6 +70,9 @@ def _check_object(field: str, value: object) -> None:
 
 def _check_feed(name: object, args: object) -> None:
     _check_name("FeedName", name)
+    if isinstance(name, str) and "\x00" in name:
+        # a feed name keys stored documents, and PostgreSQL's text cannot hold NUL
+        raise ValueError("FeedName may not contain NUL")
     if not isinstance(args, dict):
         raise ValueError("FeedArgs must be an object of strings")
     for key, val in args.items():

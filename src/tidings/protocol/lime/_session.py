@@ -451,6 +451,11 @@ class ServerSession(_SessionMachine):
                 return self._refuse(
                     envelope, _reason(VALIDATION_INVALID_URI, "A command request needs a 'uri'")
                 )
+            if _nul_in_uri(envelope.uri):
+                return self._refuse(
+                    envelope,
+                    _reason(VALIDATION_INVALID_URI, "A command 'uri' may not hold NUL (or %00)"),
+                )
         return envelope
 
     # -- outbound ------------------------------------------------------------------------------
@@ -531,6 +536,12 @@ def _bad_id_text(envelope_id: str) -> bool:
     """Ids are stored and compared as text: NUL is refused here, because PostgreSQL's text
     cannot hold it (and no client needs it)."""
     return not 0 < len(envelope_id) <= MAX_ID_LENGTH or "\x00" in envelope_id
+
+
+def _nul_in_uri(uri: str) -> bool:
+    """Its path segments and query values name stored things (session names, key ids,
+    consent ids): NUL, as is or percent-encoded, is refused with the URI."""
+    return "\x00" in uri or "%00" in uri
 
 
 def _bad_id() -> Reason:

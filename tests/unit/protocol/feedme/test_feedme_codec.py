@@ -97,6 +97,8 @@ INVALID_CLIENT = [
     '{"MessageType":"Action","ActionName":"a","ActionArgs":{}}',
     '{"MessageType":"Action","ActionName":"a","ActionArgs":{},"CallbackId":"1","X":0}',
     '{"MessageType":"FeedOpen","FeedName":"","FeedArgs":{}}',
+    '{"MessageType":"FeedOpen","FeedName":"F\\u0000","FeedArgs":{}}',
+    '{"MessageType":"FeedClose","FeedName":"\\u0000","FeedArgs":{}}',
     '{"MessageType":"FeedOpen","FeedName":"F","FeedArgs":{"a":1}}',
     '{"MessageType":"FeedOpen","FeedName":"F","FeedArgs":{"a":null}}',
     '{"MessageType":"FeedOpen","FeedName":"F","FeedArgs":[]}',

@@ -107,6 +107,11 @@ class TestNodes:
         with pytest.raises(InvalidNode):
             parse_node("alice")
 
+    @given(st.text(max_size=30), st.text(max_size=30), st.sampled_from([None, "d"]))
+    def test_a_text_holding_nul_never_parses(self, before, after, default):
+        with pytest.raises(InvalidNode):
+            parse_node(f"{before}\x00{after}", default)
+
     @given(st.text(max_size=60))
     def test_parse_never_raises_anything_else(self, text):
         try:

@@ -303,6 +303,28 @@ class TestEstablished:
             assert session.state is SessionState.ESTABLISHED
 
     @pytest.mark.parametrize(
+        "uri", ["/sessions/a%00b", "/sessions/a\u0000b", "/feeds/f?team=%00", "lime://a%00@b/x"]
+    )
+    def test_a_command_uri_holding_nul_is_refused_with_27(self, uri):
+        """Its segments and query values name stored things (session names, key and consent
+        ids), and PostgreSQL text cannot hold NUL: as is or percent-encoded, it is refused."""
+        session = established(server())
+        assert feed(session, {"id": "c", "method": "get", "uri": uri}) is None
+        [answer] = sent(session)
+        assert answer["status"] == "failure" and answer["id"] == "c"
+        assert answer["reason"] == {
+            "code": 27,
+            "description": "A command 'uri' may not hold NUL (or %00)",
+        }
+        assert session.state is SessionState.ESTABLISHED
+
+    def test_an_encoded_percent_before_00_is_no_nul(self):
+        session = established(server())
+        command = feed(session, {"id": "c", "method": "get", "uri": "/sessions/a%2500"})
+        assert command is not None and command.uri == "/sessions/a%2500"
+        assert sent(session) == []
+
+    @pytest.mark.parametrize(
         ("envelope", "code"),
         [
             ({"id": "c", "method": "get"}, 27),

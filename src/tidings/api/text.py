@@ -1,0 +1,31 @@
+"""Strings of HTTP requests that become store columns or keys: one annotated type.
+
+PostgreSQL's ``text`` cannot hold the NUL character (U+0000), which SQLite keeps: a name, an
+id or a label holding one is refused here, at the edge, with the same 422 ``invalid-argument``
+on every store (never a store error, never accepted by one store and refused by the other).
+JSON documents (message content, feed data) are stored encoded, NUL escaped, and may hold it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import StringConstraints
+
+__all__ = ["NO_NUL_PATTERN", "Text", "nul_message"]
+
+NO_NUL_PATTERN: Final = "^[^\\x00]*$"
+"""Any string without NUL (ECMA 262, as the OpenAPI schema states it, and Python ``re``)."""
+
+Text = Annotated[str, StringConstraints(pattern=NO_NUL_PATTERN)]
+"""A string without NUL: for body fields (their ``Field`` bounds beside it) and path
+parameters that name something stored. A pattern, so that the OpenAPI schema says it."""
+
+
+def nul_message(error: dict[str, Any]) -> str | None:
+    """The message for a pydantic error that is ``Text`` refusing a NUL, else None."""
+    if error.get("type") == "string_pattern_mismatch":
+        context = error.get("ctx") or {}
+        if context.get("pattern") == NO_NUL_PATTERN:
+            return "may not contain NUL (U+0000)"
+    return None
