@@ -20,7 +20,7 @@ from ..core.authz import Authorizer, Method, Resource
 from ..core.expiry import MAX_EXPIRE_AFTER_MS
 from .guard import Caller, Identify, caller_guard
 from .problems import PROBLEM_RESPONSES
-from .text import Text
+from .text import MEDIA_TYPE, Text
 
 
 class OutgoingMessage(BaseModel):
@@ -34,7 +34,7 @@ class OutgoingMessage(BaseModel):
         description="An identity (every session that takes its messages) or a node "
         "(identity/instance); without '@domain', this server's",
     )
-    type: str = Field(default="application/json", min_length=3, max_length=256)
+    type: str = Field(default="application/json", max_length=256, pattern=MEDIA_TYPE)
     content: Any = Field(description="JSON value (a string for non-JSON types)")
     id: Text | None = Field(
         default=None,

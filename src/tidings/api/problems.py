@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..core.errors import ErrorId, TidingsError
-from .text import nul_message
+from .text import pattern_message
 
 HTTP_STATUS: Final[dict[ErrorId, int]] = {
     ErrorId.INVALID_ARGUMENT: 422,
@@ -143,7 +143,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {nul_message(e) or e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc'])}: {pattern_message(e) or e['msg']}"
             for e in error.errors()
         )
         return problem(422, ErrorId.INVALID_ARGUMENT.value, details)

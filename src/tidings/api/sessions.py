@@ -21,14 +21,14 @@ from ..core.authz import Authorizer, Method, Resource
 from ..core.session_service import SessionService
 from .guard import Caller, Identify, bearer_guard, caller_guard
 from .problems import PROBLEM_RESPONSES
-from .text import Text
+from .text import MEDIA_TYPE, Text
 
 
 class Notification(BaseModel):
     """A message from the server to one session, every session of the identity, or every
     existing session whose name matches ``pattern`` (shell-style glob: ``*``, ``?``, ``[...]``)."""
 
-    type: str = Field(default="application/json", min_length=3, max_length=256)
+    type: str = Field(default="application/json", max_length=256, pattern=MEDIA_TYPE)
     content: Any = Field(description="JSON value (a string for non-JSON types)")
     id: Text | None = Field(
         default=None,

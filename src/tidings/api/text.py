@@ -12,7 +12,9 @@ from typing import Annotated, Any, Final
 
 from pydantic import StringConstraints
 
-__all__ = ["NO_NUL_PATTERN", "Text", "nul_message"]
+from ..protocol.lime import MEDIA_TYPE_PATTERN
+
+__all__ = ["MEDIA_TYPE", "NO_NUL_PATTERN", "Text", "pattern_message"]
 
 NO_NUL_PATTERN: Final = "^[^\\x00]*$"
 """Any string without NUL (ECMA 262, as the OpenAPI schema states it, and Python ``re``)."""
@@ -22,10 +24,19 @@ Text = Annotated[str, StringConstraints(pattern=NO_NUL_PATTERN)]
 parameters that name something stored. A pattern, so that the OpenAPI schema says it."""
 
 
-def nul_message(error: dict[str, Any]) -> str | None:
-    """The message for a pydantic error that is ``Text`` refusing a NUL, else None."""
+MEDIA_TYPE: Final = f"^{MEDIA_TYPE_PATTERN}$"
+"""A message's ``type``: a MIME type, as LIME requires of the same field (23 there)."""
+
+_PATTERN_MESSAGES: Final = {
+    NO_NUL_PATTERN: "may not contain NUL (U+0000)",
+    MEDIA_TYPE: "must be a MIME type, such as application/json or text/plain",
+}
+
+
+def pattern_message(error: dict[str, Any]) -> str | None:
+    """What a pydantic error of one of these patterns means, in words (its own message
+    quotes the regular expression); None for any other error."""
     if error.get("type") == "string_pattern_mismatch":
         context = error.get("ctx") or {}
-        if context.get("pattern") == NO_NUL_PATTERN:
-            return "may not contain NUL (U+0000)"
+        return _PATTERN_MESSAGES.get(context.get("pattern", ""))
     return None

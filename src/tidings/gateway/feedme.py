@@ -348,19 +348,24 @@ class FeedmeConnection(WSListener):
             return
         responder = _Responder(ok, fail)
         spec = self.ctx.app.feeds.get(feed.name)
-        if spec is None:
-            document = await self.ctx.hub.document(feed)
-            if document is None:
-                responder.failure(INTERNAL_ERROR, {"message": "No such feed"})
-            else:
-                responder.success(document)
-            return
         try:
+            if spec is None:
+                document = await self.ctx.hub.document(feed)
+                if document is None:
+                    responder.failure(INTERNAL_ERROR, {"message": "No such feed"})
+                else:
+                    responder.success(document)
+                return
             await self.ctx.authz.check(
                 self.identity, Resource.FEEDS, Method.READ, public=spec.public
             )
         except Forbidden as refusal:
             responder.failure(UNAUTHORIZED, {"message": refusal.message})
+            return
+        except TidingsError as error:  # the store is unavailable: say so, never fall silent
+            responder.failure(
+                INTERNAL_ERROR, {"message": error.message, "errorId": error.error_id.value}
+            )
             return
         await _answer(spec.handler, request, responder, f"feed {feed.name!r}")
 

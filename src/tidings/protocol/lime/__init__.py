@@ -19,6 +19,7 @@ from ._node import InvalidNode, Node, parse_node
 from ._reasons import MESSAGE_PROCESSING_ERROR, VALIDATION_INVALID_URI, Reason, ReasonCode
 from ._scope import SCOPE_KEY, scoped_metadata, stamp_scope
 from ._session import (
+    MEDIA_TYPE_PATTERN,
     AuthenticationRequested,
     ClientSession,
     ServerSession,
@@ -37,6 +38,7 @@ from ._state import (
 
 __all__ = [
     "AWAITING_DECISION",
+    "MEDIA_TYPE_PATTERN",
     "MESSAGE_PROCESSING_ERROR",
     "SCOPE_KEY",
     "SESSION_ID_RULES",

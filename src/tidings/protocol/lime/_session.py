@@ -62,7 +62,10 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH: Final = 256
-_MEDIA_TYPE: Final = re.compile(r"[-\w]+/[-\w.]+(\+[-\w]+)?(\s*;.*)?", re.ASCII)
+MEDIA_TYPE_PATTERN: Final = r"[-A-Za-z0-9_]+/[-A-Za-z0-9_.]+(\+[-A-Za-z0-9_]+)?(\s*;.*)?"
+"""A message's ``type``: a MIME type, parameters allowed (refused with 23 otherwise). The same
+pattern checks the HTTP API's message types."""
+_MEDIA_TYPE: Final = re.compile(MEDIA_TYPE_PATTERN, re.ASCII)
 FINAL_STATES: Final = frozenset({SessionState.FINISHED, SessionState.FAILED})
 
 
