@@ -3,7 +3,7 @@
     cc -O2 -o /tmp/loadgen /work/shared/tools/loadgen.c     # done by this script when missing
     .venv/bin/python bench/durable.py [--reps 2] [--src REV]
         [--modes acked,paced,one,ff,ffhalf,fanout]
-        [--store sqlite,postgresql]
+        [--store sqlite,postgresql] [--profile ffhalf,echohalf]
 
 Each repetition runs every mode against a freshly started ``tidings serve --allow-guests`` (rate
 limits lifted) pinned to core 0, the generator (shared/tools/loadgen.c) pinned to core 1,
@@ -108,21 +108,14 @@ def one_run(
 ) -> Result:
     if mode in ECHO:
         return echo_run(mode, rates, args)
-    options = ["--allow-guests", *LIMITS, *args.serve.split()]
-    if mode == "fanout":
-        options += ["--app", "bench.fanout_app:app"]
+    options = tidings_options(mode, args)
     beside = None
     if store == "postgresql":
         assert pg is not None and pg.process is not None
         options += ["--store", harness.fresh_database(pg, "durable")]
         beside = functools.partial(harness.tree_cpu_s, pg.process.pid)
     server = harness.start_tidings(*options)
-    argv = ["taskset", "-c", GEN_CORE, args.loadgen]
-    if mode == "fanout":
-        argv += FANOUT
-    else:
-        argv += shape(mode, rates, args)
-    argv += generator_common(server, args)
+    argv = generator(mode, rates, args, server)
     timeout = args.warmup + args.duration + 60
     try:
         result = harness.measure(server, argv, mode, timeout, metered=True, beside=beside)
@@ -134,21 +127,55 @@ def one_run(
     return result
 
 
+def tidings_options(mode: str, args: argparse.Namespace) -> list[str]:
+    options = ["--allow-guests", *LIMITS, *args.serve.split()]
+    if mode == "fanout":
+        options += ["--app", "bench.fanout_app:app"]
+    return options
+
+
 def echo_run(mode: str, rates: dict[str, float], args: argparse.Namespace) -> Result:
     """The bare echo under the same generator: the store plays no part in it."""
     server = harness.start_script("bare_echo.py")
-    argv = ["taskset", "-c", GEN_CORE, args.loadgen, *shape(mode, rates, args)]
-    argv += generator_common(server, args)
+    argv = generator(mode, rates, args, server)
     result = harness.measure(server, argv, mode, args.warmup + args.duration + 60, metered=False)
     result["mode"], result["store"] = mode, "-"
     derive(result)
     return result
 
 
-def generator_common(server: harness.Server, args: argparse.Namespace) -> list[str]:
+def generator(
+    mode: str,
+    rates: dict[str, float],
+    args: argparse.Namespace,
+    server: harness.Server,
+    seconds: float | None = None,
+) -> list[str]:
+    """loadgen's command line for ``mode`` against ``server``, pinned to the generator's core."""
     port = server.url.rsplit(":", 1)[1].split("/")[0]
-    timing = [f"seconds={args.duration}", f"warmup={args.warmup}"]
-    return [f"port={port}", "payload=300", f"spid={server.pid}", *timing]
+    timing = [f"seconds={seconds or args.duration}", f"warmup={args.warmup}"]
+    argv = ["taskset", "-c", GEN_CORE, args.loadgen]
+    argv += FANOUT if mode == "fanout" else shape(mode, rates, args)
+    return [*argv, f"port={port}", "payload=300", f"spid={server.pid}", *timing]
+
+
+def profile(mode: str, rates: dict[str, float], args: argparse.Namespace) -> str:
+    """py-spy's view of the server (SQLite) or the bare echo under ``mode``."""
+    if mode in ECHO:
+        start = functools.partial(harness.start_script, "bare_echo.py")
+    else:
+        start = functools.partial(harness.start_tidings, *tidings_options(mode, args))
+    settle = args.warmup + 2
+    seconds = settle + args.profile_seconds + 3
+    return harness.profile(
+        start,
+        lambda server: generator(mode, rates, args, server, seconds),
+        label=mode,
+        settle=settle,
+        seconds=args.profile_seconds,
+        gen_timeout=seconds + 60,
+        describe=lambda r: (f"{r['rate']:,.0f} {mode} msgs/s", f"{r['us_per_msg']:.1f} us/msg"),
+    )
 
 
 def settle(pg: Postgres) -> None:
@@ -232,6 +259,12 @@ def main() -> None:
     p.add_argument("--paced", type=float, default=0.7, help="paced rate / acked rate")
     p.add_argument("--loadgen", default="/tmp/loadgen")
     p.add_argument("--serve", default="", help="more options for tidings serve")
+    p.add_argument(
+        "--profile",
+        default="",
+        help="modes to profile with py-spy after the runs (SQLite), comma-separated",
+    )
+    p.add_argument("--profile-seconds", type=float, default=5.0)
     args = p.parse_args()
     args.loadgen = loadgen_binary(args.loadgen)
     modes, stores = args.modes.split(","), args.store.split(",")
@@ -252,11 +285,14 @@ def main() -> None:
                         rates[mode] = float(run.get("rate") or 0)
                         results[f"{store} {mode}"].append(run)
                 harness.progress(rep, args.reps, results, ("rate",))
+            profiles = [profile(m, rates, args) for m in args.profile.split(",") if m]
         finally:
             if pg is not None:
                 pg.stop()
     harness.save(results, args.raw)
     print(report(results))
+    for text in profiles:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from tests.cluster.support import ACCOUNTS, API_TOKEN, APP, DOMAIN, password
@@ -13,6 +14,15 @@ from tests.lime_wire import WireClient
 from tests.server_process import TIDINGS
 
 from tidings.devcluster.cluster import LocalCluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With several pytest workers (``--dist loadgroup``), this package's tests run on one of
+    them: its cluster is started once, not once per worker."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(scope="package")

@@ -114,10 +114,22 @@ def lime_js(cluster: LocalCluster, scenario: str, **args: Any) -> dict[str, Any]
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     context = f"{scenario} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    if done.returncode != 0:
+        context += node_logs(cluster)
     assert lines, context
     result: dict[str, Any] = json.loads(lines[-1])
     assert result.get("ok") is True, f"{result.get('error')}\n{context}"
     return result
+
+
+def node_logs(cluster: LocalCluster, chars: int = 4000) -> str:
+    """The end of each node's log, for a failure's message (the cluster's folder is deleted
+    when it stops)."""
+    tails = []
+    for node in cluster.members:
+        text = node.log.read_text(errors="replace") if node.log.exists() else "(no log)"
+        tails.append(f"\n--- {node.node_id} ({node.log}) ---\n{text[-chars:]}")
+    return "".join(tails)
 
 
 def lime_account(
