@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings.protocol import InvalidState
 from tidings.protocol.lime import (
@@ -20,6 +22,12 @@ from tidings.protocol.lime import (
     SessionEstablished,
     SessionState,
     parse_node,
+)
+from tidings.protocol.lime._session import (
+    _MEDIA_TYPE,
+    _MEDIA_TYPES_KEPT,
+    _MEDIA_TYPES_SEEN,
+    _media_type,
 )
 
 SERVER = Node("postmaster", "localhost", "server")
@@ -414,3 +422,13 @@ def test_from_without_domain_takes_the_servers_domain():
     event = feed(session, authentication_request("nick/chat"))
     assert isinstance(event, AuthenticationRequested)
     assert event.node == Node("nick", "localhost", "chat")
+
+
+@given(st.lists(st.text(max_size=40) | st.sampled_from(["text/plain", "a/b+c; x=1", "x/"])))
+def test_a_remembered_message_type_is_one_the_expression_accepts(types: list[str]) -> None:
+    """The per-message shortcut (types seen valid) never lets through what the regular
+    expression refuses, and refuses what it refuses, seen before or not."""
+    for text in types * 2:
+        assert _media_type(text) is (_MEDIA_TYPE.fullmatch(text) is not None)
+    assert all(_MEDIA_TYPE.fullmatch(seen) for seen in _MEDIA_TYPES_SEEN)
+    assert len(_MEDIA_TYPES_SEEN) <= _MEDIA_TYPES_KEPT
