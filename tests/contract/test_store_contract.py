@@ -233,6 +233,18 @@ async def test_sessions_are_saved_loaded_and_touched_with_their_depth(store: Any
     assert (orphan.routing_rule, orphan.depth, orphan.last_seen) == (RoutingRule.IDENTITY, 1, 0.0)
 
 
+async def test_one_session_loads_as_it_does_among_all(store: Any) -> None:
+    """``load_session`` (a node asking for a session another node made) agrees with
+    ``load_sessions`` for a saved record, a queue without one, and neither."""
+    await store.save_session(SessionRecord(BOB, "a", RoutingRule.INSTANCE, 5, None, 10.0))
+    await append(store, entry("s/1", "m1"), entry("s/1", "m2"), entry("s/1", "m3", "orphan"))
+    loaded = {(r.identity, r.instance): r for r in await store.load_sessions()}
+    for instance in ("a", "orphan"):
+        assert await store.load_session(BOB, instance) == loaded[(BOB, instance)]
+    assert await store.load_session(BOB, "nothing") is None
+    assert await store.load_session("nobody@x", "a") is None
+
+
 async def test_save_session_overwrites(store: Any) -> None:
     await store.save_session(SessionRecord(BOB, "a", RoutingRule.IDENTITY, None, None, 1.0))
     await store.save_session(SessionRecord(BOB, "a", RoutingRule.PROMISCUOUS, 7, None, 2.0))

@@ -195,6 +195,30 @@ async def test_a_notification_that_overtakes_accepted_waits_for_it(
     assert [e["event"] for e in told] == ["accepted", "received"]
 
 
+async def test_a_message_to_a_session_not_heard_of_yet_goes_to_that_session(
+    cluster: Cluster,
+) -> None:
+    """Bob's new session on node B is unknown on node A (its Attached lost with the broker
+    down), though node A knows bob: alice's message to bob@localhost/new still goes to that
+    session (its record is read from the store), not where bob's identity address goes."""
+    old = await login(cluster, 1, "bob@localhost/old")
+    here = cluster.services(0).cluster
+    await eventually(lambda: here.directory.owner("bob@localhost", "old") == "node-b")
+    alice = await login(cluster, 0, "alice@localhost/a")
+    await alice.set_receipt("accepted")
+    # node A has bob's circle now (who may write to bob): the next message needs no store read
+    alice.send({"id": "m0", "to": "bob@localhost/old", "type": "text/plain", "content": "hi"})
+    await old.expect_id("m0")
+    cluster.bus.suspend()
+    new = await login(cluster, 1, "bob@localhost/new")
+    alice.send({"id": "m1", "to": "bob@localhost/new", "type": "text/plain", "content": "hi"})
+    await alice.expect_id("m1", event="accepted")
+    cluster.bus.restore()  # node A hears of bob/new now, and wakes node B for the row
+    got = await new.expect_id("m1")
+    assert got["to"] == "bob@localhost/new"
+    assert not [e for e in old.held if e.get("id") == "m1"]
+
+
 async def test_an_identity_address_reaches_a_session_that_exists_only_on_another_node(
     cluster: Cluster,
 ) -> None:

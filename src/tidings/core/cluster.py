@@ -555,24 +555,34 @@ class ClusterNode:
         )
         for identity, instance in wanted:
             stored = records.get((identity, instance))
-            live = registry.live(identity, instance)
-            if stored is None:
-                known = registry.records_of(identity).get(instance)
-                if (
-                    known is not None
-                    and known.depth == 0
-                    and live is None
-                    and self.directory.owner(identity, instance) is None
-                ):
-                    registry.forget(identity, instance)  # deleted by another node
+            if stored is not None:
+                self._adopt(stored)
                 continue
-            record = registry.record(identity, instance)
-            record.routing_rule = stored.routing_rule
-            record.queue_limit = stored.queue_limit
-            record.policy = stored.policy
-            record.last_seen = max(record.last_seen, stored.last_seen)
-            if live is None:
-                record.depth = stored.depth
+            known = registry.records_of(identity).get(instance)
+            if (
+                known is not None
+                and known.depth == 0
+                and registry.live(identity, instance) is None
+                and self.directory.owner(identity, instance) is None
+            ):
+                registry.forget(identity, instance)  # deleted by another node
+
+    async def look_up(self, identity: str, instance: str) -> None:
+        """A session another node made may be unheard of here (its Attached on the way):
+        its stored record, if there is one, is taken now."""
+        stored = await self._store.load_session(identity, instance)
+        if stored is not None:
+            self._adopt(stored)
+
+    def _adopt(self, stored: SessionRecord) -> None:
+        """The stored rule, limits and last-seen time; the store's depth unless live here."""
+        record = self._registry.record(stored.identity, stored.instance)
+        record.routing_rule = stored.routing_rule
+        record.queue_limit = stored.queue_limit
+        record.policy = stored.policy
+        record.last_seen = max(record.last_seen, stored.last_seen)
+        if self._registry.live(stored.identity, stored.instance) is None:
+            record.depth = stored.depth
 
     # -- broker reconnect ---------------------------------------------------------------------
 

@@ -337,6 +337,10 @@ class MessageStore(Transactional, Protocol):
         """Every stored session record, with its queue depth; queues without a record come
         as identity-routed records."""
 
+    async def load_session(self, identity: str, instance: str) -> SessionRecord | None:
+        """One session's record as ``load_sessions`` gives it; None when it has neither a
+        record nor a queue."""
+
     async def save_session(self, record: SessionRecord) -> None: ...
     async def forget_message_ids(self, older_than: float, limit: int) -> int:
         """Forget at most ``limit`` of the oldest dedupe keys stored before ``older_than``;

@@ -121,6 +121,9 @@ class Peers(Protocol):
     async def refresh(self) -> None:
         """Read every session record again from the store."""
 
+    async def look_up(self, identity: str, instance: str) -> None:
+        """Take the session's stored record, if any (made on another node, not heard yet)."""
+
 
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
@@ -226,6 +229,10 @@ class Router:
             self._federation(to).send(sender, sender_address, message_id, to, payload, expires_at)
             return None
         known = self._registry.knows(to.identity)
+        if known and to.instance is not None and self.peers is not None:
+            # a session of that name made on another node whose Attached has not come yet:
+            # unknown here, its messages would go where the identity's go (``_resolve``)
+            known = to.instance in self._registry.records_of(to.identity)
         trust = self._trust
         circle = None
         if trust is not None and creator != to.identity:
@@ -269,8 +276,14 @@ class Router:
         expires_at: float,
         realtime: bool,
     ) -> None:
-        if not self._registry.knows(to.identity):
+        registry = self._registry
+        if not registry.knows(to.identity):
             await self.check_identity(to)
+        peers, instance = self.peers, to.instance
+        unheard = instance is not None and instance not in registry.records_of(to.identity)
+        if peers is not None and unheard:
+            assert instance is not None
+            await peers.look_up(to.identity, instance)
         trust = self._trust
         circle = None
         if trust is not None and creator != to.identity:

@@ -269,6 +269,31 @@ class SqlStore:
             )
         return records
 
+    async def load_session(self, identity: str, instance: str) -> SessionRecord | None:
+        key = (identity, instance)
+        [(depth,)] = await self._rows(
+            "SELECT count(*) FROM queue WHERE identity = ? AND instance = ?", key
+        )
+        rows = await self._rows(
+            "SELECT routing_rule, queue_limit, policy, last_seen FROM sessions"
+            " WHERE identity = ? AND instance = ?",
+            key,
+        )
+        if not rows:
+            if not depth:
+                return None
+            return SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
+        [(rule, limit, policy, last_seen)] = rows
+        return SessionRecord(
+            identity,
+            instance,
+            RoutingRule(rule),
+            limit,
+            OverflowPolicy(policy) if policy else None,
+            last_seen,
+            depth,
+        )
+
     async def save_session(self, record: SessionRecord) -> None:
         def operation(connection: Db) -> None:
             connection.execute(

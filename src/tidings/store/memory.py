@@ -269,6 +269,17 @@ class MemoryStore:
             )
         return records
 
+    async def load_session(self, identity: str, instance: str) -> SessionRecord | None:
+        depth = len(self._state.queues.get((identity, instance), ()))
+        s = self._sessions.get((identity, instance))
+        if s is None:
+            if not depth:
+                return None
+            return SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
+        return SessionRecord(
+            identity, instance, s.routing_rule, s.queue_limit, s.policy, s.last_seen, depth
+        )
+
     async def save_session(self, record: SessionRecord) -> None:
         self._sessions[(record.identity, record.instance)] = _Session(
             record.routing_rule, record.queue_limit, record.policy, record.last_seen

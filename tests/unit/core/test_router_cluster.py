@@ -47,6 +47,8 @@ class Peers:
     def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
         return False
 
+    async def look_up(self, identity: str, instance: str) -> None: ...
+
     def forward(
         self, identity: str, instance: str, payload: bytes, *, command: bool, about: str = ""
     ) -> bool:
