@@ -280,10 +280,12 @@ class Router:
         if not registry.knows(to.identity):
             await self.check_identity(to)
         peers, instance = self.peers, to.instance
-        unheard = instance is not None and instance not in registry.records_of(to.identity)
-        if peers is not None and unheard:
-            assert instance is not None
-            await peers.look_up(to.identity, instance)
+        if (
+            peers is not None
+            and instance is not None
+            and instance not in registry.records_of(to.identity)
+        ):
+            await peers.look_up(to.identity, instance)  # made on another node: not heard yet
         trust = self._trust
         circle = None
         if trust is not None and creator != to.identity:
