@@ -249,20 +249,11 @@ class SqlStore:
             )
         }
         records = []
-        for identity, instance, rule, limit, policy, last_seen in await self._rows(
+        for identity, instance, *stored in await self._rows(
             "SELECT identity, instance, routing_rule, queue_limit, policy, last_seen FROM sessions"
         ):
-            records.append(
-                SessionRecord(
-                    identity,
-                    instance,
-                    RoutingRule(rule),
-                    limit,
-                    OverflowPolicy(policy) if policy else None,
-                    last_seen,
-                    depths.pop((identity, instance), 0),
-                )
-            )
+            depth = depths.pop((identity, instance), 0)
+            records.append(_session_record(identity, instance, stored, depth))
         for (identity, instance), depth in depths.items():
             records.append(
                 SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
@@ -283,16 +274,7 @@ class SqlStore:
             if not depth:
                 return None
             return SessionRecord(identity, instance, RoutingRule.IDENTITY, None, None, 0.0, depth)
-        [(rule, limit, policy, last_seen)] = rows
-        return SessionRecord(
-            identity,
-            instance,
-            RoutingRule(rule),
-            limit,
-            OverflowPolicy(policy) if policy else None,
-            last_seen,
-            depth,
-        )
+        return _session_record(identity, instance, rows[0], depth)
 
     async def save_session(self, record: SessionRecord) -> None:
         def operation(connection: Db) -> None:
@@ -1010,3 +992,19 @@ def persistence_key(identity: str, instance: str) -> str:
 
 _NO_SEQ: Final = 2**63 - 1
 """Above every sequence number (SQLite's largest integer)."""
+
+
+def _session_record(
+    identity: str, instance: str, stored: Sequence[Any], depth: int
+) -> SessionRecord:
+    """A ``sessions`` row (routing_rule, queue_limit, policy, last_seen) as a record."""
+    rule, limit, policy, last_seen = stored
+    return SessionRecord(
+        identity,
+        instance,
+        RoutingRule(rule),
+        limit,
+        OverflowPolicy(policy) if policy else None,
+        last_seen,
+        depth,
+    )
