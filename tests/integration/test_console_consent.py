@@ -183,6 +183,13 @@ async def test_bob_accepts_an_offer_chats_and_acknowledges_an_alert(
                 await expect(shown).to_contain_text("Charge the sensor.")
                 ack = shown.locator("button.ack")
                 await ack.focus()
+                # an inbox event re-renders the relationship (and its alerts) under bob's
+                # focus: the focus stays on the same Acknowledge button
+                await alice.consent.request_scope_update(
+                    relationship["id"], [{"resource": "account", "level": "read"}]
+                )
+                await expect(page.locator("#scope-requests li.scope-request")).to_have_count(1)
+                await expect(ack).to_be_focused()
                 await page.keyboard.press("Enter")
                 acked = await next_of(inbox, "alert-acked", alertId=alert["id"])
                 assert acked.data["by"] == "bob@localhost"

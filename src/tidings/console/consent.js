@@ -32,6 +32,27 @@ function element(tag, text, className) {
   return node;
 }
 
+/** Replace a list's entries, keeping the keyboard focus: an inbox event re-renders a list at
+ * any moment, and a keyboard user's focused button (Acknowledge, Accept, a relationship) must
+ * not vanish under them. The focus follows the same control of the same entry (`data-id`). */
+function replaceKeepingFocus(list, items) {
+  const active = document.activeElement;
+  const focused = active !== null && active !== list && list.contains(active) ? active : null;
+  const owner = focused?.closest("[data-id]");
+  const key = owner && list.contains(owner) ? owner.dataset.id : null;
+  list.replaceChildren(...items);
+  if (key === null) return;
+  const again = list.querySelector(`[data-id="${CSS.escape(key)}"]`);
+  if (again === null) return;
+  const twin =
+    again.tagName === focused.tagName && again.className === focused.className
+      ? again
+      : [...again.querySelectorAll(focused.tagName)].find(
+          (node) => node.className === focused.className,
+        );
+  if (twin !== undefined && !twin.disabled) twin.focus();
+}
+
 function when(seconds) {
   return new Date(seconds * 1000).toLocaleString();
 }
@@ -297,7 +318,7 @@ function renderRelationships() {
     items.push(entry);
   }
   if (items.length === 0) items.push(element("li", "No relationships yet.", "empty"));
-  $("relationship-list").replaceChildren(...items);
+  replaceKeepingFocus($("relationship-list"), items);
 }
 
 function markUnread(relationshipId) {
@@ -407,7 +428,7 @@ function renderScopeRequests() {
     }
     items.push(entry);
   }
-  $("scope-requests").replaceChildren(...items);
+  replaceKeepingFocus($("scope-requests"), items);
   $("scope-title").hidden = items.length === 0 && $("scope-form").hidden;
 }
 
@@ -641,7 +662,7 @@ function renderAlerts() {
     }
     items.push(entry);
   }
-  $("consent-alerts").replaceChildren(...items);
+  replaceKeepingFocus($("consent-alerts"), items);
   $("alerts-title").hidden = items.length === 0;
 }
 
