@@ -108,6 +108,27 @@ async def test_a_dedupe_key_is_stored_once(store: Any) -> None:
     assert not await store.was_stored("s/1", "m2")
 
 
+async def test_queued_at_finds_a_stored_message_where_it_still_waits(store: Any) -> None:
+    """A re-send found stored asks where its rows wait: only the sessions asked about, only
+    rows not acknowledged yet, only this sender's id."""
+    first = await append(
+        store,
+        entry("s/1", "m1", "a"),
+        entry("s/1", "m1", "b"),
+        entry("s/1", "m1", "c"),
+        entry("s/2", "m1", "d"),
+        dedupe=("s/1", "m1"),
+    )
+    sessions = [(BOB, "a"), (BOB, "b"), (BOB, "d"), ("nobody@x", "a")]
+    assert await store.queued_at("s/1", "m1", sessions) == {
+        (BOB, "a"): first.seqs[0],
+        (BOB, "b"): first.seqs[1],
+    }
+    assert await complete(store.acknowledge, BOB, "a", "s/1", "m1") == 1
+    assert await store.queued_at("s/1", "m1", sessions) == {(BOB, "b"): first.seqs[1]}
+    assert await store.queued_at("s/1", "m2", sessions) == {}
+
+
 async def test_without_dedupe_every_append_is_stored(store: Any) -> None:
     await append(store, entry("s/1", None, ack=False))
     await append(store, entry("s/1", None, ack=False))

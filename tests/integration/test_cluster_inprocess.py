@@ -43,12 +43,18 @@ class Clock:
 
 class GatedBroker(InProcessBroker):
     """Node A's broker: while ``gate`` is clear, what it published has not "reached the
-    broker" (``flushed`` waits), as a Redis reply still on its way."""
+    broker" (``flushed`` waits), as a Redis reply still on its way; while ``muted``, what it
+    publishes is lost, as from a node about to die."""
 
     def __init__(self, node_id: str) -> None:
         super().__init__(node_id)
         self.gate = asyncio.Event()
         self.gate.set()
+        self.muted = False
+
+    def publish(self, channel: str, message: bytes) -> None:
+        if not self.muted:
+            super().publish(channel, message)
 
     async def flushed(self) -> None:
         await self.gate.wait()
@@ -60,7 +66,7 @@ class Cluster:
     bus: Bus
     clock: Clock
     store: Store
-    gate: asyncio.Event
+    first: GatedBroker
     keys: dict[str, str] = field(default_factory=dict)
 
     def url(self, node: int) -> str:
@@ -92,7 +98,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         settings = Settings(ws_port=0, http_port=0, data_dir=tmp_path / node_id, store="memory")
         broker = first if index == 0 else first.join(node_id)
         nodes.append(TidingsServer(settings, store=store, broker=broker, cluster_clock=clock))
-    running = Cluster(nodes, first.bus, clock, store, first.gate)
+    running = Cluster(nodes, first.bus, clock, store, first)
     try:
         for node in nodes:
             await node.start()
@@ -184,15 +190,52 @@ async def test_a_notification_that_overtakes_accepted_waits_for_it(
     await alice.set_receipt("accepted", "received")
     here = cluster.services(0).cluster
     await eventually(lambda: here.directory.owner("bob@localhost", "o2") == "node-b")
-    cluster.gate.clear()
+    cluster.first.gate.clear()
     alice.send({"id": "m1", "to": "bob@localhost", "type": "text/plain", "content": "hi"})
     await bob.expect_id("m1")
     bob.send({"id": "m1", "to": "alice@localhost/o1", "event": "received"})
     await eventually(lambda: len(here._accepting.get("m1", ())) == 1)
     assert not [e for e in alice.held if e.get("id") == "m1"]
-    cluster.gate.set()
+    cluster.first.gate.set()
     told = [await alice.expect(lambda e: e.get("id") == "m1") for _ in range(2)]
     assert [e["event"] for e in told] == ["accepted", "received"]
+
+
+async def test_a_resent_message_whose_node_died_before_its_wake_is_written(
+    cluster: Cluster,
+) -> None:
+    """Node A stores alice's message for bob (live on node B), then dies before its wake and
+    its "accepted" go out. Carol's message to bob, stored on node B, is written live past
+    that row. Alice re-sends hers on node C: it is found stored, and node C wakes node B for
+    its row before answering "accepted" again. Bob gets it, before alice's next."""
+    bob = await login(cluster, 1, "bob@localhost/w")
+    carol = await login(cluster, 1, "carol@localhost/w")
+    here = cluster.services(0).cluster
+    await eventually(lambda: here.directory.owner("bob@localhost", "w") == "node-b")
+    alice = await login(cluster, 0, "alice@localhost/s")
+    await alice.set_receipt("accepted")
+    alice.send({"id": "m0", "to": "bob@localhost/w", "type": "text/plain", "content": "0"})
+    await bob.expect_id("m0")
+    cluster.first.muted = True  # node A's last words are lost
+    cluster.first.gate.clear()
+    alice.send({"id": "m1", "to": "bob@localhost/w", "type": "text/plain", "content": "1"})
+    async with asyncio.timeout(STEP):
+        while not await cluster.store.queued_at(
+            "alice@localhost/s", "m1", [("bob@localhost", "w")]
+        ):
+            await asyncio.sleep(0.01)
+    carol.send({"id": "c1", "to": "bob@localhost/w", "type": "text/plain", "content": "c"})
+    await bob.expect_id("c1")  # bob's cursor is past alice's m1 now
+    again = await login(cluster, 2, "alice@localhost/s")
+    await again.set_receipt("accepted")
+    again.send({"id": "m1", "to": "bob@localhost/w", "type": "text/plain", "content": "1"})
+    await again.expect_id("m1", event="accepted")
+    again.send({"id": "m2", "to": "bob@localhost/w", "type": "text/plain", "content": "2"})
+    await again.expect_id("m2", event="accepted")
+    first = await bob.expect(lambda e: e.get("id") in ("m1", "m2"))
+    assert first["id"] == "m1"
+    await bob.expect_id("m2")
+    cluster.first.gate.set()
 
 
 async def test_a_message_to_a_session_not_heard_of_yet_goes_to_that_session(

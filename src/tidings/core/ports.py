@@ -316,6 +316,13 @@ class MessageStore(Transactional, Protocol):
     async def was_stored(self, sender: str, message_id: str) -> bool:
         """Whether (sender, id) was stored and committed."""
 
+    async def queued_at(
+        self, sender: str, message_id: str, sessions: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """Where (sender, id) still waits among these (identity, instance) sessions' queues:
+        its row's seq in each that holds it (a re-send found stored: its rows may need a wake
+        that the node that stored them did not live to send)."""
+
     async def barrier(self) -> None:
         """Wait until every write submitted before this call is committed and its completion
         has run."""

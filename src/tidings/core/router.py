@@ -336,7 +336,7 @@ class Router:
             if message_id is None:
                 self.refused_full += 1
                 raise
-            return self._resend_or_refuse(sender, sender_address, message_id, refusal)
+            return self._resend_or_refuse(sender, sender_address, message_id, targets, refusal)
         if message_id is None:
             if persist is not None:
                 raise TidingsError(
@@ -364,7 +364,9 @@ class Router:
         def appended(result: AppendResult | BaseException) -> None:
             self.accept_seconds.observe(_perf_counter() - started)
             self.ledger.settle_append(targets, result)
-            self._appended(sender, admitted, message_id, targets, payload, result, expires_at)
+            self._appended(
+                sender, sender_address, admitted, message_id, targets, payload, result, expires_at
+            )
 
         self._store.append(entries, (sender_address, message_id), appended)
         return None
@@ -403,31 +405,73 @@ class Router:
         if live.replay_running:
             return  # the replay under way reads the circle before its next page
         live.replay_running = True
-        task = asyncio.get_running_loop().create_task(self.replay(live))
-        self._tasks.add(task)
-        task.add_done_callback(self._replayed)
+        self._spawn(self.replay(live))
 
-    def _replayed(self, task: asyncio.Task[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         error = None if task.cancelled() else task.exception()
         # Unavailable: the store closed, the server is stopping
         if error is not None and not isinstance(error, Unavailable):
-            log.error("a replay failed", exc_info=error)
+            log.error("a router task failed", exc_info=error)
 
     async def _resend_or_refuse(
-        self, sender: LiveSession, sender_address: str, message_id: str, refusal: LimitExceeded
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str,
+        targets: list[SessionRecord],
+        refusal: LimitExceeded,
     ) -> None:
         """A full queue: a re-send of a message stored before (its accepted was lost) is queued
         already, so it gets the answer it got then, not "queue full"."""
         if not await self._store.was_stored(sender_address, message_id):
             self.refused_full += 1
             raise refusal
-        if sender.wants(DeliveryEvent.ACCEPTED):
-            sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+        if self.peers is None:
+            _tell_sender(sender, message_id, False)
+        else:
+            await self._stored_before(sender, sender_address, message_id, targets)
+
+    async def _stored_before(
+        self,
+        sender: LiveSession,
+        sender_address: str,
+        message_id: str,
+        targets: list[SessionRecord],
+    ) -> None:
+        """A re-send of a message stored before, with other nodes: "accepted" once its rows
+        still queued are announced again. The node that stored them may have died after the
+        commit, before its wakes went out and before it answered: the sender re-sent it here,
+        and without a wake its rows would wait unwritten while their sessions stay connected
+        (the rows after them written live, these left behind as holes)."""
+        peers = self.peers
+        assert peers is not None
+        found = await self._store.queued_at(
+            sender_address, message_id, [(r.identity, r.instance) for r in targets]
+        )
+        for record in targets:
+            seq = found.get((record.identity, record.instance))
+            if seq is None:
+                continue  # written and acknowledged already
+            live = self._registry.live(record.identity, record.instance)
+            if live is None:
+                peers.stored(record, seq)  # wakes the node that holds it
+            else:
+                await self.woken(live, [seq])  # written here unless written already
+        if peers.waking():
+            peers.once_announced(lambda: _tell_sender(sender, message_id, False), message_id)
+        else:
+            _tell_sender(sender, message_id, False)
 
     def _appended(
         self,
         sender: LiveSession,
+        sender_address: str,
         admitted: _Admitted,
         message_id: str,
         targets: list[SessionRecord],
@@ -436,17 +480,18 @@ class Router:
         expires_at: float,
     ) -> None:
         """Tell the sender and write to live sessions (the ledger has settled the depths)."""
-        if isinstance(result, BaseException) or result.duplicate:
-            if isinstance(result, BaseException):
-                sender.outlet.notify(
-                    message_id,
-                    DeliveryEvent.FAILED,
-                    Unavailable(
-                        ErrorId.STORAGE_UNAVAILABLE, f"The message was not stored: {result}"
-                    ),
-                )
-            elif sender.wants(DeliveryEvent.ACCEPTED):
-                sender.outlet.notify(message_id, DeliveryEvent.ACCEPTED)
+        if isinstance(result, BaseException):
+            sender.outlet.notify(
+                message_id,
+                DeliveryEvent.FAILED,
+                Unavailable(ErrorId.STORAGE_UNAVAILABLE, f"The message was not stored: {result}"),
+            )
+            return
+        if result.duplicate:
+            if self.peers is None:
+                _tell_sender(sender, message_id, False)
+            else:
+                self._spawn(self._stored_before(sender, sender_address, message_id, targets))
             return
         if expires_at <= time.time():
             if sender.wants(DeliveryEvent.ACCEPTED):
@@ -1111,7 +1156,9 @@ class Router:
                 plain: AppendResult | BaseException = AppendResult(result.duplicate, result.seqs)
             else:
                 plain = result
-            self._appended(sender, admitted, message_id, targets, payload, plain, expires_at)
+            self._appended(
+                sender, sender_address, admitted, message_id, targets, payload, plain, expires_at
+            )
 
         self._store.transact(
             policy.bounded_append(entries, (sender_address, message_id), bounds, persist),

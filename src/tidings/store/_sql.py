@@ -206,6 +206,19 @@ class SqlStore:
             )
         )
 
+    async def queued_at(
+        self, sender: str, message_id: str, sessions: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        found = {}
+        for identity, instance in sessions:  # by the queue_by_message index, one at a time
+            rows = await self._rows(
+                "SELECT seq FROM queue WHERE identity=? AND instance=? AND sender=? AND msg_id=?",
+                (identity, instance, sender, message_id),
+            )
+            if rows:
+                found[(identity, instance)] = int(rows[0][0])
+        return found
+
     def touch_session(self, identity: str, instance: str, last_seen: float) -> None:
         row = (last_seen, identity, instance)
 

@@ -218,6 +218,17 @@ class MemoryStore:
         if session is not None:
             session.last_seen = last_seen
 
+    async def queued_at(
+        self, sender: str, message_id: str, sessions: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        found = {}
+        for key in sessions:
+            for seq, row in self._state.queues.get(key, {}).items():
+                if row.sender == sender and row.message_id == message_id:
+                    found[key] = seq
+                    break
+        return found
+
     async def was_stored(self, sender: str, message_id: str) -> bool:
         return (sender, message_id) in self._state.message_ids
 
