@@ -21,7 +21,7 @@ class PostgresDatabases:
 
     @classmethod
     def start(cls) -> PostgresDatabases:
-        server = Postgres().start()
+        server = Postgres(durable=False).start()
         databases = cls(server)
         databases.create(TEMPLATE, template="template0")
         migrate(databases.url(TEMPLATE))

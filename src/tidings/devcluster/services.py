@@ -95,6 +95,15 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) ->
         process.wait()
 
 
+_NOT_DURABLE = (
+    "-c", "fsync=off",
+    "-c", "full_page_writes=off",
+    "-c", "synchronous_commit=off",
+    "-c", "wal_level=minimal",
+    "-c", "max_wal_senders=0",
+)  # fmt: skip
+
+
 @dataclass
 class Postgres:
     """A PostgreSQL server on a throwaway data folder, run as the ``postgres`` user; trust
@@ -108,6 +117,9 @@ class Postgres:
     database: str = "tidings"
     process: subprocess.Popen[bytes] | None = None
     user: str = "postgres"
+    durable: bool = True
+    """``fsync`` on; tests that never outlive the machine turn it off (a killed server still
+    loses nothing that it committed: the operating system holds the writes)."""
     _owned: bool = False
 
     @property
@@ -148,7 +160,7 @@ class Postgres:
                     "-k", str(self.folder),
                     "-c", "max_connections=200",
                     "-c", "shared_buffers=128MB",
-                    "-c", "fsync=on",
+                    *(() if self.durable else _NOT_DURABLE),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
