@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")
-def cluster() -> Iterator[LocalCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The package's cluster: 3 nodes with the cluster app, guests and an API token; the
     accounts of ``ACCOUNTS`` made in its PostgreSQL with the CLI."""
     local = LocalCluster(
@@ -35,19 +35,16 @@ def cluster() -> Iterator[LocalCluster]:
     )
     local.start()
     try:
-        env = {**os.environ, "TIDINGS_STORE": local.node_store}
-        making = [
-            subprocess.Popen(
-                [*TIDINGS, "account", "add", name, "--password", password(name)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            for name in ACCOUNTS
-        ]
-        for process in making:
-            out, _ = process.communicate(timeout=120)
-            assert process.returncode == 0, out.decode(errors="replace")
+        rows = tmp_path_factory.mktemp("cluster-accounts") / "accounts.csv"
+        rows.write_text("name,password\n" + "".join(f"{n},{password(n)}\n" for n in ACCOUNTS))
+        made = subprocess.run(
+            [*TIDINGS, "account", "import", str(rows)],
+            env={**os.environ, "TIDINGS_STORE": local.node_store},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
         yield local
     finally:
         local.stop()

@@ -104,8 +104,7 @@ def normalize(value: Any, names: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def lime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("console-lime"), args=["--domain", DOMAIN])
-    for name, password in ACCOUNTS.items():
-        assert server.tidings("account", "add", name, "--password", password).returncode == 0
+    server.add_accounts(ACCOUNTS)
     server.start()
     yield server
     server.stop()

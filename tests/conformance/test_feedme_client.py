@@ -90,8 +90,7 @@ def owner_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     server = ServerProcess(
         tmp_path_factory.mktemp("feedme-owner-feeds"), args=["--api-token", OWNER_TOKEN]
     )
-    for name in ("bob", "ann"):
-        assert server.tidings("account", "add", name, "--password", "pw").returncode == 0
+    server.add_accounts({"bob": "pw", "ann": "pw"})
     server.start()
     yield server
     server.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.server_process import TIDINGS, ServerProcess
+from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.conformance
 
@@ -106,32 +106,9 @@ def lime_js() -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``tidings serve`` on free loopback ports (port 0, read back from the ready line)."""
     data_dir = tmp_path_factory.mktemp("tidings-lime-js")
-    tidings = TIDINGS
-
-    def cli(*args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*tidings, *args, "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def finish(*processes: subprocess.Popen[str]) -> list[str]:
-        outputs = []
-        for process in processes:
-            out, err = process.communicate(timeout=60)
-            assert process.returncode == 0, f"{process.args}: {out}{err}"
-            outputs.append(out)
-        return outputs
-
-    # The first call creates the database; the rest run side by side (each CLI call spends
-    # most of its time hashing a password).
-    (first, *others) = ACCOUNTS.items()
-    finish(cli("account", "add", first[0], "--password", first[1]))
-    finish(*(cli("account", "add", name, "--password", pw) for name, pw in others))
-    (made,) = finish(cli("account", "key", KEY_ACCOUNT))
-    key = [line.strip() for line in made.splitlines() if line.strip()][-1]
     process = ServerProcess(data_dir, args=["--domain", DOMAIN, "--allow-guests"])
+    process.add_accounts(ACCOUNTS)
+    key = process.new_key(KEY_ACCOUNT)
     try:
         process.start()
     except RuntimeError as exc:

@@ -23,9 +23,7 @@ async def _close_wire_clients() -> AsyncIterator[None]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("tidings-data")
     process = ServerProcess(data_dir, args=["--allow-guests"])
-    for name, password in PASSWORDS.items():
-        result = process.tidings("account", "add", name, "--password", password)
-        assert result.returncode == 0, result.stderr
+    process.add_accounts(PASSWORDS)
     process.start()
     yield process
     process.stop()

@@ -83,8 +83,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         tmp_path_factory.mktemp("api-schemathesis"),
         args=["--api-token", API, "--admin-token", ADMIN],
     )
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        process.add_account(name, f"{name}-pw")
         process.new_key(name)
     keys = process.keys
     process.start()

@@ -22,9 +22,8 @@ SYMPTOMS = {"resource": "feed:symptoms", "level": "read"}
 def cmc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Any]]:
     server = ServerProcess(tmp_path_factory.mktemp("cmc"))
     keys = {}
+    server.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
         keys[name] = server.tidings("account", "key", name).stdout.strip()
     server.start()
     try:

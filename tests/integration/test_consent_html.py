@@ -28,8 +28,8 @@ PRESENCE = {"resource": "presence", "level": "read"}
 def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict]]:
     process = ServerProcess(tmp_path_factory.mktemp("consent-html"))
     keys = {}
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        assert process.tidings("account", "add", name, "--password", f"{name}-pw").returncode == 0
         keys[name] = process.tidings("account", "key", name).stdout.strip().splitlines()[-1]
     process.start()
     try:

@@ -53,9 +53,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     process = ServerProcess(tmp_path_factory.mktemp("consent-http"))
     keys = {}
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        added = process.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
         made = process.tidings("account", "key", name)
         assert made.returncode == 0, made.stderr
         keys[name] = made.stdout.strip().splitlines()[-1]

@@ -39,9 +39,9 @@ class Crowd:
 def crowd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crowd]:
     process = ServerProcess(tmp_path_factory.mktemp("consent-crowd"))
 
+    process.add_accounts({name: f"{name}-pw" for name in (REQUESTER, *ACCEPTERS)})
+
     def account(name: str) -> tuple[str, str]:
-        added = process.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
         made = process.tidings("account", "key", name)
         assert made.returncode == 0, made.stderr
         return name, made.stdout.strip().splitlines()[-1]

@@ -87,8 +87,8 @@ def _seed(url: str, keys: dict[str, str]) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     process = ServerProcess(tmp_path_factory.mktemp("consent-schemathesis"))
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        process.add_account(name, f"{name}-pw")
         process.new_key(name)
     with running(process):
         yield Target(process, process.keys, _seed(process.http_url, process.keys))

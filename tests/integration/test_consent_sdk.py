@@ -27,9 +27,7 @@ NAMES = ("alice", "bob", "carol")
 @pytest.fixture(scope="module")
 def consent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("tidings-consent"))
-    for name in NAMES:
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    server.add_accounts({name: f"{name}-pw" for name in NAMES})
     server.start()
     try:
         yield server

@@ -23,8 +23,7 @@ NAMES = ("alice", "bob")
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("console"))
-    for name in NAMES:
-        process.add_account(name, f"{name} pw é")
+    process.add_accounts({name: f"{name} pw é" for name in NAMES})
     with running(process):
         yield process
 

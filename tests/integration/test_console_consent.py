@@ -32,8 +32,7 @@ MARKUP = "Cardio <b>study</b>"
 @pytest.fixture(scope="module")
 def consent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("console-consent"))
-    for name in ("alice", "bob", "carol", "dan"):
-        process.add_account(name, f"{name}-pw")
+    process.add_accounts({name: f"{name}-pw" for name in ("alice", "bob", "carol", "dan")})
     with running(process):
         yield process
 

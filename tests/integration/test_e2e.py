@@ -29,9 +29,7 @@ NAMES = ("alice", "bob", "mallory")
 @pytest.fixture
 def e2e_server(tmp_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path / "data")
-    for name in NAMES:
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    server.add_accounts({name: f"{name}-pw" for name in NAMES})
     server.start()
     try:
         yield server

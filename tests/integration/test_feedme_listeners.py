@@ -15,8 +15,7 @@ from tests.server_process import ServerProcess
 def gate_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("gate")
     process = ServerProcess(data_dir, args=["--app", "tests.integration.gate_app:app"])
-    for name in ("ann", "crash"):
-        assert process.tidings("account", "add", name, "--password", "pw").returncode == 0
+    process.add_accounts({"ann": "pw", "crash": "pw"})
     process.start()
     yield process
     process.stop()

@@ -35,8 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
         tmp_path_factory.mktemp("account-api"), args=["--admin-token", ADMIN, "--api-token", API]
     )
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        process.add_account(name, f"{name}-pw")
         process.new_key(name)
     with running(process):
         yield process

@@ -32,9 +32,7 @@ CLOSED = "dave"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("tidings-keys"), args=["--allow-guests"])
-    for name, password in {**PASSWORDS, CLOSED: "dave-pw"}.items():
-        result = process.tidings("account", "add", name, "--password", password)
-        assert result.returncode == 0, result.stderr
+    process.add_accounts({**PASSWORDS, CLOSED: "dave-pw"})
     process.start()
     yield process
     process.stop()

@@ -40,9 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         f"login_backoff_max_s = {2 * BASE_S}\n"
     )
     process = ServerProcess(data_dir, args=["--config", str(config)])
-    for name, password in PASSWORDS.items():
-        result = process.tidings("account", "add", name, "--password", password)
-        assert result.returncode == 0, result.stderr
+    process.add_accounts(PASSWORDS)
     process.start()
     yield process
     process.stop()

@@ -25,9 +25,7 @@ EXPIRED = 123
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path / "data")
-    for name in ("alice", "bob"):
-        added = process.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    process.add_accounts({name: f"{name}-pw" for name in ("alice", "bob")})
     process.start()
     try:
         yield process
@@ -96,9 +94,7 @@ async def test_scenario_4_scope_follows_devices_and_contacts(server):
 async def test_scenario_5_replacing_contacts_replaces_the_circle(server, tmp_path):
     """mm-platform's ``friends.update [K1,K2]`` then ``[K3]``: here the contacts are the
     circle, and the scope is read when a message is delivered."""
-    for name in ("carol", "dave"):
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    server.add_accounts({name: f"{name}-pw" for name in ("carol", "dave")})
     contact = "application/vnd.lime.contact+json"
     async with (
         client(server, "alice@localhost/a1") as alice,

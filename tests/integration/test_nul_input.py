@@ -50,9 +50,8 @@ def server(
             *store,
         ],
     )
+    process.add_accounts({"alice": PASSWORD, "bob": PASSWORD}, *store)
     for name in ("alice", "bob"):
-        made = process.tidings("account", "add", name, "--password", PASSWORD, *store)
-        assert made.returncode == 0, made.stderr
         key = process.tidings("account", "key", name, *store)
         assert key.returncode == 0, key.stderr
         process.keys[name] = key.stdout.strip().splitlines()[-1]

@@ -28,8 +28,7 @@ PUBLICATION = "application/vnd.tidings.feed-publication+json"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("owner-feeds")
     process = ServerProcess(data_dir, args=["--api-token", TOKEN, "--allow-guests"])
-    for name, password in PASSWORDS.items():
-        assert process.tidings("account", "add", name, "--password", password).returncode == 0
+    process.add_accounts(PASSWORDS)
     process.start()
     yield process
     process.stop()

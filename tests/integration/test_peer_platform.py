@@ -28,9 +28,7 @@ NAMES = ("alice", "bob", "mallory")
 
 def _server(data_dir: Path) -> ServerProcess:
     server = ServerProcess(data_dir)
-    for name in NAMES:
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    server.add_accounts({name: f"{name}-pw" for name in NAMES})
     return server.start()
 
 

@@ -111,9 +111,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         args=["--allow-guests", "--app", "tests.conformance.feedme_app:app"],
         output=deque(maxlen=1_000_000),
     )
-    for name in ("alice", "bob"):
-        result = process.tidings("account", "add", name, "--password", PASSWORDS[name])
-        assert result.returncode == 0, result.stderr
+    process.add_accounts({name: PASSWORDS[name] for name in ("alice", "bob")})
     process.start()
     yield process
     process.stop()

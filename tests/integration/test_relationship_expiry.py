@@ -34,9 +34,8 @@ def expiry_server(
     data_dir: Path = tmp_path_factory.mktemp("relationship-expiry")
     server = ServerProcess(data_dir)
     keys = {}
+    server.add_accounts({name: f"{name}-pw" for name in NAMES})
     for name in NAMES:
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
         keys[name] = server.tidings("account", "key", name).stdout.strip()
     server.start()
     try:

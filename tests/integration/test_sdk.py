@@ -35,9 +35,7 @@ FAST = Backoff(initial=0.02, maximum=0.5)
 @pytest.fixture
 def sdk_server(tmp_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path, args=["--allow-guests"])
-    for name in ("alice", "bob"):
-        added = server.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert added.returncode == 0, added.stderr
+    server.add_accounts({name: f"{name}-pw" for name in ("alice", "bob")})
     server.start()
     try:
         yield server

@@ -26,9 +26,7 @@ ACCOUNT = "application/vnd.lime.account+json"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("tidings-scopes")
     process = ServerProcess(data_dir, args=["--allow-guests"])
-    for name in NAMES:
-        result = process.tidings("account", "add", name, "--password", f"{name}-pw")
-        assert result.returncode == 0, result.stderr
+    process.add_accounts({name: f"{name}-pw" for name in NAMES})
     process.start()
     yield process
     process.stop()

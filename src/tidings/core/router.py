@@ -451,9 +451,12 @@ class Router:
         (the rows after them written live, these left behind as holes)."""
         peers = self.peers
         assert peers is not None
-        found = await self._store.queued_at(
-            sender_address, message_id, [(r.identity, r.instance) for r in targets]
-        )
+        try:
+            found = await self._store.queued_at(
+                sender_address, message_id, [(r.identity, r.instance) for r in targets]
+            )
+        except Unavailable:
+            found = {}  # stored all the same: "accepted" is true; a replay finds the rows
         for record in targets:
             seq = found.get((record.identity, record.instance))
             if seq is None:
