@@ -16,6 +16,7 @@ from tests.lime_wire import WireClient
 
 from tidings.broker.inprocess import Bus, InProcessBroker
 from tidings.config import Settings
+from tidings.core.address import parse_identity
 from tidings.core.consent_model import InboxEvent, InboxKind
 from tidings.core.ports import Store
 from tidings.sdk import Backoff, Client, ReceivedMessage, SessionFailed
@@ -236,6 +237,38 @@ async def test_a_resent_message_whose_node_died_before_its_wake_is_written(
     assert first["id"] == "m1"
     await bob.expect_id("m2")
     cluster.first.gate.set()
+
+
+async def test_a_retried_notify_whose_node_died_before_its_wake_is_written(
+    cluster: Cluster,
+) -> None:
+    """The same for a server-side notify (an application's, through the HTTP API): node A
+    stores it and dies before its wake goes out (and before it answers); the application
+    retries on node C, where the row is found stored and node B is woken for it."""
+    bob = await login(cluster, 1, "bob@localhost/w")
+    carol = await login(cluster, 1, "carol@localhost/w")
+    here = cluster.services(0).cluster
+    await eventually(lambda: here.directory.owner("bob@localhost", "w") == "node-b")
+    to = parse_identity("bob@localhost")
+    notify = {"message_id": "n1", "type_": "text/plain", "content": "1", "session": "w"}
+    cluster.first.muted = True  # node A's last words are lost
+    cluster.first.gate.clear()
+    first = asyncio.create_task(cluster.services(0).sessions.notify(to, **notify))
+    origin = cluster.services(0).lime.server_node.text
+    try:
+        async with asyncio.timeout(STEP):
+            while not await cluster.store.queued_at(origin, "n1", [("bob@localhost", "w")]):
+                await asyncio.sleep(0.01)
+        assert not first.done()  # node A answers only once its wakes are out: never
+        carol.send({"id": "c1", "to": "bob@localhost/w", "type": "text/plain", "content": "c"})
+        await bob.expect_id("c1")  # bob's cursor is past the notify's row now
+        again = await cluster.services(2).sessions.notify(to, **notify)
+        assert again.message_id == "n1"
+        got = await bob.expect_id("n1")
+        assert got["from"] == origin
+    finally:
+        first.cancel()
+        cluster.first.gate.set()
 
 
 async def test_a_message_to_a_session_not_heard_of_yet_goes_to_that_session(

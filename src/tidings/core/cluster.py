@@ -261,6 +261,10 @@ class ClusterNode:
     def waking(self) -> bool:
         return bool(self._outgoing)
 
+    async def announced(self) -> None:
+        self._flush_wakes()
+        await self._broker.flushed()
+
     def once_announced(self, then: Callable[[], None], message_id: str) -> None:
         self._flush_wakes()  # now, not at the end of the loop turn: the sooner they are out
         self._accepting.setdefault(message_id, [])

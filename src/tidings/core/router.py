@@ -22,7 +22,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter as _perf_counter
@@ -107,6 +107,9 @@ class Peers(Protocol):
     def once_announced(self, then: Callable[[], None], message_id: str) -> None:
         """Call ``then`` (the ``accepted`` of ``message_id``) once the wakes queued so far
         have reached the broker; receipts of that message from other nodes wait for it."""
+
+    async def announced(self) -> None:
+        """Wait until the wakes queued or published so far have reached the broker."""
 
     def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
         """If the ``accepted`` of ``message_id`` is not out yet, keep ``then`` (a receipt or a
@@ -445,18 +448,32 @@ class Router:
         targets: list[SessionRecord],
     ) -> None:
         """A re-send of a message stored before, with other nodes: "accepted" once its rows
-        still queued are announced again. The node that stored them may have died after the
-        commit, before its wakes went out and before it answered: the sender re-sent it here,
-        and without a wake its rows would wait unwritten while their sessions stay connected
-        (the rows after them written live, these left behind as holes)."""
+        still queued are announced again (``wake_again``)."""
         peers = self.peers
         assert peers is not None
+        await self.wake_again(sender_address, message_id, targets)
+        if peers.waking():
+            peers.once_announced(lambda: _tell_sender(sender, message_id, False), message_id)
+        else:
+            _tell_sender(sender, message_id, False)
+
+    async def wake_again(
+        self, sender_address: str, message_id: str, targets: Sequence[SessionRecord]
+    ) -> None:
+        """With other nodes, announce again the rows still queued of a message found stored
+        (a re-send, deduplicated), as if just stored. The node that stored them may have died
+        after the commit, before its wakes went out and before it answered: its sender re-sent
+        the message here, and without a wake its rows would wait unwritten while their sessions
+        stay connected (the rows after them written live, these left behind as holes)."""
+        peers = self.peers
+        if peers is None:
+            return
         try:
             found = await self._store.queued_at(
                 sender_address, message_id, [(r.identity, r.instance) for r in targets]
             )
         except Unavailable:
-            found = {}  # stored all the same: "accepted" is true; a replay finds the rows
+            return  # stored all the same; the session's next connection reads the rows
         for record in targets:
             seq = found.get((record.identity, record.instance))
             if seq is None:
@@ -466,10 +483,13 @@ class Router:
                 peers.stored(record, seq)  # wakes the node that holds it
             else:
                 await self.woken(live, [seq])  # written here unless written already
-        if peers.waking():
-            peers.once_announced(lambda: _tell_sender(sender, message_id, False), message_id)
-        else:
-            _tell_sender(sender, message_id, False)
+
+    async def announced(self) -> None:
+        """With other nodes, wait until the wakes queued so far have reached the broker: an
+        answer that says "stored" must not outrun them (see ``_appended``)."""
+        peers = self.peers
+        if peers is not None:
+            await peers.announced()  # the wakes may have gone out already, not reached it
 
     def _appended(
         self,

@@ -395,6 +395,11 @@ class SessionService:
         if not entries:
             return NotifyOutcome(message_id, [], refused)
         result = await self._write(entries, (origin, message_id), bounds, taken)
+        router = self._router
+        if result.duplicate:
+            # a retry: the node that stored it may have died before its wakes went out
+            await router.wake_again(origin, message_id, taken)
+        await router.announced()  # "stored" is not answered before the wakes are out
         if result.duplicate:
             return NotifyOutcome(message_id, [], refused)
         return NotifyOutcome(message_id, [r.instance for r in taken], refused)

@@ -44,6 +44,9 @@ class Peers:
         else:
             self.held.append(then)
 
+    async def announced(self) -> None:
+        self.unannounced = 0
+
     def held_back(self, message_id: str, then: Callable[[], None]) -> bool:
         return False
 
