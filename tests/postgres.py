@@ -46,6 +46,20 @@ class PostgresDatabases:
         """A new database without any table."""
         return self.create(f"e{next(self._numbers)}", template="template0")
 
+    def clear(self, url: str) -> None:
+        """Remove every row of a migrated database (its schema stays): using one again costs
+        less than a fresh one (a property test's hundred examples)."""
+        with psycopg.connect(url, autocommit=True) as connection:
+            tables = [
+                name
+                for (name,) in connection.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> 'schema_migrations'"
+                )
+            ]
+            listed = ", ".join(f'"{name}"' for name in tables)
+            connection.execute(f"TRUNCATE {listed} RESTART IDENTITY")  # type: ignore[arg-type]
+
     def drop(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with self._admin() as admin:

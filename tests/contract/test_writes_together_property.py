@@ -8,8 +8,10 @@ runs acknowledgements first relies on it, ``_sql.SqlStore._acknowledgements_toge
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,16 +76,22 @@ async def run(
         store.close()
 
 
+@pytest.fixture(scope="module")
+def two(postgres: PostgresDatabases) -> Iterator[tuple[str, str]]:
+    """Two databases, emptied before each example."""
+    urls = (postgres.fresh(), postgres.fresh())
+    yield urls
+    for url in urls:
+        postgres.drop(url)
+
+
 @settings(max_examples=30, deadline=None)
 @given(ops=st.lists(operation, min_size=1, max_size=14))
 def test_together_answers_as_one_at_a_time(
-    postgres: PostgresDatabases, ops: list[tuple[str, str, str, str]]
+    postgres: PostgresDatabases, two: tuple[str, str], ops: list[tuple[str, str, str, str]]
 ) -> None:
-    urls = [postgres.fresh(), postgres.fresh()]
-    try:
-        alone = asyncio.run(run(urls[0], ops, together=False))
-        batched = asyncio.run(run(urls[1], ops, together=True))
-    finally:
-        for url in urls:
-            postgres.drop(url)
+    for url in two:
+        postgres.clear(url)
+    alone = asyncio.run(run(two[0], ops, together=False))
+    batched = asyncio.run(run(two[1], ops, together=True))
     assert batched == alone
