@@ -84,7 +84,6 @@ from .gateway.lime_consent import ChatRelay
 from .gateway.lime_sessions import LimeNotices
 from .gateway.listener import Refused, make_router
 from .logs import RequestIds, configure_logging
-from .net.dns_srv import DnsSrv
 from .net.federation_client import FederationClient
 from .protocol.lime import Node, stamp_scope
 from .store import open_store
@@ -255,11 +254,12 @@ async def build(
         clock=cluster_clock,
     )
     server_keys = ServerKeys.load_or_create(settings.data_dir, settings.domain, time.time())
-    peer_directory = PeerDirectory(
-        settings.federation_peers,
-        settings.federation_deny,
-        DnsSrv(settings.federation_dns_server) if settings.federation_srv else None,
-    )
+    srv = None
+    if settings.federation_srv:
+        from .net.dns_srv import DnsSrv  # dnspython: 0.1 s of every start-up, else unused
+
+        srv = DnsSrv(settings.federation_dns_server)
+    peer_directory = PeerDirectory(settings.federation_peers, settings.federation_deny, srv)
     federation_client = FederationClient(
         settings.domain, lambda: server_keys.current, peer_directory.base_url
     )
