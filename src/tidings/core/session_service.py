@@ -359,6 +359,7 @@ class SessionService:
                 check_pattern(pattern)
                 existing = [n for n in existing if matches(pattern, n)]
             names = sorted(existing)
+        known = set(self._registry.records_of(identity))
         entries = []
         bounds: list[QueueBound] = []
         refused: list[dict[str, Any]] = []
@@ -394,7 +395,11 @@ class SessionService:
             taken.append(record)
         if not entries:
             return NotifyOutcome(message_id, [], refused)
-        result = await self._write(entries, (origin, message_id), bounds, taken)
+        try:
+            result = await self._write(entries, (origin, message_id), bounds, taken)
+        except TidingsError:
+            self._forget_unused(identity, [n for n in names if n not in known])
+            raise
         router = self._router
         if result.duplicate:
             # a retry: the node that stored it may have died before its wakes went out
@@ -403,6 +408,15 @@ class SessionService:
         if result.duplicate:
             return NotifyOutcome(message_id, [], refused)
         return NotifyOutcome(message_id, [r.instance for r in taken], refused)
+
+    def _forget_unused(self, identity: str, names: list[str]) -> None:
+        """Sessions that a failed notify made: gone again unless something used them meanwhile
+        (a queued row, a connection), so that a storage failure leaves no empty session."""
+        registry = self._registry
+        for name in names:
+            record = registry.records_of(identity).get(name)
+            if record is not None and not record.depth and registry.live(identity, name) is None:
+                registry.forget(identity, name)
 
     async def _write(
         self,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tidings.core.address import Address, parse_address
-from tidings.core.errors import ErrorId, TidingsError
+from tidings.core.errors import ErrorId, TidingsError, Unavailable
 from tidings.core.model import DeliveryEvent, EnvelopeKind, OverflowPolicy
 from tidings.core.router import QueueLimits, Router
 from tidings.core.session_registry import LiveSession, SessionRegistry
@@ -168,6 +168,30 @@ async def test_session_service_notify_delete_and_persistence() -> None:
     await sessions.end(BOB, "a", state.nonce)
     assert await sessions.delete(BOB, "a") == 1
     assert "a" not in registry.records_of(BOB)
+
+
+class DownStore(MemoryStore):
+    """A store whose transactions fail (the database went away)."""
+
+    def transact(self, work: Any, done: Any) -> None:
+        done(Unavailable(ErrorId.STORAGE_UNAVAILABLE, "the database is down"))
+
+
+async def test_a_failed_notify_leaves_no_session_behind() -> None:
+    store = DownStore()
+    registry = SessionRegistry()
+    router = Router("x", store, registry, _anyone, QueueLimits(10), Notices(), SERVER)
+    sessions = SessionService(router, registry, store, Notices(), SERVER)
+    registry.record(BOB, "old")
+    with pytest.raises(Unavailable):
+        await sessions.notify(
+            parse_address(BOB), message_id="n1", type_="t", content=1, session="new"
+        )
+    with pytest.raises(Unavailable):
+        await sessions.notify(
+            parse_address(BOB), message_id="n2", type_="t", content=1, session="old"
+        )
+    assert set(registry.records_of(BOB)) == {"old"}
 
 
 # -- the queue rules as a property ---------------------------------------------------------
