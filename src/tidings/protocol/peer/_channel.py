@@ -203,7 +203,21 @@ class SecureChannel:
         return events
 
     def send(self, message: PeerMessage) -> None:
-        """Queue ``message`` for ``data_to_send`` (``InvalidState`` before the handshake)."""
+        """Queue ``message`` for ``data_to_send`` (``InvalidState`` before the handshake).
+
+        The acknowledgements' protocol is refused (``LocalProtocolError``): the peer would read
+        such a message as an ack and drop it as malformed; ``send_acks`` writes acks."""
+        if message.protocol == ACK_PROTOCOL:
+            raise LocalProtocolError(
+                f"The protocol {ACK_PROTOCOL!r} is the acknowledgements' own (send_acks)"
+            )
+        self._queue(message)
+
+    def send_acks(self, ids: Sequence[str]) -> None:
+        """Acknowledge the peer's messages ``ids`` (one ack message)."""
+        self._queue(ack_message(ids))
+
+    def _queue(self, message: PeerMessage) -> None:
         if self._step is not _Step.ESTABLISHED:
             raise InvalidState(f"Cannot send on a channel that is {self._step.value}")
         encoded = encode_message(message)
@@ -212,10 +226,6 @@ class SecureChannel:
                 f"A message of {len(encoded)} bytes is over max_message ({self._max_message})"
             )
         self._plaintext += encode_netstring(encoded)
-
-    def send_acks(self, ids: Sequence[str]) -> None:
-        """Acknowledge the peer's messages ``ids`` (one ack message)."""
-        self.send(ack_message(ids))
 
     def _receive(self, data: bytes, events: list[ChannelEvent]) -> None:
         buffer = self._received

@@ -216,6 +216,13 @@ class TestTransport:
             AcksReceived(["1"]),
         ]
 
+    def test_the_ack_protocol_is_refused_to_send(self) -> None:
+        """The peer would read it as an ack and drop it (a bad one): refused here, plainly."""
+        initiator, _ = established()
+        with pytest.raises(LocalProtocolError, match="tidings.ack"):
+            initiator.send(PeerMessage("ack", "tidings.ack", b"1"))
+        assert initiator.data_to_send() == b""
+
     def test_messages_sent_together_share_a_record(self) -> None:
         initiator, responder = established()
         for index in range(10):

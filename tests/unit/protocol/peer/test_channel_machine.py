@@ -3,11 +3,16 @@ arrives exactly once, in order, on both sides (a hypothesis state machine)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from tidings.protocol import LocalProtocolError
 from tidings.protocol.peer import (
+    ACK_PROTOCOL,
     AcksReceived,
     ChannelEvent,
     Established,
@@ -18,6 +23,11 @@ from tidings.protocol.peer import (
 
 from .peers import Node
 from .strategies import ids, messages
+
+
+def on_the_ack_protocol(message: PeerMessage) -> PeerMessage:
+    return replace(message, protocol=ACK_PROTOCOL)
+
 
 ALICE, BOB = Node("alice"), Node("bob")  # key pairs made once: each example only shakes hands
 SIDES = st.sampled_from(["initiator", "responder"])
@@ -66,12 +76,17 @@ class ChannelMachine(RuleBasedStateMachine):
         if shake_hands:
             self.flush()
 
-    @rule(side=SIDES, message=messages)
+    @rule(side=SIDES, message=messages | messages.map(on_the_ack_protocol))
     def send(self, side: str, message: PeerMessage) -> None:
         wire = self.wires[side]
-        if wire.sender.established:
-            wire.sender.send(message)
-            wire.sent.append(message)
+        if not wire.sender.established:
+            return
+        if message.protocol == ACK_PROTOCOL:  # refused: the peer would drop it as a bad ack
+            with pytest.raises(LocalProtocolError):
+                wire.sender.send(message)
+            return
+        wire.sender.send(message)
+        wire.sent.append(message)
 
     @rule(side=SIDES, acknowledged=st.lists(ids, min_size=1, max_size=3))
     def send_acks(self, side: str, acknowledged: list[str]) -> None:
