@@ -219,7 +219,7 @@ class TestTransport:
     def test_the_ack_protocol_is_refused_to_send(self) -> None:
         """The peer would read it as an ack and drop it (a bad one): refused here, plainly."""
         initiator, _ = established()
-        with pytest.raises(LocalProtocolError, match="tidings.ack"):
+        with pytest.raises(LocalProtocolError, match=r"tidings\.ack"):
             initiator.send(PeerMessage("ack", "tidings.ack", b"1"))
         assert initiator.data_to_send() == b""
 
