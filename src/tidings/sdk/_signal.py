@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, Literal
 
 __all__ = ["Signal"]
 
@@ -22,5 +24,7 @@ class Signal:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    def wait(self) -> Coroutine[Any, Any, Literal[True]]:
+        """The wait for the next ``notify``, bound now: a wait wrapped in a task (to wait on
+        two signals at once) is woken by a ``notify`` that comes before the task first runs."""
+        return self._event.wait()
