@@ -449,13 +449,8 @@ class Router:
     ) -> None:
         """A re-send of a message stored before, with other nodes: "accepted" once its rows
         still queued are announced again (``wake_again``)."""
-        peers = self.peers
-        assert peers is not None
         await self.wake_again(sender_address, message_id, targets)
-        if peers.waking():
-            peers.once_announced(lambda: _tell_sender(sender, message_id, False), message_id)
-        else:
-            _tell_sender(sender, message_id, False)
+        self._tell_once_announced(sender, message_id, False)
 
     async def wake_again(
         self, sender_address: str, message_id: str, targets: Sequence[SessionRecord]
@@ -547,11 +542,14 @@ class Router:
             self.delivered += 1
             if len(targets) > 1:
                 self.fanout_deliveries += written
+        self._tell_once_announced(sender, message_id, dispatched)
+
+    def _tell_once_announced(self, sender: LiveSession, message_id: str, dispatched: bool) -> None:
+        """Tell the sender once the wakes queued so far are out: a node that dies right after
+        answering must not take them along (a later message, from the sender's next node,
+        would be written first and this one left in its queue)."""
         peers = self.peers
         if peers is not None and peers.waking():
-            # "accepted" once the wakes are out: a node that dies right after answering must
-            # not take them along (a later message, from the sender's next node, would be
-            # written first and this one left in its queue)
             peers.once_announced(lambda: _tell_sender(sender, message_id, dispatched), message_id)
         else:
             _tell_sender(sender, message_id, dispatched)

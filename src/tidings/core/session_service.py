@@ -405,9 +405,8 @@ class SessionService:
             # a retry: the node that stored it may have died before its wakes went out
             await router.wake_again(origin, message_id, taken)
         await router.announced()  # "stored" is not answered before the wakes are out
-        if result.duplicate:
-            return NotifyOutcome(message_id, [], refused)
-        return NotifyOutcome(message_id, [r.instance for r in taken], refused)
+        queued = [] if result.duplicate else [r.instance for r in taken]
+        return NotifyOutcome(message_id, queued, refused)
 
     def _forget_unused(self, identity: str, names: list[str]) -> None:
         """Sessions that a failed notify made: gone again unless something used them meanwhile
